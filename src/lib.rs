@@ -1,0 +1,34 @@
+//! Pockestrator runs a fleet of PocketBase servers on Linux hosts and keeps
+//! them healthy: one binary that is the daemon (`pockestrator serve`), its
+//! REST API and the command-line client.
+//!
+//! Modules in reading order (see ARCHITECTURE.md for the codemap and the
+//! invariants that hold between them):
+//!
+//! - [`model`]: the pure domain — names, ports, versions, states, policies.
+//! - [`config`]: flags + environment into one validated daemon `Config`.
+//! - [`store`]: SQLite state, audit log and config history; the only SQL.
+//! - [`release`]: PocketBase releases — resolve, download, verify, cache.
+//! - [`runtime`]: how instance processes run (the embedded supervisor).
+//! - [`pocketbase`]: talking to one PocketBase — its CLI and health endpoint.
+//! - [`events`]: the closed event enum and the broadcast bus.
+//! - [`manager`]: every mutation goes through here, whichever door it came in by.
+//! - [`health`]: the probe loop.
+//! - [`api`]: the axum HTTP API (`/api/v1`, seed 001's compatibility API).
+//! - [`daemon`]: wiring and graceful shutdown.
+//! - [`client`]: typed client of the API over the unix socket or TCP.
+//! - [`cli`]: clap commands; reaches the daemon only through `client`.
+
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod events;
+pub mod health;
+pub mod manager;
+pub mod model;
+pub mod pocketbase;
+pub mod release;
+pub mod runtime;
+pub mod store;

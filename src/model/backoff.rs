@@ -1,0 +1,1 @@
+//! Restart back-off and crash-loop policy of the embedded supervisor (pure).

@@ -1,0 +1,15 @@
+//! The pure domain: instance names, domains, ports, versions, states and the
+//! policies that decide what to do (restart back-off, health verdicts).
+//!
+//! **Architecture Invariant:** nothing in `model` does I/O or touches tokio.
+//! Decisions live here as plain functions over plain data so that they can
+//! be unit-tested exhaustively; adapters elsewhere carry them out.
+
+pub mod backoff;
+pub mod names;
+pub mod ports;
+pub mod status;
+pub mod version;
+
+pub use names::{Domain, InstanceName, NameError, UserId};
+pub use status::{DesiredState, Status};

@@ -1,0 +1,1 @@
+//! PocketBase versions: parsing, `latest`, nearest matches (pure).

@@ -1,0 +1,1 @@
+//! PocketBase releases: resolve, download, verify and cache binaries.

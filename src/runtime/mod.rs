@@ -1,0 +1,1 @@
+//! How instance processes run: the runtime seam and its implementations.
