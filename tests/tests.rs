@@ -1,1 +1,8 @@
+//! The integration tests: one binary, one module per area, shared helpers in
+//! `support`. They run real PocketBase binaries fetched by
+//! `scripts/fetch-test-deps`.
 
+mod support;
+
+mod release;
+mod supervisor;

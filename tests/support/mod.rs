@@ -1,0 +1,56 @@
+//! Helpers shared by the integration tests: where the real binaries are,
+//! waiting with a deadline instead of sleeping.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The pinned PocketBase versions the suite runs (see scripts/fetch-test-deps).
+pub const PB_OLD: &str = "0.28.4";
+pub const PB_NEW: &str = "0.40.6";
+
+/// Where `scripts/fetch-test-deps` puts the real programs.
+pub fn deps_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("POCKESTRATOR_TEST_DEPS") {
+        return PathBuf::from(dir);
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cache/deps")
+}
+
+/// The real PocketBase binary of a pinned version.
+pub fn pocketbase_bin(version: &str) -> PathBuf {
+    let path = deps_dir().join(format!("pocketbase-{version}"));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/fetch-test-deps first (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// Poll `check` until it returns `Some`, or panic with `what` after `limit`.
+pub async fn wait_until<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A free TCP port on 127.0.0.1 at the time of asking.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
