@@ -1,1 +1,249 @@
-//! daemon
+//! The daemon: wiring and graceful shutdown.
+//!
+//! [`run`] is a library function that takes its listeners and a shutdown
+//! signal, so tests start many daemons on port 0 in temp dirs. [`serve`]
+//! is what `pockestrator serve` calls: it takes the data-dir lock, binds the
+//! socket and the TCP listener, and turns SIGINT/SIGTERM into the shutdown
+//! signal.
+//!
+//! Main loops, each a task stopped by the shutdown signal:
+//! - the HTTP servers (unix socket and TCP), graceful on shutdown;
+//! - `Manager::follow_runtime`: runtime events → store, audit, bus;
+//! - [`crate::health::run_loop`]: `Manager::health_round` every `health_interval`.
+//!
+//! **Architecture Invariant:** shutting the daemon down (or killing it)
+//! never stops an instance. The supervisor lets go of its processes; the
+//! next daemon adopts them.
+
+use std::future::Future;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use tokio::net::{TcpListener, UnixListener};
+
+use crate::api::{self, AppState, UnixPeer};
+use crate::config::{Config, Layout};
+use crate::events::EventBus;
+use crate::manager::Manager;
+use crate::release::{Arch, ReleaseConfig, Releases};
+use crate::runtime::embedded::Supervisor;
+use crate::runtime::{AnyRuntime, SupervisorConfig};
+use crate::store::Store;
+
+/// The sockets the daemon serves on.
+pub struct Listeners {
+    pub unix: UnixListener,
+    pub tcp: Option<TcpListener>,
+}
+
+/// Read the API token, creating it (0600) on first start.
+pub fn ensure_token(layout: &Layout) -> anyhow::Result<String> {
+    let path = layout.token();
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let token = hex::encode(rand::random::<[u8; 32]>());
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(token.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(token)
+}
+
+/// Create the data dir (0700) and its subdirectories.
+pub fn prepare_data_dir(layout: &Layout) -> anyhow::Result<()> {
+    for dir in [
+        layout.root.clone(),
+        layout.instances(),
+        layout.archive(),
+        layout.releases(),
+    ] {
+        std::fs::create_dir_all(&dir).with_context(|| {
+            format!(
+                "cannot create {}: check the permissions of its parent, or pass another --data-dir",
+                dir.display()
+            )
+        })?;
+    }
+    std::fs::set_permissions(&layout.root, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot set the mode of {}", layout.root.display()))?;
+    Ok(())
+}
+
+/// Run the daemon on the given listeners until `shutdown` resolves.
+pub async fn run(
+    cfg: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let layout = cfg.layout();
+    prepare_data_dir(&layout)?;
+    let token = ensure_token(&layout)?;
+    let store = Arc::new(Store::open(&layout.state_db())?);
+    let releases = Releases::new(ReleaseConfig {
+        cache_dir: layout.releases(),
+        sources: cfg.release_sources.clone(),
+        arch: Arch::host()?,
+    })?;
+    let supervisor = Supervisor::new(SupervisorConfig {
+        stop_timeout: cfg.stop_timeout,
+        ..SupervisorConfig::default()
+    });
+    let runtime = Arc::new(AnyRuntime::Embedded(supervisor));
+    let events = EventBus::default();
+    let manager = Manager::new(cfg.clone(), store, releases, runtime.clone(), events)?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let follower = tokio::spawn(manager.clone().follow_runtime(stop_rx.clone()));
+    manager.recover().await?;
+    let health = tokio::spawn(crate::health::run_loop(manager.clone(), stop_rx.clone()));
+
+    let state = AppState {
+        manager: manager.clone(),
+        token: Arc::new(token),
+    };
+    let unix_app =
+        api::unix_router(state.clone()).into_make_service_with_connect_info::<UnixPeer>();
+    let mut unix_stop = stop_rx.clone();
+    let unix_server = tokio::spawn(async move {
+        axum::serve(listeners.unix, unix_app)
+            .with_graceful_shutdown(async move {
+                let _ = unix_stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    let tcp_server = listeners.tcp.map(|tcp| {
+        let app = api::tcp_router(state.clone())
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let mut tcp_stop = stop_rx.clone();
+        tokio::spawn(async move {
+            axum::serve(tcp, app)
+                .with_graceful_shutdown(async move {
+                    let _ = tcp_stop.wait_for(|s| *s).await;
+                })
+                .await
+        })
+    });
+    tracing::info!(data_dir = %layout.root.display(), "pockestrator is ready");
+
+    shutdown.await;
+    tracing::info!("shutting down; instances keep running");
+    let _ = stop_tx.send(true);
+    // Open streams (log follow, event stream) would hold a graceful shutdown
+    // forever: give the servers a moment, then go.
+    let servers = async {
+        let _ = unix_server.await;
+        if let Some(t) = tcp_server {
+            let _ = t.await;
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), servers).await;
+    let _ = follower.await;
+    let _ = health.await;
+    match runtime.as_ref() {
+        AnyRuntime::Embedded(s) => s.shutdown().await,
+    }
+    Ok(())
+}
+
+/// Hold an exclusive lock on the data dir for the daemon's lifetime, so two
+/// daemons never manage the same instances.
+pub fn lock_data_dir(layout: &Layout) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    let path = layout.lock();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        if errno == nix::errno::Errno::EWOULDBLOCK {
+            anyhow::anyhow!(
+                "another pockestrator daemon is running on {}: stop it first, or pass another --data-dir",
+                layout.root.display()
+            )
+        } else {
+            anyhow::anyhow!("cannot lock {}: {errno}", path.display())
+        }
+    })
+}
+
+/// Bind the unix socket (0600). A socket file left by a daemon that died is
+/// removed; one that answers belongs to a live daemon and is an error.
+pub async fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
+    if path.as_os_str().len() > 100 {
+        bail!(
+            "the socket path {} is too long for a unix socket (over 100 bytes): use a shorter --data-dir",
+            path.display()
+        );
+    }
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            bail!(
+                "there seems to be an active pockestrator daemon on {}: stop it first; if you are sure there is none, remove that socket file",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("cannot bind {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot set the mode of {}", path.display()))?;
+    Ok(listener)
+}
+
+/// `pockestrator serve`: lock, bind, run until SIGINT or SIGTERM.
+pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let layout = cfg.layout();
+    prepare_data_dir(&layout)?;
+    let _lock = lock_data_dir(&layout)?;
+    let unix = bind_socket(&layout.socket()).await?;
+    let tcp = match cfg.listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr}: is another program using it? pass another --listen, or --listen none")
+        })?),
+        None => None,
+    };
+    if let Some(t) = &tcp {
+        eprintln!(
+            "pockestrator: API on http://{} (bearer token: `pockestrator token`)",
+            t.local_addr()?
+        );
+    }
+    eprintln!("pockestrator: local socket {}", layout.socket().display());
+    let socket_path: PathBuf = layout.socket();
+    let shutdown = async {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    let result = run(cfg, Listeners { unix, tcp }, shutdown).await;
+    let _ = std::fs::remove_file(socket_path);
+    result
+}

@@ -1,1 +1,82 @@
-//! health
+//! Health checking: the verdict on one probe (pure) and the loop that
+//! probes every instance on an interval.
+//!
+//! Each round probes `GET /api/health` of every instance that should run
+//! and whose process is alive, all at once; the manager applies the
+//! verdicts (state changes, restarts) and stores `last_health_check`.
+
+use std::sync::Arc;
+
+use crate::manager::Manager;
+use crate::model::Status;
+
+/// What to do after one probe of one instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Healthy: make sure it shows `running`.
+    Running,
+    /// Failing, but still within its start-up grace period.
+    Wait,
+    /// Failing: show `unhealthy`.
+    Unhealthy,
+    /// Failed too many times in a row: restart it.
+    Restart,
+}
+
+/// Decide from one probe result, the count of consecutive failures
+/// (including this one), the current state and whether the process is
+/// still within its start-up grace period.
+pub fn verdict(
+    healthy: bool,
+    failures: u32,
+    status: Status,
+    in_grace: bool,
+    threshold: u32,
+) -> Verdict {
+    if healthy {
+        Verdict::Running
+    } else if status == Status::Starting && in_grace {
+        Verdict::Wait
+    } else if failures >= threshold {
+        Verdict::Restart
+    } else {
+        Verdict::Unhealthy
+    }
+}
+
+/// Probe every instance each `health_interval` until `stop` is set.
+pub async fn run_loop(manager: Arc<Manager>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(manager.config().health_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stopped(&mut stop) => return,
+            _ = tick.tick() => {
+                manager.health_round().await;
+            }
+        }
+    }
+}
+
+/// Resolves once the shutdown flag is set (or its sender is gone).
+pub async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts() {
+        use Status::*;
+        assert_eq!(verdict(true, 0, Unhealthy, false, 3), Verdict::Running);
+        assert_eq!(verdict(false, 1, Starting, true, 3), Verdict::Wait);
+        assert_eq!(verdict(false, 5, Starting, true, 3), Verdict::Wait);
+        assert_eq!(verdict(false, 1, Starting, false, 3), Verdict::Unhealthy);
+        assert_eq!(verdict(false, 1, Running, false, 3), Verdict::Unhealthy);
+        assert_eq!(verdict(false, 2, Unhealthy, false, 3), Verdict::Unhealthy);
+        assert_eq!(verdict(false, 3, Unhealthy, false, 3), Verdict::Restart);
+        assert_eq!(verdict(false, 1, Running, false, 1), Verdict::Restart);
+    }
+}

@@ -4,5 +4,8 @@
 
 mod support;
 
+mod compat;
+mod daemon;
 mod release;
 mod supervisor;
+mod validation;

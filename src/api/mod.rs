@@ -1,1 +1,137 @@
-//! The HTTP API.
+//! The HTTP API: `/api/v1` (instances, logs, versions, events, OpenAPI
+//! document) and seed 001's per-user API, served by axum on the unix socket
+//! (no token) and the TCP listener (bearer token).
+//!
+//! Handlers are thin: they decode [`dto`] types, call the
+//! [`crate::manager::Manager`], and encode the answer. Errors go through
+//! the single mapping in [`error`].
+
+pub mod compat;
+pub mod dto;
+pub mod error;
+pub mod instances;
+pub mod openapi;
+
+use std::sync::Arc;
+
+use axum::extract::connect_info::Connected;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::serve::IncomingStream;
+use axum::Router;
+use tokio::net::UnixListener;
+
+use crate::manager::{Actor, Manager};
+use error::ApiError;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub manager: Arc<Manager>,
+    /// The bearer token the TCP listener requires.
+    pub token: Arc<String>,
+}
+
+/// Who is on the other end of a unix-socket connection.
+#[derive(Clone, Debug)]
+pub struct UnixPeer {
+    pub uid: Option<u32>,
+}
+
+impl Connected<IncomingStream<'_, UnixListener>> for UnixPeer {
+    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
+        Self {
+            uid: stream.io().peer_cred().ok().map(|c| c.uid()),
+        }
+    }
+}
+
+fn routes(state: AppState) -> Router {
+    Router::new()
+        .merge(instances::routes())
+        .merge(compat::routes())
+        .with_state(state)
+}
+
+/// The router for the unix socket: the socket's 0600 mode is the access
+/// control, so no token is asked; the audit log records the peer's uid.
+pub fn unix_router(state: AppState) -> Router {
+    routes(state).layer(middleware::from_fn(unix_actor))
+}
+
+/// The router for the TCP listener: every request needs
+/// `Authorization: Bearer <token>`.
+pub fn tcp_router(state: AppState) -> Router {
+    routes(state.clone()).layer(middleware::from_fn_with_state(state, require_token))
+}
+
+async fn unix_actor(req: Request, next: Next) -> Response {
+    let uid = req
+        .extensions()
+        .get::<ConnectInfo<UnixPeer>>()
+        .and_then(|c| c.0.uid);
+    let mut req = req;
+    let actor = match uid {
+        Some(uid) => format!("socket:uid={uid}"),
+        None => "socket".to_string(),
+    };
+    req.extensions_mut().insert(Actor(actor));
+    next.run(req).await
+}
+
+/// Compare without leaking the position of the first difference.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let ok = presented.is_some_and(|t| constant_time_eq(t.as_bytes(), state.token.as_bytes()));
+    if !ok {
+        let message = if presented.is_none() {
+            "missing bearer token: send `Authorization: Bearer <token>`; `pockestrator token` prints it"
+        } else {
+            "invalid bearer token: `pockestrator token` prints the current one"
+        };
+        if compat::is_compat_path(req.uri().path()) {
+            return compat::failure(StatusCode::UNAUTHORIZED, message).into_response();
+        }
+        let mut resp =
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return resp;
+    }
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "tcp".to_string());
+    let mut req = req;
+    req.extensions_mut().insert(Actor(format!("token@{peer}")));
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

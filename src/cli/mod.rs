@@ -1,5 +1,221 @@
-//! The command-line interface.
+//! The command line: `pockestrator serve` runs the daemon; every other
+//! command is a client of its API (over the local socket by default, or
+//! `--server URL --token T`).
+//!
+//! **Architecture Invariant:** commands other than `serve` and `token` reach
+//! the daemon only through [`crate::client`]; they never open the store or
+//! touch processes.
 
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+mod commands;
+mod serve;
+pub mod table;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::client::{Client, Endpoint};
+
+/// Run a fleet of PocketBase servers and keep them healthy.
+///
+/// `pockestrator serve` runs the daemon: it downloads PocketBase releases,
+/// starts and supervises instances, checks their health and serves the API.
+/// Every other command talks to that daemon.
+///
+/// Start here:
+///   pockestrator serve &                              # the daemon
+///   pockestrator create moots --version 0.28.4 --port 8094 \
+///       --superuser-email admin@example.com           # one instance
+///   pockestrator list                                 # the fleet
+///   pockestrator logs moots -f                        # its output
+#[derive(Debug, Parser)]
+#[command(name = "pockestrator", version, verbatim_doc_comment)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The data dir: state, releases, instances, the socket and the token.
+    /// Default: /var/lib/pockestrator for root, else $XDG_DATA_HOME/pockestrator.
+    #[arg(long, global = true, env = "POCKESTRATOR_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Talk to a daemon's TCP API instead of the local socket, e.g.
+    /// http://127.0.0.1:9000 (needs --token).
+    #[arg(long, global = true, env = "POCKESTRATOR_URL", value_name = "URL")]
+    pub server: Option<String>,
+    /// The bearer token for --server (`pockestrator token` prints it on the daemon's host).
+    #[arg(
+        long,
+        global = true,
+        env = "POCKESTRATOR_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+impl GlobalArgs {
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(crate::config::default_data_dir)
+    }
+
+    /// The client for this invocation.
+    pub fn client(&self) -> anyhow::Result<Client> {
+        let endpoint = match &self.server {
+            Some(raw) => {
+                let mut base = url::Url::parse(raw).map_err(|e| {
+                    anyhow::anyhow!(
+                        "--server {raw:?} is not a URL ({e}): use e.g. http://127.0.0.1:9000"
+                    )
+                })?;
+                if !matches!(base.scheme(), "http" | "https") {
+                    anyhow::bail!("--server must be an http:// or https:// URL, not {raw:?}");
+                }
+                if !base.path().ends_with('/') {
+                    let path = format!("{}/", base.path());
+                    base.set_path(&path);
+                }
+                if self.token.is_none() {
+                    anyhow::bail!(
+                        "--server needs --token (or POCKESTRATOR_TOKEN): run `pockestrator token` on the daemon's host"
+                    );
+                }
+                Endpoint::Http {
+                    base,
+                    token: self.token.clone(),
+                }
+            }
+            None => Endpoint::Unix(crate::config::Layout::new(&self.data_dir()).socket()),
+        };
+        Ok(Client::new(endpoint)?)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: supervisor, health checks, REST API.
+    Serve(serve::ServeArgs),
+    /// Create an instance: download its PocketBase, start it, wait until it
+    /// is healthy, optionally make a superuser.
+    #[command(verbatim_doc_comment)]
+    Create(commands::CreateArgs),
+    /// List every instance.
+    #[command(alias = "ls")]
+    List,
+    /// Show one instance in detail.
+    Status { name: String },
+    /// Start a stopped instance and wait until it is healthy.
+    Start { name: String },
+    /// Stop an instance (SIGTERM, then SIGKILL after the stop timeout).
+    Stop { name: String },
+    /// Restart an instance and wait until it is healthy.
+    Restart { name: String },
+    /// Delete an instance. Its data is archived under the data dir's
+    /// archive/ unless --purge.
+    Delete(commands::DeleteArgs),
+    /// Switch an instance to another PocketBase version. Its data is
+    /// snapshotted first; if the new version does not become healthy, the
+    /// snapshot and the old version are restored automatically.
+    Upgrade(commands::UpgradeArgs),
+    /// Show an instance's log (stdout and stderr of its PocketBase).
+    Logs(commands::LogsArgs),
+    /// PocketBase versions: installed here, and offered by the release sources.
+    Versions,
+    /// The audit log: who did what, when, with which result.
+    Events(commands::EventsArgs),
+    /// Create or reset an instance's superuser.
+    Superuser(commands::SuperuserArgs),
+    /// Print the bearer token of the TCP API (read from the data dir).
+    Token,
+}
+
+/// Parse the command line and run it; errors go to stderr with a non-zero
+/// exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(if matches!(cli.command, Command::Serve(_)) {
+            2
+        } else {
+            1
+        })
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Serve(args) => serve::run(g, args).await,
+        Command::Token => commands::token(g),
+        Command::Create(args) => commands::create(g, args).await,
+        Command::List => commands::list(g).await,
+        Command::Status { name } => commands::status(g, &name).await,
+        Command::Start { name } => commands::lifecycle(g, &name, "start").await,
+        Command::Stop { name } => commands::lifecycle(g, &name, "stop").await,
+        Command::Restart { name } => commands::lifecycle(g, &name, "restart").await,
+        Command::Delete(args) => commands::delete(g, args).await,
+        Command::Upgrade(args) => commands::upgrade(g, args).await,
+        Command::Logs(args) => commands::logs(g, args).await,
+        Command::Versions => commands::versions(g).await,
+        Command::Events(args) => commands::events(g, args).await,
+        Command::Superuser(args) => commands::superuser(g, args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_the_seed_replacement() {
+        let cli = Cli::try_parse_from([
+            "pockestrator",
+            "create",
+            "moots",
+            "--version",
+            "0.28.4",
+            "--port",
+            "8094",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Create(a) => {
+                assert_eq!(a.name, "moots");
+                assert_eq!(a.version.as_deref(), Some("0.28.4"));
+                assert_eq!(a.port, Some(8094));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+    }
 }

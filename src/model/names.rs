@@ -166,11 +166,7 @@ impl Domain {
                         "a label is {len} characters long; the limit is 63"
                     )))
                 }
-                Err(_) => {
-                    return Err(invalid(
-                        "a label starts or ends with '-'".to_string(),
-                    ))
-                }
+                Err(_) => return Err(invalid("a label starts or ends with '-'".to_string())),
             }
         }
         if labels
@@ -243,7 +239,10 @@ impl UserId {
         while stem.ends_with('-') {
             stem.pop();
         }
-        let hash = format!("{:08x}", crate::model::ports::stable_hash(self.0.as_bytes()) as u32);
+        let hash = format!(
+            "{:08x}",
+            crate::model::ports::stable_hash(self.0.as_bytes()) as u32
+        );
         let raw = if stem.is_empty() {
             format!("u-{hash}")
         } else {
@@ -280,19 +279,74 @@ mod tests {
         check_name("a", expect!["ok a"]);
         check_name("web-1", expect!["ok web-1"]);
         check_name("0abc", expect!["ok 0abc"]);
-        check_name("", expect!["err name is empty: use 1 to 63 characters of a-z, 0-9 and '-'"]);
-        check_name("-moots", expect![[r#"err name "-moots" starts or ends with '-': it must start and end with a letter or digit"#]]);
-        check_name("moots-", expect![[r#"err name "moots-" starts or ends with '-': it must start and end with a letter or digit"#]]);
-        check_name("Moots", expect![[r#"err name "Moots" contains uppercase 'M': use only lowercase a-z, digits 0-9 and '-'"#]]);
-        check_name("../etc", expect![[r#"err name "../etc" contains '.': use only lowercase a-z, digits 0-9 and '-'"#]]);
-        check_name("a/b", expect![[r#"err name "a/b" contains '/': use only lowercase a-z, digits 0-9 and '-'"#]]);
-        check_name("two words", expect![[r#"err name "two words" contains a space: use only lowercase a-z, digits 0-9 and '-'"#]]);
-        check_name("evil\nExecStart=/bin/sh", expect![[r#"err name "evil\nExecStart=/bin/sh" contains a newline: use only lowercase a-z, digits 0-9 and '-'"#]]);
-        check_name("café", expect![[r#"err name "café" contains non-ASCII 'é': use only lowercase a-z, digits 0-9 and '-'"#]]);
-        check_name("a_b", expect![[r#"err name "a_b" contains '_': use only lowercase a-z, digits 0-9 and '-'"#]]);
-        check_name("nul\0", expect![[r#"err name "nul\0" contains control character '\0': use only lowercase a-z, digits 0-9 and '-'"#]]);
-        check_name(&"a".repeat(63), expect!["ok aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"]);
-        check_name(&"a".repeat(64), expect!["err name is 64 characters long: the limit is 63"]);
+        check_name(
+            "",
+            expect!["err name is empty: use 1 to 63 characters of a-z, 0-9 and '-'"],
+        );
+        check_name(
+            "-moots",
+            expect![[
+                r#"err name "-moots" starts or ends with '-': it must start and end with a letter or digit"#
+            ]],
+        );
+        check_name(
+            "moots-",
+            expect![[
+                r#"err name "moots-" starts or ends with '-': it must start and end with a letter or digit"#
+            ]],
+        );
+        check_name(
+            "Moots",
+            expect![[
+                r#"err name "Moots" contains uppercase 'M': use only lowercase a-z, digits 0-9 and '-'"#
+            ]],
+        );
+        check_name(
+            "../etc",
+            expect![[
+                r#"err name "../etc" contains '.': use only lowercase a-z, digits 0-9 and '-'"#
+            ]],
+        );
+        check_name(
+            "a/b",
+            expect![[r#"err name "a/b" contains '/': use only lowercase a-z, digits 0-9 and '-'"#]],
+        );
+        check_name(
+            "two words",
+            expect![[
+                r#"err name "two words" contains a space: use only lowercase a-z, digits 0-9 and '-'"#
+            ]],
+        );
+        check_name(
+            "evil\nExecStart=/bin/sh",
+            expect![[
+                r#"err name "evil\nExecStart=/bin/sh" contains a newline: use only lowercase a-z, digits 0-9 and '-'"#
+            ]],
+        );
+        check_name(
+            "café",
+            expect![[
+                r#"err name "café" contains non-ASCII 'é': use only lowercase a-z, digits 0-9 and '-'"#
+            ]],
+        );
+        check_name(
+            "a_b",
+            expect![[r#"err name "a_b" contains '_': use only lowercase a-z, digits 0-9 and '-'"#]],
+        );
+        check_name(
+            "nul\0",
+            expect![[
+                r#"err name "nul\0" contains control character '\0': use only lowercase a-z, digits 0-9 and '-'"#
+            ]],
+        );
+        check_name(
+            &"a".repeat(63),
+            expect!["ok aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"],
+        );
+        check_name(
+            &"a".repeat(64),
+            expect!["err name is 64 characters long: the limit is 63"],
+        );
     }
 
     #[test]
@@ -302,7 +356,11 @@ mod tests {
         assert_eq!(err, "name is 1048576 characters long: the limit is 63");
         let huge_bad = "X".repeat(1 << 20);
         let err = InstanceName::parse(&huge_bad).unwrap_err().to_string();
-        assert!(err.len() < 200, "error message echoes the input: {} bytes", err.len());
+        assert!(
+            err.len() < 200,
+            "error message echoes the input: {} bytes",
+            err.len()
+        );
     }
 
     fn check_domain(raw: &str, expect: Expect) {
@@ -318,17 +376,58 @@ mod tests {
         check_domain("tigawanna.vip", expect!["ok tigawanna.vip"]);
         check_domain("Moots.Tigawanna.VIP.", expect!["ok moots.tigawanna.vip"]);
         check_domain("xn--caf-dma.example", expect!["ok xn--caf-dma.example"]);
-        check_domain("localhost", expect![[r#"err domain "localhost" is not a valid hostname: it needs at least two labels, like example.com"#]]);
-        check_domain("a..b", expect![[r#"err domain "a..b" is not a valid hostname: it has an empty label ('..')"#]]);
-        check_domain("-a.com", expect![[r#"err domain "-a.com" is not a valid hostname: a label starts or ends with '-'"#]]);
-        check_domain("a b.com", expect![[r#"err domain "a b.com" is not a valid hostname: it contains a space; use a-z, 0-9, '-' and dots"#]]);
-        check_domain("x.com\n}", expect![[r#"err domain "x.com\n}" is not a valid hostname: it contains a newline; use a-z, 0-9, '-' and dots"#]]);
-        check_domain("café.com", expect![[r#"err domain "café.com" is not a valid hostname: it contains non-ASCII 'é'; write internationalized names in their xn-- form"#]]);
-        check_domain("10.0.0.1", expect![[r#"err domain "10.0.0.1" is not a valid hostname: its last label is all digits (an IP address is not a domain)"#]]);
-        check_domain("*.example.com", expect![[r#"err domain "*.example.com" is not a valid hostname: it contains '*'; use a-z, 0-9, '-' and dots"#]]);
+        check_domain(
+            "localhost",
+            expect![[
+                r#"err domain "localhost" is not a valid hostname: it needs at least two labels, like example.com"#
+            ]],
+        );
+        check_domain(
+            "a..b",
+            expect![[r#"err domain "a..b" is not a valid hostname: it has an empty label ('..')"#]],
+        );
+        check_domain(
+            "-a.com",
+            expect![[
+                r#"err domain "-a.com" is not a valid hostname: a label starts or ends with '-'"#
+            ]],
+        );
+        check_domain(
+            "a b.com",
+            expect![[
+                r#"err domain "a b.com" is not a valid hostname: it contains a space; use a-z, 0-9, '-' and dots"#
+            ]],
+        );
+        check_domain(
+            "x.com\n}",
+            expect![[
+                r#"err domain "x.com\n}" is not a valid hostname: it contains a newline; use a-z, 0-9, '-' and dots"#
+            ]],
+        );
+        check_domain(
+            "café.com",
+            expect![[
+                r#"err domain "café.com" is not a valid hostname: it contains non-ASCII 'é'; write internationalized names in their xn-- form"#
+            ]],
+        );
+        check_domain(
+            "10.0.0.1",
+            expect![[
+                r#"err domain "10.0.0.1" is not a valid hostname: its last label is all digits (an IP address is not a domain)"#
+            ]],
+        );
+        check_domain(
+            "*.example.com",
+            expect![[
+                r#"err domain "*.example.com" is not a valid hostname: it contains '*'; use a-z, 0-9, '-' and dots"#
+            ]],
+        );
         check_domain("", expect!["err domain is empty"]);
         check_domain(&format!("{}.com", "a".repeat(64)), expect!["err domain \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa…\" is not a valid hostname: a label is 64 characters long; the limit is 63"]);
-        check_domain(&"a.".repeat(200), expect!["err domain is 399 characters long: the limit is 253"]);
+        check_domain(
+            &"a.".repeat(200),
+            expect!["err domain is 399 characters long: the limit is 253"],
+        );
     }
 
     #[test]

@@ -9,9 +9,13 @@ pub const MIN_PORT: u16 = 1024;
 /// Why a port cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PortError {
-    #[error("port {0} is outside 1024-65535: pick a port in that range, or leave it out to get one")]
+    #[error(
+        "port {0} is outside 1024-65535: pick a port in that range, or leave it out to get one"
+    )]
     OutOfRange(u32),
-    #[error("port {port} is already used by instance {owner}: pick another, or leave it out to get one")]
+    #[error(
+        "port {port} is already used by instance {owner}: pick another, or leave it out to get one"
+    )]
     UsedByInstance { port: u16, owner: String },
     #[error("port {0} is in use by another program on this host: pick another, or leave it out to get one")]
     NotFree(u16),
@@ -94,10 +98,7 @@ mod tests {
     #[test]
     fn wraps_to_gaps_at_the_top() {
         assert_eq!(next_port(&[65535], |_| true), Ok(8091));
-        assert_eq!(
-            next_port(&[65535, 8091], |p| p != 8092),
-            Ok(8093)
-        );
+        assert_eq!(next_port(&[65535, 8091], |p| p != 8092), Ok(8093));
         assert!(matches!(
             next_port(&[65535], |_| false),
             Err(PortError::Exhausted { .. })
@@ -119,10 +120,7 @@ mod tests {
         assert!((9000..10000).contains(&p));
         assert_eq!(user_port(9000, "user_123", &[], |_| true).unwrap(), p);
         assert_eq!(user_port(9000, "user_123", &[p], |_| true).unwrap(), p + 1);
-        assert_eq!(
-            user_port(9000, "user_123", &[], |q| q != p).unwrap(),
-            p + 1
-        );
+        assert_eq!(user_port(9000, "user_123", &[], |q| q != p).unwrap(), p + 1);
         // FNV-1a test vectors, pinned so that a change of hash (which would
         // move every user's port) is caught.
         assert_eq!(stable_hash(b""), 0xcbf2_9ce4_8422_2325);

@@ -98,6 +98,9 @@ mod tests {
             assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{s}\""));
         }
         let labels: Vec<_> = Status::ALL.iter().map(|s| s.seed001_label()).collect();
-        assert_eq!(labels, ["Starting", "Running", "Failed", "Failed", "Stopped"]);
+        assert_eq!(
+            labels,
+            ["Starting", "Running", "Failed", "Failed", "Stopped"]
+        );
     }
 }

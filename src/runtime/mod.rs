@@ -1,1 +1,410 @@
 //! How instance processes run: the runtime seam and its implementations.
+//!
+//! [`Runtime`] is the small trait every way of running PocketBase
+//! implements, and [`AnyRuntime`] the closed enum of the real ones. Today
+//! there is one, the [`embedded`] supervisor (the default); a systemd
+//! runtime plugs in later behind the same seam.
+//!
+//! A runtime knows nothing of desired state or health: it starts, stops,
+//! restarts and adopts processes when told, restarts crashed ones by the
+//! back-off policy in [`crate::model::backoff`], and reports what happens as
+//! [`RuntimeEvent`]s.
+//!
+//! **Architecture Invariant:** instances outlive the daemon. Nothing in a
+//! runtime kills an instance when the daemon exits, is killed or upgraded;
+//! a restarted daemon adopts the running processes instead of restarting
+//! them.
+
+pub mod embedded;
+
+use std::ffi::OsString;
+use std::future::Future;
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::model::backoff::BackoffPolicy;
+use crate::model::InstanceName;
+
+/// Everything needed to run one instance: which binary, where its files
+/// live, which port it listens on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchSpec {
+    pub name: InstanceName,
+    pub binary: PathBuf,
+    pub instance_dir: PathBuf,
+    pub port: u16,
+}
+
+impl LaunchSpec {
+    /// PocketBase's `--dir`: the databases and uploaded files.
+    pub fn data_dir(&self) -> PathBuf {
+        self.instance_dir.join("pb_data")
+    }
+
+    pub fn hooks_dir(&self) -> PathBuf {
+        self.instance_dir.join("pb_hooks")
+    }
+
+    pub fn migrations_dir(&self) -> PathBuf {
+        self.instance_dir.join("pb_migrations")
+    }
+
+    pub fn public_dir(&self) -> PathBuf {
+        self.instance_dir.join("pb_public")
+    }
+
+    pub fn logs_dir(&self) -> PathBuf {
+        self.instance_dir.join("logs")
+    }
+
+    /// Where the process's stdout and stderr go (rotated by size).
+    pub fn log_file(&self) -> PathBuf {
+        self.logs_dir().join("pocketbase.log")
+    }
+
+    /// `"{pid} {starttime}\n"` of the running process, for adoption after a
+    /// daemon restart.
+    pub fn pid_file(&self) -> PathBuf {
+        self.instance_dir.join("pocketbase.pid")
+    }
+
+    /// The command line after the binary. Every directory is passed
+    /// explicitly: PocketBase guesses defaults relative to the current
+    /// directory when its binary lives under a temporary directory.
+    pub fn args(&self) -> Vec<OsString> {
+        let flag = |name: &str, dir: PathBuf| {
+            let mut arg = OsString::from(format!("--{name}="));
+            arg.push(dir.as_os_str());
+            arg
+        };
+        vec![
+            OsString::from("serve"),
+            OsString::from(format!("--http=127.0.0.1:{}", self.port)),
+            flag("dir", self.data_dir()),
+            flag("hooksDir", self.hooks_dir()),
+            flag("migrationsDir", self.migrations_dir()),
+            flag("publicDir", self.public_dir()),
+        ]
+    }
+
+    /// Create the instance's directories (like `mkdir -p`).
+    pub fn create_layout(&self) -> io::Result<()> {
+        for dir in [
+            self.data_dir(),
+            self.hooks_dir(),
+            self.migrations_dir(),
+            self.public_dir(),
+            self.logs_dir(),
+        ] {
+            std::fs::create_dir_all(dir)?;
+        }
+        Ok(())
+    }
+}
+
+/// What a runtime reports about its processes.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum RuntimeEvent {
+    /// A process was started (by a start, a restart or after a crash).
+    Spawned { name: InstanceName, pid: u32 },
+    /// A process ended. `expected` is true when we stopped it. For an
+    /// adopted process (not our child) `code` and `signal` are unknown.
+    Exited {
+        name: InstanceName,
+        pid: u32,
+        code: Option<i32>,
+        signal: Option<i32>,
+        expected: bool,
+    },
+    /// After a crash, the instance will be started again after `delay_ms`;
+    /// `attempt` counts the crashes in the current window.
+    RestartScheduled {
+        name: InstanceName,
+        attempt: u32,
+        delay_ms: u64,
+    },
+    /// The instance crashed too often too fast: no more restarts until an
+    /// explicit start. Its state is `failed`.
+    CrashLoop { name: InstanceName, crashes: u32 },
+    /// A process left running by a previous daemon is supervised again.
+    Adopted { name: InstanceName, pid: u32 },
+}
+
+impl RuntimeEvent {
+    pub fn name(&self) -> &InstanceName {
+        match self {
+            RuntimeEvent::Spawned { name, .. }
+            | RuntimeEvent::Exited { name, .. }
+            | RuntimeEvent::RestartScheduled { name, .. }
+            | RuntimeEvent::CrashLoop { name, .. }
+            | RuntimeEvent::Adopted { name, .. } => name,
+        }
+    }
+}
+
+/// What a runtime knows about one instance right now.
+#[derive(Clone, Debug)]
+pub struct Observed {
+    pub pid: Option<u32>,
+    pub phase: Phase,
+    /// Automatic restarts since the last explicit start or adoption.
+    pub restarts: u32,
+    /// When the current process started, or when the current phase began
+    /// if there is no process.
+    pub since: DateTime<Utc>,
+}
+
+/// The process side of an instance's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// A process is up (it may not be healthy yet: that is for the prober).
+    Running,
+    /// It crashed and a restart is scheduled.
+    BackingOff,
+    /// It crashed too often: given up until an explicit start.
+    CrashLoop,
+    /// Not running, on purpose (or never started).
+    Stopped,
+}
+
+/// Settings of the embedded supervisor.
+#[derive(Clone, Debug)]
+pub struct SupervisorConfig {
+    /// How long a stop waits after SIGTERM before it sends SIGKILL.
+    pub stop_timeout: Duration,
+    /// `RLIMIT_NOFILE` of every instance.
+    pub nofile: u64,
+    /// A log file larger than this is rotated.
+    pub log_max_bytes: u64,
+    /// How many rotated log files to keep.
+    pub log_keep: usize,
+    pub backoff: BackoffPolicy,
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        Self {
+            stop_timeout: Duration::from_secs(10),
+            nofile: 4096,
+            log_max_bytes: 10 * 1024 * 1024,
+            log_keep: 5,
+            backoff: BackoffPolicy::default(),
+        }
+    }
+}
+
+/// Why a runtime operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("instance {0} is already running: stop it first")]
+    AlreadyRunning(InstanceName),
+    #[error("instance {0} is not managed by this runtime: start it first")]
+    NotManaged(InstanceName),
+    #[error("cannot start {}: check that the PocketBase binary exists and is executable", .binary.display())]
+    Spawn {
+        binary: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot use {}: check its permissions and free disk space", .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot send {signal} to instance {name} (process group {pid}): the daemon must run as the instance's user or as root")]
+    Signal {
+        name: InstanceName,
+        pid: u32,
+        signal: &'static str,
+        #[source]
+        source: nix::errno::Errno,
+    },
+    #[error("instance {name} (pid {pid}) has not exited even after SIGKILL: it may be stuck in the kernel (check `ps -o stat {pid}`)")]
+    Unkillable { name: InstanceName, pid: u32 },
+}
+
+/// The seam every runtime implements (the embedded supervisor now, systemd
+/// later).
+pub trait Runtime: Send + Sync {
+    /// Spawn and supervise the instance; returns its pid. `AlreadyRunning`
+    /// if it is alive.
+    fn start(&self, spec: LaunchSpec) -> impl Future<Output = Result<u32, RuntimeError>> + Send;
+
+    /// SIGTERM to the process group, SIGKILL to the group after the stop
+    /// timeout; waits for the exit; no restart afterwards. `Ok` if it was
+    /// not running.
+    fn stop(&self, name: &InstanceName) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Stop, then start with the same spec.
+    fn restart(
+        &self,
+        name: &InstanceName,
+    ) -> impl Future<Output = Result<u32, RuntimeError>> + Send;
+
+    /// Supervise the process a previous daemon left running, without
+    /// restarting it: `Some(pid)` if the pidfile names a live process with
+    /// the recorded start time, otherwise `None` (a stale pidfile is
+    /// removed).
+    fn adopt(
+        &self,
+        spec: LaunchSpec,
+    ) -> impl Future<Output = Result<Option<u32>, RuntimeError>> + Send;
+
+    fn observe(&self, name: &InstanceName) -> Option<Observed>;
+
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<RuntimeEvent>;
+
+    /// Drop the bookkeeping of a deleted instance (only when it is not
+    /// running).
+    fn forget(&self, name: &InstanceName);
+}
+
+/// The runtimes there are.
+pub enum AnyRuntime {
+    Embedded(embedded::Supervisor),
+}
+
+impl Runtime for AnyRuntime {
+    async fn start(&self, spec: LaunchSpec) -> Result<u32, RuntimeError> {
+        match self {
+            AnyRuntime::Embedded(r) => r.start(spec).await,
+        }
+    }
+
+    async fn stop(&self, name: &InstanceName) -> Result<(), RuntimeError> {
+        match self {
+            AnyRuntime::Embedded(r) => r.stop(name).await,
+        }
+    }
+
+    async fn restart(&self, name: &InstanceName) -> Result<u32, RuntimeError> {
+        match self {
+            AnyRuntime::Embedded(r) => r.restart(name).await,
+        }
+    }
+
+    async fn adopt(&self, spec: LaunchSpec) -> Result<Option<u32>, RuntimeError> {
+        match self {
+            AnyRuntime::Embedded(r) => r.adopt(spec).await,
+        }
+    }
+
+    fn observe(&self, name: &InstanceName) -> Option<Observed> {
+        match self {
+            AnyRuntime::Embedded(r) => r.observe(name),
+        }
+    }
+
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<RuntimeEvent> {
+        match self {
+            AnyRuntime::Embedded(r) => r.subscribe(),
+        }
+    }
+
+    fn forget(&self, name: &InstanceName) {
+        match self {
+            AnyRuntime::Embedded(r) => r.forget(name),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use expect_test::expect;
+
+    fn spec() -> LaunchSpec {
+        LaunchSpec {
+            name: InstanceName::parse("moots").unwrap(),
+            binary: PathBuf::from("/opt/pb/pocketbase"),
+            instance_dir: PathBuf::from("/var/lib/pockestrator/instances/moots"),
+            port: 8091,
+        }
+    }
+
+    #[test]
+    fn paths_and_arguments() {
+        let spec = spec();
+        let shown = format!(
+            "{}\n{}\n{}\n{:#?}",
+            spec.data_dir().display(),
+            spec.log_file().display(),
+            spec.pid_file().display(),
+            spec.args()
+        );
+        expect![[r#"
+            /var/lib/pockestrator/instances/moots/pb_data
+            /var/lib/pockestrator/instances/moots/logs/pocketbase.log
+            /var/lib/pockestrator/instances/moots/pocketbase.pid
+            [
+                "serve",
+                "--http=127.0.0.1:8091",
+                "--dir=/var/lib/pockestrator/instances/moots/pb_data",
+                "--hooksDir=/var/lib/pockestrator/instances/moots/pb_hooks",
+                "--migrationsDir=/var/lib/pockestrator/instances/moots/pb_migrations",
+                "--publicDir=/var/lib/pockestrator/instances/moots/pb_public",
+            ]"#]]
+        .assert_eq(&shown);
+    }
+
+    #[test]
+    fn layout_is_created_idempotently() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spec = LaunchSpec {
+            instance_dir: tmp.path().join("moots"),
+            ..spec()
+        };
+        spec.create_layout().unwrap();
+        spec.create_layout().unwrap();
+        let mut made: Vec<String> = std::fs::read_dir(&spec.instance_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        made.sort();
+        expect![[r#"["logs", "pb_data", "pb_hooks", "pb_migrations", "pb_public"]"#]]
+            .assert_eq(&format!("{made:?}"));
+    }
+
+    #[test]
+    fn events_serialize_with_a_tag() {
+        let event = RuntimeEvent::Exited {
+            name: InstanceName::parse("moots").unwrap(),
+            pid: 42,
+            code: None,
+            signal: Some(9),
+            expected: false,
+        };
+        expect![[
+            r#"{"event":"exited","name":"moots","pid":42,"code":null,"signal":9,"expected":false}"#
+        ]]
+        .assert_eq(&serde_json::to_string(&event).unwrap());
+    }
+
+    #[test]
+    fn error_messages_say_what_to_do() {
+        let name = InstanceName::parse("moots").unwrap();
+        let errors = [
+            RuntimeError::AlreadyRunning(name.clone()),
+            RuntimeError::NotManaged(name.clone()),
+            RuntimeError::Spawn {
+                binary: PathBuf::from("/opt/pb/pocketbase"),
+                source: io::Error::from(io::ErrorKind::NotFound),
+            },
+            RuntimeError::Unkillable { name, pid: 7 },
+        ];
+        let shown: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        expect![[r#"
+            instance moots is already running: stop it first
+            instance moots is not managed by this runtime: start it first
+            cannot start /opt/pb/pocketbase: check that the PocketBase binary exists and is executable
+            instance moots (pid 7) has not exited even after SIGKILL: it may be stuck in the kernel (check `ps -o stat 7`)"#]]
+        .assert_eq(&shown.join("\n"));
+    }
+}

@@ -1,1 +1,708 @@
-//! store
+//! SQLite state in the data dir: instances, the append-only audit log, the
+//! history of configuration changes, and seed 001's user → instance map.
+//!
+//! **Architecture Invariant:** this is the only module that writes SQL.
+//! Everything else sees plain Rust records.
+//!
+//! The schema is versioned with `PRAGMA user_version` and migrated forward
+//! on open (see [`migrations`]); a database written by a newer pockestrator
+//! is refused rather than misread. The connection runs in WAL mode with
+//! `synchronous=FULL`, so a crash of the daemon at any point leaves the last
+//! committed state on disk.
+
+mod migrations;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::model::{DesiredState, Status};
+
+/// What went wrong in the store. Constraint violations that a user can
+/// cause are their own variants so that the API can answer 409.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("an instance named {0} already exists: pick another name")]
+    NameTaken(String),
+    #[error(
+        "port {0} is already used by another instance: pick another, or leave it out to get one"
+    )]
+    PortTaken(u16),
+    #[error("user {0} already has an instance")]
+    UserTaken(String),
+    #[error("the state database {path} was written by a newer pockestrator (schema {found}, this one knows up to {known}): upgrade pockestrator")]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("cannot open the state database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("state database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("the state database holds an invalid value in {field}: {value:?}")]
+    Corrupt { field: &'static str, value: String },
+}
+
+/// Where an instance is in its life cycle, as far as the store is concerned.
+/// `Creating` rows are rolled back on daemon start: a crash in the middle of
+/// a create must not leave a half-made instance behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Creating,
+    Ready,
+}
+
+impl Phase {
+    fn as_str(self) -> &'static str {
+        match self {
+            Phase::Creating => "creating",
+            Phase::Ready => "ready",
+        }
+    }
+}
+
+/// One instance as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceRecord {
+    pub name: String,
+    pub port: u16,
+    pub version: String,
+    pub binary_path: String,
+    /// The instance directory: `pb_data`, `pb_hooks`, `pb_migrations`,
+    /// `pb_public` and `logs` live under it.
+    pub dir: String,
+    pub domain: Option<String>,
+    pub desired: DesiredState,
+    pub status: Status,
+    pub phase: Phase,
+    pub pid: Option<u32>,
+    pub restarts: u32,
+    pub superuser_email: Option<String>,
+    pub compat_user: Option<String>,
+    pub systemd_config_hash: Option<String>,
+    pub caddy_config_hash: Option<String>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_health_check: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+/// One line of the audit log: who did what, when, with which result.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub instance: Option<String>,
+    /// `ok` or `error`.
+    pub result: String,
+    pub detail: String,
+}
+
+/// A new audit line, before the store gives it an id.
+#[derive(Debug, Clone)]
+pub struct NewAudit<'a> {
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub instance: Option<&'a str>,
+    pub ok: bool,
+    pub detail: &'a str,
+}
+
+/// One change of one configuration field of an instance.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ConfigChange {
+    pub id: i64,
+    pub instance: String,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub field: String,
+    pub old_value: Option<String>,
+    pub new_value: Option<String>,
+}
+
+/// The SQLite store. Cheap to share behind an `Arc`; every call takes the
+/// connection lock for one short statement or transaction.
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn parse_ts(field: &'static str, raw: String) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(&raw)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| StoreError::Corrupt { field, value: raw })
+}
+
+/// Map a UNIQUE violation to the variant a user understands.
+fn map_unique(err: rusqlite::Error, rec: &InstanceRecord) -> StoreError {
+    if let rusqlite::Error::SqliteFailure(e, Some(msg)) = &err {
+        if e.code == rusqlite::ErrorCode::ConstraintViolation {
+            if msg.contains("instances.name") {
+                return StoreError::NameTaken(rec.name.clone());
+            }
+            if msg.contains("instances.port") {
+                return StoreError::PortTaken(rec.port);
+            }
+            if msg.contains("instances.compat_user") {
+                return StoreError::UserTaken(rec.compat_user.clone().unwrap_or_default());
+            }
+        }
+    }
+    StoreError::Sql(err)
+}
+
+const INSTANCE_COLUMNS: &str =
+    "name, port, version, binary_path, dir, domain, desired, status, phase, \
+     pid, restarts, superuser_email, compat_user, systemd_config_hash, caddy_config_hash, \
+     created_by, created_at, updated_at, last_health_check, last_error";
+
+fn instance_from_row(row: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, StoreError>> {
+    let desired: String = row.get(6)?;
+    let status: String = row.get(7)?;
+    let phase: String = row.get(8)?;
+    let created_at: String = row.get(16)?;
+    let updated_at: String = row.get(17)?;
+    let last_health: Option<String> = row.get(18)?;
+    let build = || -> Result<InstanceRecord, StoreError> {
+        Ok(InstanceRecord {
+            name: row.get(0)?,
+            port: row.get(1)?,
+            version: row.get(2)?,
+            binary_path: row.get(3)?,
+            dir: row.get(4)?,
+            domain: row.get(5)?,
+            desired: DesiredState::parse(&desired).ok_or(StoreError::Corrupt {
+                field: "instances.desired",
+                value: desired.clone(),
+            })?,
+            status: Status::parse(&status).ok_or(StoreError::Corrupt {
+                field: "instances.status",
+                value: status.clone(),
+            })?,
+            phase: match phase.as_str() {
+                "creating" => Phase::Creating,
+                "ready" => Phase::Ready,
+                _ => {
+                    return Err(StoreError::Corrupt {
+                        field: "instances.phase",
+                        value: phase.clone(),
+                    })
+                }
+            },
+            pid: row.get(9)?,
+            restarts: row.get(10)?,
+            superuser_email: row.get(11)?,
+            compat_user: row.get(12)?,
+            systemd_config_hash: row.get(13)?,
+            caddy_config_hash: row.get(14)?,
+            created_by: row.get(15)?,
+            created_at: parse_ts("instances.created_at", created_at.clone())?,
+            updated_at: parse_ts("instances.updated_at", updated_at.clone())?,
+            last_health_check: last_health
+                .clone()
+                .map(|t| parse_ts("instances.last_health_check", t))
+                .transpose()?,
+            last_error: row.get(19)?,
+        })
+    };
+    Ok(build())
+}
+
+/// The configuration fields whose changes are kept in `config_history`.
+fn config_fields(rec: &InstanceRecord) -> [(&'static str, Option<String>); 6] {
+    [
+        ("port", Some(rec.port.to_string())),
+        ("version", Some(rec.version.clone())),
+        ("binary_path", Some(rec.binary_path.clone())),
+        ("domain", rec.domain.clone()),
+        ("desired", Some(rec.desired.as_str().to_string())),
+        ("superuser_email", rec.superuser_email.clone()),
+    ]
+}
+
+impl Store {
+    /// Open (creating if needed) and migrate the database at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::setup(conn, path)
+    }
+
+    /// An in-memory store, for tests.
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        let conn = Connection::open_in_memory()?;
+        Self::setup(conn, Path::new(":memory:"))
+    }
+
+    fn setup(mut conn: Connection, path: &Path) -> Result<Store, StoreError> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrations::migrate(&mut conn, path)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite itself consistent
+        // (statements are atomic), so a poisoned lock is safe to reuse.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The schema version of this database.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+
+    pub fn insert_instance(&self, rec: &InstanceRecord) -> Result<(), StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            &format!(
+                "INSERT INTO instances ({INSTANCE_COLUMNS}) VALUES \
+                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
+            ),
+            params![
+                rec.name,
+                rec.port,
+                rec.version,
+                rec.binary_path,
+                rec.dir,
+                rec.domain,
+                rec.desired.as_str(),
+                rec.status.as_str(),
+                rec.phase.as_str(),
+                rec.pid,
+                rec.restarts,
+                rec.superuser_email,
+                rec.compat_user,
+                rec.systemd_config_hash,
+                rec.caddy_config_hash,
+                rec.created_by,
+                ts(rec.created_at),
+                ts(rec.updated_at),
+                rec.last_health_check.map(ts),
+                rec.last_error,
+            ],
+        )
+        .map_err(|e| map_unique(e, rec))?;
+        Ok(())
+    }
+
+    pub fn get_instance(&self, name: &str) -> Result<Option<InstanceRecord>, StoreError> {
+        let conn = self.conn();
+        let row = conn
+            .query_row(
+                &format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE name = ?1"),
+                [name],
+                instance_from_row,
+            )
+            .optional()?;
+        row.transpose()
+    }
+
+    pub fn get_instance_by_user(&self, user: &str) -> Result<Option<InstanceRecord>, StoreError> {
+        let conn = self.conn();
+        let row = conn
+            .query_row(
+                &format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE compat_user = ?1"),
+                [user],
+                instance_from_row,
+            )
+            .optional()?;
+        row.transpose()
+    }
+
+    /// Every instance, by name.
+    pub fn list_instances(&self) -> Result<Vec<InstanceRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {INSTANCE_COLUMNS} FROM instances ORDER BY name"
+        ))?;
+        let rows = stmt.query_map([], instance_from_row)?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row??);
+        }
+        Ok(out)
+    }
+
+    /// Ports held by instances, whatever their state: a stopped instance
+    /// keeps its port.
+    pub fn used_ports(&self) -> Result<Vec<u16>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT port FROM instances")?;
+        let ports = stmt
+            .query_map([], |r| r.get::<_, u16>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ports)
+    }
+
+    /// Which instance holds `port`, if any.
+    pub fn port_owner(&self, port: u16) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT name FROM instances WHERE port = ?1", [port], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// Replace an instance's configuration, recording every changed
+    /// configuration field in `config_history` in the same transaction.
+    pub fn update_config(&self, rec: &InstanceRecord, actor: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let old = tx
+            .query_row(
+                &format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE name = ?1"),
+                [&rec.name],
+                instance_from_row,
+            )
+            .optional()?
+            .transpose()?;
+        let now = Utc::now();
+        tx.execute(
+            "UPDATE instances SET port = ?2, version = ?3, binary_path = ?4, domain = ?5, \
+             desired = ?6, superuser_email = ?7, phase = ?8, systemd_config_hash = ?9, \
+             caddy_config_hash = ?10, updated_at = ?11 WHERE name = ?1",
+            params![
+                rec.name,
+                rec.port,
+                rec.version,
+                rec.binary_path,
+                rec.domain,
+                rec.desired.as_str(),
+                rec.superuser_email,
+                rec.phase.as_str(),
+                rec.systemd_config_hash,
+                rec.caddy_config_hash,
+                ts(now),
+            ],
+        )
+        .map_err(|e| map_unique(e, rec))?;
+        if let Some(old) = old {
+            for ((field, before), (_, after)) in
+                config_fields(&old).into_iter().zip(config_fields(rec))
+            {
+                if before != after {
+                    tx.execute(
+                        "INSERT INTO config_history (instance, at, actor, field, old_value, new_value) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        params![rec.name, ts(now), actor, field, before, after],
+                    )?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Record what the runtime observed. Not configuration: no history.
+    pub fn set_runtime(
+        &self,
+        name: &str,
+        status: Status,
+        pid: Option<u32>,
+        restarts: u32,
+        last_error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE instances SET status = ?2, pid = ?3, restarts = ?4, last_error = ?5, \
+             updated_at = ?6 WHERE name = ?1",
+            params![
+                name,
+                status.as_str(),
+                pid,
+                restarts,
+                last_error,
+                ts(Utc::now())
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Store the time of the last health check of many instances at once.
+    pub fn set_health_checks(&self, checks: &[(String, DateTime<Utc>)]) -> Result<(), StoreError> {
+        if checks.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut stmt =
+                tx.prepare("UPDATE instances SET last_health_check = ?2 WHERE name = ?1")?;
+            for (name, at) in checks {
+                stmt.execute(params![name, ts(*at)])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn delete_instance(&self, name: &str) -> Result<bool, StoreError> {
+        let n = self
+            .conn()
+            .execute("DELETE FROM instances WHERE name = ?1", [name])?;
+        Ok(n > 0)
+    }
+
+    /// Append one line to the audit log and return it with its id.
+    pub fn append_audit(&self, entry: &NewAudit<'_>) -> Result<AuditEntry, StoreError> {
+        let conn = self.conn();
+        let at = Utc::now();
+        let result = if entry.ok { "ok" } else { "error" };
+        conn.execute(
+            "INSERT INTO audit_log (at, actor, action, instance, result, detail) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                ts(at),
+                entry.actor,
+                entry.action,
+                entry.instance,
+                result,
+                entry.detail
+            ],
+        )?;
+        Ok(AuditEntry {
+            id: conn.last_insert_rowid(),
+            at,
+            actor: entry.actor.to_string(),
+            action: entry.action.to_string(),
+            instance: entry.instance.map(str::to_string),
+            result: result.to_string(),
+            detail: entry.detail.to_string(),
+        })
+    }
+
+    /// The newest `limit` audit lines (optionally of one instance, optionally
+    /// older than `before_id`), newest first.
+    pub fn list_audit(
+        &self,
+        instance: Option<&str>,
+        limit: u32,
+        before_id: Option<i64>,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, at, actor, action, instance, result, detail FROM audit_log \
+             WHERE (?1 IS NULL OR instance = ?1) AND (?2 IS NULL OR id < ?2) \
+             ORDER BY id DESC LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![instance, before_id, limit], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, String>(6)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, at, actor, action, instance, result, detail) = row?;
+            out.push(AuditEntry {
+                id,
+                at: parse_ts("audit_log.at", at)?,
+                actor,
+                action,
+                instance,
+                result,
+                detail,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The configuration history of one instance, oldest first.
+    pub fn config_history(&self, instance: &str) -> Result<Vec<ConfigChange>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, instance, at, actor, field, old_value, new_value FROM config_history \
+             WHERE instance = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([instance], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, Option<String>>(6)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, instance, at, actor, field, old_value, new_value) = row?;
+            out.push(ConfigChange {
+                id,
+                instance,
+                at: parse_ts("config_history.at", at)?,
+                actor,
+                field,
+                old_value,
+                new_value,
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn record(name: &str, port: u16) -> InstanceRecord {
+        let now = Utc::now();
+        InstanceRecord {
+            name: name.to_string(),
+            port,
+            version: "0.40.6".to_string(),
+            binary_path: "/bin/pocketbase".to_string(),
+            dir: format!("/srv/{name}"),
+            domain: None,
+            desired: DesiredState::Running,
+            status: Status::Starting,
+            phase: Phase::Ready,
+            pid: None,
+            restarts: 0,
+            superuser_email: None,
+            compat_user: None,
+            systemd_config_hash: None,
+            caddy_config_hash: None,
+            created_by: "test".to_string(),
+            created_at: now,
+            updated_at: now,
+            last_health_check: None,
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn insert_get_list_delete() {
+        let store = Store::open_in_memory().unwrap();
+        store.insert_instance(&record("b", 8092)).unwrap();
+        store.insert_instance(&record("a", 8091)).unwrap();
+        let names: Vec<_> = store
+            .list_instances()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(store.get_instance("a").unwrap().unwrap().port, 8091);
+        assert_eq!(store.port_owner(8092).unwrap().as_deref(), Some("b"));
+        assert!(store.delete_instance("a").unwrap());
+        assert!(store.get_instance("a").unwrap().is_none());
+        assert!(!store.delete_instance("a").unwrap());
+    }
+
+    #[test]
+    fn unique_name_and_port_map_to_user_errors() {
+        let store = Store::open_in_memory().unwrap();
+        store.insert_instance(&record("a", 8091)).unwrap();
+        assert!(matches!(
+            store.insert_instance(&record("a", 8095)),
+            Err(StoreError::NameTaken(n)) if n == "a"
+        ));
+        assert!(matches!(
+            store.insert_instance(&record("c", 8091)),
+            Err(StoreError::PortTaken(8091))
+        ));
+    }
+
+    #[test]
+    fn config_changes_keep_history() {
+        let store = Store::open_in_memory().unwrap();
+        let mut rec = record("a", 8091);
+        store.insert_instance(&rec).unwrap();
+        rec.version = "0.41.0".to_string();
+        rec.domain = Some("a.example.com".to_string());
+        store.update_config(&rec, "alice").unwrap();
+        let history = store.config_history("a").unwrap();
+        let lines: Vec<_> = history
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {} {:?} -> {:?}",
+                    c.actor, c.field, c.old_value, c.new_value
+                )
+            })
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "alice version Some(\"0.40.6\") -> Some(\"0.41.0\")",
+                "alice domain None -> Some(\"a.example.com\")"
+            ]
+        );
+    }
+
+    #[test]
+    fn audit_log_is_append_only() {
+        let store = Store::open_in_memory().unwrap();
+        for i in 0..3 {
+            store
+                .append_audit(&NewAudit {
+                    actor: "cli",
+                    action: "create",
+                    instance: Some(if i == 1 { "b" } else { "a" }),
+                    ok: i != 2,
+                    detail: "x",
+                })
+                .unwrap();
+        }
+        let all = store.list_audit(None, 10, None).unwrap();
+        assert_eq!(all.iter().map(|e| e.id).collect::<Vec<_>>(), [3, 2, 1]);
+        assert_eq!(all[0].result, "error");
+        assert_eq!(store.list_audit(Some("a"), 10, None).unwrap().len(), 2);
+        assert_eq!(store.list_audit(None, 10, Some(3)).unwrap().len(), 2);
+        let conn = store.conn();
+        let err = conn
+            .execute("UPDATE audit_log SET detail = 'rewritten'", [])
+            .unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{err}");
+        let err = conn.execute("DELETE FROM audit_log", []).unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{err}");
+    }
+
+    #[test]
+    fn runtime_and_health_updates() {
+        let store = Store::open_in_memory().unwrap();
+        store.insert_instance(&record("a", 8091)).unwrap();
+        store
+            .set_runtime("a", Status::Running, Some(42), 3, None)
+            .unwrap();
+        let at = Utc::now();
+        store.set_health_checks(&[("a".to_string(), at)]).unwrap();
+        let rec = store.get_instance("a").unwrap().unwrap();
+        assert_eq!(
+            (rec.status, rec.pid, rec.restarts),
+            (Status::Running, Some(42), 3)
+        );
+        assert_eq!(
+            rec.last_health_check.map(|t| t.timestamp_millis()),
+            Some(at.timestamp_millis())
+        );
+    }
+}

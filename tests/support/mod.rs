@@ -54,3 +54,30 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("bind 127.0.0.1:0")
 }
+
+pub mod daemon;
+
+/// The release mirror `scripts/fetch-test-deps` builds from the pinned
+/// binaries (GitHub's asset layout), so daemon tests install offline.
+pub fn mirror_dir() -> PathBuf {
+    let path = deps_dir().join("../mirror");
+    assert!(
+        path.join(format!("v{PB_NEW}/checksums.txt")).exists(),
+        "{} is missing: run scripts/fetch-test-deps first (scripts/test does)",
+        path.display()
+    );
+    path.canonicalize().expect("canonical mirror path")
+}
+
+/// A shell-script "PocketBase" for failure paths: answers `--version` like
+/// PocketBase does and runs `body` for everything else.
+pub fn fake_binary(dir: &std::path::Path, version: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(format!("fake-pocketbase-{version}"));
+    let script = format!(
+        "#!/bin/sh\nif [ \"$1\" = \"--version\" ]; then echo \"pocketbase version {version}\"; exit 0; fi\n{body}\n"
+    );
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}

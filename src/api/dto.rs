@@ -1,0 +1,258 @@
+//! Wire types of the HTTP API, kept apart from the model and the store so
+//! that internal changes do not change what clients see.
+//!
+//! **Architecture Invariant:** only these types cross the HTTP boundary
+//! (the client and the CLI decode exactly these).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+
+use crate::model::Status;
+use crate::store::InstanceRecord;
+
+/// One instance as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct InstanceDto {
+    pub name: String,
+    pub version: String,
+    pub port: u16,
+    pub domain: Option<String>,
+    pub status: Status,
+    /// `running` or `stopped`: what the operator asked for.
+    pub desired: String,
+    /// Where the instance answers on this host.
+    pub url: String,
+    pub pid: Option<u32>,
+    pub restarts: u32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_health_check: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub superuser_email: Option<String>,
+    pub dir: String,
+    pub binary: String,
+    pub created_by: String,
+}
+
+impl From<&InstanceRecord> for InstanceDto {
+    fn from(r: &InstanceRecord) -> Self {
+        Self {
+            name: r.name.clone(),
+            version: r.version.clone(),
+            port: r.port,
+            domain: r.domain.clone(),
+            status: r.status,
+            desired: r.desired.as_str().to_string(),
+            url: format!("http://127.0.0.1:{}", r.port),
+            pid: r.pid,
+            restarts: r.restarts,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            last_health_check: r.last_health_check,
+            last_error: r.last_error.clone(),
+            superuser_email: r.superuser_email.clone(),
+            dir: r.dir.clone(),
+            binary: r.binary_path.clone(),
+            created_by: r.created_by.clone(),
+        }
+    }
+}
+
+/// `POST /api/v1/instances`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInstance {
+    pub name: String,
+    /// A release version (`0.28.4`) or `latest` (the default).
+    pub version: Option<String>,
+    /// Path of a PocketBase binary on the daemon's host, instead of a release.
+    pub binary: Option<String>,
+    /// Default: 8091, else one above the highest port in use.
+    pub port: Option<u32>,
+    pub domain: Option<String>,
+    pub superuser_email: Option<String>,
+    /// Default: generated, and returned once in the response.
+    pub superuser_password: Option<String>,
+}
+
+/// Credentials of a superuser made by a create or a reset. The password is
+/// shown this once and never stored by pockestrator.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct SuperuserDto {
+    pub email: String,
+    pub password: String,
+}
+
+/// The answer to a create: the instance, plus `superuser` when one was made.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreatedDto {
+    #[serde(flatten)]
+    pub instance: InstanceDto,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub superuser: Option<SuperuserDto>,
+}
+
+/// `PATCH /api/v1/instances/{name}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateInstance {
+    /// A hostname, or `null` to remove the domain.
+    #[serde(
+        default,
+        deserialize_with = "some_or_null",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub domain: Option<Option<String>>,
+    pub port: Option<u32>,
+}
+
+fn some_or_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// `POST /api/v1/instances/{name}/upgrade`: exactly one of the two.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeInstance {
+    pub version: Option<String>,
+    pub binary: Option<String>,
+}
+
+/// `POST /api/v1/instances/{name}/superuser`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetSuperuser {
+    pub email: String,
+    /// Default: generated, and returned once.
+    pub password: Option<String>,
+}
+
+/// `DELETE /api/v1/instances/{name}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeletedDto {
+    pub name: String,
+    /// Where the data was archived; `null` with `purge=true`.
+    pub archive: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InstanceList {
+    pub instances: Vec<InstanceDto>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LogLines {
+    pub name: String,
+    pub lines: Vec<String>,
+}
+
+/// A release in the local cache.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InstalledVersion {
+    pub version: String,
+    pub binary: String,
+    pub sha256: String,
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VersionList {
+    pub installed: Vec<InstalledVersion>,
+    /// Versions the release sources offer, newest first.
+    pub available: Vec<String>,
+    /// The newest stable version the sources offer.
+    pub latest: Option<String>,
+    /// Why `available` is empty, when the sources could not be reached.
+    pub available_error: Option<String>,
+}
+
+/// `POST /api/v1/versions/install`: exactly one of the two.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstallVersion {
+    pub version: Option<String>,
+    pub binary: Option<String>,
+}
+
+/// One line of the streamed answer to an install (`application/x-ndjson`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InstallProgress {
+    Progress {
+        downloaded: u64,
+        total: Option<u64>,
+        source: String,
+    },
+    Installed(InstalledVersion),
+    Error(ErrorDetail),
+}
+
+/// One line of the audit log: who did what, when, with which result.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct EventDto {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub instance: Option<String>,
+    /// `ok` or `error`.
+    pub result: String,
+    pub detail: String,
+}
+
+impl From<&crate::store::AuditEntry> for EventDto {
+    fn from(e: &crate::store::AuditEntry) -> Self {
+        Self {
+            id: e.id,
+            at: e.at,
+            actor: e.actor.clone(),
+            action: e.action.clone(),
+            instance: e.instance.clone(),
+            result: e.result.clone(),
+            detail: e.detail.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EventList {
+    pub events: Vec<EventDto>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DaemonHealth {
+    pub status: String,
+    pub version: String,
+    pub instances: usize,
+    pub running: usize,
+}
+
+/// Every error: `{"error":{"code":…,"message":…}}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn update_distinguishes_null_from_absent() {
+        let absent: UpdateInstance = serde_json::from_str("{}").unwrap();
+        assert_eq!(absent.domain, None);
+        let null: UpdateInstance = serde_json::from_str(r#"{"domain":null}"#).unwrap();
+        assert_eq!(null.domain, Some(None));
+        let set: UpdateInstance = serde_json::from_str(r#"{"domain":"a.example.com"}"#).unwrap();
+        assert_eq!(set.domain, Some(Some("a.example.com".to_string())));
+        assert!(serde_json::from_str::<UpdateInstance>(r#"{"domian":"x"}"#).is_err());
+    }
+}

@@ -1,0 +1,531 @@
+//! Handlers of `/api/v1`: instances, logs, versions, events, the daemon's
+//! own health and the OpenAPI document.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use serde::Deserialize;
+use tokio_stream::wrappers::BroadcastStream;
+
+use super::dto::*;
+use super::error::ApiError;
+use super::AppState;
+use crate::manager::{Actor, BinaryChoice, CreateRequest, UpdateRequest};
+use crate::model::version::VersionRequest;
+use crate::model::Status;
+use crate::release::Installed;
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// A JSON body whose decoding errors answer in our error shape.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let Json(v) = Json::<T>::from_request(req, state).await?;
+        Ok(ApiJson(v))
+    }
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/health", get(daemon_health))
+        .route("/api/v1/openapi.json", get(super::openapi::document))
+        .route(
+            "/api/v1/instances",
+            get(list_instances).post(create_instance),
+        )
+        .route(
+            "/api/v1/instances/{name}",
+            get(get_instance)
+                .patch(update_instance)
+                .delete(delete_instance),
+        )
+        .route("/api/v1/instances/{name}/start", post(start_instance))
+        .route("/api/v1/instances/{name}/stop", post(stop_instance))
+        .route("/api/v1/instances/{name}/restart", post(restart_instance))
+        .route("/api/v1/instances/{name}/upgrade", post(upgrade_instance))
+        .route("/api/v1/instances/{name}/superuser", post(set_superuser))
+        .route("/api/v1/instances/{name}/logs", get(instance_logs))
+        .route("/api/v1/versions", get(list_versions))
+        .route("/api/v1/versions/install", post(install_version))
+        .route("/api/v1/events", get(list_events))
+        .route("/api/v1/events/stream", get(event_stream))
+}
+
+/// Turn the `version`/`binary` pair of a request into a choice.
+pub fn binary_choice(version: Option<&str>, binary: Option<&str>) -> ApiResult<BinaryChoice> {
+    match (version, binary) {
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "give either a version or a binary, not both",
+        )),
+        (None, Some(path)) => {
+            let path = PathBuf::from(path);
+            if !path.is_absolute() {
+                return Err(ApiError::bad_request(format!(
+                    "binary path {:?} must be absolute: the daemon does not share your working directory",
+                    path.display().to_string()
+                )));
+            }
+            Ok(BinaryChoice::Local(path))
+        }
+        (Some(v), None) => VersionRequest::parse(v)
+            .map(BinaryChoice::Release)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_version", e.to_string())),
+        (None, None) => Ok(BinaryChoice::Release(VersionRequest::Latest)),
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/health", tag = "daemon",
+    responses((status = 200, body = DaemonHealth)))]
+pub async fn daemon_health(State(state): State<AppState>) -> ApiResult<Json<DaemonHealth>> {
+    let all = state.manager.list()?;
+    Ok(Json(DaemonHealth {
+        status: "ok".to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        instances: all.len(),
+        running: all.iter().filter(|r| r.status == Status::Running).count(),
+    }))
+}
+
+#[utoipa::path(get, path = "/api/v1/instances", tag = "instances",
+    responses((status = 200, body = InstanceList)))]
+pub async fn list_instances(State(state): State<AppState>) -> ApiResult<Json<InstanceList>> {
+    let instances = state
+        .manager
+        .list()?
+        .iter()
+        .map(InstanceDto::from)
+        .collect();
+    Ok(Json(InstanceList { instances }))
+}
+
+#[utoipa::path(post, path = "/api/v1/instances", tag = "instances", request_body = CreateInstance,
+    responses((status = 201, body = CreatedDto), (status = 400, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 500, body = ErrorBody)))]
+pub async fn create_instance(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    ApiJson(body): ApiJson<CreateInstance>,
+) -> ApiResult<(StatusCode, Json<CreatedDto>)> {
+    let binary = binary_choice(body.version.as_deref(), body.binary.as_deref())?;
+    let created = state
+        .manager
+        .create(
+            CreateRequest {
+                name: body.name,
+                binary,
+                port: body.port,
+                domain: body.domain,
+                superuser_email: body.superuser_email,
+                superuser_password: body.superuser_password,
+            },
+            &actor,
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedDto {
+            instance: InstanceDto::from(&created.instance),
+            superuser: created
+                .superuser
+                .map(|(email, password)| SuperuserDto { email, password }),
+        }),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/instances/{name}", tag = "instances",
+    params(("name" = String, Path)),
+    responses((status = 200, body = InstanceDto), (status = 404, body = ErrorBody)))]
+pub async fn get_instance(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<InstanceDto>> {
+    Ok(Json(InstanceDto::from(&state.manager.get(&name)?)))
+}
+
+#[utoipa::path(patch, path = "/api/v1/instances/{name}", tag = "instances",
+    params(("name" = String, Path)), request_body = UpdateInstance,
+    responses((status = 200, body = InstanceDto), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn update_instance(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<UpdateInstance>,
+) -> ApiResult<Json<InstanceDto>> {
+    let rec = state
+        .manager
+        .update(
+            &name,
+            UpdateRequest {
+                domain: body.domain,
+                port: body.port,
+            },
+            &actor,
+        )
+        .await?;
+    Ok(Json(InstanceDto::from(&rec)))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct DeleteParams {
+    /// Delete the data instead of archiving it.
+    #[serde(default)]
+    pub purge: bool,
+}
+
+#[utoipa::path(delete, path = "/api/v1/instances/{name}", tag = "instances",
+    params(("name" = String, Path), DeleteParams),
+    responses((status = 200, body = DeletedDto), (status = 404, body = ErrorBody)))]
+pub async fn delete_instance(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(name): Path<String>,
+    Query(params): Query<DeleteParams>,
+) -> ApiResult<Json<DeletedDto>> {
+    let archive = state.manager.delete(&name, params.purge, &actor).await?;
+    Ok(Json(DeletedDto {
+        name,
+        archive: archive.map(|p| p.display().to_string()),
+    }))
+}
+
+macro_rules! lifecycle_handler {
+    ($fn:ident, $method:ident, $path:literal) => {
+        #[utoipa::path(post, path = $path, tag = "instances", params(("name" = String, Path)),
+                    responses((status = 200, body = InstanceDto), (status = 404, body = ErrorBody),
+                              (status = 500, body = ErrorBody)))]
+        pub async fn $fn(
+            State(state): State<AppState>,
+            Extension(actor): Extension<Actor>,
+            Path(name): Path<String>,
+        ) -> ApiResult<Json<InstanceDto>> {
+            Ok(Json(InstanceDto::from(
+                &state.manager.$method(&name, &actor).await?,
+            )))
+        }
+    };
+}
+
+lifecycle_handler!(start_instance, start, "/api/v1/instances/{name}/start");
+lifecycle_handler!(stop_instance, stop, "/api/v1/instances/{name}/stop");
+lifecycle_handler!(
+    restart_instance,
+    restart,
+    "/api/v1/instances/{name}/restart"
+);
+
+#[utoipa::path(post, path = "/api/v1/instances/{name}/upgrade", tag = "instances",
+    params(("name" = String, Path)), request_body = UpgradeInstance,
+    responses((status = 200, body = InstanceDto), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 500, body = ErrorBody,
+               description = "failed; `upgrade_rolled_back` when the old version was restored")))]
+pub async fn upgrade_instance(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<UpgradeInstance>,
+) -> ApiResult<Json<InstanceDto>> {
+    if body.version.is_none() && body.binary.is_none() {
+        return Err(ApiError::bad_request(
+            "give the version to upgrade to (or a binary)",
+        ));
+    }
+    let choice = binary_choice(body.version.as_deref(), body.binary.as_deref())?;
+    Ok(Json(InstanceDto::from(
+        &state.manager.upgrade(&name, choice, &actor).await?,
+    )))
+}
+
+#[utoipa::path(post, path = "/api/v1/instances/{name}/superuser", tag = "instances",
+    params(("name" = String, Path)), request_body = SetSuperuser,
+    responses((status = 200, body = SuperuserDto), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub async fn set_superuser(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<SetSuperuser>,
+) -> ApiResult<Json<SuperuserDto>> {
+    let password = state
+        .manager
+        .set_superuser(&name, &body.email, body.password, &actor)
+        .await?;
+    Ok(Json(SuperuserDto {
+        email: body.email,
+        password,
+    }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct LogParams {
+    /// How many of the last lines (default 100, at most 10000).
+    pub lines: Option<usize>,
+    /// Keep the answer open and stream new lines as plain text.
+    #[serde(default)]
+    pub follow: bool,
+}
+
+#[utoipa::path(get, path = "/api/v1/instances/{name}/logs", tag = "logs",
+    params(("name" = String, Path), LogParams),
+    responses((status = 200, body = LogLines, description = "JSON, or `text/plain` streamed with follow=true"),
+              (status = 404, body = ErrorBody)))]
+pub async fn instance_logs(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(params): Query<LogParams>,
+) -> ApiResult<Response> {
+    let n = params.lines.unwrap_or(100).min(10_000);
+    let lines = state.manager.log_tail(&name, n)?;
+    if !params.follow {
+        return Ok(Json(LogLines { name, lines }).into_response());
+    }
+    let path = state.manager.log_file(&name)?;
+    let offset = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let mut head = String::new();
+    for line in &lines {
+        head.push_str(line);
+        head.push('\n');
+    }
+    let stream = futures::stream::once(async move { Ok::<_, Infallible>(Bytes::from(head)) })
+        .chain(follow_file(path, offset));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// New bytes of a log file as they are appended; starts over from the top
+/// when the file shrinks (it was rotated or truncated).
+fn follow_file(path: PathBuf, offset: u64) -> impl Stream<Item = Result<Bytes, Infallible>> {
+    futures::stream::unfold((path, offset), |(path, mut offset)| async move {
+        use std::io::{Read, Seek, SeekFrom};
+        loop {
+            let len = tokio::fs::metadata(&path)
+                .await
+                .map(|m| m.len())
+                .unwrap_or(0);
+            if len < offset {
+                offset = 0;
+            }
+            if len > offset {
+                let want = (len - offset).min(64 * 1024) as usize;
+                let read = tokio::task::spawn_blocking({
+                    let path = path.clone();
+                    move || -> std::io::Result<Vec<u8>> {
+                        let mut f = std::fs::File::open(&path)?;
+                        f.seek(SeekFrom::Start(offset))?;
+                        let mut buf = vec![0u8; want];
+                        let n = f.read(&mut buf)?;
+                        buf.truncate(n);
+                        Ok(buf)
+                    }
+                })
+                .await;
+                if let Ok(Ok(buf)) = read {
+                    if !buf.is_empty() {
+                        let n = buf.len() as u64;
+                        return Some((Ok(Bytes::from(buf)), (path, offset + n)));
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}
+
+fn installed_dto(i: &Installed) -> InstalledVersion {
+    InstalledVersion {
+        version: i.version.to_string(),
+        binary: i.binary.display().to_string(),
+        sha256: i.sha256.clone(),
+        source: i.source.clone(),
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/versions", tag = "versions",
+    responses((status = 200, body = VersionList)))]
+pub async fn list_versions(State(state): State<AppState>) -> ApiResult<Json<VersionList>> {
+    let releases = state.manager.releases();
+    let installed = releases
+        .installed()
+        .map_err(crate::manager::ManagerError::from)?
+        .iter()
+        .map(installed_dto)
+        .collect();
+    let (available, available_error) = match releases.available().await {
+        Ok(list) => (list, None),
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    };
+    let latest = crate::model::version::newest_stable(&available).map(|v| v.to_string());
+    Ok(Json(VersionList {
+        installed,
+        available: available.iter().map(|v| v.to_string()).collect(),
+        latest,
+        available_error,
+    }))
+}
+
+#[utoipa::path(post, path = "/api/v1/versions/install", tag = "versions", request_body = InstallVersion,
+    responses((status = 200, body = InstalledVersion,
+               description = "JSON; with `Accept: application/x-ndjson`, a stream of InstallProgress lines"),
+              (status = 400, body = ErrorBody), (status = 502, body = ErrorBody)))]
+pub async fn install_version(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<InstallVersion>,
+) -> ApiResult<Response> {
+    let choice = binary_choice(body.version.as_deref(), body.binary.as_deref())?;
+    let streaming = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/x-ndjson"));
+    let manager = state.manager.clone();
+    // Resolve first (fast): the version is needed to follow its download.
+    let choice = match choice {
+        BinaryChoice::Release(req) => {
+            let v = manager
+                .releases()
+                .resolve(&req)
+                .await
+                .map_err(crate::manager::ManagerError::from)?;
+            BinaryChoice::Release(VersionRequest::Exact(v))
+        }
+        local => local,
+    };
+    if !streaming {
+        let installed = manager.install_audited(&choice, &actor).await?;
+        return Ok(Json(installed_dto(&installed)).into_response());
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<InstallProgress>(32);
+    tokio::spawn(async move {
+        let version = match &choice {
+            BinaryChoice::Release(VersionRequest::Exact(v)) => Some(v.clone()),
+            _ => None,
+        };
+        let install = manager.install_audited(&choice, &actor);
+        tokio::pin!(install);
+        let mut last = None;
+        loop {
+            tokio::select! {
+                result = &mut install => {
+                    let line = match result {
+                        Ok(i) => InstallProgress::Installed(installed_dto(&i)),
+                        Err(e) => InstallProgress::Error(ApiError::from(e).detail()),
+                    };
+                    let _ = tx.send(line).await;
+                    return;
+                }
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                    let progress = version.as_ref().and_then(|v| manager.releases().progress(v));
+                    if let Some(rx) = progress {
+                        let p = rx.borrow().clone();
+                        let key = (p.downloaded, p.total);
+                        if last != Some(key) {
+                            last = Some(key);
+                            let line = InstallProgress::Progress { downloaded: p.downloaded, total: p.total, source: p.source.clone() };
+                            if tx.send(line).await.is_err() {
+                                // The client went away; the download goes on.
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|line| {
+        let mut text = serde_json::to_string(&line).unwrap_or_else(|_| "{}".to_string());
+        text.push('\n');
+        Ok::<_, Infallible>(Bytes::from(text))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct EventParams {
+    /// Only events of this instance.
+    pub instance: Option<String>,
+    /// How many (default 100, at most 1000), newest first.
+    pub limit: Option<u32>,
+    /// Only events older than this id (for paging).
+    pub before: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/events", tag = "events", params(EventParams),
+    responses((status = 200, body = EventList)))]
+pub async fn list_events(
+    State(state): State<AppState>,
+    Query(params): Query<EventParams>,
+) -> ApiResult<Json<EventList>> {
+    let limit = params.limit.unwrap_or(100).min(1000);
+    let events = state
+        .manager
+        .store()
+        .list_audit(params.instance.as_deref(), limit, params.before)
+        .map_err(crate::manager::ManagerError::from)?
+        .iter()
+        .map(EventDto::from)
+        .collect();
+    Ok(Json(EventList { events }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct StreamParams {
+    /// Only events of this instance.
+    pub instance: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/events/stream", tag = "events", params(StreamParams),
+    responses((status = 200, description = "Server-sent events: instance_state, instance_removed, audit, download")))]
+pub async fn event_stream(
+    State(state): State<AppState>,
+    Query(params): Query<StreamParams>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let rx = state.manager.events().subscribe();
+    let stream = BroadcastStream::new(rx).filter_map(move |ev| {
+        let wanted = params.instance.clone();
+        async move {
+            let ev = ev.ok()?;
+            if let Some(w) = &wanted {
+                if ev.instance() != Some(w.as_str()) {
+                    return None;
+                }
+            }
+            let kind = match &ev {
+                crate::events::Event::InstanceState { .. } => "instance_state",
+                crate::events::Event::InstanceRemoved { .. } => "instance_removed",
+                crate::events::Event::Audit { .. } => "audit",
+                crate::events::Event::Download { .. } => "download",
+            };
+            let data = serde_json::to_string(&ev).ok()?;
+            Some(Ok(SseEvent::default().event(kind).data(data)))
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}

@@ -1,0 +1,462 @@
+//! The client commands: each one calls the API through [`crate::client`]
+//! and prints a table, or JSON with `--json`.
+
+use std::io::{IsTerminal, Read, Write};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use futures::StreamExt;
+use hyper::Method;
+use serde::Serialize;
+
+use super::{table, GlobalArgs};
+use crate::api::dto::*;
+use crate::client::{lines, segment, Client};
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The instance name: a lowercase DNS label (a-z, 0-9, '-'; 1 to 63 characters).
+    pub name: String,
+    /// A PocketBase version such as 0.28.4, or `latest` (the default).
+    #[arg(long, conflicts_with = "binary")]
+    pub version: Option<String>,
+    /// Run this PocketBase binary instead of a release (its version is read
+    /// from `--version`; it is copied into the data dir).
+    #[arg(long, value_name = "PATH")]
+    pub binary: Option<std::path::PathBuf>,
+    /// The port on 127.0.0.1 (default: 8091, else one above the highest in use).
+    #[arg(long)]
+    pub port: Option<u32>,
+    /// A domain the instance is served at, e.g. moots.example.com.
+    #[arg(long)]
+    pub domain: Option<String>,
+    /// Create a superuser with this e-mail; its password is generated and
+    /// shown once, unless --password-stdin.
+    #[arg(long, value_name = "EMAIL")]
+    pub superuser_email: Option<String>,
+    /// Read the superuser's password from standard input.
+    #[arg(long, requires = "superuser_email")]
+    pub password_stdin: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    pub name: String,
+    /// Delete the data instead of archiving it. Asks to type the name, or
+    /// needs --yes when not run from a terminal.
+    #[arg(long)]
+    pub purge: bool,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    pub name: String,
+    /// The version to switch to, e.g. 0.40.6, or `latest`.
+    #[arg(long, required_unless_present = "binary", conflicts_with = "binary")]
+    pub version: Option<String>,
+    /// Switch to this PocketBase binary instead of a release.
+    #[arg(long, value_name = "PATH")]
+    pub binary: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    pub name: String,
+    /// How many of the last lines.
+    #[arg(short = 'n', long = "lines", default_value_t = 100)]
+    pub lines: usize,
+    /// Keep following the log as it grows (Ctrl-C to stop).
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Only events of this instance.
+    pub name: Option<String>,
+    /// How many, newest first.
+    #[arg(short = 'n', long = "limit", default_value_t = 50)]
+    pub limit: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct SuperuserArgs {
+    pub name: String,
+    /// The superuser's e-mail: created if missing, its password reset if not.
+    #[arg(long)]
+    pub email: String,
+    /// Read the password from standard input (default: generate one and show it once).
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn now() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
+}
+
+/// Read a password from standard input: the first line, without its newline.
+fn read_password() -> anyhow::Result<String> {
+    let mut raw = String::new();
+    std::io::stdin()
+        .take(4096)
+        .read_to_string(&mut raw)
+        .context("cannot read the password from standard input")?;
+    let password = raw.lines().next().unwrap_or("").to_string();
+    if password.is_empty() {
+        anyhow::bail!("--password-stdin: standard input was empty; pipe the password in, e.g. `echo \"$PW\" | pockestrator …`");
+    }
+    Ok(password)
+}
+
+fn absolute_binary(path: &std::path::Path) -> anyhow::Result<String> {
+    let abs =
+        std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))?;
+    if !abs.is_file() {
+        anyhow::bail!("--binary {}: no such file", abs.display());
+    }
+    Ok(abs.display().to_string())
+}
+
+/// Install a release through the daemon, with a progress bar on a terminal.
+/// Returns the exact version installed.
+async fn install_with_progress(
+    client: &Client,
+    version: &str,
+    quiet: bool,
+) -> anyhow::Result<String> {
+    let body = InstallVersion {
+        version: Some(version.to_string()),
+        binary: None,
+    };
+    let stream = client
+        .stream(
+            Method::POST,
+            "/api/v1/versions/install",
+            Some(&body),
+            "application/x-ndjson",
+        )
+        .await?;
+    let bar = if quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar
+    };
+    let mut lines = Box::pin(lines(stream));
+    while let Some(line) = lines.next().await {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let event: InstallProgress = serde_json::from_str(&line)
+            .with_context(|| format!("unexpected progress line from the daemon: {line}"))?;
+        match event {
+            InstallProgress::Progress {
+                downloaded,
+                total,
+                source,
+            } => {
+                if let Some(t) = total {
+                    bar.set_length(t);
+                }
+                bar.set_message(format!("downloading PocketBase {version} from {source}"));
+                bar.set_position(downloaded);
+            }
+            InstallProgress::Installed(i) => {
+                bar.finish_and_clear();
+                return Ok(i.version);
+            }
+            InstallProgress::Error(e) => {
+                bar.finish_and_clear();
+                anyhow::bail!("{}", e.message);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    anyhow::bail!("the daemon ended the install without an answer")
+}
+
+pub fn token(g: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let layout = crate::config::Layout::new(&g.data_dir());
+    let path = layout.token();
+    let token = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => anyhow::anyhow!(
+            "no token in {} yet: it is created when the daemon first starts (`pockestrator serve`)",
+            layout.root.display()
+        ),
+        std::io::ErrorKind::PermissionDenied => anyhow::anyhow!(
+            "cannot read {}: permission denied (the token is readable only by the daemon's user)",
+            path.display()
+        ),
+        _ => anyhow::anyhow!("cannot read {}: {e}", path.display()),
+    })?;
+    if g.json {
+        print_json(&serde_json::json!({ "token": token.trim() }))?;
+    } else {
+        println!("{}", token.trim());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn create(g: &GlobalArgs, args: CreateArgs) -> anyhow::Result<ExitCode> {
+    let client = g.client()?;
+    let password = if args.password_stdin {
+        Some(read_password()?)
+    } else {
+        None
+    };
+    let (version, binary) = match &args.binary {
+        Some(path) => (None, Some(absolute_binary(path)?)),
+        None => {
+            // Install first so the download shows a progress bar; a bad name
+            // is caught before the download by checking it here too.
+            crate::model::InstanceName::parse(&args.name)?;
+            let wanted = args.version.clone().unwrap_or_else(|| "latest".to_string());
+            let quiet = g.json || !std::io::stderr().is_terminal();
+            (
+                Some(install_with_progress(&client, &wanted, quiet).await?),
+                None,
+            )
+        }
+    };
+    let body = CreateInstance {
+        name: args.name,
+        version,
+        binary,
+        port: args.port,
+        domain: args.domain,
+        superuser_email: args.superuser_email,
+        superuser_password: password,
+    };
+    let created: CreatedDto = client
+        .call(Method::POST, "/api/v1/instances", Some(&body))
+        .await?;
+    if g.json {
+        print_json(&created)?;
+    } else {
+        let i = &created.instance;
+        println!(
+            "created {} (PocketBase {}) on {}: {}",
+            i.name, i.version, i.url, i.status
+        );
+        println!("admin UI: {}/_/", i.url);
+        if let Some(su) = &created.superuser {
+            println!("superuser: {}", su.email);
+            if body.superuser_password.is_none() {
+                println!("password:  {}   (shown once: store it now)", su.password);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn list(g: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let list: InstanceList = g.client()?.get("/api/v1/instances").await?;
+    if g.json {
+        print_json(&list.instances)?;
+    } else {
+        print!("{}", table::instances(&list.instances, now()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn status(g: &GlobalArgs, name: &str) -> anyhow::Result<ExitCode> {
+    let i: InstanceDto = g
+        .client()?
+        .get(&format!("/api/v1/instances/{}", segment(name)))
+        .await?;
+    if g.json {
+        print_json(&i)?;
+    } else {
+        print!("{}", table::instance(&i, now()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn lifecycle(g: &GlobalArgs, name: &str, verb: &str) -> anyhow::Result<ExitCode> {
+    let path = format!("/api/v1/instances/{}/{verb}", segment(name));
+    let i: InstanceDto = g.client()?.call::<(), _>(Method::POST, &path, None).await?;
+    if g.json {
+        print_json(&i)?;
+    } else {
+        match i.pid {
+            Some(pid) => println!("{}: {} (pid {pid}) on {}", i.name, i.status, i.url),
+            None => println!("{}: {}", i.name, i.status),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn delete(g: &GlobalArgs, args: DeleteArgs) -> anyhow::Result<ExitCode> {
+    if args.purge && !args.yes {
+        if !std::io::stdin().is_terminal() {
+            anyhow::bail!(
+                "--purge deletes {}'s data for good: add --yes to confirm",
+                args.name
+            );
+        }
+        eprint!(
+            "--purge deletes {}'s data for good. Type its name to confirm: ",
+            args.name
+        );
+        let mut typed = String::new();
+        std::io::stdin().read_line(&mut typed)?;
+        if typed.trim() != args.name {
+            anyhow::bail!("not confirmed: nothing was deleted");
+        }
+    }
+    let path = format!(
+        "/api/v1/instances/{}{}",
+        segment(&args.name),
+        if args.purge { "?purge=true" } else { "" }
+    );
+    let deleted: DeletedDto = g
+        .client()?
+        .call::<(), _>(Method::DELETE, &path, None)
+        .await?;
+    if g.json {
+        print_json(&deleted)?;
+    } else {
+        match &deleted.archive {
+            Some(a) => println!("deleted {}; its data is archived in {a}", deleted.name),
+            None => println!("deleted {} and its data", deleted.name),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn upgrade(g: &GlobalArgs, args: UpgradeArgs) -> anyhow::Result<ExitCode> {
+    let client = g.client()?;
+    let body = match (&args.version, &args.binary) {
+        (_, Some(path)) => UpgradeInstance {
+            version: None,
+            binary: Some(absolute_binary(path)?),
+        },
+        (Some(v), None) => {
+            let quiet = g.json || !std::io::stderr().is_terminal();
+            let exact = install_with_progress(&client, v, quiet).await?;
+            UpgradeInstance {
+                version: Some(exact),
+                binary: None,
+            }
+        }
+        (None, None) => anyhow::bail!("give --version or --binary"),
+    };
+    let path = format!("/api/v1/instances/{}/upgrade", segment(&args.name));
+    let i: InstanceDto = client.call(Method::POST, &path, Some(&body)).await?;
+    if g.json {
+        print_json(&i)?;
+    } else {
+        println!("{} now runs PocketBase {}: {}", i.name, i.version, i.status);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn logs(g: &GlobalArgs, args: LogsArgs) -> anyhow::Result<ExitCode> {
+    let client = g.client()?;
+    let base = format!(
+        "/api/v1/instances/{}/logs?lines={}",
+        segment(&args.name),
+        args.lines
+    );
+    if !args.follow {
+        let logs: LogLines = client.get(&base).await?;
+        if g.json {
+            print_json(&logs)?;
+        } else {
+            let mut out = std::io::stdout().lock();
+            for line in &logs.lines {
+                writeln!(out, "{line}")?;
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut stream = client
+        .stream::<()>(
+            Method::GET,
+            &format!("{base}&follow=true"),
+            None,
+            "text/plain",
+        )
+        .await?;
+    let mut out = std::io::stdout();
+    loop {
+        tokio::select! {
+            chunk = stream.next() => match chunk {
+                Some(chunk) => {
+                    out.write_all(&chunk?)?;
+                    out.flush()?;
+                }
+                None => break,
+            },
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn versions(g: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let v: VersionList = g.client()?.get("/api/v1/versions").await?;
+    if g.json {
+        print_json(&v)?;
+    } else {
+        print!("{}", table::versions(&v));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn events(g: &GlobalArgs, args: EventsArgs) -> anyhow::Result<ExitCode> {
+    let mut path = format!("/api/v1/events?limit={}", args.limit);
+    if let Some(name) = &args.name {
+        path.push_str(&format!("&instance={}", segment(name)));
+    }
+    let list: EventList = g.client()?.get(&path).await?;
+    if g.json {
+        print_json(&list.events)?;
+    } else {
+        print!("{}", table::events(&list.events));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn superuser(g: &GlobalArgs, args: SuperuserArgs) -> anyhow::Result<ExitCode> {
+    let password = if args.password_stdin {
+        Some(read_password()?)
+    } else {
+        None
+    };
+    let given = password.is_some();
+    let body = SetSuperuser {
+        email: args.email,
+        password,
+    };
+    let path = format!("/api/v1/instances/{}/superuser", segment(&args.name));
+    let su: SuperuserDto = g.client()?.call(Method::POST, &path, Some(&body)).await?;
+    if g.json {
+        print_json(&su)?;
+    } else {
+        println!("superuser {} of {} saved", su.email, args.name);
+        if !given {
+            println!("password: {}   (shown once: store it now)", su.password);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,294 @@
+//! Plain-text rendering of CLI answers: aligned tables and key/value
+//! blocks. Pure functions of their input (the current time is passed in),
+//! so they are snapshot-tested.
+
+use chrono::{DateTime, Utc};
+
+use crate::api::dto::{EventDto, InstanceDto, VersionList};
+
+/// Columns aligned with two spaces, no trailing spaces.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let mut push_row = |cells: Vec<&str>| {
+        let mut line = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            line.push_str(cell);
+            if i + 1 < cells.len() {
+                let pad = widths[i].saturating_sub(cell.chars().count());
+                line.push_str(&" ".repeat(pad));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    };
+    push_row(headers.to_vec());
+    for row in rows {
+        push_row(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+/// "3s ago", "5m ago", "2h ago", "4d ago"; "-" for never.
+pub fn ago(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
+    let Some(at) = at else { return "-".to_string() };
+    let secs = now.signed_duration_since(at).num_seconds().max(0);
+    match secs {
+        0..=59 => format!("{secs}s ago"),
+        60..=3599 => format!("{}m ago", secs / 60),
+        3600..=86399 => format!("{}h ago", secs / 3600),
+        _ => format!("{}d ago", secs / 86400),
+    }
+}
+
+fn dash(v: Option<impl ToString>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "-".to_string())
+}
+
+pub fn instances(list: &[InstanceDto], now: DateTime<Utc>) -> String {
+    if list.is_empty() {
+        return "no instances yet: create one with `pockestrator create NAME`\n".to_string();
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|i| {
+            vec![
+                i.name.clone(),
+                i.status.to_string(),
+                i.version.clone(),
+                i.port.to_string(),
+                dash(i.pid),
+                i.restarts.to_string(),
+                dash(i.domain.as_deref()),
+                ago(i.last_health_check, now),
+                i.url.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME", "STATUS", "VERSION", "PORT", "PID", "RESTARTS", "DOMAIN", "CHECKED", "URL",
+        ],
+        &rows,
+    )
+}
+
+pub fn instance(i: &InstanceDto, now: DateTime<Utc>) -> String {
+    let mut rows = vec![
+        ("name", i.name.clone()),
+        ("status", format!("{} (wanted: {})", i.status, i.desired)),
+        ("version", i.version.clone()),
+        ("port", i.port.to_string()),
+        ("url", i.url.clone()),
+        ("admin ui", format!("{}/_/", i.url)),
+        ("domain", dash(i.domain.as_deref())),
+        ("pid", dash(i.pid)),
+        ("restarts", i.restarts.to_string()),
+        ("last check", ago(i.last_health_check, now)),
+        ("superuser", dash(i.superuser_email.as_deref())),
+        (
+            "created",
+            format!(
+                "{} by {}",
+                i.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                i.created_by
+            ),
+        ),
+        ("directory", i.dir.clone()),
+        ("binary", i.binary.clone()),
+    ];
+    if let Some(e) = &i.last_error {
+        rows.push(("last error", e.clone()));
+    }
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    rows.iter()
+        .map(|(k, v)| format!("{k:width$}  {v}\n"))
+        .collect()
+}
+
+pub fn events(list: &[EventDto]) -> String {
+    if list.is_empty() {
+        return "no events\n".to_string();
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|e| {
+            vec![
+                e.id.to_string(),
+                e.at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                e.actor.clone(),
+                e.action.clone(),
+                dash(e.instance.as_deref()),
+                e.result.clone(),
+                e.detail.lines().next().unwrap_or("").to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "TIME (UTC)",
+            "ACTOR",
+            "ACTION",
+            "INSTANCE",
+            "RESULT",
+            "DETAIL",
+        ],
+        &rows,
+    )
+}
+
+pub fn versions(v: &VersionList) -> String {
+    let mut out = String::new();
+    if v.installed.is_empty() {
+        out.push_str("installed: none yet\n");
+    } else {
+        let rows: Vec<Vec<String>> = v
+            .installed
+            .iter()
+            .map(|i| {
+                vec![
+                    i.version.clone(),
+                    i.source.clone(),
+                    i.sha256.chars().take(16).collect(),
+                ]
+            })
+            .collect();
+        out.push_str("installed:\n");
+        out.push_str(&table(&["VERSION", "SOURCE", "SHA256"], &rows));
+    }
+    match (&v.available_error, v.available.is_empty()) {
+        (Some(e), _) => out.push_str(&format!("available: unknown ({e})\n")),
+        (None, true) => out.push_str("available: none\n"),
+        (None, false) => {
+            let shown: Vec<&str> = v.available.iter().take(12).map(String::as_str).collect();
+            let more = v.available.len().saturating_sub(shown.len());
+            out.push_str(&format!(
+                "available: {}{}\n",
+                shown.join(", "),
+                if more > 0 {
+                    format!(" (and {more} older)")
+                } else {
+                    String::new()
+                }
+            ));
+        }
+    }
+    if let Some(latest) = &v.latest {
+        out.push_str(&format!("latest: {latest}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Status;
+    use expect_test::expect;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn sample(name: &str, status: Status, pid: Option<u32>) -> InstanceDto {
+        InstanceDto {
+            name: name.to_string(),
+            version: "0.28.4".to_string(),
+            port: 8094,
+            domain: Some("moots.tigawanna.vip".to_string()),
+            status,
+            desired: "running".to_string(),
+            url: "http://127.0.0.1:8094".to_string(),
+            pid,
+            restarts: 2,
+            created_at: at("2026-11-22T10:00:00Z"),
+            updated_at: at("2026-11-22T10:00:00Z"),
+            last_health_check: Some(at("2026-11-22T10:59:57Z")),
+            last_error: None,
+            superuser_email: Some("admin@example.com".to_string()),
+            dir: "/var/lib/pockestrator/instances/moots".to_string(),
+            binary: "/var/lib/pockestrator/releases/0.28.4/linux_amd64/pocketbase".to_string(),
+            created_by: "socket:uid=0".to_string(),
+        }
+    }
+
+    #[test]
+    fn instance_table() {
+        let now = at("2026-11-22T11:00:00Z");
+        let mut b = sample("b-very-long-name", Status::Stopped, None);
+        b.domain = None;
+        b.last_health_check = None;
+        expect![[r#"
+            NAME              STATUS   VERSION  PORT  PID    RESTARTS  DOMAIN               CHECKED  URL
+            moots             running  0.28.4   8094  12345  2         moots.tigawanna.vip  3s ago   http://127.0.0.1:8094
+            b-very-long-name  stopped  0.28.4   8094  -      2         -                    -        http://127.0.0.1:8094
+        "#]]
+        .assert_eq(&instances(&[sample("moots", Status::Running, Some(12345)), b], now));
+        expect![[r#"
+            no instances yet: create one with `pockestrator create NAME`
+        "#]]
+        .assert_eq(&instances(&[], now));
+    }
+
+    #[test]
+    fn instance_detail() {
+        let now = at("2026-11-22T12:00:00Z");
+        let mut i = sample("moots", Status::Failed, None);
+        i.last_error = Some("crashed 5 times in a row".to_string());
+        expect![[r#"
+            name        moots
+            status      failed (wanted: running)
+            version     0.28.4
+            port        8094
+            url         http://127.0.0.1:8094
+            admin ui    http://127.0.0.1:8094/_/
+            domain      moots.tigawanna.vip
+            pid         -
+            restarts    2
+            last check  1h ago
+            superuser   admin@example.com
+            created     2026-11-22 10:00:00 UTC by socket:uid=0
+            directory   /var/lib/pockestrator/instances/moots
+            binary      /var/lib/pockestrator/releases/0.28.4/linux_amd64/pocketbase
+            last error  crashed 5 times in a row
+        "#]]
+        .assert_eq(&instance(&i, now));
+    }
+
+    #[test]
+    fn event_table() {
+        let e = EventDto {
+            id: 7,
+            at: at("2026-11-22T10:00:00Z"),
+            actor: "token@127.0.0.1".to_string(),
+            action: "create".to_string(),
+            instance: Some("moots".to_string()),
+            result: "ok".to_string(),
+            detail: "version 0.28.4 on port 8094\nsecond line".to_string(),
+        };
+        expect![[r#"
+            ID  TIME (UTC)           ACTOR            ACTION  INSTANCE  RESULT  DETAIL
+            7   2026-11-22 10:00:00  token@127.0.0.1  create  moots     ok      version 0.28.4 on port 8094
+        "#]]
+        .assert_eq(&events(&[e]));
+    }
+
+    #[test]
+    fn ages() {
+        let now = at("2026-11-22T11:00:00Z");
+        assert_eq!(ago(Some(at("2026-11-22T10:58:00Z")), now), "2m ago");
+        assert_eq!(ago(Some(at("2026-11-20T11:00:00Z")), now), "2d ago");
+        assert_eq!(ago(Some(at("2026-11-22T11:00:05Z")), now), "0s ago");
+        assert_eq!(ago(None, now), "-");
+    }
+}

@@ -1,0 +1,108 @@
+//! Schema migrations, applied in order on open. Each entry moves the schema
+//! from version `i` to `i + 1`; entries are never edited once released,
+//! only appended, so that old databases keep loading.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: instances (seed 000's `services` fields and more), audit log,
+    // configuration history.
+    r#"
+    CREATE TABLE instances (
+        name                TEXT PRIMARY KEY NOT NULL,
+        port                INTEGER NOT NULL UNIQUE,
+        version             TEXT NOT NULL,
+        binary_path         TEXT NOT NULL,
+        dir                 TEXT NOT NULL,
+        domain              TEXT,
+        desired             TEXT NOT NULL,
+        status              TEXT NOT NULL,
+        phase               TEXT NOT NULL,
+        pid                 INTEGER,
+        restarts            INTEGER NOT NULL DEFAULT 0,
+        superuser_email     TEXT,
+        compat_user         TEXT UNIQUE,
+        systemd_config_hash TEXT,
+        caddy_config_hash   TEXT,
+        created_by          TEXT NOT NULL,
+        created_at          TEXT NOT NULL,
+        updated_at          TEXT NOT NULL,
+        last_health_check   TEXT,
+        last_error          TEXT
+    );
+
+    CREATE TABLE audit_log (
+        id       INTEGER PRIMARY KEY AUTOINCREMENT,
+        at       TEXT NOT NULL,
+        actor    TEXT NOT NULL,
+        action   TEXT NOT NULL,
+        instance TEXT,
+        result   TEXT NOT NULL,
+        detail   TEXT NOT NULL
+    );
+    CREATE INDEX audit_log_instance ON audit_log (instance, id);
+    CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+
+    CREATE TABLE config_history (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        instance  TEXT NOT NULL,
+        at        TEXT NOT NULL,
+        actor     TEXT NOT NULL,
+        field     TEXT NOT NULL,
+        old_value TEXT,
+        new_value TEXT
+    );
+    CREATE INDEX config_history_instance ON config_history (instance, id);
+    "#,
+];
+
+/// The schema version this build writes.
+pub const CURRENT: i64 = MIGRATIONS.len() as i64;
+
+pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > CURRENT {
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found,
+            known: CURRENT,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "migrated the state database");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_from_empty_and_refuses_newer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = crate::store::Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), CURRENT);
+        drop(store);
+        // Reopening is a no-op.
+        crate::store::Store::open(&path).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", CURRENT + 1)
+            .unwrap();
+        drop(conn);
+        let err = crate::store::Store::open(&path).err().unwrap().to_string();
+        assert!(err.contains("newer pockestrator"), "{err}");
+    }
+}

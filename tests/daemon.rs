@@ -1,0 +1,563 @@
+//! End to end: the real `pockestrator` binary as daemon and CLI, real
+//! PocketBase instances.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::support::daemon::{alive, superuser_auth, Daemon};
+use crate::support::{fake_binary, free_port, wait_until, PB_NEW, PB_OLD};
+
+fn port_of(v: &Value) -> u64 {
+    v["port"].as_u64().expect("port")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_runs_and_superuser_authenticates_on_both_versions() {
+    let d = Daemon::start().await;
+    for (name, version) in [("old", PB_OLD), ("new", PB_NEW)] {
+        let port = free_port().to_string();
+        let created = d.cli_json(&[
+            "create",
+            name,
+            "--version",
+            version,
+            "--port",
+            &port,
+            "--superuser-email",
+            "admin@example.com",
+        ]);
+        assert_eq!(created["status"], "running", "{created}");
+        assert_eq!(created["version"], version);
+        assert_eq!(created["port"].to_string(), port);
+        for field in [
+            "name",
+            "version",
+            "port",
+            "domain",
+            "status",
+            "url",
+            "pid",
+            "restarts",
+            "created_at",
+            "last_health_check",
+        ] {
+            assert!(
+                created.get(field).is_some(),
+                "instance JSON lacks {field}: {created}"
+            );
+        }
+        let password = created["superuser"]["password"]
+            .as_str()
+            .expect("generated password");
+        assert!(password.len() >= 8);
+        assert_eq!(
+            superuser_auth(&d.http, port_of(&created), "admin@example.com", password).await,
+            200
+        );
+        assert_eq!(
+            superuser_auth(
+                &d.http,
+                port_of(&created),
+                "admin@example.com",
+                "wrong-password"
+            )
+            .await,
+            400
+        );
+        // The layout on disk, and the explicit directories on the command line.
+        let dir = d.data_dir().join("instances").join(name);
+        for sub in ["pb_data", "pb_hooks", "pb_migrations", "pb_public", "logs"] {
+            assert!(dir.join(sub).is_dir(), "{sub} missing");
+        }
+        let pid = created["pid"].as_i64().unwrap();
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        for flag in [
+            "--dir=",
+            "--hooksDir=",
+            "--migrationsDir=",
+            "--publicDir=",
+            &format!("--http=127.0.0.1:{port}"),
+        ] {
+            assert!(cmdline.contains(flag), "{flag} not in {cmdline}");
+        }
+    }
+    // The password from stdin, and `superuser` resetting it later.
+    let port = free_port().to_string();
+    let out = d.cli_with_stdin(
+        &[
+            "create",
+            "piped",
+            "--version",
+            PB_NEW,
+            "--port",
+            &port,
+            "--superuser-email",
+            "ops@example.com",
+            "--password-stdin",
+            "--json",
+        ],
+        Some("correct-horse-battery\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(created["superuser"]["password"], "correct-horse-battery");
+    assert_eq!(
+        superuser_auth(
+            &d.http,
+            port_of(&created),
+            "ops@example.com",
+            "correct-horse-battery"
+        )
+        .await,
+        200
+    );
+    let reset = d.cli_json(&["superuser", "piped", "--email", "ops@example.com"]);
+    let new_password = reset["password"].as_str().unwrap();
+    assert_eq!(
+        superuser_auth(&d.http, port_of(&created), "ops@example.com", new_password).await,
+        200
+    );
+    assert_eq!(
+        superuser_auth(
+            &d.http,
+            port_of(&created),
+            "ops@example.com",
+            "correct-horse-battery"
+        )
+        .await,
+        400
+    );
+
+    // Table output and the list.
+    let out = d.cli(&["list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("NAME"), "{text}");
+    assert!(
+        text.contains("old") && text.contains("new") && text.contains("piped"),
+        "{text}"
+    );
+    let list = d.cli_json(&["list"]);
+    assert_eq!(list.as_array().unwrap().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_of_an_instance_is_restarted() {
+    let d = Daemon::start().await;
+    let port = free_port().to_string();
+    let created = d.cli_json(&["create", "crashy", "--version", PB_NEW, "--port", &port]);
+    let pid = created["pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let back = wait_until(Duration::from_secs(20), "a new pid, running", || async {
+        let (_, v) = d.get("/api/v1/instances/crashy").await;
+        (v["status"] == "running" && v["pid"].as_i64().is_some_and(|p| p as i32 != pid))
+            .then_some(v)
+    })
+    .await;
+    assert_eq!(back["restarts"], 1, "{back}");
+    let health = reqwest::get(format!("http://127.0.0.1:{port}/api/health"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    // The crash and the recovery are in the audit log.
+    let (_, events) = d.get("/api/v1/events?instance=crashy").await;
+    let actions: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(actions.contains(&"crash"), "{actions:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn daemon_restart_adopts_the_same_pids() {
+    let mut d = Daemon::start().await;
+    let mut pids = Vec::new();
+    for name in ["a1", "a2"] {
+        let port = free_port().to_string();
+        let v = d.cli_json(&["create", name, "--version", PB_NEW, "--port", &port]);
+        pids.push((name, v["pid"].as_i64().unwrap(), port));
+    }
+    d.kill9();
+    for (_, pid, port) in &pids {
+        assert!(alive(*pid as i32), "instance died with the daemon");
+        let health = reqwest::get(format!("http://127.0.0.1:{port}/api/health"))
+            .await
+            .unwrap();
+        assert_eq!(health.status(), 200);
+    }
+    d.restart().await;
+    for (name, pid, _) in &pids {
+        let v = d.wait_status(name, "running").await;
+        assert_eq!(
+            v["pid"].as_i64().unwrap(),
+            *pid,
+            "{name} was restarted instead of adopted"
+        );
+        assert_eq!(v["restarts"], 0);
+    }
+    // An adopted instance is still supervised: kill it, it comes back.
+    let (name, pid, _) = &pids[0];
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(*pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "the adopted instance restarted",
+        || async {
+            let (_, v) = d.get(&format!("/api/v1/instances/{name}")).await;
+            (v["status"] == "running" && v["pid"].as_i64() != Some(*pid)).then_some(())
+        },
+    )
+    .await;
+    // A graceful daemon stop leaves them running too.
+    let status = d.terminate();
+    assert!(status.success(), "daemon exit status {status}");
+    assert!(alive(pids[1].1 as i32));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn parallel_creates_get_distinct_ports() {
+    let d = Daemon::start().await;
+    let creates = (0..20).map(|i| {
+        let d = &d;
+        async move {
+            let (code, v) = d
+                .post(
+                    "/api/v1/instances",
+                    json!({"name": format!("p{i}"), "version": PB_NEW}),
+                )
+                .await;
+            assert_eq!(code, 201, "{v}\n{}", d.log());
+            port_of(&v)
+        }
+    });
+    let mut ports = futures::future::join_all(creates).await;
+    ports.sort();
+    ports.dedup();
+    assert_eq!(ports.len(), 20, "ports collided: {ports:?}");
+    let (_, list) = d.get("/api/v1/instances").await;
+    assert!(list["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i["status"] == "running"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upgrade_keeps_data_and_a_failed_upgrade_rolls_back() {
+    let d = Daemon::start().await;
+    let port = free_port().to_string();
+    let created = d.cli_json(&[
+        "create",
+        "up",
+        "--version",
+        PB_OLD,
+        "--port",
+        &port,
+        "--superuser-email",
+        "admin@example.com",
+    ]);
+    let password = created["superuser"]["password"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let port = port_of(&created);
+
+    let upgraded = d.cli_json(&["upgrade", "up", "--version", PB_NEW]);
+    assert_eq!(upgraded["version"], PB_NEW);
+    assert_eq!(upgraded["status"], "running");
+    assert_eq!(
+        superuser_auth(&d.http, port, "admin@example.com", &password).await,
+        200,
+        "data lost in upgrade"
+    );
+    let snapshots = std::fs::read_dir(d.data_dir().join("instances/up/snapshots"))
+        .unwrap()
+        .count();
+    assert_eq!(snapshots, 1);
+
+    // A "newer" binary that cannot start: the upgrade rolls back by itself.
+    let broken = fake_binary(
+        d.data_dir(),
+        "0.99.0",
+        "echo 'migration failed' >&2; exit 1",
+    );
+    let out = d.cli(&["upgrade", "up", "--binary", broken.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("rolled back to 0.40.6"), "{stderr}");
+    let after = d.wait_status("up", "running").await;
+    assert_eq!(after["version"], PB_NEW);
+    assert_eq!(
+        superuser_auth(&d.http, port, "admin@example.com", &password).await,
+        200,
+        "data lost in rollback"
+    );
+    let (_, events) = d.get("/api/v1/events?instance=up").await;
+    let upgrade_results: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "upgrade")
+        .map(|e| e["result"].as_str().unwrap())
+        .collect();
+    assert_eq!(upgrade_results, ["error", "ok"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_create_leaves_nothing_behind() {
+    let d = Daemon::start().await;
+    let port = free_port();
+    let broken = fake_binary(d.data_dir(), "0.40.6", "echo 'cannot start' >&2; exit 1");
+    let (code, v) = d
+        .post(
+            "/api/v1/instances",
+            json!({"name": "doomed", "binary": broken, "port": port}),
+        )
+        .await;
+    assert_eq!(code, 500, "{v}");
+    assert_eq!(v["error"]["code"], "start_failed");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot start"),
+        "{v}"
+    );
+    let (_, list) = d.get("/api/v1/instances").await;
+    assert_eq!(list["instances"], json!([]));
+    assert!(!d.data_dir().join("instances/doomed").exists());
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+        "port still held"
+    );
+    // The same name and port work afterwards.
+    let (code, v) = d
+        .post(
+            "/api/v1/instances",
+            json!({"name": "doomed", "version": PB_NEW, "port": port}),
+        )
+        .await;
+    assert_eq!(code, 201, "{v}");
+    let (_, events) = d.get("/api/v1/events?instance=doomed").await;
+    let creates: Vec<(&str, &str)> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["result"].as_str().unwrap()))
+        .collect();
+    assert_eq!(creates, [("create", "ok"), ("create", "error")]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_start_delete_archive_logs_and_events() {
+    let d = Daemon::start().await;
+    let port = free_port().to_string();
+    d.cli_json(&["create", "life", "--version", PB_NEW, "--port", &port]);
+    let stopped = d.cli_json(&["stop", "life"]);
+    assert_eq!(stopped["status"], "stopped");
+    assert_eq!(stopped["pid"], Value::Null);
+    assert!(reqwest::get(format!("http://127.0.0.1:{port}/api/health"))
+        .await
+        .is_err());
+    let started = d.cli_json(&["start", "life"]);
+    assert_eq!(started["status"], "running");
+    let restarted = d.cli_json(&["restart", "life"]);
+    assert_ne!(restarted["pid"], started["pid"]);
+
+    let logs = d.cli_json(&["logs", "life", "-n", "200"]);
+    let lines = logs["lines"].as_array().unwrap();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.as_str().unwrap().contains("Server started")),
+        "{logs}"
+    );
+
+    // Follow: lines appended after the request arrive on the stream.
+    let resp = d
+        .http
+        .get(d.url("/api/v1/instances/life/logs?lines=1&follow=true"))
+        .bearer_auth(&d.token)
+        .send()
+        .await
+        .unwrap();
+    let mut stream = resp.bytes_stream();
+    use futures::StreamExt;
+    let _head = stream.next().await;
+    d.cli_json(&["restart", "life"]);
+    let mut seen = String::new();
+    let found = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains("Server started") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(found, Ok(true), "followed: {seen}");
+
+    let events = d.cli_json(&["events", "life"]);
+    let actions: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for action in ["create", "stop", "start", "restart"] {
+        assert!(
+            actions.contains(&action),
+            "{action} missing from {actions:?}"
+        );
+    }
+    assert!(
+        events[0]["actor"].as_str().unwrap().starts_with("socket"),
+        "{events}"
+    );
+
+    let deleted = d.cli_json(&["delete", "life"]);
+    let archive = deleted["archive"].as_str().unwrap();
+    let gz = flate2::read::GzDecoder::new(std::fs::File::open(archive).unwrap());
+    let names: Vec<String> = tar::Archive::new(gz)
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(
+        names.iter().any(|n| n == "life/pb_data/data.db"),
+        "{names:?}"
+    );
+    assert!(!d.data_dir().join("instances/life").exists());
+    let out = d.cli(&["status", "life"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no instance named life"));
+
+    // --purge needs confirmation when not on a terminal.
+    d.cli_json(&[
+        "create",
+        "gone",
+        "--version",
+        PB_NEW,
+        "--port",
+        &free_port().to_string(),
+    ]);
+    let out = d.cli(&["delete", "gone", "--purge"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--yes"));
+    let purged = d.cli_json(&["delete", "gone", "--purge", "--yes"]);
+    assert_eq!(purged["archive"], Value::Null);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_auth_errors_and_openapi() {
+    let d = Daemon::start().await;
+    // TCP needs the token.
+    let resp = d.http.get(d.url("/api/v1/instances")).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unauthorized");
+    let resp = d
+        .http
+        .get(d.url("/api/v1/instances"))
+        .bearer_auth("nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let (code, _) = d.get("/api/v1/instances").await;
+    assert_eq!(code, 200);
+    // The token file is private; the socket too.
+    use std::os::unix::fs::PermissionsExt;
+    for file in ["token", "pockestrator.sock"] {
+        let mode = std::fs::metadata(d.data_dir().join(file))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{file}");
+    }
+    let out = d.cli(&["token"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), d.token);
+    // Over --server with the token, the CLI works too.
+    let out = std::process::Command::new(crate::support::daemon::BIN)
+        .args([
+            "list",
+            "--json",
+            "--server",
+            &d.url(""),
+            "--token",
+            &d.token,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Errors are JSON with a code.
+    let (code, v) = d.get("/api/v1/instances/nope").await;
+    assert_eq!(
+        (code, v["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let (code, v) = d
+        .api(
+            Method::POST,
+            "/api/v1/instances",
+            Some(json!({"name": "x", "colour": "red"})),
+        )
+        .await;
+    assert_eq!(
+        (code, v["error"]["code"].as_str()),
+        (400, Some("invalid_request")),
+        "{v}"
+    );
+
+    let (code, doc) = d.get("/api/v1/openapi.json").await;
+    assert_eq!(code, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    assert!(doc["paths"]["/api/v1/instances"]["post"].is_object());
+    assert!(doc["components"]["schemas"]["InstanceDto"].is_object());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn versions_and_install_from_the_mirror() {
+    let d = Daemon::start().await;
+    let v = d.cli_json(&["versions"]);
+    assert_eq!(v["latest"], PB_NEW, "{v}");
+    assert_eq!(v["installed"], json!([]));
+    let (code, installed) = d
+        .post("/api/v1/versions/install", json!({"version": PB_OLD}))
+        .await;
+    assert_eq!(code, 200, "{installed}");
+    assert_eq!(installed["version"], PB_OLD);
+    let v = d.cli_json(&["versions"]);
+    assert_eq!(v["installed"][0]["version"], PB_OLD);
+    // Unknown versions name the nearest ones.
+    let (code, err) = d
+        .post("/api/v1/versions/install", json!({"version": "0.28.9"}))
+        .await;
+    assert_eq!(code, 400, "{err}");
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains("0.28.4"),
+        "{err}"
+    );
+}

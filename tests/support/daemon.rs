@@ -1,0 +1,305 @@
+//! A real `pockestrator serve` in a temp data dir, driven over its TCP API
+//! and its CLI, with helpers to kill and restart it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::wait_until;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_pockestrator");
+
+/// One daemon process and its data dir. Dropping it kills the daemon and
+/// every instance it started.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+    pub token: String,
+    child: Option<Child>,
+    extra: Vec<String>,
+    env: Vec<(String, String)>,
+    pub http: reqwest::Client,
+}
+
+impl Daemon {
+    /// A daemon whose releases come from the local mirror.
+    pub async fn start() -> Daemon {
+        Self::start_with(&[], &[]).await
+    }
+
+    pub async fn start_with(extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("pk")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let mut daemon = Daemon {
+            dir,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            token: String::new(),
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+        };
+        daemon.spawn().await;
+        daemon
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("daemon.log")
+    }
+
+    /// The daemon's own output so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let start_len = log.metadata().unwrap().len() as usize;
+        let mirror = super::mirror_dir();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--data-dir")
+            .arg(self.dir.path())
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--release-source")
+            .arg(&mirror)
+            .arg("--health-interval")
+            .arg("1s")
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .env("POCKESTRATOR_LOG", "info,pockestrator=debug");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("spawn pockestrator serve"));
+        let log_path = self.log_path();
+        let addr: SocketAddr =
+            wait_until(Duration::from_secs(30), "the daemon's API address", || {
+                let log_path = log_path.clone();
+                async move {
+                    let text = std::fs::read_to_string(&log_path).ok()?;
+                    let text = text.get(start_len..)?;
+                    let line = text.lines().find(|l| l.contains("API on http://"))?;
+                    line.split("http://")
+                        .nth(1)?
+                        .split_whitespace()
+                        .next()?
+                        .parse()
+                        .ok()
+                }
+            })
+            .await;
+        self.addr = addr;
+        let ready = self.log_path();
+        wait_until(Duration::from_secs(60), "the daemon to be ready", || {
+            let ready = ready.clone();
+            async move {
+                let text = std::fs::read_to_string(&ready).ok()?;
+                text.get(start_len..)?
+                    .contains("pockestrator is ready")
+                    .then_some(())
+            }
+        })
+        .await;
+        self.token = std::fs::read_to_string(self.dir.path().join("token"))
+            .unwrap()
+            .trim()
+            .to_string();
+    }
+
+    /// SIGKILL the daemon (its instances keep running).
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM the daemon and wait for it to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("daemon running");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        child.wait().unwrap()
+    }
+
+    /// Start the daemon again on the same data dir.
+    pub async fn restart(&mut self) {
+        self.kill9();
+        self.spawn().await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// An API call with the token; returns the status and the JSON body.
+    pub async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, self.url(path))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}\n{}", self.log()));
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.api(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.api(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// Run the CLI against this daemon (over its unix socket).
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_with_stdin(args, None)
+    }
+
+    pub fn cli_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(BIN)
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env_remove("POCKESTRATOR_URL")
+            .env_remove("POCKESTRATOR_TOKEN")
+            .spawn()
+            .unwrap();
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    /// Run the CLI and parse its `--json` output; panics with stderr on failure.
+    pub fn cli_json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = self.cli(&all);
+        assert!(
+            out.status.success(),
+            "pockestrator {args:?} failed: {}\n--- daemon log ---\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Wait until the instance shows `status` with a pid (if running).
+    pub async fn wait_status(&self, name: &str, status: &str) -> Value {
+        wait_until(
+            Duration::from_secs(30),
+            &format!("{name} to be {status}"),
+            || async {
+                let (code, v) = self.get(&format!("/api/v1/instances/{name}")).await;
+                (code == 200 && v["status"] == status).then_some(v)
+            },
+        )
+        .await
+    }
+
+    /// PIDs recorded in the instances' pidfiles.
+    pub fn instance_pids(&self) -> Vec<i32> {
+        let mut pids = Vec::new();
+        for root in [
+            self.dir.path().join("instances"),
+            self.dir.path().join("user_dbs"),
+        ] {
+            let Ok(entries) = std::fs::read_dir(root) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if let Ok(text) = std::fs::read_to_string(entry.path().join("pocketbase.pid")) {
+                    if let Some(pid) = text.split_whitespace().next().and_then(|p| p.parse().ok()) {
+                        pids.push(pid);
+                    }
+                }
+            }
+        }
+        pids
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+        for pid in self.instance_pids() {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// Authenticate as a superuser against PocketBase's own API (≥ 0.23).
+pub async fn superuser_auth(http: &reqwest::Client, port: u64, email: &str, password: &str) -> u16 {
+    http.post(format!(
+        "http://127.0.0.1:{port}/api/collections/_superusers/auth-with-password"
+    ))
+    .json(&serde_json::json!({"identity": email, "password": password}))
+    .send()
+    .await
+    .map(|r| r.status().as_u16())
+    .unwrap_or(0)
+}
