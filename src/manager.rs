@@ -912,8 +912,17 @@ impl Manager {
         };
         match outcome {
             Ok(pid) => {
-                self.set_state(name, Status::Running, Some(pid), old.restarts, None);
                 prune_snapshots(&PathBuf::from(&old.dir).join("snapshots"), 3);
+                if was_running {
+                    self.set_state(name, Status::Running, Some(pid), old.restarts, None);
+                } else {
+                    // The new version was started only to prove it works: a
+                    // stopped instance stays stopped after its upgrade.
+                    self.runtime.stop(&instance).await?;
+                    new.desired = DesiredState::Stopped;
+                    self.store.update_config(&new, &actor.0)?;
+                    self.set_state(name, Status::Stopped, None, old.restarts, None);
+                }
                 self.get(name)
             }
             Err(e) => {
@@ -959,6 +968,12 @@ impl Manager {
                 })
             }
         }
+    }
+
+    /// The configuration history of an instance, oldest first.
+    pub fn history(&self, name: &str) -> Result<Vec<crate::store::ConfigChange>> {
+        self.get(name)?;
+        Ok(self.store.config_history(name)?)
     }
 
     /// The log file of an instance.

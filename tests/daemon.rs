@@ -561,3 +561,181 @@ async fn versions_and_install_from_the_mirror() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_instance_is_marked_unhealthy_then_restarted() {
+    let d = Daemon::start_with(&["--health-interval", "300ms", "--stop-timeout", "1s"], &[]).await;
+    let port = free_port().to_string();
+    let created = d.cli_json(&["create", "hung", "--version", PB_NEW, "--port", &port]);
+    let pid = created["pid"].as_i64().unwrap() as i32;
+    // Alive but not answering: SIGSTOP.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    d.wait_status("hung", "unhealthy").await;
+    let back = wait_until(
+        Duration::from_secs(30),
+        "a restart after failed checks",
+        || async {
+            let (_, v) = d.get("/api/v1/instances/hung").await;
+            (v["status"] == "running" && v["pid"].as_i64().is_some_and(|p| p as i32 != pid))
+                .then_some(v)
+        },
+    )
+    .await;
+    assert!(back["last_health_check"].is_string(), "{back}");
+    assert!(!alive(pid), "the hung process was left behind");
+    let (_, events) = d.get("/api/v1/events?instance=hung").await;
+    let actions: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(actions.contains(&"health-restart"), "{actions:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_that_cannot_start_ends_failed_and_recovers() {
+    let d = Daemon::start().await;
+    let port = free_port();
+    d.cli_json(&[
+        "create",
+        "blocked",
+        "--version",
+        PB_NEW,
+        "--port",
+        &port.to_string(),
+    ]);
+    d.cli_json(&["stop", "blocked"]);
+    // Another program takes the port: PocketBase refuses to start.
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let out = d.cli(&["start", "blocked"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("did not become healthy"), "{stderr}");
+    let v = d.wait_status("blocked", "failed").await;
+    assert!(v["last_error"].is_string(), "{v}");
+    drop(squatter);
+    let v = d.cli_json(&["start", "blocked"]);
+    assert_eq!(v["status"], "running");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_create_cut_short_by_a_daemon_crash_is_rolled_back() {
+    let mut d = Daemon::start().await;
+    let port = free_port().to_string();
+    let created = d.cli_json(&["create", "half", "--version", PB_NEW, "--port", &port]);
+    let pid = created["pid"].as_i64().unwrap() as i32;
+    d.cli_json(&[
+        "create",
+        "whole",
+        "--version",
+        PB_NEW,
+        "--port",
+        &free_port().to_string(),
+    ]);
+    d.kill9();
+    // What a daemon killed in the middle of `create half` leaves: the row
+    // still in its `creating` phase, the directory, maybe the process.
+    let conn = rusqlite::Connection::open(d.data_dir().join("state.db")).unwrap();
+    conn.execute(
+        "UPDATE instances SET phase = 'creating' WHERE name = 'half'",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    d.restart().await;
+    let (code, _) = d.get("/api/v1/instances/half").await;
+    assert_eq!(code, 404);
+    assert!(!d.data_dir().join("instances/half").exists());
+    wait_until(
+        Duration::from_secs(10),
+        "the half-made instance's process to end",
+        || async { (!alive(pid)).then_some(()) },
+    )
+    .await;
+    // The other instance was adopted untouched.
+    let whole = d.wait_status("whole", "running").await;
+    assert_eq!(whole["restarts"], 0);
+    let (_, events) = d.get("/api/v1/events?instance=half").await;
+    assert_eq!(events["events"][0]["result"], "error");
+    assert!(events["events"][0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("rolled back"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn update_records_configuration_history() {
+    let d = Daemon::start().await;
+    let port = free_port();
+    d.cli_json(&[
+        "create",
+        "conf",
+        "--version",
+        PB_NEW,
+        "--port",
+        &port.to_string(),
+    ]);
+    let (code, v) = d
+        .api(
+            Method::PATCH,
+            "/api/v1/instances/conf",
+            Some(json!({"domain": "conf.example.com"})),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["domain"], "conf.example.com");
+    let new_port = free_port();
+    let (code, v) = d
+        .api(
+            Method::PATCH,
+            "/api/v1/instances/conf",
+            Some(json!({"port": new_port})),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["status"], "running");
+    let health = reqwest::get(format!("http://127.0.0.1:{new_port}/api/health"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let (code, v) = d
+        .api(
+            Method::PATCH,
+            "/api/v1/instances/conf",
+            Some(json!({"domain": null})),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["domain"], Value::Null);
+    let history = d.cli_json(&["history", "conf"]);
+    let fields: Vec<String> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {} -> {}",
+                c["field"].as_str().unwrap(),
+                c["old_value"],
+                c["new_value"]
+            )
+        })
+        .collect();
+    assert!(
+        fields.contains(&"domain null -> \"conf.example.com\"".to_string()),
+        "{fields:?}"
+    );
+    assert!(
+        fields.contains(&format!("port \"{port}\" -> \"{new_port}\"")),
+        "{fields:?}"
+    );
+    assert!(
+        fields.contains(&"domain \"conf.example.com\" -> null".to_string()),
+        "{fields:?}"
+    );
+}

@@ -216,6 +216,36 @@ impl From<&crate::store::AuditEntry> for EventDto {
     }
 }
 
+/// One change of one configuration field of an instance.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ConfigChangeDto {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub field: String,
+    pub old_value: Option<String>,
+    pub new_value: Option<String>,
+}
+
+impl From<&crate::store::ConfigChange> for ConfigChangeDto {
+    fn from(c: &crate::store::ConfigChange) -> Self {
+        Self {
+            id: c.id,
+            at: c.at,
+            actor: c.actor.clone(),
+            field: c.field.clone(),
+            old_value: c.old_value.clone(),
+            new_value: c.new_value.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ConfigHistory {
+    pub name: String,
+    pub changes: Vec<ConfigChangeDto>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EventList {
     pub events: Vec<EventDto>,

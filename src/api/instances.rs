@@ -63,6 +63,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/instances/{name}/upgrade", post(upgrade_instance))
         .route("/api/v1/instances/{name}/superuser", post(set_superuser))
         .route("/api/v1/instances/{name}/logs", get(instance_logs))
+        .route("/api/v1/instances/{name}/history", get(instance_history))
         .route("/api/v1/versions", get(list_versions))
         .route("/api/v1/versions/install", post(install_version))
         .route("/api/v1/events", get(list_events))
@@ -272,6 +273,22 @@ pub async fn set_superuser(
         email: body.email,
         password,
     }))
+}
+
+#[utoipa::path(get, path = "/api/v1/instances/{name}/history", tag = "instances",
+    params(("name" = String, Path)),
+    responses((status = 200, body = ConfigHistory), (status = 404, body = ErrorBody)))]
+pub async fn instance_history(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<ConfigHistory>> {
+    let changes = state
+        .manager
+        .history(&name)?
+        .iter()
+        .map(ConfigChangeDto::from)
+        .collect();
+    Ok(Json(ConfigHistory { name, changes }))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -437,6 +437,17 @@ pub async fn events(g: &GlobalArgs, args: EventsArgs) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
+pub async fn history(g: &GlobalArgs, name: &str) -> anyhow::Result<ExitCode> {
+    let path = format!("/api/v1/instances/{}/history", segment(name));
+    let h: ConfigHistory = g.client()?.get(&path).await?;
+    if g.json {
+        print_json(&h.changes)?;
+    } else {
+        print!("{}", table::history(&h.changes));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn superuser(g: &GlobalArgs, args: SuperuserArgs) -> anyhow::Result<ExitCode> {
     let password = if args.password_stdin {
         Some(read_password()?)

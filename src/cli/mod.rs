@@ -133,6 +133,8 @@ pub enum Command {
     Versions,
     /// The audit log: who did what, when, with which result.
     Events(commands::EventsArgs),
+    /// The history of an instance's configuration changes.
+    History { name: String },
     /// Create or reset an instance's superuser.
     Superuser(commands::SuperuserArgs),
     /// Print the bearer token of the TCP API (read from the data dir).
@@ -183,6 +185,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Logs(args) => commands::logs(g, args).await,
         Command::Versions => commands::versions(g).await,
         Command::Events(args) => commands::events(g, args).await,
+        Command::History { name } => commands::history(g, &name).await,
         Command::Superuser(args) => commands::superuser(g, args).await,
     }
 }

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::api::dto::{EventDto, InstanceDto, VersionList};
+use crate::api::dto::{ConfigChangeDto, EventDto, InstanceDto, VersionList};
 
 /// Columns aligned with two spaces, no trailing spaces.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
@@ -148,6 +148,25 @@ pub fn events(list: &[EventDto]) -> String {
     )
 }
 
+pub fn history(list: &[ConfigChangeDto]) -> String {
+    if list.is_empty() {
+        return "no configuration changes\n".to_string();
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|c| {
+            vec![
+                c.at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                c.actor.clone(),
+                c.field.clone(),
+                dash(c.old_value.as_deref()),
+                dash(c.new_value.as_deref()),
+            ]
+        })
+        .collect();
+    table(&["TIME (UTC)", "ACTOR", "FIELD", "FROM", "TO"], &rows)
+}
+
 pub fn versions(v: &VersionList) -> String {
     let mut out = String::new();
     if v.installed.is_empty() {
@@ -281,6 +300,30 @@ mod tests {
             7   2026-11-22 10:00:00  token@127.0.0.1  create  moots     ok      version 0.28.4 on port 8094
         "#]]
         .assert_eq(&events(&[e]));
+    }
+
+    #[test]
+    fn history_table() {
+        let c = ConfigChangeDto {
+            id: 1,
+            at: at("2026-11-22T10:00:00Z"),
+            actor: "socket:uid=0".to_string(),
+            field: "version".to_string(),
+            old_value: Some("0.28.4".to_string()),
+            new_value: Some("0.40.6".to_string()),
+        };
+        let d = ConfigChangeDto {
+            field: "domain".to_string(),
+            old_value: None,
+            new_value: Some("a.example.com".to_string()),
+            ..c.clone()
+        };
+        expect![[r#"
+            TIME (UTC)           ACTOR         FIELD    FROM    TO
+            2026-11-22 10:00:00  socket:uid=0  version  0.28.4  0.40.6
+            2026-11-22 10:00:00  socket:uid=0  domain   -       a.example.com
+        "#]]
+        .assert_eq(&history(&[c, d]));
     }
 
     #[test]

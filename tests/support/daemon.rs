@@ -80,8 +80,11 @@ impl Daemon {
             .arg("127.0.0.1:0")
             .arg("--release-source")
             .arg(&mirror)
-            .arg("--health-interval")
-            .arg("1s")
+            .args(if self.extra.iter().any(|a| a == "--health-interval") {
+                &[][..]
+            } else {
+                &["--health-interval", "1s"][..]
+            })
             .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
