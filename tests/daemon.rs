@@ -170,14 +170,11 @@ async fn kill_9_of_an_instance_is_restarted() {
         .unwrap();
     assert_eq!(health.status(), 200);
     // The crash and the recovery are in the audit log.
-    let (_, events) = d.get("/api/v1/events?instance=crashy").await;
-    let actions: Vec<&str> = events["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["action"].as_str().unwrap())
-        .collect();
-    assert!(actions.contains(&"crash"), "{actions:?}");
+    let audit = d.audit("crashy").await;
+    assert!(
+        audit.iter().any(|(action, _)| action == "crash"),
+        "{audit:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -307,15 +304,14 @@ async fn upgrade_keeps_data_and_a_failed_upgrade_rolls_back() {
         200,
         "data lost in rollback"
     );
-    let (_, events) = d.get("/api/v1/events?instance=up").await;
-    let upgrade_results: Vec<&str> = events["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["action"] == "upgrade")
-        .map(|e| e["result"].as_str().unwrap())
+    let upgrades: Vec<String> = d
+        .audit("up")
+        .await
+        .into_iter()
+        .filter(|(action, _)| action == "upgrade")
+        .map(|(_, result)| result)
         .collect();
-    assert_eq!(upgrade_results, ["error", "ok"]);
+    assert_eq!(upgrades, ["error", "ok"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -353,14 +349,12 @@ async fn a_failed_create_leaves_nothing_behind() {
         )
         .await;
     assert_eq!(code, 201, "{v}");
-    let (_, events) = d.get("/api/v1/events?instance=doomed").await;
-    let creates: Vec<(&str, &str)> = events["events"]
-        .as_array()
-        .unwrap()
+    let audit = d.audit("doomed").await;
+    let audit: Vec<(&str, &str)> = audit
         .iter()
-        .map(|e| (e["action"].as_str().unwrap(), e["result"].as_str().unwrap()))
+        .map(|(a, r)| (a.as_str(), r.as_str()))
         .collect();
-    assert_eq!(creates, [("create", "ok"), ("create", "error")]);
+    assert_eq!(audit, [("create", "ok"), ("create", "error")]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -587,14 +581,11 @@ async fn a_hung_instance_is_marked_unhealthy_then_restarted() {
     .await;
     assert!(back["last_health_check"].is_string(), "{back}");
     assert!(!alive(pid), "the hung process was left behind");
-    let (_, events) = d.get("/api/v1/events?instance=hung").await;
-    let actions: Vec<&str> = events["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["action"].as_str().unwrap())
-        .collect();
-    assert!(actions.contains(&"health-restart"), "{actions:?}");
+    let audit = d.audit("hung").await;
+    assert!(
+        audit.iter().any(|(action, _)| action == "health-restart"),
+        "{audit:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

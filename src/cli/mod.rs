@@ -105,9 +105,12 @@ impl GlobalArgs {
 pub enum Command {
     /// Run the daemon: supervisor, health checks, REST API.
     Serve(serve::ServeArgs),
-    /// Create an instance: download its PocketBase, start it, wait until it
-    /// is healthy, optionally make a superuser.
-    #[command(verbatim_doc_comment)]
+    /// Create an instance and wait until it is healthy.
+    ///
+    /// Downloads its PocketBase release (or copies --binary), lays out its
+    /// directories, starts it, waits until /api/health answers and, with
+    /// --superuser-email, creates its superuser. If any step fails, nothing
+    /// is left behind.
     Create(commands::CreateArgs),
     /// List every instance.
     #[command(alias = "ls")]
@@ -120,12 +123,17 @@ pub enum Command {
     Stop { name: String },
     /// Restart an instance and wait until it is healthy.
     Restart { name: String },
-    /// Delete an instance. Its data is archived under the data dir's
-    /// archive/ unless --purge.
+    /// Delete an instance, archiving its data.
+    ///
+    /// The instance is stopped and its directory is archived as a .tar.gz
+    /// under the data dir's archive/ before it is removed, unless --purge.
     Delete(commands::DeleteArgs),
-    /// Switch an instance to another PocketBase version. Its data is
-    /// snapshotted first; if the new version does not become healthy, the
-    /// snapshot and the old version are restored automatically.
+    /// Switch an instance to another PocketBase version.
+    ///
+    /// The new release is downloaded first; then the instance is stopped, its
+    /// pb_data snapshotted, the binary switched and the instance started. If
+    /// the new version does not become healthy, the snapshot and the old
+    /// version are restored automatically and the command fails saying so.
     Upgrade(commands::UpgradeArgs),
     /// Show an instance's log (stdout and stderr of its PocketBase).
     Logs(commands::LogsArgs),

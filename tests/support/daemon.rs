@@ -190,6 +190,22 @@ impl Daemon {
         self.api(reqwest::Method::POST, path, Some(body)).await
     }
 
+    /// The audit log of one instance as `(action, result)`, newest first.
+    pub async fn audit(&self, name: &str) -> Vec<(String, String)> {
+        let (_, events) = self.get(&format!("/api/v1/events?instance={name}")).await;
+        events["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .map(|e| {
+                (
+                    e["action"].as_str().unwrap().to_string(),
+                    e["result"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
     /// Run the CLI against this daemon (over its unix socket).
     pub fn cli(&self, args: &[&str]) -> Output {
         self.cli_with_stdin(args, None)
