@@ -730,3 +730,44 @@ async fn update_records_configuration_history() {
         "{fields:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pocketbase_before_0_23_gets_an_admin_instead_of_a_superuser() {
+    let d = Daemon::start().await;
+    let port = free_port().to_string();
+    let created = d.cli_json(&[
+        "create",
+        "legacy",
+        "--version",
+        crate::support::PB_LEGACY,
+        "--port",
+        &port,
+        "--superuser-email",
+        "admin@example.com",
+    ]);
+    assert_eq!(created["status"], "running", "{created}");
+    let password = created["superuser"]["password"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let admin_auth = |password: String| {
+        let http = d.http.clone();
+        let port = port.clone();
+        async move {
+            http.post(format!(
+                "http://127.0.0.1:{port}/api/admins/auth-with-password"
+            ))
+            .json(&json!({"identity": "admin@example.com", "password": password}))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+        }
+    };
+    assert_eq!(admin_auth(password.clone()).await, 200);
+    // Resetting goes through `admin update` since the admin exists.
+    let reset = d.cli_json(&["superuser", "legacy", "--email", "admin@example.com"]);
+    let new_password = reset["password"].as_str().unwrap().to_string();
+    assert_eq!(admin_auth(new_password).await, 200);
+    assert_eq!(admin_auth(password).await, 400);
+}

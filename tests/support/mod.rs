@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 /// The pinned PocketBase versions the suite runs (see scripts/fetch-test-deps).
 pub const PB_OLD: &str = "0.28.4";
 pub const PB_NEW: &str = "0.40.6";
+/// The last release line with admins instead of superusers.
+pub const PB_LEGACY: &str = "0.22.27";
 
 /// Where `scripts/fetch-test-deps` puts the real programs.
 pub fn deps_dir() -> PathBuf {
