@@ -10,6 +10,7 @@
 //! - [`store`]: SQLite state, audit log and config history; the only SQL.
 //! - [`release`]: PocketBase releases — resolve, download, verify, cache.
 //! - [`runtime`]: how instance processes run (the embedded supervisor).
+//! - [`router`]: how requests reach instances (embedded proxy, Caddy).
 //! - [`pocketbase`]: talking to one PocketBase — its CLI and health endpoint.
 //! - [`events`]: the closed event enum and the broadcast bus.
 //! - [`manager`]: every mutation goes through here, whichever door it came in by.
@@ -30,5 +31,6 @@ pub mod manager;
 pub mod model;
 pub mod pocketbase;
 pub mod release;
+pub mod router;
 pub mod runtime;
 pub mod store;
