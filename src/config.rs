@@ -2,7 +2,7 @@
 //! validated [`Config`], passed explicitly to everything that needs it, and
 //! the data-dir layout derived from it.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,6 +19,97 @@ pub struct CompatConfig {
     pub base_port: u16,
     /// Where each user's `pb_user_{id}` data directory lives.
     pub user_dbs_path: PathBuf,
+}
+
+/// Which router sends requests to instances (`serve --router`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RouterKind {
+    /// The daemon's own reverse proxy (`--proxy-listen`).
+    Embedded,
+    /// Caddy, through its admin API (`--caddy-admin`).
+    Caddy,
+    /// Managed blocks in a Caddyfile, then `caddy reload`.
+    Caddyfile,
+    /// No routing: instances answer on 127.0.0.1:PORT only.
+    None,
+}
+
+/// How requests reach instances.
+#[derive(Debug, Clone)]
+pub struct RoutingConfig {
+    pub kind: RouterKind,
+    /// The embedded proxy's listener.
+    pub proxy_listen: SocketAddr,
+    /// Instances answer at `NAME.BASE_DOMAIN` unless they have their own.
+    pub base_domain: String,
+    /// Peers whose `X-Forwarded-For` the embedded proxy keeps.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Request body limit (seed 000: 10 MB).
+    pub max_body_bytes: u64,
+    pub caddy_admin: String,
+    pub caddy_listen: Vec<String>,
+    pub caddy_tls: crate::router::caddy::CaddyTls,
+    pub caddyfile: PathBuf,
+    pub caddy_bin: PathBuf,
+    /// A command line replacing `caddy reload --config PATH --adapter caddyfile`.
+    pub caddy_reload_cmd: Option<Vec<String>>,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            kind: RouterKind::Embedded,
+            proxy_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            base_domain: "localhost".to_string(),
+            trusted_proxies: Vec::new(),
+            max_body_bytes: crate::router::DEFAULT_MAX_BODY_BYTES,
+            caddy_admin: "http://127.0.0.1:2019".to_string(),
+            caddy_listen: vec![":80".to_string(), ":443".to_string()],
+            caddy_tls: crate::router::caddy::CaddyTls::Auto,
+            caddyfile: PathBuf::from("/etc/caddy/Caddyfile"),
+            caddy_bin: PathBuf::from("caddy"),
+            caddy_reload_cmd: None,
+        }
+    }
+}
+
+impl RoutingConfig {
+    /// How the outside reaches instances through this router, if at all.
+    pub fn public_endpoint(&self) -> Option<crate::model::routing::PublicEndpoint> {
+        use crate::model::routing::PublicEndpoint;
+        use crate::router::caddy::CaddyTls;
+        match self.kind {
+            RouterKind::None => None,
+            RouterKind::Embedded => Some(PublicEndpoint {
+                scheme: "http",
+                port: Some(self.proxy_listen.port()),
+            }),
+            RouterKind::Caddy | RouterKind::Caddyfile => {
+                let first_port = |wanted: u16| {
+                    self.caddy_listen
+                        .iter()
+                        .filter_map(|a| a.rsplit(':').next()?.parse::<u16>().ok())
+                        .find(|p| *p == wanted)
+                        .or_else(|| {
+                            self.caddy_listen
+                                .iter()
+                                .filter_map(|a| a.rsplit(':').next()?.parse::<u16>().ok())
+                                .next()
+                        })
+                };
+                match self.caddy_tls {
+                    CaddyTls::Off => Some(PublicEndpoint {
+                        scheme: "http",
+                        port: first_port(80),
+                    }),
+                    _ => Some(PublicEndpoint {
+                        scheme: "https",
+                        port: first_port(443),
+                    }),
+                }
+            }
+        }
+    }
 }
 
 /// Everything `pockestrator serve` runs with.
@@ -38,6 +129,7 @@ pub struct Config {
     /// SIGTERM → SIGKILL grace period.
     pub stop_timeout: Duration,
     pub compat: CompatConfig,
+    pub routing: RoutingConfig,
 }
 
 impl Config {
@@ -57,6 +149,7 @@ impl Config {
             start_timeout: Duration::from_secs(30),
             stop_timeout: Duration::from_secs(10),
             compat,
+            routing: RoutingConfig::default(),
             data_dir,
         }
     }

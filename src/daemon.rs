@@ -25,10 +25,15 @@ use anyhow::{bail, Context};
 use tokio::net::{TcpListener, UnixListener};
 
 use crate::api::{self, AppState, UnixPeer};
+use crate::config::RouterKind;
 use crate::config::{Config, Layout};
 use crate::events::EventBus;
 use crate::manager::Manager;
 use crate::release::{Arch, ReleaseConfig, Releases};
+use crate::router::caddy::{CaddyAdminConfig, CaddyAdminRouter};
+use crate::router::caddyfile::{CaddyfileConfig, CaddyfileRouter};
+use crate::router::embedded::{ProxyConfig, ProxyRouter};
+use crate::router::AnyRouter;
 use crate::runtime::embedded::Supervisor;
 use crate::runtime::{AnyRuntime, SupervisorConfig};
 use crate::store::Store;
@@ -37,6 +42,38 @@ use crate::store::Store;
 pub struct Listeners {
     pub unix: UnixListener,
     pub tcp: Option<TcpListener>,
+    /// The embedded proxy's listener (with `--router embedded`).
+    pub proxy: Option<TcpListener>,
+}
+
+/// Build the router chosen in the configuration. `ask_url` is where Caddy
+/// asks whether a custom domain may get a certificate.
+pub fn build_router(cfg: &Config, ask_url: Option<String>) -> anyhow::Result<AnyRouter> {
+    let r = &cfg.routing;
+    Ok(match r.kind {
+        RouterKind::Embedded => AnyRouter::Embedded(ProxyRouter::new(ProxyConfig {
+            trusted_proxies: r.trusted_proxies.clone(),
+            ..ProxyConfig::default()
+        })),
+        RouterKind::Caddy => AnyRouter::Caddy(CaddyAdminRouter::new(CaddyAdminConfig {
+            admin: r.caddy_admin.clone(),
+            listen: r.caddy_listen.clone(),
+            tls: r.caddy_tls,
+            server_name: "pockestrator".to_string(),
+            ask_url,
+        })?),
+        RouterKind::Caddyfile => AnyRouter::Caddyfile(CaddyfileRouter::new(CaddyfileConfig {
+            path: r.caddyfile.clone(),
+            caddy_bin: r.caddy_bin.clone(),
+            reload_cmd: r.caddy_reload_cmd.clone(),
+            tls: r.caddy_tls,
+            site_port: r.public_endpoint().and_then(|e| match (e.scheme, e.port) {
+                ("http", Some(80)) | ("https", Some(443)) => None,
+                (_, port) => port,
+            }),
+        })),
+        RouterKind::None => AnyRouter::None,
+    })
 }
 
 /// Read the API token, creating it (0600) on first start.
@@ -105,12 +142,66 @@ pub async fn run(
     });
     let runtime = Arc::new(AnyRuntime::Embedded(supervisor));
     let events = EventBus::default();
-    let manager = Manager::new(cfg.clone(), store, releases, runtime.clone(), events)?;
+    let ask_url = match &listeners.tcp {
+        Some(t) => Some(format!("http://{}/api/v1/tls/ask", t.local_addr()?)),
+        None => None,
+    };
+    let router = Arc::new(build_router(&cfg, ask_url)?);
+    let manager = Manager::new(
+        cfg.clone(),
+        store,
+        releases,
+        runtime.clone(),
+        router.clone(),
+        events,
+    )?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let follower = tokio::spawn(manager.clone().follow_runtime(stop_rx.clone()));
     manager.recover().await?;
-    let health = tokio::spawn(crate::health::run_loop(manager.clone(), stop_rx.clone()));
+    let mut background = vec![
+        tokio::spawn(crate::health::run_loop(manager.clone(), stop_rx.clone())),
+        tokio::spawn(manager.clone().route_loop(stop_rx.clone())),
+    ];
+    match router.as_ref() {
+        AnyRouter::Embedded(proxy) => {
+            manager.reconcile_routes().await?;
+            if let Some(listener) = listeners.proxy {
+                let proxy = proxy.clone();
+                let mut stop = stop_rx.clone();
+                background.push(tokio::spawn(async move {
+                    let shutdown = async move { crate::health::stopped(&mut stop).await };
+                    if let Err(e) = proxy.serve(listener, shutdown).await {
+                        tracing::error!(error = %e, "the embedded proxy stopped");
+                    }
+                }));
+            }
+        }
+        AnyRouter::Caddy(caddy) => {
+            // Caddy may be down now; the watcher reconciles when it is back.
+            if let Err(e) = caddy.ensure_server().await {
+                tracing::warn!(error = %e, "caddy is not ready; routes follow when it is");
+            } else if let Err(e) = manager.reconcile_routes().await {
+                tracing::warn!(error = %e, "cannot reconcile caddy's routes");
+            }
+            let caddy = caddy.clone();
+            let for_routes = manager.clone();
+            let mut stop = stop_rx.clone();
+            background.push(tokio::spawn(async move {
+                caddy
+                    .watch(move || for_routes.all_routes(), async move {
+                        crate::health::stopped(&mut stop).await
+                    })
+                    .await
+            }));
+        }
+        AnyRouter::Caddyfile(_) => {
+            if let Err(e) = manager.reconcile_routes().await {
+                tracing::warn!(error = %e, "cannot bring the Caddyfile in line");
+            }
+        }
+        AnyRouter::None => {}
+    }
 
     let state = AppState {
         manager: manager.clone(),
@@ -153,7 +244,9 @@ pub async fn run(
     };
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), servers).await;
     let _ = follower.await;
-    let _ = health.await;
+    for task in background {
+        let _ = task.await;
+    }
     match runtime.as_ref() {
         AnyRuntime::Embedded(s) => s.shutdown().await,
     }
@@ -210,7 +303,7 @@ pub async fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
 }
 
 /// `pockestrator serve`: lock, bind, run until SIGINT or SIGTERM.
-pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+pub async fn serve(mut cfg: Config) -> anyhow::Result<()> {
     let layout = cfg.layout();
     prepare_data_dir(&layout)?;
     let _lock = lock_data_dir(&layout)?;
@@ -221,10 +314,29 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         })?),
         None => None,
     };
+    let proxy = match cfg.routing.kind {
+        RouterKind::Embedded => {
+            let addr = cfg.routing.proxy_listen;
+            Some(TcpListener::bind(addr).await.with_context(|| {
+                format!("cannot listen on {addr} for the embedded proxy: is another program using it? pass another --proxy-listen, or --router none")
+            })?)
+        }
+        _ => None,
+    };
     if let Some(t) = &tcp {
         eprintln!(
             "pockestrator: API on http://{} (bearer token: `pockestrator token`)",
             t.local_addr()?
+        );
+    }
+    if let Some(p) = &proxy {
+        let addr = p.local_addr()?;
+        // With port 0 the system picked one: URLs must name the real one.
+        cfg.routing.proxy_listen = addr;
+        eprintln!(
+            "pockestrator: proxy on http://{addr} (instances at http://NAME.{}:{})",
+            cfg.routing.base_domain,
+            addr.port()
         );
     }
     eprintln!("pockestrator: local socket {}", layout.socket().display());
@@ -243,7 +355,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             _ = term.recv() => {}
         }
     };
-    let result = run(cfg, Listeners { unix, tcp }, shutdown).await;
+    let result = run(cfg, Listeners { unix, tcp, proxy }, shutdown).await;
     let _ = std::fs::remove_file(socket_path);
     result
 }

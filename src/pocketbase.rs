@@ -140,6 +140,71 @@ async fn run(binary: &Path, args: &[&str], action: &str) -> Result<(), PocketBas
     }
 }
 
+/// Delete a superuser (PocketBase ≥ 0.23).
+pub async fn delete_superuser(
+    binary: &Path,
+    data_dir: &Path,
+    email: &str,
+) -> Result<(), PocketBaseError> {
+    let dir = format!("--dir={}", data_dir.display());
+    run(
+        binary,
+        &["superuser", "delete", email, &dir],
+        "delete the superuser",
+    )
+    .await
+}
+
+/// Change settings of a running PocketBase (≥ 0.23) as a superuser:
+/// authenticate, then `PATCH /api/settings` with `patch`.
+pub async fn patch_settings(
+    http: &reqwest::Client,
+    port: u16,
+    email: &str,
+    password: &str,
+    patch: serde_json::Value,
+) -> Result<(), String> {
+    let base = format!("http://127.0.0.1:{port}");
+    let auth = http
+        .post(format!(
+            "{base}/api/collections/_superusers/auth-with-password"
+        ))
+        .json(&serde_json::json!({"identity": email, "password": password}))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach pocketbase: {e}"))?;
+    if !auth.status().is_success() {
+        return Err(format!(
+            "superuser authentication failed ({})",
+            auth.status()
+        ));
+    }
+    let token = auth
+        .json::<serde_json::Value>()
+        .await
+        .ok()
+        .and_then(|v| v["token"].as_str().map(str::to_string))
+        .ok_or_else(|| "no token in pocketbase's authentication answer".to_string())?;
+    let resp = http
+        .patch(format!("{base}/api/settings"))
+        .header(reqwest::header::AUTHORIZATION, token)
+        .json(&patch)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| format!("cannot reach pocketbase: {e}"))?;
+    if resp.status().is_success() {
+        Ok(())
+    } else {
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        Err(format!(
+            "pocketbase refused the settings ({status}): {body}"
+        ))
+    }
+}
+
 /// `GET /api/health` of the PocketBase on `127.0.0.1:port`: true on a 2xx.
 pub async fn is_healthy(http: &reqwest::Client, port: u16, timeout: Duration) -> bool {
     let url = format!("http://127.0.0.1:{port}/api/health");

@@ -4,8 +4,11 @@
 
 mod support;
 
+mod caddy;
 mod compat;
 mod daemon;
+mod proxy;
 mod release;
+mod routing;
 mod supervisor;
 mod validation;

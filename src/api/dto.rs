@@ -33,10 +33,29 @@ pub struct InstanceDto {
     pub dir: String,
     pub binary: String,
     pub created_by: String,
+    /// Custom domains routed to this instance.
+    pub domains: Vec<String>,
+    /// Every address the instance answers at: through the router, then
+    /// directly on 127.0.0.1.
+    pub urls: Vec<String>,
+    /// Whether its route is in place (only when asked for one instance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<RouteStatus>,
 }
 
-impl From<&InstanceRecord> for InstanceDto {
-    fn from(r: &InstanceRecord) -> Self {
+/// Whether an instance's route is in place in the router.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct RouteStatus {
+    /// `embedded`, `caddy`, `caddyfile` or `none`.
+    pub router: String,
+    pub in_place: bool,
+    /// What differs, when it is not in place.
+    pub problems: Vec<String>,
+}
+
+impl InstanceDto {
+    /// The wire form of a record, with its custom domains and addresses.
+    pub fn new(r: &InstanceRecord, domains: Vec<String>, urls: Vec<String>) -> Self {
         Self {
             name: r.name.clone(),
             version: r.version.clone(),
@@ -55,6 +74,9 @@ impl From<&InstanceRecord> for InstanceDto {
             dir: r.dir.clone(),
             binary: r.binary_path.clone(),
             created_by: r.created_by.clone(),
+            domains,
+            urls,
+            route: None,
         }
     }
 }
@@ -257,6 +279,46 @@ pub struct DaemonHealth {
     pub version: String,
     pub instances: usize,
     pub running: usize,
+}
+
+/// `POST /api/v1/instances/{name}/domains`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddDomain {
+    pub domain: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DomainList {
+    pub name: String,
+    pub domains: Vec<String>,
+}
+
+/// A route that is not as it should be.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct DriftDto {
+    pub instance: Option<String>,
+    /// `missing`, `changed` or `stale`.
+    pub kind: String,
+    pub detail: String,
+}
+
+/// `GET /api/v1/doctor` and `POST /api/v1/doctor/repair`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DoctorReport {
+    pub router: String,
+    /// Routes that differ from what they should be (after a repair: what
+    /// still differs).
+    pub drifts: Vec<DriftDto>,
+    /// With repair: what was changed.
+    pub repaired: Option<RepairDto>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RepairDto {
+    pub added: Vec<String>,
+    pub updated: Vec<String>,
+    pub removed: Vec<String>,
 }
 
 /// Every error: `{"error":{"code":…,"message":…}}`.

@@ -64,10 +64,35 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/instances/{name}/superuser", post(set_superuser))
         .route("/api/v1/instances/{name}/logs", get(instance_logs))
         .route("/api/v1/instances/{name}/history", get(instance_history))
+        .route(
+            "/api/v1/instances/{name}/domains",
+            get(list_domains).post(add_domain),
+        )
+        .route(
+            "/api/v1/instances/{name}/domains/{domain}",
+            axum::routing::delete(remove_domain),
+        )
+        .route("/api/v1/doctor", get(doctor))
+        .route("/api/v1/doctor/repair", post(doctor_repair))
+        .route("/api/v1/tls/ask", get(tls_ask))
         .route("/api/v1/versions", get(list_versions))
         .route("/api/v1/versions/install", post(install_version))
         .route("/api/v1/events", get(list_events))
         .route("/api/v1/events/stream", get(event_stream))
+}
+
+/// The wire form of an instance, with its domains and addresses.
+pub fn instance_dto(
+    state: &AppState,
+    rec: &crate::store::InstanceRecord,
+) -> ApiResult<InstanceDto> {
+    let domains = state
+        .manager
+        .store()
+        .domains(&rec.name)
+        .map_err(crate::manager::ManagerError::from)?;
+    let urls = state.manager.urls(rec, &domains);
+    Ok(InstanceDto::new(rec, domains, urls))
 }
 
 /// Turn the `version`/`binary` pair of a request into a choice.
@@ -112,8 +137,8 @@ pub async fn list_instances(State(state): State<AppState>) -> ApiResult<Json<Ins
         .manager
         .list()?
         .iter()
-        .map(InstanceDto::from)
-        .collect();
+        .map(|r| instance_dto(&state, r))
+        .collect::<Result<_, _>>()?;
     Ok(Json(InstanceList { instances }))
 }
 
@@ -143,7 +168,7 @@ pub async fn create_instance(
     Ok((
         StatusCode::CREATED,
         Json(CreatedDto {
-            instance: InstanceDto::from(&created.instance),
+            instance: instance_dto(&state, &created.instance)?,
             superuser: created
                 .superuser
                 .map(|(email, password)| SuperuserDto { email, password }),
@@ -158,7 +183,22 @@ pub async fn get_instance(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<InstanceDto>> {
-    Ok(Json(InstanceDto::from(&state.manager.get(&name)?)))
+    let rec = state.manager.get(&name)?;
+    let mut dto = instance_dto(&state, &rec)?;
+    let router = state.manager.router().kind().to_string();
+    dto.route = Some(match state.manager.route_status(&rec).await {
+        Ok((in_place, drifts)) => RouteStatus {
+            router,
+            in_place,
+            problems: drifts.into_iter().map(|d| d.detail).collect(),
+        },
+        Err(e) => RouteStatus {
+            router,
+            in_place: false,
+            problems: vec![e.to_string()],
+        },
+    });
+    Ok(Json(dto))
 }
 
 #[utoipa::path(patch, path = "/api/v1/instances/{name}", tag = "instances",
@@ -182,7 +222,7 @@ pub async fn update_instance(
             &actor,
         )
         .await?;
-    Ok(Json(InstanceDto::from(&rec)))
+    Ok(Json(instance_dto(&state, &rec)?))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -218,9 +258,8 @@ macro_rules! lifecycle_handler {
             Extension(actor): Extension<Actor>,
             Path(name): Path<String>,
         ) -> ApiResult<Json<InstanceDto>> {
-            Ok(Json(InstanceDto::from(
-                &state.manager.$method(&name, &actor).await?,
-            )))
+            let rec = state.manager.$method(&name, &actor).await?;
+            Ok(Json(instance_dto(&state, &rec)?))
         }
     };
 }
@@ -250,9 +289,10 @@ pub async fn upgrade_instance(
         ));
     }
     let choice = binary_choice(body.version.as_deref(), body.binary.as_deref())?;
-    Ok(Json(InstanceDto::from(
+    Ok(Json(instance_dto(
+        &state,
         &state.manager.upgrade(&name, choice, &actor).await?,
-    )))
+    )?))
 }
 
 #[utoipa::path(post, path = "/api/v1/instances/{name}/superuser", tag = "instances",
@@ -545,4 +585,105 @@ pub async fn event_stream(
         }
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+#[utoipa::path(get, path = "/api/v1/instances/{name}/domains", tag = "routing",
+    params(("name" = String, Path)),
+    responses((status = 200, body = DomainList), (status = 404, body = ErrorBody)))]
+pub async fn list_domains(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<DomainList>> {
+    let domains = state.manager.domains(&name)?;
+    Ok(Json(DomainList { name, domains }))
+}
+
+#[utoipa::path(post, path = "/api/v1/instances/{name}/domains", tag = "routing",
+    params(("name" = String, Path)), request_body = AddDomain,
+    responses((status = 200, body = DomainList), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn add_domain(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<AddDomain>,
+) -> ApiResult<Json<DomainList>> {
+    let domains = state
+        .manager
+        .add_domain(&name, &body.domain, &actor)
+        .await?;
+    Ok(Json(DomainList { name, domains }))
+}
+
+#[utoipa::path(delete, path = "/api/v1/instances/{name}/domains/{domain}", tag = "routing",
+    params(("name" = String, Path), ("domain" = String, Path)),
+    responses((status = 200, body = DomainList), (status = 404, body = ErrorBody)))]
+pub async fn remove_domain(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path((name, domain)): Path<(String, String)>,
+) -> ApiResult<Json<DomainList>> {
+    let domains = state.manager.remove_domain(&name, &domain, &actor).await?;
+    Ok(Json(DomainList { name, domains }))
+}
+
+fn drift_dtos(drifts: Vec<crate::router::Drift>) -> Vec<DriftDto> {
+    drifts
+        .into_iter()
+        .map(|d| DriftDto {
+            instance: d.instance,
+            kind: d.kind,
+            detail: d.detail,
+        })
+        .collect()
+}
+
+#[utoipa::path(get, path = "/api/v1/doctor", tag = "routing",
+    responses((status = 200, body = DoctorReport), (status = 502, body = ErrorBody)))]
+pub async fn doctor(State(state): State<AppState>) -> ApiResult<Json<DoctorReport>> {
+    let drifts = state.manager.check_routes().await?;
+    Ok(Json(DoctorReport {
+        router: state.manager.router().kind().to_string(),
+        drifts: drift_dtos(drifts),
+        repaired: None,
+    }))
+}
+
+#[utoipa::path(post, path = "/api/v1/doctor/repair", tag = "routing",
+    responses((status = 200, body = DoctorReport), (status = 502, body = ErrorBody)))]
+pub async fn doctor_repair(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+) -> ApiResult<Json<DoctorReport>> {
+    let report = state.manager.repair_routes(&actor).await?;
+    let drifts = state.manager.check_routes().await?;
+    Ok(Json(DoctorReport {
+        router: state.manager.router().kind().to_string(),
+        drifts: drift_dtos(drifts),
+        repaired: Some(RepairDto {
+            added: report.added,
+            updated: report.updated,
+            removed: report.removed,
+        }),
+    }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct AskParams {
+    pub domain: String,
+}
+
+/// Caddy's on-demand TLS asks here before getting a certificate for a
+/// domain: 200 only for domains an instance answers at. Needs no token
+/// (Caddy cannot send one) and tells nothing but yes or no.
+#[utoipa::path(get, path = "/api/v1/tls/ask", tag = "routing", params(AskParams),
+    security(()),
+    responses((status = 200, description = "an instance answers at this domain"),
+              (status = 404, description = "no instance answers at this domain")))]
+pub async fn tls_ask(State(state): State<AppState>, Query(params): Query<AskParams>) -> StatusCode {
+    if state.manager.routes_host(&params.domain) {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    }
 }

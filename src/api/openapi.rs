@@ -15,13 +15,15 @@ use super::instances as h;
         h::daemon_health, h::list_instances, h::create_instance, h::get_instance,
         h::update_instance, h::delete_instance, h::start_instance, h::stop_instance,
         h::restart_instance, h::upgrade_instance, h::set_superuser, h::instance_logs,
-        h::instance_history,
+        h::instance_history, h::list_domains, h::add_domain, h::remove_domain, h::doctor,
+        h::doctor_repair, h::tls_ask,
         h::list_versions, h::install_version, h::list_events, h::event_stream,
     ),
     components(schemas(
         InstanceDto, CreateInstance, CreatedDto, SuperuserDto, UpdateInstance, UpgradeInstance,
         SetSuperuser, DeletedDto, InstanceList, LogLines, InstalledVersion, VersionList,
-        InstallVersion, InstallProgress, EventList, ConfigChangeDto, ConfigHistory, DaemonHealth, ErrorBody, ErrorDetail,
+        InstallVersion, InstallProgress, EventList, ConfigChangeDto, ConfigHistory,
+        RouteStatus, AddDomain, DomainList, DriftDto, DoctorReport, RepairDto, DaemonHealth, ErrorBody, ErrorDetail,
         EventDto, crate::model::Status,
     )),
     modifiers(&BearerAuth),
@@ -57,11 +59,15 @@ mod tests {
         paths.sort();
         expect_test::expect![[r#"
             [
+                "/api/v1/doctor",
+                "/api/v1/doctor/repair",
                 "/api/v1/events",
                 "/api/v1/events/stream",
                 "/api/v1/health",
                 "/api/v1/instances",
                 "/api/v1/instances/{name}",
+                "/api/v1/instances/{name}/domains",
+                "/api/v1/instances/{name}/domains/{domain}",
                 "/api/v1/instances/{name}/history",
                 "/api/v1/instances/{name}/logs",
                 "/api/v1/instances/{name}/restart",
@@ -69,6 +75,7 @@ mod tests {
                 "/api/v1/instances/{name}/stop",
                 "/api/v1/instances/{name}/superuser",
                 "/api/v1/instances/{name}/upgrade",
+                "/api/v1/tls/ask",
                 "/api/v1/versions",
                 "/api/v1/versions/install",
             ]

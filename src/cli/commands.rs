@@ -83,6 +83,23 @@ pub struct EventsArgs {
     pub limit: u32,
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub enum DomainCommand {
+    /// Route a custom domain (a full hostname) to an instance.
+    Add { name: String, domain: String },
+    /// Stop routing a custom domain to an instance.
+    Remove { name: String, domain: String },
+    /// List an instance's custom domains.
+    List { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Put routes that differ back the way they should be.
+    #[arg(long)]
+    pub repair: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct SuperuserArgs {
     pub name: String,
@@ -470,4 +487,61 @@ pub async fn superuser(g: &GlobalArgs, args: SuperuserArgs) -> anyhow::Result<Ex
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+pub async fn domain(g: &GlobalArgs, cmd: DomainCommand) -> anyhow::Result<ExitCode> {
+    let client = g.client()?;
+    let list: DomainList = match &cmd {
+        DomainCommand::Add { name, domain } => {
+            let body = AddDomain {
+                domain: domain.clone(),
+            };
+            let path = format!("/api/v1/instances/{}/domains", segment(name));
+            client.call(Method::POST, &path, Some(&body)).await?
+        }
+        DomainCommand::Remove { name, domain } => {
+            let path = format!(
+                "/api/v1/instances/{}/domains/{}",
+                segment(name),
+                segment(domain)
+            );
+            client.call::<(), _>(Method::DELETE, &path, None).await?
+        }
+        DomainCommand::List { name } => {
+            client
+                .get(&format!("/api/v1/instances/{}/domains", segment(name)))
+                .await?
+        }
+    };
+    if g.json {
+        print_json(&list)?;
+    } else if list.domains.is_empty() {
+        println!("{} has no custom domains", list.name);
+    } else {
+        for d in &list.domains {
+            println!("{d}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn doctor(g: &GlobalArgs, args: DoctorArgs) -> anyhow::Result<ExitCode> {
+    let client = g.client()?;
+    let report: DoctorReport = if args.repair {
+        client
+            .call::<(), _>(Method::POST, "/api/v1/doctor/repair", None)
+            .await?
+    } else {
+        client.get("/api/v1/doctor").await?
+    };
+    if g.json {
+        print_json(&report)?;
+    } else {
+        print!("{}", table::doctor(&report));
+    }
+    Ok(if report.drifts.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -104,7 +104,7 @@ impl GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: supervisor, health checks, REST API.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Create an instance and wait until it is healthy.
     ///
     /// Downloads its PocketBase release (or copies --binary), lays out its
@@ -143,6 +143,11 @@ pub enum Command {
     Events(commands::EventsArgs),
     /// The history of an instance's configuration changes.
     History { name: String },
+    /// Custom domains of an instance: add, remove, list.
+    #[command(subcommand)]
+    Domain(commands::DomainCommand),
+    /// Check that every route is as it should be; --repair puts them back.
+    Doctor(commands::DoctorArgs),
     /// Create or reset an instance's superuser.
     Superuser(commands::SuperuserArgs),
     /// Print the bearer token of the TCP API (read from the data dir).
@@ -154,8 +159,11 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        // The daemon spawns processes and writes SQLite from its workers:
+        // a few more threads than cores keep one blocked call from stalling
+        // the others. The client needs one.
         .worker_threads(if matches!(cli.command, Command::Serve(_)) {
-            2
+            4
         } else {
             1
         })
@@ -180,7 +188,7 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let g = &cli.global;
     match cli.command {
-        Command::Serve(args) => serve::run(g, args).await,
+        Command::Serve(args) => serve::run(g, *args).await,
         Command::Token => commands::token(g),
         Command::Create(args) => commands::create(g, args).await,
         Command::List => commands::list(g).await,
@@ -194,6 +202,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Versions => commands::versions(g).await,
         Command::Events(args) => commands::events(g, args).await,
         Command::History { name } => commands::history(g, &name).await,
+        Command::Domain(cmd) => commands::domain(g, cmd).await,
+        Command::Doctor(args) => commands::doctor(g, args).await,
         Command::Superuser(args) => commands::superuser(g, args).await,
     }
 }

@@ -9,7 +9,26 @@ use std::time::Duration;
 use clap::Args;
 
 use super::GlobalArgs;
-use crate::config::Config;
+use crate::config::{Config, RouterKind};
+use crate::router::caddy::CaddyTls;
+
+/// `--caddy-tls` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CaddyTlsArg {
+    Auto,
+    Internal,
+    Off,
+}
+
+impl From<CaddyTlsArg> for CaddyTls {
+    fn from(a: CaddyTlsArg) -> Self {
+        match a {
+            CaddyTlsArg::Auto => CaddyTls::Auto,
+            CaddyTlsArg::Internal => CaddyTls::Internal,
+            CaddyTlsArg::Off => CaddyTls::Off,
+        }
+    }
+}
 use crate::release::SourceSpec;
 
 #[derive(Debug, Args)]
@@ -41,6 +60,41 @@ pub struct ServeArgs {
     /// Grace period between SIGTERM and SIGKILL when stopping an instance.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub stop_timeout: Duration,
+    /// How requests reach instances: `embedded` (the daemon's own proxy),
+    /// `caddy` (Caddy's admin API), `caddyfile` (managed blocks in a
+    /// Caddyfile, then a reload) or `none`.
+    #[arg(long, value_enum, default_value = "embedded", value_name = "ROUTER")]
+    pub router: RouterKind,
+    /// Where the embedded proxy listens.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub proxy_listen: SocketAddr,
+    /// Instances answer at NAME.BASE_DOMAIN unless created with their own --domain.
+    #[arg(long, default_value = "localhost", value_name = "DOMAIN")]
+    pub base_domain: String,
+    /// A peer (IP address) whose X-Forwarded-For the embedded proxy keeps;
+    /// repeat for several. By default a client's X-Forwarded-For is dropped.
+    #[arg(long = "trusted-proxy", value_name = "IP")]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Caddy's admin endpoint: http://HOST:PORT or unix//PATH.
+    #[arg(long, default_value = "http://127.0.0.1:2019", value_name = "URL")]
+    pub caddy_admin: String,
+    /// Addresses Caddy serves instances on; repeat for several (default :80 and :443).
+    #[arg(long = "caddy-listen", value_name = "ADDR")]
+    pub caddy_listen: Vec<String>,
+    /// Certificates: `auto` (ACME for real domains), `internal` (Caddy's
+    /// local CA) or `off` (plain HTTP).
+    #[arg(long, value_enum, default_value = "auto", value_name = "MODE")]
+    pub caddy_tls: CaddyTlsArg,
+    /// The Caddyfile managed with --router caddyfile.
+    #[arg(long, default_value = "/etc/caddy/Caddyfile", value_name = "PATH")]
+    pub caddyfile: PathBuf,
+    /// The caddy binary (for `caddy validate` and the default reload).
+    #[arg(long, default_value = "caddy", value_name = "PATH")]
+    pub caddy_bin: PathBuf,
+    /// The command that reloads Caddy after a Caddyfile change, e.g.
+    /// "systemctl reload caddy" (default: caddy reload --config PATH --adapter caddyfile).
+    #[arg(long, value_name = "CMD")]
+    pub caddy_reload_cmd: Option<String>,
     /// Seed 001's API: the PocketBase binary user instances run
     /// (default: the newest installed release, else `latest`).
     #[arg(long, env = "PB_BINARY_PATH", value_name = "PATH")]
@@ -94,6 +148,38 @@ pub fn config(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<Config> {
     if let Some(dir) = args.pb_user_dbs_path {
         cfg.compat.user_dbs_path = absolute(dir)?;
     }
+    let routing = &mut cfg.routing;
+    routing.kind = args.router;
+    routing.proxy_listen = args.proxy_listen;
+    routing.base_domain = crate::model::routing::check_base_domain(&args.base_domain)
+        .map_err(|e| anyhow::anyhow!("--base-domain: {e}"))?;
+    routing.trusted_proxies = args.trusted_proxies;
+    if !(args.caddy_admin.starts_with("http://")
+        || args.caddy_admin.starts_with("https://")
+        || args.caddy_admin.starts_with("unix//"))
+    {
+        anyhow::bail!(
+            "--caddy-admin {:?}: use http://HOST:PORT or unix//PATH",
+            args.caddy_admin
+        );
+    }
+    routing.caddy_admin = args.caddy_admin;
+    if !args.caddy_listen.is_empty() {
+        routing.caddy_listen = args.caddy_listen;
+    }
+    routing.caddy_tls = args.caddy_tls.into();
+    routing.caddyfile = absolute(args.caddyfile)?;
+    routing.caddy_bin = args.caddy_bin;
+    routing.caddy_reload_cmd = match args.caddy_reload_cmd {
+        Some(cmd) => {
+            let words: Vec<String> = cmd.split_whitespace().map(str::to_string).collect();
+            if words.is_empty() {
+                anyhow::bail!("--caddy-reload-cmd is empty");
+            }
+            Some(words)
+        }
+        None => None,
+    };
     Ok(cfg)
 }
 

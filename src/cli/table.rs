@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::api::dto::{ConfigChangeDto, EventDto, InstanceDto, VersionList};
+use crate::api::dto::{ConfigChangeDto, DoctorReport, EventDto, InstanceDto, VersionList};
 
 /// Columns aligned with two spaces, no trailing spaces.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
@@ -69,15 +69,14 @@ pub fn instances(list: &[InstanceDto], now: DateTime<Utc>) -> String {
                 i.port.to_string(),
                 dash(i.pid),
                 i.restarts.to_string(),
-                dash(i.domain.as_deref()),
                 ago(i.last_health_check, now),
-                i.url.clone(),
+                i.urls.first().cloned().unwrap_or_else(|| i.url.clone()),
             ]
         })
         .collect();
     table(
         &[
-            "NAME", "STATUS", "VERSION", "PORT", "PID", "RESTARTS", "DOMAIN", "CHECKED", "URL",
+            "NAME", "STATUS", "VERSION", "PORT", "PID", "RESTARTS", "CHECKED", "URL",
         ],
         &rows,
     )
@@ -89,9 +88,20 @@ pub fn instance(i: &InstanceDto, now: DateTime<Utc>) -> String {
         ("status", format!("{} (wanted: {})", i.status, i.desired)),
         ("version", i.version.clone()),
         ("port", i.port.to_string()),
-        ("url", i.url.clone()),
-        ("admin ui", format!("{}/_/", i.url)),
-        ("domain", dash(i.domain.as_deref())),
+        ("urls", i.urls.join(" ")),
+        (
+            "admin ui",
+            format!("{}/_/", i.urls.first().unwrap_or(&i.url)),
+        ),
+        ("base domain", dash(i.domain.as_deref())),
+        (
+            "domains",
+            if i.domains.is_empty() {
+                "-".to_string()
+            } else {
+                i.domains.join(" ")
+            },
+        ),
         ("pid", dash(i.pid)),
         ("restarts", i.restarts.to_string()),
         ("last check", ago(i.last_health_check, now)),
@@ -107,6 +117,17 @@ pub fn instance(i: &InstanceDto, now: DateTime<Utc>) -> String {
         ("directory", i.dir.clone()),
         ("binary", i.binary.clone()),
     ];
+    if let Some(r) = &i.route {
+        let state = if r.in_place {
+            "in place".to_string()
+        } else {
+            format!(
+                "NOT in place ({}); `pockestrator doctor --repair` puts it back",
+                r.problems.join("; ")
+            )
+        };
+        rows.push(("route", format!("{}: {state}", r.router)));
+    }
     if let Some(e) = &i.last_error {
         rows.push(("last error", e.clone()));
     }
@@ -167,6 +188,42 @@ pub fn history(list: &[ConfigChangeDto]) -> String {
     table(&["TIME (UTC)", "ACTOR", "FIELD", "FROM", "TO"], &rows)
 }
 
+pub fn doctor(r: &DoctorReport) -> String {
+    let mut out = String::new();
+    if let Some(rep) = &r.repaired {
+        out.push_str(&format!(
+            "repaired ({} router): {} added, {} updated, {} removed\n",
+            r.router,
+            rep.added.len(),
+            rep.updated.len(),
+            rep.removed.len()
+        ));
+    }
+    if r.drifts.is_empty() {
+        out.push_str(&format!("routes: ok ({} router)\n", r.router));
+        return out;
+    }
+    let rows: Vec<Vec<String>> = r
+        .drifts
+        .iter()
+        .map(|d| {
+            vec![
+                dash(d.instance.as_deref()),
+                d.kind.clone(),
+                d.detail.clone(),
+            ]
+        })
+        .collect();
+    out.push_str(&format!(
+        "routes: {} problem(s) ({} router)\n",
+        r.drifts.len(),
+        r.router
+    ));
+    out.push_str(&table(&["INSTANCE", "PROBLEM", "DETAIL"], &rows));
+    out.push_str("fix: pockestrator doctor --repair\n");
+    out
+}
+
 pub fn versions(v: &VersionList) -> String {
     let mut out = String::new();
     if v.installed.is_empty() {
@@ -224,7 +281,7 @@ mod tests {
             name: name.to_string(),
             version: "0.28.4".to_string(),
             port: 8094,
-            domain: Some("moots.tigawanna.vip".to_string()),
+            domain: Some("tigawanna.vip".to_string()),
             status,
             desired: "running".to_string(),
             url: "http://127.0.0.1:8094".to_string(),
@@ -238,6 +295,13 @@ mod tests {
             dir: "/var/lib/pockestrator/instances/moots".to_string(),
             binary: "/var/lib/pockestrator/releases/0.28.4/linux_amd64/pocketbase".to_string(),
             created_by: "socket:uid=0".to_string(),
+            domains: vec!["moots.app".to_string()],
+            urls: vec![
+                "http://moots.tigawanna.vip:8080".to_string(),
+                "http://moots.app:8080".to_string(),
+                "http://127.0.0.1:8094".to_string(),
+            ],
+            route: None,
         }
     }
 
@@ -248,9 +312,9 @@ mod tests {
         b.domain = None;
         b.last_health_check = None;
         expect![[r#"
-            NAME              STATUS   VERSION  PORT  PID    RESTARTS  DOMAIN               CHECKED  URL
-            moots             running  0.28.4   8094  12345  2         moots.tigawanna.vip  3s ago   http://127.0.0.1:8094
-            b-very-long-name  stopped  0.28.4   8094  -      2         -                    -        http://127.0.0.1:8094
+            NAME              STATUS   VERSION  PORT  PID    RESTARTS  CHECKED  URL
+            moots             running  0.28.4   8094  12345  2         3s ago   http://moots.tigawanna.vip:8080
+            b-very-long-name  stopped  0.28.4   8094  -      2         -        http://moots.tigawanna.vip:8080
         "#]]
         .assert_eq(&instances(&[sample("moots", Status::Running, Some(12345)), b], now));
         expect![[r#"
@@ -264,22 +328,29 @@ mod tests {
         let now = at("2026-11-22T12:00:00Z");
         let mut i = sample("moots", Status::Failed, None);
         i.last_error = Some("crashed 5 times in a row".to_string());
+        i.route = Some(crate::api::dto::RouteStatus {
+            router: "caddy".to_string(),
+            in_place: false,
+            problems: vec!["route pockestrator-moots is missing".to_string()],
+        });
         expect![[r#"
-            name        moots
-            status      failed (wanted: running)
-            version     0.28.4
-            port        8094
-            url         http://127.0.0.1:8094
-            admin ui    http://127.0.0.1:8094/_/
-            domain      moots.tigawanna.vip
-            pid         -
-            restarts    2
-            last check  1h ago
-            superuser   admin@example.com
-            created     2026-11-22 10:00:00 UTC by socket:uid=0
-            directory   /var/lib/pockestrator/instances/moots
-            binary      /var/lib/pockestrator/releases/0.28.4/linux_amd64/pocketbase
-            last error  crashed 5 times in a row
+            name         moots
+            status       failed (wanted: running)
+            version      0.28.4
+            port         8094
+            urls         http://moots.tigawanna.vip:8080 http://moots.app:8080 http://127.0.0.1:8094
+            admin ui     http://moots.tigawanna.vip:8080/_/
+            base domain  tigawanna.vip
+            domains      moots.app
+            pid          -
+            restarts     2
+            last check   1h ago
+            superuser    admin@example.com
+            created      2026-11-22 10:00:00 UTC by socket:uid=0
+            directory    /var/lib/pockestrator/instances/moots
+            binary       /var/lib/pockestrator/releases/0.28.4/linux_amd64/pocketbase
+            route        caddy: NOT in place (route pockestrator-moots is missing); `pockestrator doctor --repair` puts it back
+            last error   crashed 5 times in a row
         "#]]
         .assert_eq(&instance(&i, now));
     }
@@ -324,6 +395,37 @@ mod tests {
             2026-11-22 10:00:00  socket:uid=0  domain   -       a.example.com
         "#]]
         .assert_eq(&history(&[c, d]));
+    }
+
+    #[test]
+    fn doctor_report() {
+        let mut r = DoctorReport {
+            router: "caddy".to_string(),
+            drifts: vec![],
+            repaired: None,
+        };
+        expect![[r#"
+            routes: ok (caddy router)
+        "#]]
+        .assert_eq(&doctor(&r));
+        r.drifts.push(crate::api::dto::DriftDto {
+            instance: Some("moots".to_string()),
+            kind: "changed".to_string(),
+            detail: "upstream 127.0.0.1:9999, want 127.0.0.1:8094".to_string(),
+        });
+        r.drifts.push(crate::api::dto::DriftDto {
+            instance: None,
+            kind: "stale".to_string(),
+            detail: "route pockestrator-gone has no instance".to_string(),
+        });
+        expect![[r#"
+            routes: 2 problem(s) (caddy router)
+            INSTANCE  PROBLEM  DETAIL
+            moots     changed  upstream 127.0.0.1:9999, want 127.0.0.1:8094
+            -         stale    route pockestrator-gone has no instance
+            fix: pockestrator doctor --repair
+        "#]]
+        .assert_eq(&doctor(&r));
     }
 
     #[test]

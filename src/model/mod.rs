@@ -8,6 +8,7 @@
 pub mod backoff;
 pub mod names;
 pub mod ports;
+pub mod routing;
 pub mod status;
 pub mod version;
 

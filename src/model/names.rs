@@ -19,6 +19,8 @@ pub enum NameError {
     BadChar { shown: String, bad: String },
     #[error("name {shown} starts or ends with '-': it must start and end with a letter or digit")]
     EdgeHyphen { shown: String },
+    #[error("name {0:?} is reserved: pick another")]
+    Reserved(String),
     #[error("domain is empty")]
     DomainEmpty,
     #[error("domain is {len} characters long: the limit is 253")]
@@ -83,9 +85,16 @@ fn check_label(raw: &str) -> Result<(), NameError> {
 #[serde(transparent)]
 pub struct InstanceName(String);
 
+/// Names an instance cannot have: they name things of pockestrator's own
+/// (Caddy's catch-all route is `pockestrator-catch-all`).
+const RESERVED_NAMES: &[&str] = &["catch-all"];
+
 impl InstanceName {
     pub fn parse(raw: &str) -> Result<Self, NameError> {
         check_label(raw)?;
+        if RESERVED_NAMES.contains(&raw) {
+            return Err(NameError::Reserved(raw.to_string()));
+        }
         Ok(Self(raw.to_string()))
     }
 

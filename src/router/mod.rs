@@ -49,7 +49,10 @@ pub struct Route {
 }
 
 mod humantime_serde_secs {
-    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format!("{}s", d.as_secs()))
     }
 }
@@ -103,10 +106,90 @@ pub trait Router: Send + Sync {
     /// Make the routes of ours exactly `routes`: add the missing, replace
     /// the changed, remove the stale. Routes that are not ours are never
     /// touched.
-    fn reconcile(&self, routes: &[Route]) -> impl Future<Output = Result<ReconcileReport, RouterError>> + Send;
+    fn reconcile(
+        &self,
+        routes: &[Route],
+    ) -> impl Future<Output = Result<ReconcileReport, RouterError>> + Send;
     /// Compare what is in place with `routes` without changing anything.
-    fn check(&self, routes: &[Route]) -> impl Future<Output = Result<Vec<Drift>, RouterError>> + Send;
+    fn check(
+        &self,
+        routes: &[Route],
+    ) -> impl Future<Output = Result<Vec<Drift>, RouterError>> + Send;
     /// A hash (hex sha256) of what this router renders for `route`; stored
     /// per instance (seed 000's `caddy_config_hash`) to detect drift.
     fn render_hash(&self, route: &Route) -> String;
+}
+
+/// The router chosen with `serve --router`.
+pub enum AnyRouter {
+    Embedded(embedded::ProxyRouter),
+    Caddy(caddy::CaddyAdminRouter),
+    Caddyfile(caddyfile::CaddyfileRouter),
+    /// No routing: instances answer on 127.0.0.1:PORT only.
+    None,
+}
+
+impl AnyRouter {
+    /// `embedded`, `caddy`, `caddyfile` or `none`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AnyRouter::Embedded(_) => "embedded",
+            AnyRouter::Caddy(_) => "caddy",
+            AnyRouter::Caddyfile(_) => "caddyfile",
+            AnyRouter::None => "none",
+        }
+    }
+
+    /// Whether this router answers for stopped instances itself (so their
+    /// availability is part of the route).
+    pub fn tracks_availability(&self) -> bool {
+        matches!(self, AnyRouter::Embedded(_))
+    }
+}
+
+impl Router for AnyRouter {
+    async fn put(&self, route: &Route) -> Result<(), RouterError> {
+        match self {
+            AnyRouter::Embedded(r) => r.put(route).await,
+            AnyRouter::Caddy(r) => r.put(route).await,
+            AnyRouter::Caddyfile(r) => r.put(route).await,
+            AnyRouter::None => Ok(()),
+        }
+    }
+
+    async fn remove(&self, name: &InstanceName) -> Result<(), RouterError> {
+        match self {
+            AnyRouter::Embedded(r) => r.remove(name).await,
+            AnyRouter::Caddy(r) => r.remove(name).await,
+            AnyRouter::Caddyfile(r) => r.remove(name).await,
+            AnyRouter::None => Ok(()),
+        }
+    }
+
+    async fn reconcile(&self, routes: &[Route]) -> Result<ReconcileReport, RouterError> {
+        match self {
+            AnyRouter::Embedded(r) => r.reconcile(routes).await,
+            AnyRouter::Caddy(r) => r.reconcile(routes).await,
+            AnyRouter::Caddyfile(r) => r.reconcile(routes).await,
+            AnyRouter::None => Ok(ReconcileReport::default()),
+        }
+    }
+
+    async fn check(&self, routes: &[Route]) -> Result<Vec<Drift>, RouterError> {
+        match self {
+            AnyRouter::Embedded(r) => r.check(routes).await,
+            AnyRouter::Caddy(r) => r.check(routes).await,
+            AnyRouter::Caddyfile(r) => r.check(routes).await,
+            AnyRouter::None => Ok(Vec::new()),
+        }
+    }
+
+    fn render_hash(&self, route: &Route) -> String {
+        match self {
+            AnyRouter::Embedded(r) => r.render_hash(route),
+            AnyRouter::Caddy(r) => r.render_hash(route),
+            AnyRouter::Caddyfile(r) => r.render_hash(route),
+            AnyRouter::None => String::new(),
+        }
+    }
 }

@@ -61,6 +61,15 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX config_history_instance ON config_history (instance, id);
     "#,
+    // 2: custom domains, several per instance, each routed to one instance.
+    r#"
+    CREATE TABLE instance_domains (
+        domain   TEXT PRIMARY KEY NOT NULL,
+        instance TEXT NOT NULL REFERENCES instances (name) ON DELETE CASCADE,
+        added_at TEXT NOT NULL
+    );
+    CREATE INDEX instance_domains_instance ON instance_domains (instance);
+    "#,
 ];
 
 /// The schema version this build writes.

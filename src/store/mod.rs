@@ -7,8 +7,11 @@
 //! The schema is versioned with `PRAGMA user_version` and migrated forward
 //! on open (see [`migrations`]); a database written by a newer pockestrator
 //! is refused rather than misread. The connection runs in WAL mode with
-//! `synchronous=FULL`, so a crash of the daemon at any point leaves the last
-//! committed state on disk.
+//! `synchronous=NORMAL`: a crash of the daemon at any point leaves every
+//! committed transaction on disk (the WAL is written before a commit
+//! returns); only a power loss can drop the last few, and never corrupts the
+//! database. FULL would fsync on every commit, which made bringing up many
+//! instances at once wait on the disk.
 
 mod migrations;
 
@@ -32,6 +35,8 @@ pub enum StoreError {
     PortTaken(u16),
     #[error("user {0} already has an instance")]
     UserTaken(String),
+    #[error("domain {domain} is already routed to instance {owner}: remove it there first")]
+    DomainTaken { domain: String, owner: String },
     #[error("the state database {path} was written by a newer pockestrator (schema {found}, this one knows up to {known}): upgrade pockestrator")]
     TooNew {
         path: PathBuf,
@@ -251,7 +256,7 @@ impl Store {
     fn setup(mut conn: Connection, path: &Path) -> Result<Store, StoreError> {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrations::migrate(&mut conn, path)?;
         Ok(Store {
@@ -533,6 +538,94 @@ impl Store {
         Ok(out)
     }
 
+    /// Route a custom domain to an instance (recorded in the history).
+    pub fn add_domain(&self, instance: &str, domain: &str, actor: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let owner: Option<String> = tx
+            .query_row(
+                "SELECT instance FROM instance_domains WHERE domain = ?1",
+                [domain],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(owner) = owner {
+            return Err(StoreError::DomainTaken {
+                domain: domain.to_string(),
+                owner,
+            });
+        }
+        let now = ts(Utc::now());
+        tx.execute(
+            "INSERT INTO instance_domains (domain, instance, added_at) VALUES (?1, ?2, ?3)",
+            params![domain, instance, now],
+        )?;
+        tx.execute(
+            "INSERT INTO config_history (instance, at, actor, field, old_value, new_value) \
+             VALUES (?1, ?2, ?3, 'custom_domain', NULL, ?4)",
+            params![instance, now, actor, domain],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Stop routing a custom domain; false if the instance did not have it.
+    pub fn remove_domain(
+        &self,
+        instance: &str,
+        domain: &str,
+        actor: &str,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
+            "DELETE FROM instance_domains WHERE domain = ?1 AND instance = ?2",
+            params![domain, instance],
+        )?;
+        if n > 0 {
+            tx.execute(
+                "INSERT INTO config_history (instance, at, actor, field, old_value, new_value) \
+                 VALUES (?1, ?2, ?3, 'custom_domain', ?4, NULL)",
+                params![instance, ts(Utc::now()), actor, domain],
+            )?;
+        }
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    /// The custom domains of one instance, in the order they were added.
+    pub fn domains(&self, instance: &str) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT domain FROM instance_domains WHERE instance = ?1 ORDER BY added_at, domain",
+        )?;
+        let rows = stmt
+            .query_map([instance], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Which instance a custom domain is routed to.
+    pub fn domain_owner(&self, domain: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT instance FROM instance_domains WHERE domain = ?1",
+                [domain],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Record the hash of the rendered route of an instance.
+    pub fn set_router_hash(&self, name: &str, hash: Option<&str>) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE instances SET caddy_config_hash = ?2 WHERE name = ?1",
+            params![name, hash],
+        )?;
+        Ok(())
+    }
+
     /// The configuration history of one instance, oldest first.
     pub fn config_history(&self, instance: &str) -> Result<Vec<ConfigChange>, StoreError> {
         let conn = self.conn();
@@ -684,6 +777,38 @@ mod tests {
         assert!(err.to_string().contains("append-only"), "{err}");
         let err = conn.execute("DELETE FROM audit_log", []).unwrap_err();
         assert!(err.to_string().contains("append-only"), "{err}");
+    }
+
+    #[test]
+    fn domains_are_unique_and_follow_their_instance() {
+        let store = Store::open_in_memory().unwrap();
+        store.insert_instance(&record("a", 8091)).unwrap();
+        store.insert_instance(&record("b", 8092)).unwrap();
+        store.add_domain("a", "a.example.com", "t").unwrap();
+        store.add_domain("a", "www.a.example.com", "t").unwrap();
+        assert!(matches!(
+            store.add_domain("b", "a.example.com", "t"),
+            Err(StoreError::DomainTaken { owner, .. }) if owner == "a"
+        ));
+        assert_eq!(
+            store.domains("a").unwrap(),
+            ["a.example.com", "www.a.example.com"]
+        );
+        assert_eq!(
+            store.domain_owner("a.example.com").unwrap().as_deref(),
+            Some("a")
+        );
+        assert!(store.remove_domain("a", "a.example.com", "t").unwrap());
+        assert!(!store.remove_domain("a", "a.example.com", "t").unwrap());
+        store.delete_instance("a").unwrap();
+        assert_eq!(store.domain_owner("www.a.example.com").unwrap(), None);
+        let fields: Vec<_> = store
+            .config_history("a")
+            .unwrap()
+            .into_iter()
+            .map(|c| c.field)
+            .collect();
+        assert_eq!(fields, ["custom_domain", "custom_domain", "custom_domain"]);
     }
 
     #[test]

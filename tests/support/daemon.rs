@@ -17,6 +17,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_pockestrator");
 pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub addr: SocketAddr,
+    /// The embedded proxy, when the daemon runs one.
+    pub proxy: Option<SocketAddr>,
     pub token: String,
     child: Option<Child>,
     extra: Vec<String>,
@@ -38,6 +40,7 @@ impl Daemon {
         let mut daemon = Daemon {
             dir,
             addr: "127.0.0.1:0".parse().unwrap(),
+            proxy: None,
             token: String::new(),
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -85,6 +88,17 @@ impl Daemon {
             } else {
                 &["--health-interval", "1s"][..]
             })
+            .args(
+                if self
+                    .extra
+                    .iter()
+                    .any(|a| a == "--proxy-listen" || a == "--router")
+                {
+                    &[][..]
+                } else {
+                    &["--proxy-listen", "127.0.0.1:0"][..]
+                },
+            )
             .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -123,6 +137,16 @@ impl Daemon {
             }
         })
         .await;
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        self.proxy = text.get(start_len..).and_then(|t| {
+            let line = t.lines().find(|l| l.contains("proxy on http://"))?;
+            line.split("http://")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        });
         self.token = std::fs::read_to_string(self.dir.path().join("token"))
             .unwrap()
             .trim()

@@ -13,6 +13,8 @@
 //! creates get distinct ports. No lock is held across another instance's
 //! lock, so there is no lock ordering to get wrong.
 
+mod routing;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -30,6 +32,7 @@ use crate::model::version::{VersionError, VersionRequest};
 use crate::model::{DesiredState, Domain, InstanceName, NameError, Status, UserId};
 use crate::pocketbase::{self, PocketBaseError};
 use crate::release::{Installed, ReleaseError, Releases};
+use crate::router::{AnyRouter, Route};
 use crate::runtime::{
     AnyRuntime, LaunchSpec, Phase as RunPhase, Runtime, RuntimeError, RuntimeEvent,
 };
@@ -59,6 +62,8 @@ pub enum ManagerError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Router(#[from] crate::router::RouterError),
     #[error("{name} did not become healthy: {reason}{}", log_hint(log_tail))]
     StartFailed {
         name: String,
@@ -104,7 +109,9 @@ impl ManagerError {
             ManagerError::Conflict(_) => 409,
             ManagerError::Store(StoreError::NameTaken(_))
             | ManagerError::Store(StoreError::PortTaken(_))
-            | ManagerError::Store(StoreError::UserTaken(_)) => 409,
+            | ManagerError::Store(StoreError::UserTaken(_))
+            | ManagerError::Store(StoreError::DomainTaken { .. }) => 409,
+            ManagerError::Router(_) => 502,
             ManagerError::Release(e) if e.is_user_error() => 400,
             ManagerError::Release(_) => 502,
             _ => 500,
@@ -129,6 +136,8 @@ impl ManagerError {
             ManagerError::Store(StoreError::NameTaken(_)) => "name_taken",
             ManagerError::Store(StoreError::PortTaken(_)) => "port_taken",
             ManagerError::Store(StoreError::UserTaken(_)) => "conflict",
+            ManagerError::Store(StoreError::DomainTaken { .. }) => "domain_taken",
+            ManagerError::Router(_) => "router_error",
             ManagerError::Store(_) => "store_error",
             ManagerError::Release(e) if e.is_user_error() => "unknown_version",
             ManagerError::Release(_) => "release_unavailable",
@@ -201,6 +210,13 @@ pub struct Manager {
     instance_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     allocation: tokio::sync::Mutex<()>,
     health_failures: Mutex<HashMap<String, u32>>,
+    router: Arc<AnyRouter>,
+    /// The route last put for each instance, so unchanged routes are not
+    /// sent again.
+    last_routes: Mutex<HashMap<String, Route>>,
+    /// Names whose route may have changed, for the route loop.
+    route_tx: tokio::sync::mpsc::UnboundedSender<String>,
+    route_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
 }
 
 impl Manager {
@@ -209,8 +225,10 @@ impl Manager {
         store: Arc<Store>,
         releases: Releases,
         runtime: Arc<AnyRuntime>,
+        router: Arc<AnyRouter>,
         events: EventBus,
     ) -> Result<Arc<Self>> {
+        let (route_tx, route_rx) = tokio::sync::mpsc::unbounded_channel();
         let http = reqwest::Client::builder()
             .no_proxy()
             .pool_max_idle_per_host(1)
@@ -227,6 +245,10 @@ impl Manager {
             instance_locks: Mutex::new(HashMap::new()),
             allocation: tokio::sync::Mutex::new(()),
             health_failures: Mutex::new(HashMap::new()),
+            router,
+            last_routes: Mutex::new(HashMap::new()),
+            route_tx,
+            route_rx: Mutex::new(Some(route_rx)),
         }))
     }
 
@@ -244,6 +266,9 @@ impl Manager {
     }
     pub fn runtime(&self) -> &AnyRuntime {
         &self.runtime
+    }
+    pub fn router(&self) -> &AnyRouter {
+        &self.router
     }
 
     fn lock_for(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -314,6 +339,7 @@ impl Manager {
             pid,
             restarts,
         });
+        self.route_changed(name);
     }
 
     pub fn get(&self, name: &str) -> Result<InstanceRecord> {
@@ -498,6 +524,8 @@ impl Manager {
                 ready.phase = Phase::Ready;
                 self.store.update_config(&ready, &actor.0)?;
                 self.set_state(&rec.name, Status::Running, Some(pid), 0, None);
+                self.configure_for_router(&rec, &installed).await;
+                self.sync_route_now(&rec.name).await;
                 let instance = self.get(&rec.name)?;
                 Ok(Created {
                     instance,
@@ -726,6 +754,7 @@ impl Manager {
         })?;
         self.runtime.forget(&instance);
         self.store.delete_instance(name)?;
+        self.sync_route_now(name).await;
         self.events.publish(Event::InstanceRemoved {
             name: name.to_string(),
         });

@@ -1,0 +1,425 @@
+//! The embedded reverse proxy: the default router, served by the daemon
+//! itself (`127.0.0.1:8080` unless configured otherwise).
+//!
+//! A request is routed by its host (`NAME.BASE_DOMAIN` or one of the
+//! instance's custom domains) to `127.0.0.1:PORT` over a pooled upstream
+//! connection. Bodies stream both ways frame by frame, so PocketBase's
+//! realtime API (server-sent events) and large uploads and downloads pass
+//! without buffering; `Connection: upgrade` requests (WebSockets) are spliced
+//! through once the upstream answers 101.
+//!
+//! The routing table is an immutable snapshot behind an [`ArcSwap`]: each
+//! request reads it once, and a change (put, remove, reconcile) builds a new
+//! table and swaps it in whole, so requests in flight are never disturbed.
+//!
+//! Submodules: [`table`] (the table and the pure reconcile/drift/hash
+//! decisions), [`host`] (which host a request is for), [`headers`]
+//! (hop-by-hop and forwarding headers), [`body`] (the limited request body)
+//! and [`pages`] (the proxy's own error answers).
+
+mod body;
+mod headers;
+mod host;
+mod pages;
+mod table;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, EXPECT, HOST};
+use hyper::http::uri::{PathAndQuery, Scheme};
+use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
+use hyper::{Request, Response, StatusCode, Uri, Version};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use self::body::UpstreamBody;
+use self::headers::Peer;
+use self::table::{HostConflict, Table};
+use super::{Drift, ReconcileReport, Route, Router, RouterError};
+use crate::model::InstanceName;
+
+/// How long requests in flight may take to finish once shutdown begins;
+/// after that, connections (long SSE streams, WebSockets) are closed.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long a client may take to send a request head (and how long an idle
+/// keep-alive connection is kept).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connecting to an instance on loopback either works at once or not at all.
+const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle pooled upstream connections are closed after this.
+const UPSTREAM_POOL_IDLE: Duration = Duration::from_secs(90);
+
+/// What the embedded proxy needs beyond the routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyConfig {
+    /// Peers whose `X-Forwarded-For`, `X-Forwarded-Proto` and
+    /// `X-Forwarded-Host` are believed (a load balancer in front of us).
+    /// From anyone else these headers are replaced.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// The `Retry-After` of the 503 for a stopped or starting instance.
+    pub retry_after_secs: u32,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            trusted_proxies: Vec::new(),
+            retry_after_secs: 5,
+        }
+    }
+}
+
+/// The body of every response the proxy sends: the upstream's, streamed,
+/// or one of its own pages.
+type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+/// The embedded reverse proxy. Cheap to clone: clones share the table and
+/// the upstream connection pool.
+#[derive(Clone)]
+pub struct ProxyRouter {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    table: ArcSwap<Table>,
+    /// Serializes table changes (read, build, swap) so that two concurrent
+    /// changes cannot lose one another. Never held across an await.
+    writer: Mutex<()>,
+    client: Client<HttpConnector, UpstreamBody>,
+    trusted_proxies: Box<[IpAddr]>,
+    retry_after: HeaderValue,
+}
+
+/// One client connection: what its requests share.
+struct Connection {
+    shared: Arc<Shared>,
+    peer: Peer,
+    /// Cancelled when the shutdown grace is over: ends spliced upgrades.
+    stop: CancellationToken,
+}
+
+impl std::fmt::Debug for ProxyRouter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyRouter")
+            .field("routes", &self.shared.table.load().routes().len())
+            .field("trusted_proxies", &self.shared.trusted_proxies)
+            .finish()
+    }
+}
+
+impl ProxyRouter {
+    /// A proxy with no routes yet.
+    pub fn new(config: ProxyConfig) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(UPSTREAM_CONNECT_TIMEOUT));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(UPSTREAM_POOL_IDLE)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        let trusted_proxies: Box<[IpAddr]> = config
+            .trusted_proxies
+            .iter()
+            .map(|ip| ip.to_canonical())
+            .collect();
+        Self {
+            shared: Arc::new(Shared {
+                table: ArcSwap::from_pointee(Table::default()),
+                writer: Mutex::new(()),
+                client,
+                trusted_proxies,
+                retry_after: HeaderValue::from(config.retry_after_secs),
+            }),
+        }
+    }
+
+    /// Serve until `shutdown` resolves. New connections are refused from
+    /// then on; requests in flight have 10 s to finish before their
+    /// connections are closed (long SSE streams and upgraded connections
+    /// included).
+    pub async fn serve(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let graceful = GracefulShutdown::new();
+        let stop = CancellationToken::new();
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .keep_alive(true);
+        builder.http2().timer(TokioTimer::new());
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // Out of file descriptors and the like: the listener
+                        // is fine, new connections have to wait a moment.
+                        warn!("embedded proxy: accepting a connection failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let connection = Arc::new(Connection {
+                peer: Peer::new(peer.ip(), &self.shared.trusted_proxies),
+                shared: Arc::clone(&self.shared),
+                stop: stop.clone(),
+            });
+            let service = service_fn(move |request| {
+                let connection = Arc::clone(&connection);
+                async move { Ok::<_, Infallible>(handle(&connection, request).await) }
+            });
+            let served = graceful.watch(
+                builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned(),
+            );
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    result = served => {
+                        if let Err(e) = result {
+                            debug!("embedded proxy: connection from {peer}: {e}");
+                        }
+                    }
+                    () = stop.cancelled() => {}
+                }
+            });
+        }
+        drop(listener);
+        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            debug!("embedded proxy: closing connections still busy after {SHUTDOWN_GRACE:?}");
+        }
+        stop.cancel();
+        Ok(())
+    }
+
+    /// The host → route table as it is now, by instance name.
+    pub fn routes(&self) -> Vec<Route> {
+        self.shared.table.load().routes()
+    }
+
+    /// Replace the table with what `change` makes of it (if anything), under
+    /// the writer lock.
+    fn change<T>(
+        &self,
+        change: impl FnOnce(&Table) -> (Option<(Table, Vec<HostConflict>)>, T),
+    ) -> T {
+        let _writer = self
+            .shared
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let current = self.shared.table.load_full();
+        let (next, result) = change(&current);
+        if let Some((next, conflicts)) = next {
+            for c in conflicts {
+                warn!(
+                    "embedded proxy: host {} is claimed by {} and {}; {} keeps it",
+                    c.host, c.kept, c.ignored, c.kept
+                );
+            }
+            self.shared.table.store(Arc::new(next));
+        }
+        result
+    }
+}
+
+impl Router for ProxyRouter {
+    async fn put(&self, route: &Route) -> Result<(), RouterError> {
+        self.change(|table| (Some(table.with_put(route.clone())), ()));
+        Ok(())
+    }
+
+    async fn remove(&self, name: &InstanceName) -> Result<(), RouterError> {
+        self.change(|table| (table.without(name.as_str()).map(|t| (t, Vec::new())), ()));
+        Ok(())
+    }
+
+    async fn reconcile(&self, routes: &[Route]) -> Result<ReconcileReport, RouterError> {
+        Ok(self.change(|table| {
+            let report = table::plan(table, routes);
+            (Some(Table::build(routes.iter().cloned())), report)
+        }))
+    }
+
+    async fn check(&self, routes: &[Route]) -> Result<Vec<Drift>, RouterError> {
+        Ok(table::drift(&self.shared.table.load(), routes))
+    }
+
+    fn render_hash(&self, route: &Route) -> String {
+        table::render_hash(route)
+    }
+}
+
+/// Answer one request: route it, forward it, stream the answer back.
+async fn handle(connection: &Connection, mut request: Request<Incoming>) -> Response<ProxyBody> {
+    let shared = &*connection.shared;
+    let upgrade = request.version() == Version::HTTP_11 && headers::is_upgrade(request.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+    let (mut parts, body) = request.into_parts();
+
+    // Route: read the table once; the entry stays valid for this request
+    // whatever happens to the table meanwhile.
+    let (entry, forwarded_host, host_from_uri) = {
+        let Some(raw) = host::raw_host(&parts) else {
+            return pages::bad_request();
+        };
+        let mut buf = [0u8; host::MAX_HOST_LEN];
+        let Some(key) = host::normalize(raw, &mut buf) else {
+            return pages::unknown_host(raw);
+        };
+        let entry = match shared.table.load().lookup(key) {
+            Some(entry) => Arc::clone(entry),
+            None => return pages::unknown_host(raw),
+        };
+        let host_from_uri = parts.uri.authority().is_some();
+        let forwarded_host = if host_from_uri {
+            match HeaderValue::from_str(raw) {
+                Ok(value) => value,
+                Err(_) => return pages::bad_request(),
+            }
+        } else {
+            match parts.headers.get(HOST) {
+                Some(value) => value.clone(),
+                None => return pages::bad_request(),
+            }
+        };
+        (entry, forwarded_host, host_from_uri)
+    };
+    let route = &entry.route;
+    if !route.available {
+        return pages::unavailable(&shared.retry_after);
+    }
+    if content_length(&parts.headers).is_some_and(|len| len > route.max_body_bytes) {
+        if !expects_continue(&parts.headers) {
+            body::drain_in_background(body);
+        }
+        return pages::too_large();
+    }
+
+    // Rewrite for the upstream: origin 127.0.0.1:PORT, HTTP/1.1 (the pool
+    // speaks HTTP/1.1 to PocketBase whatever the client spoke), the host the
+    // client asked for, hop-by-hop headers out, forwarding headers in.
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(entry.authority.clone());
+    if uri.path_and_query.is_none() {
+        uri.path_and_query = Some(PathAndQuery::from_static("/"));
+    }
+    parts.uri = match Uri::from_parts(uri) {
+        Ok(uri) => uri,
+        Err(_) => return pages::bad_request(),
+    };
+    parts.version = Version::HTTP_11;
+    if host_from_uri {
+        parts.headers.insert(HOST, forwarded_host.clone());
+    }
+    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    headers::strip_request_only(&mut parts.headers);
+    headers::set_forwarding(
+        &mut parts.headers,
+        &connection.peer,
+        &shared.trusted_proxies,
+        forwarded_host,
+    );
+    let upstream_request =
+        Request::from_parts(parts, UpstreamBody::new(body, route.max_body_bytes));
+
+    let mut response =
+        match tokio::time::timeout(route.read_timeout, shared.client.request(upstream_request))
+            .await
+        {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => {
+                if body::is_too_large(&e) {
+                    return pages::too_large();
+                }
+                debug!(
+                    "embedded proxy: {} → {}: {e:#}",
+                    route.name, entry.authority
+                );
+                return pages::bad_gateway();
+            }
+            Err(_elapsed) => return pages::gateway_timeout(),
+        };
+
+    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    match (switching, client_upgrade) {
+        (true, Some(client_upgrade)) => {
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            splice(client_upgrade, upstream_upgrade, connection.stop.clone());
+            headers::strip_hop_by_hop(response.headers_mut(), true);
+        }
+        // A switch nobody asked for cannot be passed on.
+        (true, None) => return pages::bad_gateway(),
+        (false, _) => headers::strip_hop_by_hop(response.headers_mut(), false),
+    }
+    response.map(Either::Left)
+}
+
+/// Once both sides have switched protocols, copy bytes both ways until one
+/// side closes (or the proxy's shutdown grace is over).
+fn splice(client: OnUpgrade, upstream: OnUpgrade, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let (client, upstream) = match tokio::try_join!(client, upstream) {
+            Ok(pair) => pair,
+            Err(e) => {
+                debug!("embedded proxy: protocol switch failed: {e}");
+                return;
+            }
+        };
+        let mut client = TokioIo::new(client);
+        let mut upstream = TokioIo::new(upstream);
+        tokio::select! {
+            result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                if let Err(e) = result {
+                    debug!("embedded proxy: upgraded connection ended: {e}");
+                }
+            }
+            () = stop.cancelled() => {}
+        }
+    });
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn expects_continue(headers: &HeaderMap) -> bool {
+    headers
+        .get(EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
