@@ -140,21 +140,6 @@ async fn run(binary: &Path, args: &[&str], action: &str) -> Result<(), PocketBas
     }
 }
 
-/// Delete a superuser (PocketBase ≥ 0.23).
-pub async fn delete_superuser(
-    binary: &Path,
-    data_dir: &Path,
-    email: &str,
-) -> Result<(), PocketBaseError> {
-    let dir = format!("--dir={}", data_dir.display());
-    run(
-        binary,
-        &["superuser", "delete", email, &dir],
-        "delete the superuser",
-    )
-    .await
-}
-
 /// Change settings of a running PocketBase (≥ 0.23) as a superuser:
 /// authenticate, then `PATCH /api/settings` with `patch`.
 pub async fn patch_settings(

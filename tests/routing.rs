@@ -8,7 +8,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::support::daemon::{superuser_auth, Daemon};
+use crate::support::daemon::Daemon;
 use crate::support::{deps_dir, free_port, wait_until, PB_NEW};
 
 /// GET through a router with a given Host header; the status, or 0 when
@@ -106,17 +106,27 @@ async fn embedded_proxy_routes_by_name_and_custom_domain() {
         audit.contains(&("trusted-proxy".to_string(), "ok".to_string())),
         "{audit:?}"
     );
-    // The short-lived service superuser is gone again.
-    assert_eq!(
-        superuser_auth(
-            &d.http,
-            port.parse().unwrap(),
-            "pockestrator-service@pockestrator.invalid",
-            "x"
+    // PocketBase was told to trust the router's X-Forwarded-For.
+    let settings: Value = d
+        .http
+        .get(format!("http://{proxy}/api/settings"))
+        .header(reqwest::header::HOST, "moots.localhost")
+        .header(
+            reqwest::header::AUTHORIZATION,
+            token["token"].as_str().unwrap(),
         )
-        .await,
-        400
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        settings["trustedProxy"]["headers"],
+        json!(["X-Forwarded-For"]),
+        "{settings}"
     );
+    assert_eq!(settings["trustedProxy"]["useLeftmostIP"], false);
 
     // Stopped: 503 with Retry-After; started again: 200.
     d.cli_json(&["stop", "moots"]);
@@ -197,6 +207,19 @@ async fn embedded_proxy_routes_by_name_and_custom_domain() {
             .await;
         assert_eq!(code, 400, "{bad:?}: {v}");
     }
+    // An instance made without a superuser learns to trust the router when
+    // pockestrator gives it one.
+    assert!(!d
+        .audit("other")
+        .await
+        .iter()
+        .any(|(a, _)| a == "trusted-proxy"));
+    d.cli_json(&["superuser", "other", "--email", "ops@example.com"]);
+    let audit = d.audit("other").await;
+    assert!(
+        audit.contains(&("trusted-proxy".to_string(), "ok".to_string())),
+        "{audit:?}"
+    );
     let list = d.cli_json(&["domain", "remove", "moots", "moots.example.com"]);
     assert_eq!(list["domains"], json!([]));
     assert_eq!(

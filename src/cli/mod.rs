@@ -159,11 +159,10 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        // The daemon spawns processes and writes SQLite from its workers:
-        // a few more threads than cores keep one blocked call from stalling
-        // the others. The client needs one.
+        // The daemon: one worker per core of the machines it targets (its
+        // own memory counts at fleet scale); the client needs one.
         .worker_threads(if matches!(cli.command, Command::Serve(_)) {
-            4
+            2
         } else {
             1
         })

@@ -524,7 +524,10 @@ impl Manager {
                 ready.phase = Phase::Ready;
                 self.store.update_config(&ready, &actor.0)?;
                 self.set_state(&rec.name, Status::Running, Some(pid), 0, None);
-                self.configure_for_router(&rec, &installed).await;
+                if let Some((email, password)) = &superuser {
+                    self.trust_router(&rec, &installed.version, email, password)
+                        .await;
+                }
                 self.sync_route_now(&rec.name).await;
                 let instance = self.get(&rec.name)?;
                 Ok(Created {
@@ -853,6 +856,9 @@ impl Manager {
             .await?;
             rec.superuser_email = Some(email.to_string());
             self.store.update_config(&rec, &actor.0)?;
+            if rec.status == Status::Running {
+                self.trust_router(&rec, &version, email, &password).await;
+            }
             Ok(password)
         }
         .await;

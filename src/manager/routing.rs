@@ -15,13 +15,8 @@ use super::{Actor, Manager, ManagerError, Result};
 use crate::model::names::shown;
 use crate::model::routing;
 use crate::model::{Domain, InstanceName, Status};
-use crate::release::Installed;
 use crate::router::{Drift, ReconcileReport, Route, Router};
 use crate::store::{InstanceRecord, Phase};
-
-/// The e-mail of the short-lived superuser pockestrator uses to change an
-/// instance's settings; it is deleted again right after.
-const SERVICE_EMAIL: &str = "pockestrator-service@pockestrator.invalid";
 
 impl Manager {
     /// The route of one instance, from its record (pure but for reading its
@@ -279,17 +274,33 @@ impl Manager {
         })
     }
 
-    /// Make a new instance trust the router's `X-Forwarded-For`, so its logs
-    /// and rate limits see the real client IP: a short-lived superuser sets
-    /// `trustedProxy` (rightmost address, which the router always appends)
-    /// and is deleted again. PocketBase before 0.23 has no such setting.
-    pub(super) async fn configure_for_router(&self, rec: &InstanceRecord, installed: &Installed) {
+    /// Make an instance trust the router's `X-Forwarded-For`, so its logs
+    /// and rate limits see the real client IP: with a superuser's
+    /// credentials, set PocketBase's `trustedProxy` to the rightmost
+    /// address, which every router appends itself. Done when pockestrator
+    /// creates or resets a superuser (it never keeps credentials, and
+    /// PocketBase refuses to lose its only superuser, so no temporary account
+    /// is used). PocketBase before 0.23 has no such setting.
+    pub(super) async fn trust_router(
+        &self,
+        rec: &InstanceRecord,
+        version: &semver::Version,
+        email: &str,
+        password: &str,
+    ) {
         if matches!(*self.router, crate::router::AnyRouter::None)
-            || !crate::model::version::has_superuser_command(&installed.version)
+            || !crate::model::version::has_superuser_command(version)
         {
             return;
         }
-        let outcome = self.set_trusted_proxy(rec, installed).await;
+        let outcome = crate::pocketbase::patch_settings(
+            &self.http,
+            rec.port,
+            email,
+            password,
+            serde_json::json!({"trustedProxy": {"headers": ["X-Forwarded-For"], "useLeftmostIP": false}}),
+        )
+        .await;
         if let Err(e) = &outcome {
             tracing::warn!(instance = %rec.name, error = %e, "cannot set trustedProxy");
         }
@@ -299,35 +310,5 @@ impl Manager {
             Some(&rec.name),
             outcome.map(|_| "X-Forwarded-For trusted (rightmost address)".to_string()),
         );
-    }
-
-    async fn set_trusted_proxy(
-        &self,
-        rec: &InstanceRecord,
-        installed: &Installed,
-    ) -> Result<(), String> {
-        let data_dir = std::path::PathBuf::from(&rec.dir).join("pb_data");
-        let password = crate::pocketbase::generate_password();
-        crate::pocketbase::upsert_superuser(
-            &installed.binary,
-            &installed.version,
-            &data_dir,
-            SERVICE_EMAIL,
-            &password,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        let result = crate::pocketbase::patch_settings(
-            &self.http,
-            rec.port,
-            SERVICE_EMAIL,
-            &password,
-            serde_json::json!({"trustedProxy": {"headers": ["X-Forwarded-For"], "useLeftmostIP": false}}),
-        )
-        .await;
-        let deleted =
-            crate::pocketbase::delete_superuser(&installed.binary, &data_dir, SERVICE_EMAIL).await;
-        result?;
-        deleted.map_err(|e| e.to_string())
     }
 }
