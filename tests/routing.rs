@@ -481,3 +481,51 @@ async fn caddyfile_router_keeps_hand_written_sites() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn body_limit_is_set_per_instance() {
+    let d = Daemon::start().await;
+    let proxy = d.proxy.unwrap();
+    let port = free_port().to_string();
+    let created = d.cli_json(&[
+        "create",
+        "tiny",
+        "--version",
+        PB_NEW,
+        "--port",
+        &port,
+        "--max-body",
+        "2KB",
+    ]);
+    assert_eq!(created["max_body_bytes"], 2000);
+    let post = |size: usize| {
+        let http = d.http.clone();
+        async move {
+            http.post(format!("http://{proxy}/api/collections/none/records"))
+                .header(reqwest::header::HOST, "tiny.localhost")
+                .body(vec![b'x'; size])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(post(5000).await, 413);
+    assert_ne!(post(500).await, 413);
+    let updated = d.cli_json(&["update", "tiny", "--default-max-body"]);
+    assert_eq!(updated["max_body_bytes"], 10_000_000);
+    assert_ne!(post(5000).await, 413);
+    let out = d.cli(&["update", "tiny", "--max-body", "10XB"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("write e.g. 10MB"));
+    let history = d.cli_json(&["history", "tiny"]);
+    assert!(
+        history
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["field"] == "max_body_bytes"),
+        "{history}"
+    );
+}

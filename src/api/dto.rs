@@ -38,6 +38,8 @@ pub struct InstanceDto {
     /// Every address the instance answers at: through the router, then
     /// directly on 127.0.0.1.
     pub urls: Vec<String>,
+    /// The request body limit of its route in bytes.
+    pub max_body_bytes: u64,
     /// Whether its route is in place (only when asked for one instance).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route: Option<RouteStatus>,
@@ -55,7 +57,12 @@ pub struct RouteStatus {
 
 impl InstanceDto {
     /// The wire form of a record, with its custom domains and addresses.
-    pub fn new(r: &InstanceRecord, domains: Vec<String>, urls: Vec<String>) -> Self {
+    pub fn new(
+        r: &InstanceRecord,
+        domains: Vec<String>,
+        urls: Vec<String>,
+        max_body_bytes: u64,
+    ) -> Self {
         Self {
             name: r.name.clone(),
             version: r.version.clone(),
@@ -76,6 +83,7 @@ impl InstanceDto {
             created_by: r.created_by.clone(),
             domains,
             urls,
+            max_body_bytes,
             route: None,
         }
     }
@@ -96,6 +104,8 @@ pub struct CreateInstance {
     pub superuser_email: Option<String>,
     /// Default: generated, and returned once in the response.
     pub superuser_password: Option<String>,
+    /// Request body limit of its route in bytes (default: the router's, 10 MB).
+    pub max_body_bytes: Option<u64>,
 }
 
 /// Credentials of a superuser made by a create or a reset. The password is
@@ -128,6 +138,18 @@ pub struct UpdateInstance {
     #[schema(value_type = Option<String>)]
     pub domain: Option<Option<String>>,
     pub port: Option<u32>,
+    /// Request body limit in bytes, or `null` for the router's default.
+    #[serde(
+        default,
+        deserialize_with = "some_or_null_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<u64>)]
+    pub max_body_bytes: Option<Option<u64>>,
+}
+
+fn some_or_null_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
+    Option::<u64>::deserialize(d).map(Some)
 }
 
 fn some_or_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {

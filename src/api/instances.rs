@@ -92,7 +92,10 @@ pub fn instance_dto(
         .domains(&rec.name)
         .map_err(crate::manager::ManagerError::from)?;
     let urls = state.manager.urls(rec, &domains);
-    Ok(InstanceDto::new(rec, domains, urls))
+    let limit = rec
+        .max_body_bytes
+        .unwrap_or(state.manager.config().routing.max_body_bytes);
+    Ok(InstanceDto::new(rec, domains, urls, limit))
 }
 
 /// Turn the `version`/`binary` pair of a request into a choice.
@@ -161,6 +164,7 @@ pub async fn create_instance(
                 domain: body.domain,
                 superuser_email: body.superuser_email,
                 superuser_password: body.superuser_password,
+                max_body_bytes: body.max_body_bytes,
             },
             &actor,
         )
@@ -218,6 +222,7 @@ pub async fn update_instance(
             UpdateRequest {
                 domain: body.domain,
                 port: body.port,
+                max_body_bytes: body.max_body_bytes,
             },
             &actor,
         )

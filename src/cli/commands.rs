@@ -38,6 +38,34 @@ pub struct CreateArgs {
     /// Read the superuser's password from standard input.
     #[arg(long, requires = "superuser_email")]
     pub password_stdin: bool,
+    /// Refuse request bodies larger than this through the router, e.g.
+    /// 50MB, 512KB, 1GiB (default: 10MB, as seed 000's Caddy block).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    pub max_body: Option<u64>,
+}
+
+fn parse_size_arg(raw: &str) -> Result<u64, String> {
+    crate::model::routing::parse_size(raw)
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    pub name: String,
+    /// Move the instance to this port (a running instance is restarted on it).
+    #[arg(long)]
+    pub port: Option<u32>,
+    /// Serve it at NAME.DOMAIN instead of NAME.BASE_DOMAIN.
+    #[arg(long, conflicts_with = "no_domain")]
+    pub domain: Option<String>,
+    /// Go back to the daemon's --base-domain.
+    #[arg(long)]
+    pub no_domain: bool,
+    /// Refuse request bodies larger than this through the router (e.g. 50MB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg, conflicts_with = "default_max_body")]
+    pub max_body: Option<u64>,
+    /// Go back to the router's default body limit.
+    #[arg(long)]
+    pub default_max_body: bool,
 }
 
 #[derive(Debug, Args)]
@@ -262,6 +290,7 @@ pub async fn create(g: &GlobalArgs, args: CreateArgs) -> anyhow::Result<ExitCode
         domain: args.domain,
         superuser_email: args.superuser_email,
         superuser_password: password,
+        max_body_bytes: args.max_body,
     };
     let created: CreatedDto = client
         .call(Method::POST, "/api/v1/instances", Some(&body))
@@ -300,6 +329,33 @@ pub async fn status(g: &GlobalArgs, name: &str) -> anyhow::Result<ExitCode> {
         .client()?
         .get(&format!("/api/v1/instances/{}", segment(name)))
         .await?;
+    if g.json {
+        print_json(&i)?;
+    } else {
+        print!("{}", table::instance(&i, now()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn update(g: &GlobalArgs, args: UpdateArgs) -> anyhow::Result<ExitCode> {
+    let body = UpdateInstance {
+        domain: if args.no_domain {
+            Some(None)
+        } else {
+            args.domain.map(Some)
+        },
+        port: args.port,
+        max_body_bytes: if args.default_max_body {
+            Some(None)
+        } else {
+            args.max_body.map(Some)
+        },
+    };
+    if body.domain.is_none() && body.port.is_none() && body.max_body_bytes.is_none() {
+        anyhow::bail!("nothing to change: give --port, --domain, --no-domain, --max-body or --default-max-body");
+    }
+    let path = format!("/api/v1/instances/{}", segment(&args.name));
+    let i: InstanceDto = g.client()?.call(Method::PATCH, &path, Some(&body)).await?;
     if g.json {
         print_json(&i)?;
     } else {

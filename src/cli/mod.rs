@@ -117,6 +117,8 @@ pub enum Command {
     List,
     /// Show one instance in detail.
     Status { name: String },
+    /// Change an instance's port, domain or request body limit.
+    Update(commands::UpdateArgs),
     /// Start a stopped instance and wait until it is healthy.
     Start { name: String },
     /// Stop an instance (SIGTERM, then SIGKILL after the stop timeout).
@@ -192,6 +194,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Create(args) => commands::create(g, args).await,
         Command::List => commands::list(g).await,
         Command::Status { name } => commands::status(g, &name).await,
+        Command::Update(args) => commands::update(g, args).await,
         Command::Start { name } => commands::lifecycle(g, &name, "start").await,
         Command::Stop { name } => commands::lifecycle(g, &name, "stop").await,
         Command::Restart { name } => commands::lifecycle(g, &name, "restart").await,

@@ -301,6 +301,7 @@ mod tests {
                 "http://moots.app:8080".to_string(),
                 "http://127.0.0.1:8094".to_string(),
             ],
+            max_body_bytes: 10_000_000,
             route: None,
         }
     }

@@ -180,6 +180,8 @@ pub struct CreateRequest {
     pub superuser_email: Option<String>,
     /// `None` with an e-mail: a password is generated and returned once.
     pub superuser_password: Option<String>,
+    /// The request body limit of its route; `None`: the router's default.
+    pub max_body_bytes: Option<u64>,
 }
 
 /// The result of a create: the instance, and the superuser's credentials
@@ -196,6 +198,8 @@ pub struct UpdateRequest {
     /// `Some(None)` removes the domain.
     pub domain: Option<Option<String>>,
     pub port: Option<u32>,
+    /// `Some(None)` goes back to the router's default.
+    pub max_body_bytes: Option<Option<u64>>,
 }
 
 /// The fleet manager. Shared as `Arc<Manager>`.
@@ -442,6 +446,9 @@ impl Manager {
         if let Some(port) = req.port {
             ports::check_range(port)?;
         }
+        if let Some(limit) = req.max_body_bytes {
+            crate::model::routing::check_body_limit(limit).map_err(ManagerError::Invalid)?;
+        }
         let superuser = match (&req.superuser_email, &req.superuser_password) {
             (Some(email), password) => {
                 pocketbase::check_email(email)?;
@@ -509,6 +516,7 @@ impl Manager {
                 updated_at: now,
                 last_health_check: None,
                 last_error: None,
+                max_body_bytes: req.max_body_bytes,
             };
             self.store.insert_instance(&rec)?;
             rec
@@ -798,6 +806,12 @@ impl Manager {
                 .transpose()?
                 .map(|d| d.to_string());
         }
+        if let Some(limit) = req.max_body_bytes {
+            if let Some(bytes) = limit {
+                crate::model::routing::check_body_limit(bytes).map_err(ManagerError::Invalid)?;
+            }
+            rec.max_body_bytes = limit;
+        }
         let mut port_changed = false;
         if let Some(raw) = req.port {
             let port = ports::check_range(raw)?;
@@ -820,6 +834,8 @@ impl Manager {
             let pid = self.wait_healthy(&spec).await?;
             self.set_state(name, Status::Running, Some(pid), rec.restarts, None);
         }
+        // Domain, port and body limit all shape the route.
+        self.sync_route_now(name).await;
         self.get(name)
     }
 
@@ -1083,6 +1099,7 @@ impl Manager {
                     domain: None,
                     superuser_email: None,
                     superuser_password: None,
+                    max_body_bytes: None,
                 };
                 let result = self
                     .create_inner(req, actor, Some((user, dir, self.cfg.compat.base_port)))

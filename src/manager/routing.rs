@@ -35,7 +35,7 @@ impl Manager {
                 &routing_cfg.base_domain,
                 &custom,
             ),
-            max_body_bytes: routing_cfg.max_body_bytes,
+            max_body_bytes: rec.max_body_bytes.unwrap_or(routing_cfg.max_body_bytes),
             read_timeout: crate::router::DEFAULT_READ_TIMEOUT,
             available,
         })

@@ -38,6 +38,53 @@ pub fn hosts(
     out
 }
 
+/// The smallest and largest request body limits an instance may have.
+pub const MIN_BODY_LIMIT: u64 = 1_000;
+pub const MAX_BODY_LIMIT: u64 = 1_000_000_000_000;
+
+/// Check a request body limit in bytes.
+pub fn check_body_limit(bytes: u64) -> Result<u64, String> {
+    if (MIN_BODY_LIMIT..=MAX_BODY_LIMIT).contains(&bytes) {
+        Ok(bytes)
+    } else {
+        Err(format!(
+            "a body limit of {bytes} bytes is outside 1KB-1TB: pick a size in that range"
+        ))
+    }
+}
+
+/// Parse a size as people write it: `10MB`, `512KB`, `1GB` (powers of
+/// 1000, as Caddy reads them), `64MiB` (powers of 1024), or plain bytes.
+pub fn parse_size(raw: &str) -> Result<u64, String> {
+    let bad = || {
+        format!(
+            "size {} is not valid: write e.g. 10MB, 512KB, 1GB, 64MiB or a number of bytes",
+            super::names::shown(raw)
+        )
+    };
+    let text = raw.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    if digits.is_empty() || digits.len() > 15 {
+        return Err(bad());
+    }
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" | "k" => 1_000,
+        "mb" | "m" => 1_000_000,
+        "gb" | "g" => 1_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    let bytes = n.checked_mul(factor).ok_or_else(bad)?;
+    check_body_limit(bytes)
+}
+
 /// How the outside reaches the router: scheme and port (omitted when it is
 /// the scheme's default).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +149,29 @@ mod tests {
             ["https://blog.localhost", "http://127.0.0.1:8091"]
         );
         assert_eq!(urls(&h, None, 8091), ["http://127.0.0.1:8091"]);
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("10MB"), Ok(10_000_000));
+        assert_eq!(parse_size("10mb"), Ok(10_000_000));
+        assert_eq!(parse_size(" 512 KB "), Ok(512_000));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("2000"), Ok(2000));
+        assert_eq!(parse_size("1GB"), Ok(1_000_000_000));
+        for bad in [
+            "",
+            "MB",
+            "10XB",
+            "-5MB",
+            "1.5MB",
+            "10MB;rm",
+            "999999999999999999GB",
+            "10",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(parse_size("2000TB").is_err());
     }
 
     #[test]

@@ -70,6 +70,10 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX instance_domains_instance ON instance_domains (instance);
     "#,
+    // 3: a per-instance request body limit (NULL: the router's default).
+    r#"
+    ALTER TABLE instances ADD COLUMN max_body_bytes INTEGER;
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -97,6 +101,25 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A database as the first release wrote it (schema 1, checked in)
+    /// keeps loading: migrated forward, nothing lost.
+    #[test]
+    fn schema_1_database_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/state-v1.db");
+        std::fs::copy(fixture, &path).unwrap();
+        let store = crate::store::Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), CURRENT);
+        let rec = store.get_instance("moots").unwrap().unwrap();
+        assert_eq!((rec.port, rec.version.as_str()), (8094, "0.28.4"));
+        assert_eq!(rec.domain.as_deref(), Some("tigawanna.vip"));
+        assert_eq!(rec.max_body_bytes, None);
+        assert_eq!(store.domains("moots").unwrap(), Vec::<String>::new());
+        assert_eq!(store.list_audit(Some("moots"), 10, None).unwrap().len(), 1);
+        store.add_domain("moots", "moots.app", "test").unwrap();
+    }
 
     #[test]
     fn migrates_from_empty_and_refuses_newer() {

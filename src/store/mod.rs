@@ -97,6 +97,8 @@ pub struct InstanceRecord {
     pub updated_at: DateTime<Utc>,
     pub last_health_check: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
+    /// The request body limit of its route; `None`: the router's default.
+    pub max_body_bytes: Option<u64>,
 }
 
 /// One line of the audit log: who did what, when, with which result.
@@ -171,7 +173,7 @@ fn map_unique(err: rusqlite::Error, rec: &InstanceRecord) -> StoreError {
 const INSTANCE_COLUMNS: &str =
     "name, port, version, binary_path, dir, domain, desired, status, phase, \
      pid, restarts, superuser_email, compat_user, systemd_config_hash, caddy_config_hash, \
-     created_by, created_at, updated_at, last_health_check, last_error";
+     created_by, created_at, updated_at, last_health_check, last_error, max_body_bytes";
 
 fn instance_from_row(row: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, StoreError>> {
     let desired: String = row.get(6)?;
@@ -220,13 +222,14 @@ fn instance_from_row(row: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, S
                 .map(|t| parse_ts("instances.last_health_check", t))
                 .transpose()?,
             last_error: row.get(19)?,
+            max_body_bytes: row.get(20)?,
         })
     };
     Ok(build())
 }
 
 /// The configuration fields whose changes are kept in `config_history`.
-fn config_fields(rec: &InstanceRecord) -> [(&'static str, Option<String>); 6] {
+fn config_fields(rec: &InstanceRecord) -> [(&'static str, Option<String>); 7] {
     [
         ("port", Some(rec.port.to_string())),
         ("version", Some(rec.version.clone())),
@@ -234,6 +237,7 @@ fn config_fields(rec: &InstanceRecord) -> [(&'static str, Option<String>); 6] {
         ("domain", rec.domain.clone()),
         ("desired", Some(rec.desired.as_str().to_string())),
         ("superuser_email", rec.superuser_email.clone()),
+        ("max_body_bytes", rec.max_body_bytes.map(|b| b.to_string())),
     ]
 }
 
@@ -282,7 +286,7 @@ impl Store {
         conn.execute(
             &format!(
                 "INSERT INTO instances ({INSTANCE_COLUMNS}) VALUES \
-                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
+                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"
             ),
             params![
                 rec.name,
@@ -305,6 +309,7 @@ impl Store {
                 ts(rec.updated_at),
                 rec.last_health_check.map(ts),
                 rec.last_error,
+                rec.max_body_bytes,
             ],
         )
         .map_err(|e| map_unique(e, rec))?;
@@ -387,7 +392,7 @@ impl Store {
         tx.execute(
             "UPDATE instances SET port = ?2, version = ?3, binary_path = ?4, domain = ?5, \
              desired = ?6, superuser_email = ?7, phase = ?8, systemd_config_hash = ?9, \
-             caddy_config_hash = ?10, updated_at = ?11 WHERE name = ?1",
+             caddy_config_hash = ?10, updated_at = ?11, max_body_bytes = ?12 WHERE name = ?1",
             params![
                 rec.name,
                 rec.port,
@@ -400,6 +405,7 @@ impl Store {
                 rec.systemd_config_hash,
                 rec.caddy_config_hash,
                 ts(now),
+                rec.max_body_bytes,
             ],
         )
         .map_err(|e| map_unique(e, rec))?;
@@ -688,6 +694,7 @@ mod tests {
             updated_at: now,
             last_health_check: None,
             last_error: None,
+            max_body_bytes: None,
         }
     }
 
