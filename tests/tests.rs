@@ -11,4 +11,5 @@ mod proxy;
 mod release;
 mod routing;
 mod supervisor;
+mod systemd;
 mod validation;

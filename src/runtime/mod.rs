@@ -16,6 +16,7 @@
 //! them.
 
 pub mod embedded;
+pub mod systemd;
 
 use std::ffi::OsString;
 use std::future::Future;
