@@ -15,6 +15,7 @@
 //! - [`events`]: the closed event enum and the broadcast bus.
 //! - [`manager`]: every mutation goes through here, whichever door it came in by.
 //! - [`health`]: the probe loop.
+//! - [`doctor`]: checks of the host (disk, limits, inotify, Caddy, systemd).
 //! - [`api`]: the axum HTTP API (`/api/v1`, seed 001's compatibility API).
 //! - [`daemon`]: wiring and graceful shutdown.
 //! - [`client`]: typed client of the API over the unix socket or TCP.
@@ -25,6 +26,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod doctor;
 pub mod events;
 pub mod health;
 pub mod manager;

@@ -229,6 +229,22 @@ async fn embedded_proxy_routes_by_name_and_custom_domain() {
     let doctor = d.cli_json(&["doctor"]);
     assert_eq!(doctor["drifts"], json!([]), "{doctor}");
     assert_eq!(doctor["router"], "embedded");
+    let checks: Vec<&str> = doctor["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for name in [
+        "writable",
+        "disk space",
+        "open files",
+        "inotify",
+        "systemd",
+        "caddy",
+    ] {
+        assert!(checks.contains(&name), "{name} not checked: {checks:?}");
+    }
 
     d.cli_json(&["delete", "moots"]);
     assert_eq!(

@@ -325,9 +325,22 @@ pub struct DriftDto {
     pub detail: String,
 }
 
+/// One check of the host.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct CheckDto {
+    pub name: String,
+    /// `ok`, `warning` or `failed`.
+    pub level: String,
+    pub detail: String,
+    /// What fixes it (empty when ok).
+    pub fix: String,
+}
+
 /// `GET /api/v1/doctor` and `POST /api/v1/doctor/repair`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DoctorReport {
+    /// Checks of the host: disk, limits, inotify, Caddy, systemd.
+    pub checks: Vec<CheckDto>,
     pub router: String,
     /// Routes that differ from what they should be (after a repair: what
     /// still differs).

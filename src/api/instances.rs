@@ -632,6 +632,26 @@ pub async fn remove_domain(
     Ok(Json(DomainList { name, domains }))
 }
 
+async fn check_dtos(state: &AppState) -> Vec<CheckDto> {
+    state
+        .manager
+        .host_checks()
+        .await
+        .into_iter()
+        .map(|c| CheckDto {
+            name: c.name,
+            level: match c.level {
+                crate::doctor::Level::Ok => "ok",
+                crate::doctor::Level::Warning => "warning",
+                crate::doctor::Level::Failed => "failed",
+            }
+            .to_string(),
+            detail: c.detail,
+            fix: c.fix,
+        })
+        .collect()
+}
+
 fn drift_dtos(drifts: Vec<crate::router::Drift>) -> Vec<DriftDto> {
     drifts
         .into_iter()
@@ -648,6 +668,7 @@ fn drift_dtos(drifts: Vec<crate::router::Drift>) -> Vec<DriftDto> {
 pub async fn doctor(State(state): State<AppState>) -> ApiResult<Json<DoctorReport>> {
     let drifts = state.manager.check_routes().await?;
     Ok(Json(DoctorReport {
+        checks: check_dtos(&state).await,
         router: state.manager.router().kind().to_string(),
         drifts: drift_dtos(drifts),
         repaired: None,
@@ -663,6 +684,7 @@ pub async fn doctor_repair(
     let report = state.manager.repair_routes(&actor).await?;
     let drifts = state.manager.check_routes().await?;
     Ok(Json(DoctorReport {
+        checks: check_dtos(&state).await,
         router: state.manager.router().kind().to_string(),
         drifts: drift_dtos(drifts),
         repaired: Some(RepairDto {

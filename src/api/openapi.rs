@@ -23,7 +23,7 @@ use super::instances as h;
         InstanceDto, CreateInstance, CreatedDto, SuperuserDto, UpdateInstance, UpgradeInstance,
         SetSuperuser, DeletedDto, InstanceList, LogLines, InstalledVersion, VersionList,
         InstallVersion, InstallProgress, EventList, ConfigChangeDto, ConfigHistory,
-        RouteStatus, AddDomain, DomainList, DriftDto, DoctorReport, RepairDto, DaemonHealth, ErrorBody, ErrorDetail,
+        RouteStatus, AddDomain, DomainList, DriftDto, DoctorReport, RepairDto, CheckDto, DaemonHealth, ErrorBody, ErrorDetail,
         EventDto, crate::model::Status,
     )),
     modifiers(&BearerAuth),

@@ -595,7 +595,9 @@ pub async fn doctor(g: &GlobalArgs, args: DoctorArgs) -> anyhow::Result<ExitCode
     } else {
         print!("{}", table::doctor(&report));
     }
-    Ok(if report.drifts.is_empty() {
+    // Failed checks or routes out of place: a non-zero exit for scripts.
+    let failed = report.checks.iter().any(|c| c.level == "failed");
+    Ok(if report.drifts.is_empty() && !failed {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

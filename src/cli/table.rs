@@ -190,6 +190,17 @@ pub fn history(list: &[ConfigChangeDto]) -> String {
 
 pub fn doctor(r: &DoctorReport) -> String {
     let mut out = String::new();
+    for c in &r.checks {
+        let mark = match c.level.as_str() {
+            "ok" => "ok  ",
+            "warning" => "WARN",
+            _ => "FAIL",
+        };
+        out.push_str(&format!("{mark} {}: {}\n", c.name, c.detail));
+        if !c.fix.is_empty() {
+            out.push_str(&format!("     fix: {}\n", c.fix));
+        }
+    }
     if let Some(rep) = &r.repaired {
         out.push_str(&format!(
             "repaired ({} router): {} added, {} updated, {} removed\n",
@@ -401,11 +412,28 @@ mod tests {
     #[test]
     fn doctor_report() {
         let mut r = DoctorReport {
+            checks: vec![
+                crate::api::dto::CheckDto {
+                    name: "disk space".to_string(),
+                    level: "ok".to_string(),
+                    detail: "50.0 GiB free".to_string(),
+                    fix: String::new(),
+                },
+                crate::api::dto::CheckDto {
+                    name: "inotify".to_string(),
+                    level: "warning".to_string(),
+                    detail: "room for about 64 PocketBase instances".to_string(),
+                    fix: "sysctl -w fs.inotify.max_user_instances=1024".to_string(),
+                },
+            ],
             router: "caddy".to_string(),
             drifts: vec![],
             repaired: None,
         };
         expect![[r#"
+            ok   disk space: 50.0 GiB free
+            WARN inotify: room for about 64 PocketBase instances
+                 fix: sysctl -w fs.inotify.max_user_instances=1024
             routes: ok (caddy router)
         "#]]
         .assert_eq(&doctor(&r));
@@ -420,6 +448,9 @@ mod tests {
             detail: "route pockestrator-gone has no instance".to_string(),
         });
         expect![[r#"
+            ok   disk space: 50.0 GiB free
+            WARN inotify: room for about 64 PocketBase instances
+                 fix: sysctl -w fs.inotify.max_user_instances=1024
             routes: 2 problem(s) (caddy router)
             INSTANCE  PROBLEM  DETAIL
             moots     changed  upstream 127.0.0.1:9999, want 127.0.0.1:8094

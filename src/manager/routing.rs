@@ -204,6 +204,15 @@ impl Manager {
         result
     }
 
+    /// The checks of the host `doctor` shows.
+    pub async fn host_checks(&self) -> Vec<crate::doctor::Check> {
+        let records = self.list().unwrap_or_default();
+        let highest = records.iter().map(|r| r.port).max();
+        let readings =
+            crate::doctor::read_host(&self.cfg, records.len(), highest, &self.http).await;
+        crate::doctor::evaluate(&readings)
+    }
+
     /// Whether one instance's route is in place, with what differs.
     pub async fn route_status(&self, rec: &InstanceRecord) -> Result<(bool, Vec<Drift>)> {
         let route = self.route_for(rec)?;
