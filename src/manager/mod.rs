@@ -1370,6 +1370,7 @@ impl Manager {
         let results = futures::future::join_all(probes).await;
         let now = Utc::now();
         let mut checked = Vec::with_capacity(candidates.len());
+        let mut restarts = Vec::new();
         for ((rec, name, observed), healthy) in candidates.iter().zip(results) {
             checked.push((rec.name.clone(), now));
             let failures = {
@@ -1416,60 +1417,72 @@ impl Manager {
                         );
                     }
                 }
-                Verdict::Restart => {
-                    let msg = format!("{failures} failed health checks in a row: restarting");
-                    self.audit(
-                        &Actor::daemon(),
-                        "health-restart",
-                        Some(&rec.name),
-                        Err(msg.clone()),
-                    );
-                    self.health_failures
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(rec.name.clone(), 0);
-                    let lock = self.lock_for(&rec.name);
-                    let _guard = lock.lock().await;
-                    self.set_state(
-                        &rec.name,
-                        Status::Starting,
-                        None,
-                        observed.restarts,
-                        Some(&msg),
-                    );
-                    match self.runtime.restart(name).await {
-                        Ok(pid) => {
-                            let this_restarts = observed.restarts;
-                            if let Ok(spec) = self.spec(rec) {
-                                match self.wait_healthy(&spec).await {
-                                    Ok(_) => self.set_state(
-                                        &rec.name,
-                                        Status::Running,
-                                        Some(pid),
-                                        this_restarts,
-                                        None,
-                                    ),
-                                    Err(e) => self.set_state(
-                                        &rec.name,
-                                        Status::Unhealthy,
-                                        Some(pid),
-                                        this_restarts,
-                                        Some(&e.to_string()),
-                                    ),
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            tracing::error!(instance = %rec.name, error = %e, "health: restart failed")
-                        }
-                    }
-                }
+                Verdict::Restart => restarts.push((rec, name, observed.restarts, failures)),
             }
         }
+        // Restarts wait for health: run them side by side, not one after
+        // the other, so one hung instance does not hold up the rest.
+        futures::future::join_all(restarts.into_iter().map(|(rec, name, restarts, failures)| {
+            self.health_restart(rec, name, restarts, failures)
+        }))
+        .await;
         if let Err(e) = self.store.set_health_checks(&checked) {
             tracing::error!(error = %e, "health: cannot record check times");
         }
         checked.len()
+    }
+
+    /// Restart an instance that failed its health checks too often, and
+    /// report it running again once it answers.
+    async fn health_restart(
+        &self,
+        rec: &InstanceRecord,
+        name: &InstanceName,
+        restarts: u32,
+        failures: u32,
+    ) {
+        let msg = format!("{failures} failed health checks in a row: restarting");
+        self.audit(
+            &Actor::daemon(),
+            "health-restart",
+            Some(&rec.name),
+            Err(msg.clone()),
+        );
+        self.health_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(rec.name.clone(), 0);
+        let lock = self.lock_for(&rec.name);
+        let _guard = lock.lock().await;
+        self.set_state(&rec.name, Status::Starting, None, restarts, Some(&msg));
+        let pid = match self.runtime.restart(name).await {
+            Ok(pid) => pid,
+            Err(e) => {
+                tracing::error!(instance = %rec.name, error = %e, "health: restart failed");
+                self.set_state(
+                    &rec.name,
+                    Status::Failed,
+                    None,
+                    restarts,
+                    Some(&e.to_string()),
+                );
+                return;
+            }
+        };
+        let outcome = match self.spec(rec) {
+            Ok(spec) => self.wait_healthy(&spec).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(()) => self.set_state(&rec.name, Status::Running, Some(pid), restarts, None),
+            Err(e) => self.set_state(
+                &rec.name,
+                Status::Unhealthy,
+                Some(pid),
+                restarts,
+                Some(&e.to_string()),
+            ),
+        }
     }
 }
 
