@@ -773,3 +773,133 @@ async fn pocketbase_before_0_23_gets_an_admin_instead_of_a_superuser() {
     assert_eq!(admin_auth(new_password).await, 200);
     assert_eq!(admin_auth(password).await, 400);
 }
+
+/// What a daemon killed in the middle of `upgrade` leaves behind: the
+/// marker, the snapshot, the new version recorded, the instance stopped.
+fn leave_an_interrupted_upgrade(
+    d: &Daemon,
+    name: &str,
+    to_version: &str,
+    to_binary: &str,
+    stop_instance: bool,
+) {
+    let dir = d.data_dir().join("instances").join(name);
+    let conn = rusqlite::Connection::open(d.data_dir().join("state.db")).unwrap();
+    let (from_version, from_binary): (String, String) = conn
+        .query_row(
+            "SELECT version, binary_path FROM instances WHERE name = ?1",
+            [name],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    if stop_instance {
+        let pid: i32 = std::fs::read_to_string(dir.join("pocketbase.pid"))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = std::fs::remove_file(dir.join("pocketbase.pid"));
+    }
+    let snapshot = dir.join("snapshots/pre-upgrade-test");
+    std::fs::create_dir_all(&snapshot).unwrap();
+    for entry in std::fs::read_dir(dir.join("pb_data")).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), snapshot.join(entry.file_name())).unwrap();
+        }
+    }
+    let marker = json!({
+        "from_version": from_version,
+        "from_binary": from_binary,
+        "to_version": to_version,
+        "snapshot": snapshot,
+        "was_running": true,
+    });
+    std::fs::write(dir.join("upgrade-in-progress.json"), marker.to_string()).unwrap();
+    conn.execute(
+        "UPDATE instances SET version = ?2, binary_path = ?3 WHERE name = ?1",
+        rusqlite::params![name, to_version, to_binary],
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_cut_short_by_a_daemon_crash_is_rolled_back() {
+    let mut d = Daemon::start().await;
+    let port = free_port().to_string();
+    let created = d.cli_json(&[
+        "create",
+        "midway",
+        "--version",
+        PB_OLD,
+        "--port",
+        &port,
+        "--superuser-email",
+        "admin@example.com",
+    ]);
+    let password = created["superuser"]["password"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    d.kill9();
+    let broken = fake_binary(d.data_dir(), "0.99.0", "exit 1");
+    leave_an_interrupted_upgrade(&d, "midway", "0.99.0", broken.to_str().unwrap(), true);
+    // The new version got as far as wrecking the data.
+    std::fs::remove_file(d.data_dir().join("instances/midway/pb_data/data.db")).unwrap();
+    d.restart().await;
+    let v = d.wait_status("midway", "running").await;
+    assert_eq!(v["version"], PB_OLD);
+    assert_eq!(
+        superuser_auth(
+            &d.http,
+            port.parse().unwrap(),
+            "admin@example.com",
+            &password
+        )
+        .await,
+        200,
+        "data not restored from the snapshot"
+    );
+    assert!(!d
+        .data_dir()
+        .join("instances/midway/upgrade-in-progress.json")
+        .exists());
+    let (_, events) = d.get("/api/v1/events?instance=midway").await;
+    assert!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "upgrade"
+                && e["detail"].as_str().unwrap().contains("interrupted")),
+        "{events}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_that_finished_before_a_daemon_crash_is_kept() {
+    let mut d = Daemon::start().await;
+    let port = free_port().to_string();
+    d.cli_json(&["create", "nearly", "--version", PB_OLD, "--port", &port]);
+    let upgraded = d.cli_json(&["upgrade", "nearly", "--version", PB_NEW]);
+    let pid = upgraded["pid"].clone();
+    d.kill9();
+    // As if the daemon died after the new version answered but before it
+    // cleared its marker.
+    let binary = upgraded["binary"].as_str().unwrap().to_string();
+    leave_an_interrupted_upgrade(&d, "nearly", PB_NEW, &binary, false);
+    d.restart().await;
+    let v = d.wait_status("nearly", "running").await;
+    assert_eq!(v["version"], PB_NEW);
+    assert_eq!(v["pid"], pid, "the upgraded instance was restarted");
+    assert!(!d
+        .data_dir()
+        .join("instances/nearly/upgrade-in-progress.json")
+        .exists());
+}

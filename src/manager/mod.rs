@@ -954,6 +954,21 @@ impl Manager {
         new.version = installed.version.to_string();
         new.binary_path = installed.binary.display().to_string();
         new.desired = DesiredState::Running;
+        // Should the daemon die from here on, its next start finds this
+        // marker and finishes the upgrade or rolls it back (`recover`).
+        let marker = UpgradeMarker {
+            from_version: old.version.clone(),
+            from_binary: old.binary_path.clone(),
+            to_version: new.version.clone(),
+            snapshot: snapshot.clone(),
+            was_running,
+        };
+        marker
+            .write(Path::new(&old.dir))
+            .map_err(|source| ManagerError::Io {
+                context: format!("cannot record the upgrade of {name}"),
+                source,
+            })?;
         self.store.update_config(&new, &actor.0)?;
         let spec = self.spec(&new)?;
         self.set_state(name, Status::Starting, None, old.restarts, None);
@@ -963,6 +978,7 @@ impl Manager {
         };
         match outcome {
             Ok(pid) => {
+                UpgradeMarker::clear(Path::new(&old.dir));
                 prune_snapshots(&PathBuf::from(&old.dir).join("snapshots"), 3);
                 if was_running {
                     self.set_state(name, Status::Running, Some(pid), old.restarts, None);
@@ -1003,6 +1019,7 @@ impl Manager {
                     DesiredState::Stopped
                 };
                 self.store.update_config(&back, &actor.0)?;
+                UpgradeMarker::clear(Path::new(&old.dir));
                 if was_running {
                     let old_spec = self.spec(&back)?;
                     self.runtime.start(old_spec.clone()).await?;
@@ -1187,6 +1204,11 @@ impl Manager {
             );
             return Ok(());
         }
+        let rec = match UpgradeMarker::read(Path::new(&rec.dir)) {
+            Some(marker) => self.finish_interrupted_upgrade(rec, marker, actor).await?,
+            None => rec,
+        };
+        let spec = self.spec(&rec)?;
         let adopted = self.runtime.adopt(spec.clone()).await?;
         match (rec.desired, adopted) {
             (DesiredState::Running, Some(pid)) => {
@@ -1230,6 +1252,69 @@ impl Manager {
             }
         }
         Ok(())
+    }
+
+    /// The daemon stopped in the middle of an upgrade. If the new version
+    /// runs and answers, the upgrade is done; otherwise the data is put back
+    /// from the snapshot and the old version is recorded again. Returns the
+    /// record to recover with.
+    async fn finish_interrupted_upgrade(
+        &self,
+        mut rec: InstanceRecord,
+        marker: UpgradeMarker,
+        actor: &Actor,
+    ) -> Result<InstanceRecord> {
+        let spec = self.spec(&rec)?;
+        if let Some(_pid) = self.runtime.adopt(spec.clone()).await? {
+            if rec.version == marker.to_version
+                && pocketbase::is_healthy(&self.http, rec.port, Duration::from_secs(3)).await
+            {
+                UpgradeMarker::clear(Path::new(&rec.dir));
+                self.audit(
+                    actor,
+                    "upgrade",
+                    Some(&rec.name),
+                    Ok(format!(
+                        "now at {} (finished after a daemon restart)",
+                        rec.version
+                    )),
+                );
+                return Ok(rec);
+            }
+            self.runtime.stop(&spec.name).await?;
+        }
+        let data_dir = spec.data_dir();
+        let snapshot = marker.snapshot.clone();
+        tokio::task::spawn_blocking(move || restore_dir(&snapshot, &data_dir))
+            .await
+            .map_err(|e| ManagerError::Invalid(format!("restore task failed: {e}")))?
+            .map_err(|source| ManagerError::Io {
+                context: format!(
+                    "the upgrade of {} was interrupted and its snapshot {} cannot be restored",
+                    rec.name,
+                    marker.snapshot.display()
+                ),
+                source,
+            })?;
+        rec.version = marker.from_version.clone();
+        rec.binary_path = marker.from_binary.clone();
+        rec.desired = if marker.was_running {
+            DesiredState::Running
+        } else {
+            DesiredState::Stopped
+        };
+        self.store.update_config(&rec, &actor.0)?;
+        UpgradeMarker::clear(Path::new(&rec.dir));
+        self.audit(
+            actor,
+            "upgrade",
+            Some(&rec.name),
+            Err(format!(
+                "the upgrade to {} was interrupted by a daemon stop: rolled back to {} with its data as before",
+                marker.to_version, marker.from_version
+            )),
+        );
+        Ok(rec)
     }
 
     /// Follow the runtime's events: record crashes, restarts and crash
@@ -1482,6 +1567,50 @@ impl Manager {
                 restarts,
                 Some(&e.to_string()),
             ),
+        }
+    }
+}
+
+/// An upgrade in progress, recorded in the instance directory while the
+/// binary is switched, so that a daemon that dies in the middle can finish
+/// or undo it on its next start.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct UpgradeMarker {
+    from_version: String,
+    from_binary: String,
+    to_version: String,
+    snapshot: PathBuf,
+    was_running: bool,
+}
+
+impl UpgradeMarker {
+    const FILE: &'static str = "upgrade-in-progress.json";
+
+    fn write(&self, dir: &Path) -> std::io::Result<()> {
+        let text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        let tmp = tempfile::NamedTempFile::new_in(dir)?;
+        std::fs::write(tmp.path(), text)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(dir.join(Self::FILE)).map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    fn read(dir: &Path) -> Option<UpgradeMarker> {
+        let text = std::fs::read(dir.join(Self::FILE)).ok()?;
+        match serde_json::from_slice(&text) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), error = %e, "unreadable upgrade marker: left in place");
+                None
+            }
+        }
+    }
+
+    fn clear(dir: &Path) {
+        if let Err(e) = std::fs::remove_file(dir.join(Self::FILE)) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::error!(dir = %dir.display(), error = %e, "cannot remove the upgrade marker");
+            }
         }
     }
 }
