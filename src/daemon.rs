@@ -158,6 +158,34 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let follower = tokio::spawn(manager.clone().follow_runtime(stop_rx.clone()));
+    // The API answers while running instances are adopted and dead ones
+    // started; operations on an instance wait for its recovery (its lock).
+    let state = AppState {
+        manager: manager.clone(),
+        token: Arc::new(token),
+    };
+    let unix_app =
+        api::unix_router(state.clone()).into_make_service_with_connect_info::<UnixPeer>();
+    let mut unix_stop = stop_rx.clone();
+    let unix_server = tokio::spawn(async move {
+        axum::serve(listeners.unix, unix_app)
+            .with_graceful_shutdown(async move {
+                let _ = unix_stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    let tcp_server = listeners.tcp.map(|tcp| {
+        let app = api::tcp_router(state.clone())
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let mut tcp_stop = stop_rx.clone();
+        tokio::spawn(async move {
+            axum::serve(tcp, app)
+                .with_graceful_shutdown(async move {
+                    let _ = tcp_stop.wait_for(|s| *s).await;
+                })
+                .await
+        })
+    });
     manager.recover().await?;
     let mut background = vec![
         tokio::spawn(crate::health::run_loop(manager.clone(), stop_rx.clone())),
@@ -203,32 +231,6 @@ pub async fn run(
         AnyRouter::None => {}
     }
 
-    let state = AppState {
-        manager: manager.clone(),
-        token: Arc::new(token),
-    };
-    let unix_app =
-        api::unix_router(state.clone()).into_make_service_with_connect_info::<UnixPeer>();
-    let mut unix_stop = stop_rx.clone();
-    let unix_server = tokio::spawn(async move {
-        axum::serve(listeners.unix, unix_app)
-            .with_graceful_shutdown(async move {
-                let _ = unix_stop.wait_for(|s| *s).await;
-            })
-            .await
-    });
-    let tcp_server = listeners.tcp.map(|tcp| {
-        let app = api::tcp_router(state.clone())
-            .into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let mut tcp_stop = stop_rx.clone();
-        tokio::spawn(async move {
-            axum::serve(tcp, app)
-                .with_graceful_shutdown(async move {
-                    let _ = tcp_stop.wait_for(|s| *s).await;
-                })
-                .await
-        })
-    });
     tracing::info!(data_dir = %layout.root.display(), "pockestrator is ready");
 
     shutdown.await;

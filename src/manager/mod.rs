@@ -1190,6 +1190,8 @@ impl Manager {
     }
 
     async fn recover_one(&self, rec: InstanceRecord, actor: &Actor) -> Result<()> {
+        let lock = self.lock_for(&rec.name);
+        let _guard = lock.lock().await;
         let spec = self.spec(&rec)?;
         if rec.phase == Phase::Creating {
             if let Ok(Some(_)) = self.runtime.adopt(spec.clone()).await {
