@@ -21,6 +21,38 @@ pub struct CompatConfig {
     pub user_dbs_path: PathBuf,
 }
 
+/// Which runtime runs instance processes (`serve --runtime`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeKind {
+    /// The daemon's own supervisor (the default).
+    Embedded,
+    /// One systemd unit per instance.
+    Systemd,
+}
+
+/// Settings of the systemd runtime.
+#[derive(Debug, Clone)]
+pub struct SystemdSettings {
+    pub unit_dir: PathBuf,
+    /// The unit name, `{name}` standing for the instance name.
+    pub unit_pattern: String,
+    pub systemctl: PathBuf,
+    pub user: crate::runtime::systemd::UnitUser,
+    pub log: crate::runtime::systemd::UnitLog,
+}
+
+impl Default for SystemdSettings {
+    fn default() -> Self {
+        Self {
+            unit_dir: PathBuf::from(crate::runtime::systemd::DEFAULT_UNIT_DIR),
+            unit_pattern: crate::runtime::systemd::DEFAULT_UNIT_PATTERN.to_string(),
+            systemctl: PathBuf::from("systemctl"),
+            user: crate::runtime::systemd::UnitUser::Named("pockestrator".to_string()),
+            log: crate::runtime::systemd::UnitLog::InstanceFile,
+        }
+    }
+}
+
 /// Which router sends requests to instances (`serve --router`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RouterKind {
@@ -130,6 +162,8 @@ pub struct Config {
     pub stop_timeout: Duration,
     pub compat: CompatConfig,
     pub routing: RoutingConfig,
+    pub runtime: RuntimeKind,
+    pub systemd: SystemdSettings,
 }
 
 impl Config {
@@ -150,6 +184,8 @@ impl Config {
             stop_timeout: Duration::from_secs(10),
             compat,
             routing: RoutingConfig::default(),
+            runtime: RuntimeKind::Embedded,
+            systemd: SystemdSettings::default(),
             data_dir,
         }
     }

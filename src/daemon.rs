@@ -25,8 +25,8 @@ use anyhow::{bail, Context};
 use tokio::net::{TcpListener, UnixListener};
 
 use crate::api::{self, AppState, UnixPeer};
-use crate::config::RouterKind;
 use crate::config::{Config, Layout};
+use crate::config::{RouterKind, RuntimeKind};
 use crate::events::EventBus;
 use crate::manager::Manager;
 use crate::release::{Arch, ReleaseConfig, Releases};
@@ -35,6 +35,9 @@ use crate::router::caddyfile::{CaddyfileConfig, CaddyfileRouter};
 use crate::router::embedded::{ProxyConfig, ProxyRouter};
 use crate::router::AnyRouter;
 use crate::runtime::embedded::Supervisor;
+use crate::runtime::systemd::{
+    RealSystemctl, SystemdConfig, SystemdRuntime, UnitOptions, UnitUser,
+};
 use crate::runtime::{AnyRuntime, SupervisorConfig};
 use crate::store::Store;
 
@@ -44,6 +47,43 @@ pub struct Listeners {
     pub tcp: Option<TcpListener>,
     /// The embedded proxy's listener (with `--router embedded`).
     pub proxy: Option<TcpListener>,
+}
+
+/// Build the runtime chosen in the configuration. With the systemd runtime
+/// and a named unit user, that user is created if missing.
+pub async fn build_runtime(cfg: &Config) -> anyhow::Result<AnyRuntime> {
+    Ok(match cfg.runtime {
+        RuntimeKind::Embedded => AnyRuntime::Embedded(Supervisor::new(SupervisorConfig {
+            stop_timeout: cfg.stop_timeout,
+            ..SupervisorConfig::default()
+        })),
+        RuntimeKind::Systemd => {
+            let s = &cfg.systemd;
+            if let UnitUser::Named(user) = &s.user {
+                crate::runtime::systemd::ensure_system_user(user)
+                    .await
+                    .with_context(|| format!("cannot create the system user {user} for the units: create it yourself, or pass --unit-user dynamic|root"))?;
+            }
+            let options = UnitOptions {
+                user: s.user.clone(),
+                log: s.log.clone(),
+                ..UnitOptions::default()
+            };
+            let systemd = SystemdRuntime::new(
+                SystemdConfig {
+                    unit_dir: s.unit_dir.clone(),
+                    unit_pattern: s.unit_pattern.clone(),
+                    options,
+                },
+                RealSystemctl {
+                    path: s.systemctl.clone(),
+                    ..RealSystemctl::default()
+                },
+            )
+            .map_err(|e| anyhow::anyhow!("--unit-name: {e}"))?;
+            AnyRuntime::Systemd(Box::new(systemd))
+        }
+    })
 }
 
 /// Build the router chosen in the configuration. `ask_url` is where Caddy
@@ -136,11 +176,7 @@ pub async fn run(
         sources: cfg.release_sources.clone(),
         arch: Arch::host()?,
     })?;
-    let supervisor = Supervisor::new(SupervisorConfig {
-        stop_timeout: cfg.stop_timeout,
-        ..SupervisorConfig::default()
-    });
-    let runtime = Arc::new(AnyRuntime::Embedded(supervisor));
+    let runtime = Arc::new(build_runtime(&cfg).await?);
     let events = EventBus::default();
     let ask_url = match &listeners.tcp {
         Some(t) => Some(format!("http://{}/api/v1/tls/ask", t.local_addr()?)),
@@ -191,6 +227,25 @@ pub async fn run(
         tokio::spawn(crate::health::run_loop(manager.clone(), stop_rx.clone())),
         tokio::spawn(manager.clone().route_loop(stop_rx.clone())),
     ];
+    if matches!(runtime.as_ref(), AnyRuntime::Systemd(_)) {
+        // systemd restarts crashed units itself; a look every second turns
+        // what it did into runtime events (crashes, restarts, giving up).
+        let runtime = runtime.clone();
+        let mut stop = stop_rx.clone();
+        background.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = crate::health::stopped(&mut stop) => return,
+                    _ = tick.tick() => {
+                        if let AnyRuntime::Systemd(r) = runtime.as_ref() {
+                            r.refresh().await;
+                        }
+                    }
+                }
+            }
+        }));
+    }
     match router.as_ref() {
         AnyRouter::Embedded(proxy) => {
             manager.reconcile_routes().await?;
@@ -251,6 +306,8 @@ pub async fn run(
     }
     match runtime.as_ref() {
         AnyRuntime::Embedded(s) => s.shutdown().await,
+        // Units belong to systemd: nothing to let go of.
+        AnyRuntime::Systemd(_) => {}
     }
     Ok(())
 }

@@ -488,8 +488,8 @@ async fn adoption_and_failures() {
     let rt = runtime(&tmp.path().join("units2"), "pockestrator-{name}.service");
     rt.systemctl().fail_on("enable");
     let err = rt.start(spec.clone()).await.unwrap_err();
-    expect!["`systemctl enable pockestrator-moots.service` failed (exit status: 1): scripted failure of enable"]
-        .assert_eq(&format!("{}", std::error::Error::source(&err).unwrap()));
+    expect!["systemd failed for pockestrator-moots.service: `systemctl enable pockestrator-moots.service` failed (exit status: 1): scripted failure of enable; see `systemctl status pockestrator-moots.service` and `journalctl -u pockestrator-moots.service`"]
+        .assert_eq(&err.to_string());
 
     // A unit that cannot be rendered is refused before anything is written.
     let bad = LaunchSpec {

@@ -12,4 +12,5 @@ mod release;
 mod routing;
 mod supervisor;
 mod systemd;
+mod systemd_daemon;
 mod validation;

@@ -666,7 +666,8 @@ fn drift_dtos(drifts: Vec<crate::router::Drift>) -> Vec<DriftDto> {
 #[utoipa::path(get, path = "/api/v1/doctor", tag = "routing",
     responses((status = 200, body = DoctorReport), (status = 502, body = ErrorBody)))]
 pub async fn doctor(State(state): State<AppState>) -> ApiResult<Json<DoctorReport>> {
-    let drifts = state.manager.check_routes().await?;
+    let mut drifts = state.manager.check_routes().await?;
+    drifts.extend(state.manager.check_units());
     Ok(Json(DoctorReport {
         checks: check_dtos(&state).await,
         router: state.manager.router().kind().to_string(),
@@ -682,14 +683,16 @@ pub async fn doctor_repair(
     Extension(actor): Extension<Actor>,
 ) -> ApiResult<Json<DoctorReport>> {
     let report = state.manager.repair_routes(&actor).await?;
-    let drifts = state.manager.check_routes().await?;
+    let units = state.manager.repair_units(&actor).await?;
+    let mut drifts = state.manager.check_routes().await?;
+    drifts.extend(state.manager.check_units());
     Ok(Json(DoctorReport {
         checks: check_dtos(&state).await,
         router: state.manager.router().kind().to_string(),
         drifts: drift_dtos(drifts),
         repaired: Some(RepairDto {
             added: report.added,
-            updated: report.updated,
+            updated: report.updated.into_iter().chain(units).collect(),
             removed: report.removed,
         }),
     }))

@@ -9,8 +9,9 @@ use std::time::Duration;
 use clap::Args;
 
 use super::GlobalArgs;
-use crate::config::{Config, RouterKind};
+use crate::config::{Config, RouterKind, RuntimeKind};
 use crate::router::caddy::CaddyTls;
+use crate::runtime::systemd::{UnitLog, UnitUser};
 
 /// `--caddy-tls` values.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -60,6 +61,33 @@ pub struct ServeArgs {
     /// Grace period between SIGTERM and SIGKILL when stopping an instance.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub stop_timeout: Duration,
+    /// What runs instance processes: `embedded` (the daemon's own
+    /// supervisor) or `systemd` (one hardened unit per instance).
+    #[arg(long, value_enum, default_value = "embedded", value_name = "RUNTIME")]
+    pub runtime: RuntimeKind,
+    /// With --runtime systemd: where unit files are written.
+    #[arg(long, default_value = "/etc/systemd/system", value_name = "DIR")]
+    pub unit_dir: PathBuf,
+    /// With --runtime systemd: the unit name, {name} standing for the
+    /// instance's (e.g. "{name}-pocketbase.service", as seed 000's script).
+    #[arg(
+        long = "unit-name",
+        default_value = "pockestrator-{name}.service",
+        value_name = "PATTERN"
+    )]
+    pub unit_pattern: String,
+    /// With --runtime systemd: the systemctl binary.
+    #[arg(long, default_value = "systemctl", value_name = "PATH")]
+    pub systemctl: PathBuf,
+    /// With --runtime systemd: the user units run as — a system user
+    /// (created if missing; it is given the instances' files), `dynamic`
+    /// (DynamicUser=) or `root` (still sandboxed).
+    #[arg(long, default_value = "pockestrator", value_name = "USER")]
+    pub unit_user: String,
+    /// With --runtime systemd: where instance output goes: `file` (the
+    /// instance's log file, as with the embedded supervisor) or `journal`.
+    #[arg(long, default_value = "file", value_name = "WHERE")]
+    pub unit_log: String,
     /// How requests reach instances: `embedded` (the daemon's own proxy),
     /// `caddy` (Caddy's admin API), `caddyfile` (managed blocks in a
     /// Caddyfile, then a reload) or `none`.
@@ -148,6 +176,27 @@ pub fn config(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<Config> {
     if let Some(dir) = args.pb_user_dbs_path {
         cfg.compat.user_dbs_path = absolute(dir)?;
     }
+    cfg.runtime = args.runtime;
+    cfg.systemd.unit_dir = absolute(args.unit_dir)?;
+    cfg.systemd.unit_pattern = args.unit_pattern;
+    cfg.systemd.systemctl = args.systemctl;
+    cfg.systemd.user = match args.unit_user.as_str() {
+        "dynamic" => UnitUser::Dynamic,
+        "root" => UnitUser::Root,
+        name => {
+            crate::model::InstanceName::parse(name).map_err(|_| {
+                anyhow::anyhow!(
+                    "--unit-user {name:?}: use a system user name (a-z, 0-9, '-'), dynamic or root"
+                )
+            })?;
+            UnitUser::Named(name.to_string())
+        }
+    };
+    cfg.systemd.log = match args.unit_log.as_str() {
+        "file" => UnitLog::InstanceFile,
+        "journal" => UnitLog::Journal,
+        other => anyhow::bail!("--unit-log {other:?}: use file or journal"),
+    };
     let routing = &mut cfg.routing;
     routing.kind = args.router;
     routing.proxy_listen = args.proxy_listen;

@@ -532,6 +532,7 @@ impl Manager {
                 ready.phase = Phase::Ready;
                 self.store.update_config(&ready, &actor.0)?;
                 self.set_state(&rec.name, Status::Running, Some(pid), 0, None);
+                self.record_unit_hash(&rec.name);
                 if let Some((email, password)) = &superuser {
                     self.trust_router(&rec, &installed.version, email, password)
                         .await;
@@ -561,6 +562,7 @@ impl Manager {
             context: format!("cannot create {}", spec.instance_dir.display()),
             source,
         })?;
+        self.give_to_unit_user(&spec.instance_dir).await?;
         self.runtime.start(spec.clone()).await?;
         let pid = self.wait_healthy(&spec).await?;
         if let Some((email, password)) = superuser {
@@ -576,12 +578,105 @@ impl Manager {
         Ok(pid)
     }
 
+    /// With the systemd runtime and a named unit user, the instance's files
+    /// must belong to that user (the unit runs as it); a no-op otherwise.
+    async fn give_to_unit_user(&self, dir: &Path) -> Result<()> {
+        let crate::runtime::systemd::UnitUser::Named(user) = &self.cfg.systemd.user else {
+            return Ok(());
+        };
+        if !matches!(*self.runtime, AnyRuntime::Systemd(_)) {
+            return Ok(());
+        }
+        let found = nix::unistd::User::from_name(user).ok().flatten();
+        let Some(found) = found else {
+            return Err(ManagerError::Invalid(format!(
+                "the unit user {user} does not exist: create it (useradd --system {user}) or pass --unit-user"
+            )));
+        };
+        let (uid, gid, dir) = (found.uid, found.gid, dir.to_path_buf());
+        tokio::task::spawn_blocking(move || chown_tree(&dir, uid, gid))
+            .await
+            .map_err(|e| ManagerError::Invalid(format!("chown task failed: {e}")))?
+            .map_err(|source| ManagerError::Io {
+                context: format!("cannot give the instance's files to {user}"),
+                source,
+            })
+    }
+
+    /// With the systemd runtime, store the hash of the unit just written
+    /// (seed 000's `systemd_config_hash`).
+    fn record_unit_hash(&self, name: &str) {
+        let AnyRuntime::Systemd(systemd) = self.runtime.as_ref() else {
+            return;
+        };
+        let Ok(rec) = self.get(name) else { return };
+        let Ok(spec) = self.spec(&rec) else { return };
+        if let Ok(text) = systemd.render(&spec) {
+            let hash = crate::runtime::systemd::unit_hash(&text);
+            if let Err(e) = self.store.set_systemd_hash(name, Some(&hash)) {
+                tracing::warn!(instance = name, error = %e, "cannot record the unit hash");
+            }
+        }
+    }
+
+    /// With the systemd runtime: units that differ from what they should be.
+    pub fn check_units(&self) -> Vec<crate::router::Drift> {
+        let AnyRuntime::Systemd(systemd) = self.runtime.as_ref() else {
+            return Vec::new();
+        };
+        self.list()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|rec| {
+                let spec = self.spec(rec).ok()?;
+                let detail = systemd.drift(&spec)?;
+                let missing = detail.ends_with("is missing");
+                Some(crate::router::Drift {
+                    instance: Some(rec.name.clone()),
+                    kind: if missing {
+                        "unit missing"
+                    } else {
+                        "unit changed"
+                    }
+                    .to_string(),
+                    detail,
+                })
+            })
+            .collect()
+    }
+
+    /// `doctor --repair` for units: write them back and `daemon-reload`.
+    /// The names of the units put back.
+    pub async fn repair_units(&self, actor: &Actor) -> Result<Vec<String>> {
+        let AnyRuntime::Systemd(systemd) = self.runtime.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let mut repaired = Vec::new();
+        for drift in self.check_units() {
+            let Some(name) = drift.instance else { continue };
+            let rec = self.get(&name)?;
+            let spec = self.spec(&rec)?;
+            let hash = systemd.rewrite(&spec).await?;
+            self.store.set_systemd_hash(&name, Some(&hash))?;
+            self.audit(
+                actor,
+                "repair",
+                Some(&name),
+                Ok(format!("unit put back ({})", drift.detail)),
+            );
+            repaired.push(name);
+        }
+        Ok(repaired)
+    }
+
     async fn roll_back_create(&self, rec: &InstanceRecord) {
         if let Ok(name) = InstanceName::parse(&rec.name) {
             if let Err(e) = self.runtime.stop(&name).await {
                 tracing::warn!(error = %e, instance = %rec.name, "rollback: cannot stop the process");
             }
-            self.runtime.forget(&name);
+            if let Err(e) = self.runtime.uninstall(&name).await {
+                tracing::warn!(error = %e, instance = %rec.name, "rollback: cannot remove what the runtime kept");
+            }
         }
         if let Err(e) = remove_dir_if_exists(Path::new(&rec.dir)) {
             tracing::warn!(error = %e, dir = %rec.dir, "rollback: cannot remove the instance directory");
@@ -763,7 +858,7 @@ impl Manager {
             context: format!("cannot remove {}", dir.display()),
             source,
         })?;
-        self.runtime.forget(&instance);
+        self.runtime.uninstall(&instance).await?;
         self.store.delete_instance(name)?;
         self.sync_route_now(name).await;
         self.events.publish(Event::InstanceRemoved {
@@ -834,6 +929,7 @@ impl Manager {
             let pid = self.wait_healthy(&spec).await?;
             self.set_state(name, Status::Running, Some(pid), rec.restarts, None);
         }
+        self.record_unit_hash(name);
         // Domain, port and body limit all shape the route.
         self.sync_route_now(name).await;
         self.get(name)
@@ -979,6 +1075,7 @@ impl Manager {
         match outcome {
             Ok(pid) => {
                 UpgradeMarker::clear(Path::new(&old.dir));
+                self.record_unit_hash(name);
                 prune_snapshots(&PathBuf::from(&old.dir).join("snapshots"), 3);
                 if was_running {
                     self.set_state(name, Status::Running, Some(pid), old.restarts, None);
@@ -1020,6 +1117,7 @@ impl Manager {
                 };
                 self.store.update_config(&back, &actor.0)?;
                 UpgradeMarker::clear(Path::new(&old.dir));
+                self.give_to_unit_user(Path::new(&old.dir)).await?;
                 if was_running {
                     let old_spec = self.spec(&back)?;
                     self.runtime.start(old_spec.clone()).await?;
@@ -1298,6 +1396,7 @@ impl Manager {
                 ),
                 source,
             })?;
+        self.give_to_unit_user(Path::new(&rec.dir)).await?;
         rec.version = marker.from_version.clone();
         rec.binary_path = marker.from_binary.clone();
         rec.desired = if marker.was_running {
@@ -1687,6 +1786,18 @@ fn archive_dir_to(dir: &Path, name: &str, target: &Path) -> std::io::Result<()> 
     }
     tmp.as_file().sync_all()?;
     tmp.persist(target).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Change the owner of a directory tree (symlinks themselves, not their
+/// targets).
+fn chown_tree(dir: &Path, uid: nix::unistd::Uid, gid: nix::unistd::Gid) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(dir, Some(uid.as_raw()), Some(gid.as_raw()))?;
+    if dir.is_dir() && !dir.is_symlink() {
+        for entry in std::fs::read_dir(dir)? {
+            chown_tree(&entry?.path(), uid, gid)?;
+        }
+    }
     Ok(())
 }
 

@@ -229,6 +229,8 @@ pub enum RuntimeError {
     },
     #[error("instance {name} (pid {pid}) has not exited even after SIGKILL: it may be stuck in the kernel (check `ps -o stat {pid}`)")]
     Unkillable { name: InstanceName, pid: u32 },
+    #[error("systemd failed for {unit}: {reason}; see `systemctl status {unit}` and `journalctl -u {unit}`")]
+    Systemd { unit: String, reason: String },
 }
 
 /// The seam every runtime implements (the embedded supervisor now, systemd
@@ -270,48 +272,70 @@ pub trait Runtime: Send + Sync {
 /// The runtimes there are.
 pub enum AnyRuntime {
     Embedded(embedded::Supervisor),
+    Systemd(Box<systemd::SystemdRuntime<systemd::RealSystemctl>>),
+}
+
+impl AnyRuntime {
+    /// Remove what the runtime keeps for a deleted instance beyond its
+    /// process (systemd: stop, disable and delete its unit).
+    pub async fn uninstall(&self, name: &InstanceName) -> Result<(), RuntimeError> {
+        match self {
+            AnyRuntime::Embedded(r) => {
+                r.forget(name);
+                Ok(())
+            }
+            AnyRuntime::Systemd(r) => r.remove(name).await,
+        }
+    }
 }
 
 impl Runtime for AnyRuntime {
     async fn start(&self, spec: LaunchSpec) -> Result<u32, RuntimeError> {
         match self {
             AnyRuntime::Embedded(r) => r.start(spec).await,
+            AnyRuntime::Systemd(r) => r.start(spec).await,
         }
     }
 
     async fn stop(&self, name: &InstanceName) -> Result<(), RuntimeError> {
         match self {
             AnyRuntime::Embedded(r) => r.stop(name).await,
+            AnyRuntime::Systemd(r) => r.stop(name).await,
         }
     }
 
     async fn restart(&self, name: &InstanceName) -> Result<u32, RuntimeError> {
         match self {
             AnyRuntime::Embedded(r) => r.restart(name).await,
+            AnyRuntime::Systemd(r) => r.restart(name).await,
         }
     }
 
     async fn adopt(&self, spec: LaunchSpec) -> Result<Option<u32>, RuntimeError> {
         match self {
             AnyRuntime::Embedded(r) => r.adopt(spec).await,
+            AnyRuntime::Systemd(r) => r.adopt(spec).await,
         }
     }
 
     fn observe(&self, name: &InstanceName) -> Option<Observed> {
         match self {
             AnyRuntime::Embedded(r) => r.observe(name),
+            AnyRuntime::Systemd(r) => r.observe(name),
         }
     }
 
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<RuntimeEvent> {
         match self {
             AnyRuntime::Embedded(r) => r.subscribe(),
+            AnyRuntime::Systemd(r) => r.subscribe(),
         }
     }
 
     fn forget(&self, name: &InstanceName) {
         match self {
             AnyRuntime::Embedded(r) => r.forget(name),
+            AnyRuntime::Systemd(r) => r.forget(name),
         }
     }
 }

@@ -623,6 +623,15 @@ impl Store {
             .optional()?)
     }
 
+    /// Record the hash of the rendered systemd unit of an instance.
+    pub fn set_systemd_hash(&self, name: &str, hash: Option<&str>) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE instances SET systemd_config_hash = ?2 WHERE name = ?1",
+            params![name, hash],
+        )?;
+        Ok(())
+    }
+
     /// Record the hash of the rendered route of an instance.
     pub fn set_router_hash(&self, name: &str, hash: Option<&str>) -> Result<(), StoreError> {
         self.conn().execute(

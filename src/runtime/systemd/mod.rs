@@ -181,6 +181,15 @@ impl<S: Systemctl> SystemdRuntime<S> {
         Ok(unit::unit_hash(&text))
     }
 
+    /// Put the unit file back as it should be and `daemon-reload`; the
+    /// running process keeps its old settings until its next restart.
+    pub async fn rewrite(&self, spec: &LaunchSpec) -> Result<String, RuntimeError> {
+        let hash = self.write_unit(spec)?;
+        self.call(&spec.name, &["daemon-reload".to_string()])
+            .await?;
+        Ok(hash)
+    }
+
     /// `systemctl show` of one instance's unit.
     pub async fn show(&self, name: &InstanceName) -> Result<ShowState, RuntimeError> {
         let unit = self.unit_name(name);
@@ -250,9 +259,9 @@ impl<S: Systemctl> SystemdRuntime<S> {
         self.systemctl
             .run(args)
             .await
-            .map_err(|e| RuntimeError::Io {
-                path: self.unit_path(name),
-                source: io::Error::other(e),
+            .map_err(|e| RuntimeError::Systemd {
+                unit: self.unit_name(name),
+                reason: e.to_string(),
             })
     }
 
