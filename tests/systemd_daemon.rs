@@ -27,11 +27,12 @@ file="$FAKE_UNIT_DIR/$unit"
 pidfile="$state/$unit.pid"
 running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
 start() {
-  exec_line=$(sed -n 's/^ExecStart=//p' "$file")
-  workdir=$(sed -n 's/^WorkingDirectory=//p' "$file")
-  out=$(sed -n 's/^StandardOutput=append://p' "$file")
+  # Seed 000's units write `Key = value` and quote --http="…".
+  exec_line=$(sed -n 's/^ExecStart *= *//p' "$file")
+  workdir=$(sed -n 's/^WorkingDirectory *= *//p' "$file")
+  out=$(sed -n 's/^StandardOutput *= *append://p' "$file")
   cd "$workdir" || exit 1
-  setsid $exec_line >> "${out:-/dev/null}" 2>&1 < /dev/null &
+  bash -c "exec setsid $exec_line" >> "${out:-/dev/null}" 2>&1 < /dev/null &
   echo $! > "$pidfile"
 }
 stop() {
@@ -248,4 +249,120 @@ async fn instances_run_as_systemd_units() {
         || async { (!alive(pid)).then_some(()) },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn instances_made_by_the_seed_script_are_imported_without_a_restart() {
+    let fake = FakeSystemd::new();
+    let units = fake.units();
+    let state = fake.state();
+    // The tree the seed's script leaves: the binary and its data in the
+    // project directory, a unit, a Caddy site block.
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("home/ubuntu/moots");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::copy(
+        crate::support::pocketbase_bin(PB_NEW),
+        home.join("pocketbase"),
+    )
+    .unwrap();
+    let port = free_port();
+    let unit_text = format!(
+        "\n[Unit]\nDescription = moots pocketbase\n\n[Service]\nType           = simple\nUser           = root\nGroup          = root\nLimitNOFILE    = 4096\nRestart        = always\nRestartSec     = 5s\nStandardOutput   = append:{home}/errors.log\nStandardError    = append:{home}/errors.log\nWorkingDirectory = {home}/\nExecStart      = {home}/pocketbase serve --http=\"127.0.0.1:{port}\"\n\n[Install]\nWantedBy = multi-user.target\n\n",
+        home = home.display()
+    );
+    std::fs::write(units.join("moots-pocketbase.service"), unit_text).unwrap();
+    let caddyfile = root.path().join("Caddyfile");
+    std::fs::write(
+        &caddyfile,
+        format!("other.example.com {{\n\trespond \"hi\"\n}}\n\nmoots.tigawanna.vip {{\n    request_body {{\n        max_size 10MB\n    }}\n    reverse_proxy 127.0.0.1:{port} {{\n        transport http {{\n            read_timeout 360s\n        }}\n        header_up X-Forwarded-For {{remote_host}}\n        header_up X-Real-IP {{remote_host}}\n    }}\n}}\n"),
+    )
+    .unwrap();
+    let systemctl = fake.dir.path().join("systemctl");
+    let env = [
+        ("FAKE_SYSTEMD_STATE", state.to_str().unwrap()),
+        ("FAKE_UNIT_DIR", units.to_str().unwrap()),
+    ];
+    let started = std::process::Command::new(&systemctl)
+        .args(["start", "moots-pocketbase.service"])
+        .envs(env)
+        .status()
+        .unwrap();
+    assert!(started.success());
+    let health = format!("http://127.0.0.1:{port}/api/health");
+    wait_until(
+        Duration::from_secs(20),
+        "the script-made instance",
+        || async {
+            reqwest::get(&health)
+                .await
+                .ok()
+                .filter(|r| r.status() == 200)
+                .map(|_| ())
+        },
+    )
+    .await;
+    let pid: i64 = std::fs::read_to_string(state.join("moots-pocketbase.service.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+
+    let d = Daemon::start_with(
+        &[
+            "--runtime",
+            "systemd",
+            "--unit-dir",
+            units.to_str().unwrap(),
+            "--unit-name",
+            "{name}-pocketbase.service",
+            "--systemctl",
+            systemctl.to_str().unwrap(),
+            "--unit-user",
+            "root",
+            "--router",
+            "none",
+        ],
+        &env,
+    )
+    .await;
+    let unit_dir = units.to_str().unwrap();
+    let caddy = caddyfile.to_str().unwrap();
+    let dry = d.cli_json(&[
+        "import",
+        "--dry-run",
+        "--unit-dir",
+        unit_dir,
+        "--caddyfile",
+        caddy,
+    ]);
+    assert_eq!(dry["units"][0]["action"], "would import", "{dry}");
+    assert_eq!(dry["units"][0]["version"], PB_NEW);
+    assert_eq!(d.cli_json(&["list"]), serde_json::json!([]));
+
+    let done = d.cli_json(&["import", "--unit-dir", unit_dir, "--caddyfile", caddy]);
+    let u = &done["units"][0];
+    assert_eq!(u["action"], "imported", "{done}");
+    assert_eq!(
+        (u["name"].as_str(), u["port"].as_u64()),
+        (Some("moots"), Some(port as u64))
+    );
+    let v = d.wait_status("moots", "running").await;
+    assert_eq!(
+        v["pid"].as_i64(),
+        Some(pid),
+        "the instance was restarted: {v}"
+    );
+    assert_eq!(v["domain"], "tigawanna.vip");
+    assert_eq!(v["version"], PB_NEW);
+    assert_eq!(
+        v["dir"].as_str().unwrap().trim_end_matches('/'),
+        home.to_str().unwrap()
+    );
+    assert!(alive(pid as i32));
+    // Imported once only.
+    let again = d.cli_json(&["import", "--unit-dir", unit_dir, "--caddyfile", caddy]);
+    assert_eq!(again["units"][0]["action"], "skipped", "{again}");
+    let (_, events) = d.get("/api/v1/events?instance=moots").await;
+    assert_eq!(events["events"][0]["action"], "import", "{events}");
 }

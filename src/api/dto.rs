@@ -356,6 +356,39 @@ pub struct RepairDto {
     pub removed: Vec<String>,
 }
 
+/// `POST /api/v1/import`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportRequest {
+    /// Only say what would be imported.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Where to look for `*-pocketbase.service` units (default: the system's unit directories).
+    pub unit_dirs: Option<Vec<String>>,
+    /// The Caddyfile whose site blocks give domains (default: --caddyfile).
+    pub caddyfile: Option<String>,
+}
+
+/// What import found and did with one unit.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ImportOutcomeDto {
+    pub unit: String,
+    pub name: Option<String>,
+    pub port: Option<u16>,
+    pub version: Option<String>,
+    pub domain: Option<String>,
+    pub dir: Option<String>,
+    /// `imported`, `would import` or `skipped`.
+    pub action: String,
+    pub reasons: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ImportReport {
+    pub dry_run: bool,
+    pub units: Vec<ImportOutcomeDto>,
+}
+
 /// Every error: `{"error":{"code":…,"message":…}}`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {

@@ -72,6 +72,7 @@ pub fn routes() -> Router<AppState> {
             "/api/v1/instances/{name}/domains/{domain}",
             axum::routing::delete(remove_domain),
         )
+        .route("/api/v1/import", post(import))
         .route("/api/v1/doctor", get(doctor))
         .route("/api/v1/doctor/repair", post(doctor_repair))
         .route("/api/v1/tls/ask", get(tls_ask))
@@ -716,4 +717,47 @@ pub async fn tls_ask(State(state): State<AppState>, Query(params): Query<AskPara
     } else {
         StatusCode::NOT_FOUND
     }
+}
+
+#[utoipa::path(post, path = "/api/v1/import", tag = "instances", request_body = ImportRequest,
+    responses((status = 200, body = ImportReport), (status = 400, body = ErrorBody)))]
+pub async fn import(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    ApiJson(body): ApiJson<ImportRequest>,
+) -> ApiResult<Json<ImportReport>> {
+    let unit_dirs: Vec<PathBuf> = match body.unit_dirs {
+        Some(dirs) => dirs.into_iter().map(PathBuf::from).collect(),
+        None => crate::manager::import::default_unit_dirs(),
+    };
+    if let Some(dir) = unit_dirs.iter().find(|d| !d.is_absolute()) {
+        return Err(ApiError::bad_request(format!(
+            "unit directory {:?} must be absolute",
+            dir.display().to_string()
+        )));
+    }
+    let caddyfile = body
+        .caddyfile
+        .map(PathBuf::from)
+        .unwrap_or_else(|| state.manager.config().routing.caddyfile.clone());
+    let outcomes = state
+        .manager
+        .import(&unit_dirs, Some(&caddyfile), body.dry_run, &actor)
+        .await?;
+    Ok(Json(ImportReport {
+        dry_run: body.dry_run,
+        units: outcomes
+            .into_iter()
+            .map(|o| ImportOutcomeDto {
+                unit: o.unit,
+                name: o.name,
+                port: o.port,
+                version: o.version,
+                domain: o.domain,
+                dir: o.dir,
+                action: o.action,
+                reasons: o.reasons,
+            })
+            .collect(),
+    }))
 }

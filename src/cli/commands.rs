@@ -122,6 +122,21 @@ pub enum DomainCommand {
 }
 
 #[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Show what would be imported, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Where the units are (repeatable; default /etc/systemd/system,
+    /// /lib/systemd/system and /usr/lib/systemd/system).
+    #[arg(long = "unit-dir", value_name = "DIR")]
+    pub unit_dirs: Vec<std::path::PathBuf>,
+    /// The Caddyfile whose site blocks give the instances' domains
+    /// (default: the daemon's --caddyfile).
+    #[arg(long, value_name = "PATH")]
+    pub caddyfile: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct DoctorArgs {
     /// Put routes that differ back the way they should be.
     #[arg(long)]
@@ -602,4 +617,34 @@ pub async fn doctor(g: &GlobalArgs, args: DoctorArgs) -> anyhow::Result<ExitCode
     } else {
         ExitCode::FAILURE
     })
+}
+
+pub async fn import(g: &GlobalArgs, args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let absolute = |p: &std::path::Path| -> anyhow::Result<String> {
+        Ok(std::path::absolute(p)?.display().to_string())
+    };
+    let body = ImportRequest {
+        dry_run: args.dry_run,
+        unit_dirs: if args.unit_dirs.is_empty() {
+            None
+        } else {
+            Some(
+                args.unit_dirs
+                    .iter()
+                    .map(|d| absolute(d))
+                    .collect::<anyhow::Result<_>>()?,
+            )
+        },
+        caddyfile: args.caddyfile.as_deref().map(absolute).transpose()?,
+    };
+    let report: ImportReport = g
+        .client()?
+        .call(Method::POST, "/api/v1/import", Some(&body))
+        .await?;
+    if g.json {
+        print_json(&report)?;
+    } else {
+        print!("{}", table::import(&report));
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -148,8 +148,14 @@ pub enum Command {
     /// Custom domains of an instance: add, remove, list.
     #[command(subcommand)]
     Domain(commands::DomainCommand),
-    /// Check that every route is as it should be; --repair puts them back.
+    /// Check the host, the routes and the units; --repair puts routes and
+    /// units back.
     Doctor(commands::DoctorArgs),
+    /// Take over instances made by seed 000's bash script (their systemd
+    /// units, directories, ports, versions and Caddy sites) without
+    /// stopping them. Needs `serve --runtime systemd --unit-name
+    /// '{name}-pocketbase.service'`.
+    Import(commands::ImportArgs),
     /// Create or reset an instance's superuser.
     Superuser(commands::SuperuserArgs),
     /// Print the bearer token of the TCP API (read from the data dir).
@@ -206,6 +212,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::History { name } => commands::history(g, &name).await,
         Command::Domain(cmd) => commands::domain(g, cmd).await,
         Command::Doctor(args) => commands::doctor(g, args).await,
+        Command::Import(args) => commands::import(g, args).await,
         Command::Superuser(args) => commands::superuser(g, args).await,
     }
 }

@@ -4,7 +4,9 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::api::dto::{ConfigChangeDto, DoctorReport, EventDto, InstanceDto, VersionList};
+use crate::api::dto::{
+    ConfigChangeDto, DoctorReport, EventDto, ImportReport, InstanceDto, VersionList,
+};
 
 /// Columns aligned with two spaces, no trailing spaces.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
@@ -233,6 +235,33 @@ pub fn doctor(r: &DoctorReport) -> String {
     out.push_str(&table(&["INSTANCE", "PROBLEM", "DETAIL"], &rows));
     out.push_str("fix: pockestrator doctor --repair\n");
     out
+}
+
+pub fn import(r: &ImportReport) -> String {
+    if r.units.is_empty() {
+        return "no units made by the script were found (units named *-pocketbase.service running `pocketbase serve`)\n".to_string();
+    }
+    let rows: Vec<Vec<String>> = r
+        .units
+        .iter()
+        .map(|u| {
+            vec![
+                crate::model::names::shown(&u.unit)
+                    .trim_matches('"')
+                    .to_string(),
+                u.action.clone(),
+                dash(u.name.as_deref()),
+                dash(u.port),
+                dash(u.version.as_deref()),
+                dash(u.domain.as_deref()),
+                u.reasons.first().cloned().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(
+        &["UNIT", "ACTION", "NAME", "PORT", "VERSION", "DOMAIN", "WHY"],
+        &rows,
+    )
 }
 
 pub fn versions(v: &VersionList) -> String {

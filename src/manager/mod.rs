@@ -13,6 +13,7 @@
 //! creates get distinct ports. No lock is held across another instance's
 //! lock, so there is no lock ordering to get wrong.
 
+pub mod import;
 mod routing;
 
 use std::collections::HashMap;
