@@ -160,10 +160,33 @@ async fn instances_run_as_systemd_units() {
     )
     .await;
     let port = free_port().to_string();
-    let created = d.cli_json(&["create", "unit", "--version", PB_NEW, "--port", &port]);
+    let out = d.cli(&["create", "bad", "--version", PB_NEW, "--memory-max", "lots"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("memory limit"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created = d.cli_json(&[
+        "create",
+        "unit",
+        "--version",
+        PB_NEW,
+        "--port",
+        &port,
+        "--memory-max",
+        "512M",
+        "--cpu-quota",
+        "50%",
+    ]);
     assert_eq!(created["status"], "running", "{created}");
+    assert_eq!(created["memory_max"], "512M");
     let unit = units.join("pockestrator-unit.service");
     let text = std::fs::read_to_string(&unit).unwrap();
+    assert!(
+        text.contains("MemoryMax=512M") && text.contains("CPUQuota=50%"),
+        "{text}"
+    );
     assert!(text.contains(&format!("--http=127.0.0.1:{port}")), "{text}");
     assert!(
         text.contains("NoNewPrivileges=yes") && text.contains("LimitNOFILE=4096"),
@@ -194,6 +217,26 @@ async fn instances_run_as_systemd_units() {
     d.restart().await;
     let v = d.wait_status("unit", "running").await;
     assert_eq!(v["pid"].as_i64().unwrap() as i32, pid);
+
+    // New limits are written into the unit and applied by a restart.
+    let updated = d.cli_json(&[
+        "update",
+        "unit",
+        "--memory-max",
+        "1G",
+        "--cpu-quota",
+        "none",
+    ]);
+    assert_eq!(updated["memory_max"], "1G");
+    assert_eq!(updated["cpu_quota"], serde_json::Value::Null);
+    let text = std::fs::read_to_string(&unit).unwrap();
+    assert!(
+        text.contains("MemoryMax=1G") && !text.contains("CPUQuota="),
+        "{text}"
+    );
+    verify(&unit);
+    let v = d.wait_status("unit", "running").await;
+    let pid = v["pid"].as_i64().unwrap() as i32;
 
     // A unit edited by hand is drift; --repair writes it back.
     let original = std::fs::read_to_string(&unit).unwrap();

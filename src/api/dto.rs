@@ -40,6 +40,9 @@ pub struct InstanceDto {
     pub urls: Vec<String>,
     /// The request body limit of its route in bytes.
     pub max_body_bytes: u64,
+    /// systemd's `MemoryMax=` and `CPUQuota=`, when set.
+    pub memory_max: Option<String>,
+    pub cpu_quota: Option<String>,
     /// Whether its route is in place (only when asked for one instance).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route: Option<RouteStatus>,
@@ -84,6 +87,8 @@ impl InstanceDto {
             domains,
             urls,
             max_body_bytes,
+            memory_max: r.memory_max.clone(),
+            cpu_quota: r.cpu_quota.clone(),
             route: None,
         }
     }
@@ -106,6 +111,10 @@ pub struct CreateInstance {
     pub superuser_password: Option<String>,
     /// Request body limit of its route in bytes (default: the router's, 10 MB).
     pub max_body_bytes: Option<u64>,
+    /// systemd's `MemoryMax=`, e.g. `512M` (applied by the systemd runtime).
+    pub memory_max: Option<String>,
+    /// systemd's `CPUQuota=`, e.g. `50%` (applied by the systemd runtime).
+    pub cpu_quota: Option<String>,
 }
 
 /// Credentials of a superuser made by a create or a reset. The password is
@@ -146,6 +155,22 @@ pub struct UpdateInstance {
     )]
     #[schema(value_type = Option<u64>)]
     pub max_body_bytes: Option<Option<u64>>,
+    /// `MemoryMax=`, or `null` to remove it.
+    #[serde(
+        default,
+        deserialize_with = "some_or_null",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub memory_max: Option<Option<String>>,
+    /// `CPUQuota=`, or `null` to remove it.
+    #[serde(
+        default,
+        deserialize_with = "some_or_null",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>)]
+    pub cpu_quota: Option<Option<String>>,
 }
 
 fn some_or_null_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {

@@ -166,6 +166,8 @@ pub async fn create_instance(
                 superuser_email: body.superuser_email,
                 superuser_password: body.superuser_password,
                 max_body_bytes: body.max_body_bytes,
+                memory_max: body.memory_max,
+                cpu_quota: body.cpu_quota,
             },
             &actor,
         )
@@ -224,6 +226,8 @@ pub async fn update_instance(
                 domain: body.domain,
                 port: body.port,
                 max_body_bytes: body.max_body_bytes,
+                memory_max: body.memory_max,
+                cpu_quota: body.cpu_quota,
             },
             &actor,
         )

@@ -42,6 +42,12 @@ pub struct CreateArgs {
     /// 50MB, 512KB, 1GiB (default: 10MB, as seed 000's Caddy block).
     #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
     pub max_body: Option<u64>,
+    /// With the systemd runtime: the unit's MemoryMax=, e.g. 512M.
+    #[arg(long, value_name = "SIZE")]
+    pub memory_max: Option<String>,
+    /// With the systemd runtime: the unit's CPUQuota=, e.g. 50%.
+    #[arg(long, value_name = "PERCENT")]
+    pub cpu_quota: Option<String>,
 }
 
 fn parse_size_arg(raw: &str) -> Result<u64, String> {
@@ -66,6 +72,13 @@ pub struct UpdateArgs {
     /// Go back to the router's default body limit.
     #[arg(long)]
     pub default_max_body: bool,
+    /// With the systemd runtime: the unit's MemoryMax= (e.g. 512M), or
+    /// `none` to remove it; a running instance is restarted to apply it.
+    #[arg(long, value_name = "SIZE")]
+    pub memory_max: Option<String>,
+    /// With the systemd runtime: the unit's CPUQuota= (e.g. 50%), or `none`.
+    #[arg(long, value_name = "PERCENT")]
+    pub cpu_quota: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -306,6 +319,8 @@ pub async fn create(g: &GlobalArgs, args: CreateArgs) -> anyhow::Result<ExitCode
         superuser_email: args.superuser_email,
         superuser_password: password,
         max_body_bytes: args.max_body,
+        memory_max: args.memory_max,
+        cpu_quota: args.cpu_quota,
     };
     let created: CreatedDto = client
         .call(Method::POST, "/api/v1/instances", Some(&body))
@@ -365,9 +380,16 @@ pub async fn update(g: &GlobalArgs, args: UpdateArgs) -> anyhow::Result<ExitCode
         } else {
             args.max_body.map(Some)
         },
+        memory_max: args.memory_max.map(|m| (m != "none").then_some(m)),
+        cpu_quota: args.cpu_quota.map(|q| (q != "none").then_some(q)),
     };
-    if body.domain.is_none() && body.port.is_none() && body.max_body_bytes.is_none() {
-        anyhow::bail!("nothing to change: give --port, --domain, --no-domain, --max-body or --default-max-body");
+    if body.domain.is_none()
+        && body.port.is_none()
+        && body.max_body_bytes.is_none()
+        && body.memory_max.is_none()
+        && body.cpu_quota.is_none()
+    {
+        anyhow::bail!("nothing to change: give --port, --domain, --no-domain, --max-body, --default-max-body, --memory-max or --cpu-quota");
     }
     let path = format!("/api/v1/instances/{}", segment(&args.name));
     let i: InstanceDto = g.client()?.call(Method::PATCH, &path, Some(&body)).await?;

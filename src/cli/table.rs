@@ -119,6 +119,16 @@ pub fn instance(i: &InstanceDto, now: DateTime<Utc>) -> String {
         ("directory", i.dir.clone()),
         ("binary", i.binary.clone()),
     ];
+    if i.memory_max.is_some() || i.cpu_quota.is_some() {
+        rows.push((
+            "limits",
+            format!(
+                "memory {}, cpu {}",
+                i.memory_max.as_deref().unwrap_or("-"),
+                i.cpu_quota.as_deref().unwrap_or("-")
+            ),
+        ));
+    }
     if let Some(r) = &i.route {
         let state = if r.in_place {
             "in place".to_string()
@@ -342,6 +352,8 @@ mod tests {
                 "http://127.0.0.1:8094".to_string(),
             ],
             max_body_bytes: 10_000_000,
+            memory_max: None,
+            cpu_quota: None,
             route: None,
         }
     }

@@ -172,6 +172,8 @@ impl Manager {
             last_health_check: None,
             last_error: None,
             max_body_bytes: None,
+            memory_max: None,
+            cpu_quota: None,
         };
         self.store.insert_instance(&rec)?;
         if let Some(domain) = custom {

@@ -183,6 +183,10 @@ pub struct CreateRequest {
     pub superuser_password: Option<String>,
     /// The request body limit of its route; `None`: the router's default.
     pub max_body_bytes: Option<u64>,
+    /// systemd's `MemoryMax=` (applied by the systemd runtime).
+    pub memory_max: Option<String>,
+    /// systemd's `CPUQuota=` (applied by the systemd runtime).
+    pub cpu_quota: Option<String>,
 }
 
 /// The result of a create: the instance, and the superuser's credentials
@@ -201,6 +205,10 @@ pub struct UpdateRequest {
     pub port: Option<u32>,
     /// `Some(None)` goes back to the router's default.
     pub max_body_bytes: Option<Option<u64>>,
+    /// `Some(None)` removes the limit.
+    pub memory_max: Option<Option<String>>,
+    /// `Some(None)` removes the limit.
+    pub cpu_quota: Option<Option<String>>,
 }
 
 /// The fleet manager. Shared as `Arc<Manager>`.
@@ -363,13 +371,23 @@ impl Manager {
             .collect())
     }
 
+    /// How to launch an instance. With the systemd runtime this also sets
+    /// the instance's own unit options (its resource limits), so that every
+    /// start, restart and drift check renders the same unit.
     fn spec(&self, rec: &InstanceRecord) -> Result<LaunchSpec> {
-        Ok(LaunchSpec {
+        let spec = LaunchSpec {
             name: InstanceName::parse(&rec.name)?,
             binary: PathBuf::from(&rec.binary_path),
             instance_dir: PathBuf::from(&rec.dir),
             port: rec.port,
-        })
+        };
+        if let AnyRuntime::Systemd(systemd) = self.runtime.as_ref() {
+            let mut options = systemd.config().options.clone();
+            options.memory_max = rec.memory_max.clone();
+            options.cpu_quota = rec.cpu_quota.clone();
+            systemd.set_options(&spec.name, options);
+        }
+        Ok(spec)
     }
 
     /// Resolve and install the binary an instance should run.
@@ -450,6 +468,7 @@ impl Manager {
         if let Some(limit) = req.max_body_bytes {
             crate::model::routing::check_body_limit(limit).map_err(ManagerError::Invalid)?;
         }
+        check_resource_limits(req.memory_max.as_deref(), req.cpu_quota.as_deref())?;
         let superuser = match (&req.superuser_email, &req.superuser_password) {
             (Some(email), password) => {
                 pocketbase::check_email(email)?;
@@ -518,6 +537,8 @@ impl Manager {
                 last_health_check: None,
                 last_error: None,
                 max_body_bytes: req.max_body_bytes,
+                memory_max: req.memory_max.clone(),
+                cpu_quota: req.cpu_quota.clone(),
             };
             self.store.insert_instance(&rec)?;
             rec
@@ -908,6 +929,19 @@ impl Manager {
             }
             rec.max_body_bytes = limit;
         }
+        let mut limits_changed = false;
+        if let Some(memory) = &req.memory_max {
+            check_resource_limits(memory.as_deref(), None)?;
+            limits_changed |= rec.memory_max != *memory;
+            rec.memory_max = memory.clone();
+        }
+        if let Some(quota) = &req.cpu_quota {
+            check_resource_limits(None, quota.as_deref())?;
+            limits_changed |= rec.cpu_quota != *quota;
+            rec.cpu_quota = quota.clone();
+        }
+        // systemd applies new limits at the unit's next start.
+        let limits_need_restart = limits_changed && matches!(*self.runtime, AnyRuntime::Systemd(_));
         let mut port_changed = false;
         if let Some(raw) = req.port {
             let port = ports::check_range(raw)?;
@@ -922,7 +956,7 @@ impl Manager {
         if !port_changed {
             self.store.update_config(&rec, &actor.0)?;
         }
-        if port_changed && rec.desired == DesiredState::Running {
+        if (port_changed || limits_need_restart) && rec.desired == DesiredState::Running {
             let instance = InstanceName::parse(name)?;
             self.runtime.stop(&instance).await?;
             let spec = self.spec(&rec)?;
@@ -1216,6 +1250,8 @@ impl Manager {
                     superuser_email: None,
                     superuser_password: None,
                     max_body_bytes: None,
+                    memory_max: None,
+                    cpu_quota: None,
                 };
                 let result = self
                     .create_inner(req, actor, Some((user, dir, self.cfg.compat.base_port)))
@@ -1787,6 +1823,19 @@ fn archive_dir_to(dir: &Path, name: &str, target: &Path) -> std::io::Result<()> 
     }
     tmp.as_file().sync_all()?;
     tmp.persist(target).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Check `MemoryMax=` and `CPUQuota=` values before they are stored.
+fn check_resource_limits(memory_max: Option<&str>, cpu_quota: Option<&str>) -> Result<()> {
+    if let Some(m) = memory_max {
+        crate::runtime::systemd::unit::check_memory_max(m)
+            .map_err(|e| ManagerError::Invalid(e.to_string()))?;
+    }
+    if let Some(q) = cpu_quota {
+        crate::runtime::systemd::unit::check_cpu_quota(q)
+            .map_err(|e| ManagerError::Invalid(e.to_string()))?;
+    }
     Ok(())
 }
 

@@ -74,6 +74,11 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE instances ADD COLUMN max_body_bytes INTEGER;
     "#,
+    // 4: per-instance resource limits (applied by the systemd runtime).
+    r#"
+    ALTER TABLE instances ADD COLUMN memory_max TEXT;
+    ALTER TABLE instances ADD COLUMN cpu_quota TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -99,6 +99,10 @@ pub struct InstanceRecord {
     pub last_error: Option<String>,
     /// The request body limit of its route; `None`: the router's default.
     pub max_body_bytes: Option<u64>,
+    /// systemd's `MemoryMax=` (systemd runtime).
+    pub memory_max: Option<String>,
+    /// systemd's `CPUQuota=` (systemd runtime).
+    pub cpu_quota: Option<String>,
 }
 
 /// One line of the audit log: who did what, when, with which result.
@@ -173,7 +177,8 @@ fn map_unique(err: rusqlite::Error, rec: &InstanceRecord) -> StoreError {
 const INSTANCE_COLUMNS: &str =
     "name, port, version, binary_path, dir, domain, desired, status, phase, \
      pid, restarts, superuser_email, compat_user, systemd_config_hash, caddy_config_hash, \
-     created_by, created_at, updated_at, last_health_check, last_error, max_body_bytes";
+     created_by, created_at, updated_at, last_health_check, last_error, max_body_bytes, \
+     memory_max, cpu_quota";
 
 fn instance_from_row(row: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, StoreError>> {
     let desired: String = row.get(6)?;
@@ -223,13 +228,15 @@ fn instance_from_row(row: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, S
                 .transpose()?,
             last_error: row.get(19)?,
             max_body_bytes: row.get(20)?,
+            memory_max: row.get(21)?,
+            cpu_quota: row.get(22)?,
         })
     };
     Ok(build())
 }
 
 /// The configuration fields whose changes are kept in `config_history`.
-fn config_fields(rec: &InstanceRecord) -> [(&'static str, Option<String>); 7] {
+fn config_fields(rec: &InstanceRecord) -> [(&'static str, Option<String>); 9] {
     [
         ("port", Some(rec.port.to_string())),
         ("version", Some(rec.version.clone())),
@@ -238,6 +245,8 @@ fn config_fields(rec: &InstanceRecord) -> [(&'static str, Option<String>); 7] {
         ("desired", Some(rec.desired.as_str().to_string())),
         ("superuser_email", rec.superuser_email.clone()),
         ("max_body_bytes", rec.max_body_bytes.map(|b| b.to_string())),
+        ("memory_max", rec.memory_max.clone()),
+        ("cpu_quota", rec.cpu_quota.clone()),
     ]
 }
 
@@ -286,7 +295,7 @@ impl Store {
         conn.execute(
             &format!(
                 "INSERT INTO instances ({INSTANCE_COLUMNS}) VALUES \
-                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"
+                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)"
             ),
             params![
                 rec.name,
@@ -310,6 +319,8 @@ impl Store {
                 rec.last_health_check.map(ts),
                 rec.last_error,
                 rec.max_body_bytes,
+                rec.memory_max,
+                rec.cpu_quota,
             ],
         )
         .map_err(|e| map_unique(e, rec))?;
@@ -392,7 +403,8 @@ impl Store {
         tx.execute(
             "UPDATE instances SET port = ?2, version = ?3, binary_path = ?4, domain = ?5, \
              desired = ?6, superuser_email = ?7, phase = ?8, systemd_config_hash = ?9, \
-             caddy_config_hash = ?10, updated_at = ?11, max_body_bytes = ?12 WHERE name = ?1",
+             caddy_config_hash = ?10, updated_at = ?11, max_body_bytes = ?12, memory_max = ?13, \
+             cpu_quota = ?14 WHERE name = ?1",
             params![
                 rec.name,
                 rec.port,
@@ -406,6 +418,8 @@ impl Store {
                 rec.caddy_config_hash,
                 ts(now),
                 rec.max_body_bytes,
+                rec.memory_max,
+                rec.cpu_quota,
             ],
         )
         .map_err(|e| map_unique(e, rec))?;
@@ -704,6 +718,8 @@ mod tests {
             last_health_check: None,
             last_error: None,
             max_body_bytes: None,
+            memory_max: None,
+            cpu_quota: None,
         }
     }
 

@@ -437,7 +437,8 @@ fn check_user(user: &str) -> Result<(), UnitError> {
     }
 }
 
-fn check_memory_max(raw: &str) -> Result<(), UnitError> {
+/// Check a `MemoryMax=` value.
+pub fn check_memory_max(raw: &str) -> Result<(), UnitError> {
     let digits = raw.strip_suffix(['K', 'M', 'G', 'T', '%']).unwrap_or(raw);
     let ok = raw == "infinity"
         || (!digits.is_empty() && digits.len() <= 20 && digits.chars().all(|c| c.is_ascii_digit()));
@@ -452,7 +453,8 @@ fn check_memory_max(raw: &str) -> Result<(), UnitError> {
     }
 }
 
-fn check_cpu_quota(raw: &str) -> Result<(), UnitError> {
+/// Check a `CPUQuota=` value.
+pub fn check_cpu_quota(raw: &str) -> Result<(), UnitError> {
     let ok = raw.strip_suffix('%').is_some_and(|n| {
         !n.is_empty() && n.len() <= 6 && n.chars().all(|c| c.is_ascii_digit()) && n != "0"
     });
