@@ -39,6 +39,8 @@ pub struct SystemdSettings {
     pub systemctl: PathBuf,
     pub user: crate::runtime::systemd::UnitUser,
     pub log: crate::runtime::systemd::UnitLog,
+    /// `[Service]` settings replacing or adding to the rendered ones.
+    pub overrides: Vec<(String, String)>,
 }
 
 impl Default for SystemdSettings {
@@ -49,6 +51,7 @@ impl Default for SystemdSettings {
             systemctl: PathBuf::from("systemctl"),
             user: crate::runtime::systemd::UnitUser::Named("pockestrator".to_string()),
             log: crate::runtime::systemd::UnitLog::InstanceFile,
+            overrides: Vec::new(),
         }
     }
 }

@@ -67,6 +67,7 @@ pub async fn build_runtime(cfg: &Config) -> anyhow::Result<AnyRuntime> {
             let options = UnitOptions {
                 user: s.user.clone(),
                 log: s.log.clone(),
+                extra: s.overrides.clone(),
                 ..UnitOptions::default()
             };
             let systemd = SystemdRuntime::new(

@@ -99,6 +99,8 @@ impl FakeSystemd {
             self.dir.path().join("systemctl").to_str().unwrap(),
             "--unit-user",
             "root",
+            "--unit-setting",
+            "RestartSec=2s",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -185,6 +187,10 @@ async fn instances_run_as_systemd_units() {
     let text = std::fs::read_to_string(&unit).unwrap();
     assert!(
         text.contains("MemoryMax=512M") && text.contains("CPUQuota=50%"),
+        "{text}"
+    );
+    assert!(
+        text.contains("RestartSec=2s") && !text.contains("RestartSec=1s"),
         "{text}"
     );
     assert!(text.contains(&format!("--http=127.0.0.1:{port}")), "{text}");
@@ -408,4 +414,28 @@ async fn instances_made_by_the_seed_script_are_imported_without_a_restart() {
     assert_eq!(again["units"][0]["action"], "skipped", "{again}");
     let (_, events) = d.get("/api/v1/events?instance=moots").await;
     assert_eq!(events["events"][0]["action"], "import", "{events}");
+}
+
+#[test]
+fn unit_settings_cannot_replace_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in ["ExecStart=/bin/sh", "Evil\nKey=1", "NoEquals"] {
+        let out = std::process::Command::new(crate::support::daemon::BIN)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args([
+                "serve",
+                "--runtime",
+                "systemd",
+                "--listen",
+                "none",
+                "--unit-setting",
+                bad,
+            ])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{bad:?} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--unit-setting"), "{bad:?}: {err}");
+    }
 }

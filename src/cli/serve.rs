@@ -88,6 +88,11 @@ pub struct ServeArgs {
     /// instance's log file, as with the embedded supervisor) or `journal`.
     #[arg(long, default_value = "file", value_name = "WHERE")]
     pub unit_log: String,
+    /// With --runtime systemd: a [Service] setting replacing or adding to
+    /// the hardened defaults, e.g. "ProtectHome=read-only" or
+    /// "MemoryDenyWriteExecute=no" (repeatable).
+    #[arg(long = "unit-setting", value_name = "KEY=VALUE")]
+    pub unit_settings: Vec<String>,
     /// How requests reach instances: `embedded` (the daemon's own proxy),
     /// `caddy` (Caddy's admin API), `caddyfile` (managed blocks in a
     /// Caddyfile, then a reload) or `none`.
@@ -197,6 +202,16 @@ pub fn config(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<Config> {
         "journal" => UnitLog::Journal,
         other => anyhow::bail!("--unit-log {other:?}: use file or journal"),
     };
+    for raw in &args.unit_settings {
+        let (key, value) = raw
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--unit-setting {raw:?}: write KEY=VALUE"))?;
+        crate::runtime::systemd::unit::check_override(key.trim(), value.trim())
+            .map_err(|e| anyhow::anyhow!("--unit-setting: {e}"))?;
+        cfg.systemd
+            .overrides
+            .push((key.trim().to_string(), value.trim().to_string()));
+    }
     let routing = &mut cfg.routing;
     routing.kind = args.router;
     routing.proxy_listen = args.proxy_listen;

@@ -469,7 +469,8 @@ pub fn check_cpu_quota(raw: &str) -> Result<(), UnitError> {
     }
 }
 
-fn check_override(key: &str, value: &str) -> Result<(), UnitError> {
+/// Check one `[Service]` override (`--unit-setting KEY=VALUE`).
+pub fn check_override(key: &str, value: &str) -> Result<(), UnitError> {
     let key_ok = !key.is_empty()
         && key.len() <= 64
         && key.starts_with(|c: char| c.is_ascii_uppercase())
