@@ -278,15 +278,30 @@ fn admin_router(admin: &Admin, listen: u16) -> CaddyAdminRouter {
     .unwrap()
 }
 
-/// GET `http://127.0.0.1:PORT/PATH` with `Host: host`: status and body.
+/// GET `http://127.0.0.1:PORT/PATH` with `Host: host`: status and body;
+/// status 0 and the error when the request fails (Caddy swaps its
+/// listeners on config changes, so a poll may hit the moment in between).
 async fn through(port: u16, host: &str, path: &str) -> (u16, String) {
-    let r = reqwest::Client::new()
-        .get(format!("http://127.0.0.1:{port}{path}"))
-        .header("Host", host)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut last = String::new();
+    // A connection refused while Caddy swaps listeners is retried briefly;
+    // any HTTP answer is returned as it is.
+    for _ in 0..40 {
+        let sent = client
+            .get(format!("http://127.0.0.1:{port}{path}"))
+            .header("Host", host)
+            .send()
+            .await;
+        match sent {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                return (status, r.text().await.unwrap_or_default());
+            }
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    (0, last)
 }
 
 /// Wait until a host through Caddy answers `/` with `want` (a PocketBase

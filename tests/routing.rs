@@ -14,13 +14,21 @@ use crate::support::{deps_dir, free_port, wait_until, PB_NEW};
 /// GET through a router with a given Host header; the status, or 0 when
 /// the router cannot be reached.
 async fn via(http: &reqwest::Client, router: SocketAddr, host: &str, path: &str) -> u16 {
-    http.get(format!("http://{router}{path}"))
-        .header(reqwest::header::HOST, host)
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
+    // Caddy swaps its listeners on config changes: a refused connection
+    // is retried briefly; any HTTP answer is returned as it is.
+    for _ in 0..40 {
+        let sent = http
+            .get(format!("http://{router}{path}"))
+            .header(reqwest::header::HOST, host)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
+        if let Ok(r) = sent {
+            return r.status().as_u16();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    0
 }
 
 #[tokio::test(flavor = "multi_thread")]
