@@ -500,6 +500,9 @@ def run_pockestrator(args, work: Path, ports: list[int], binary: Path, res: Resu
                 [
                     str(POCKESTRATOR), "--data-dir", str(root), "serve",
                     "--listen", f"{LOOPBACK}:0",
+                    # The default router (embedded proxy) on a free port, so
+                    # a busy 8080 does not stop the benchmark.
+                    "--proxy-listen", f"{LOOPBACK}:0",
                     "--release-source", str(MIRROR),
                 ],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
