@@ -58,11 +58,6 @@ pub fn generate_password() -> String {
     Alphanumeric.sample_string(&mut rand::thread_rng(), 24)
 }
 
-/// PocketBase ≥ 0.23 has `superuser upsert`; before, `admin create|update`.
-pub fn has_superuser_command(version: &Version) -> bool {
-    crate::model::version::has_superuser_command(version)
-}
-
 /// Create or reset the superuser `email` of the PocketBase whose data dir is
 /// `data_dir`. Works whether that PocketBase is running or not.
 ///
@@ -78,7 +73,8 @@ pub async fn upsert_superuser(
     check_email(email)?;
     check_password(password)?;
     let dir = format!("--dir={}", data_dir.display());
-    if has_superuser_command(version) {
+    // PocketBase ≥ 0.23 has `superuser upsert`; before, `admin create|update`.
+    if crate::model::version::has_superuser_command(version) {
         run(
             binary,
             &["superuser", "upsert", email, password, &dir],

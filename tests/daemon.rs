@@ -9,6 +9,26 @@ use serde_json::{json, Value};
 use crate::support::daemon::{alive, superuser_auth, Daemon};
 use crate::support::{fake_binary, free_port, wait_until, PB_NEW, PB_OLD};
 
+/// Create an instance with the superuser admin@example.com; the instance
+/// and its generated password.
+fn create_with_admin(d: &Daemon, name: &str, version: &str, port: &str) -> (Value, String) {
+    let created = d.cli_json(&[
+        "create",
+        name,
+        "--version",
+        version,
+        "--port",
+        port,
+        "--superuser-email",
+        "admin@example.com",
+    ]);
+    let password = created["superuser"]["password"]
+        .as_str()
+        .expect("a generated password")
+        .to_string();
+    (created, password)
+}
+
 fn port_of(v: &Value) -> u64 {
     v["port"].as_u64().expect("port")
 }
@@ -258,20 +278,7 @@ async fn parallel_creates_get_distinct_ports() {
 async fn upgrade_keeps_data_and_a_failed_upgrade_rolls_back() {
     let d = Daemon::start().await;
     let port = free_port().to_string();
-    let created = d.cli_json(&[
-        "create",
-        "up",
-        "--version",
-        PB_OLD,
-        "--port",
-        &port,
-        "--superuser-email",
-        "admin@example.com",
-    ]);
-    let password = created["superuser"]["password"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (created, password) = create_with_admin(&d, "up", PB_OLD, &port);
     let port = port_of(&created);
 
     let upgraded = d.cli_json(&["upgrade", "up", "--version", PB_NEW]);
@@ -737,21 +744,8 @@ async fn update_records_configuration_history() {
 async fn pocketbase_before_0_23_gets_an_admin_instead_of_a_superuser() {
     let d = Daemon::start().await;
     let port = free_port().to_string();
-    let created = d.cli_json(&[
-        "create",
-        "legacy",
-        "--version",
-        crate::support::PB_LEGACY,
-        "--port",
-        &port,
-        "--superuser-email",
-        "admin@example.com",
-    ]);
+    let (created, password) = create_with_admin(&d, "legacy", crate::support::PB_LEGACY, &port);
     assert_eq!(created["status"], "running", "{created}");
-    let password = created["superuser"]["password"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let admin_auth = |password: String| {
         let http = d.http.clone();
         let port = port.clone();
@@ -833,20 +827,7 @@ fn leave_an_interrupted_upgrade(
 async fn an_upgrade_cut_short_by_a_daemon_crash_is_rolled_back() {
     let mut d = Daemon::start().await;
     let port = free_port().to_string();
-    let created = d.cli_json(&[
-        "create",
-        "midway",
-        "--version",
-        PB_OLD,
-        "--port",
-        &port,
-        "--superuser-email",
-        "admin@example.com",
-    ]);
-    let password = created["superuser"]["password"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (_, password) = create_with_admin(&d, "midway", PB_OLD, &port);
     d.kill9();
     let broken = fake_binary(d.data_dir(), "0.99.0", "exit 1");
     leave_an_interrupted_upgrade(&d, "midway", "0.99.0", broken.to_str().unwrap(), true);
