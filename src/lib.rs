@@ -16,6 +16,7 @@
 //! - [`manager`]: every mutation goes through here, whichever door it came in by.
 //! - [`health`]: the probe loop.
 //! - [`doctor`]: checks of the host (disk, limits, inotify, Caddy, systemd).
+//! - [`procstat`]: per-process CPU, memory and uptime from `/proc`.
 //! - [`api`]: the axum HTTP API (`/api/v1`, seed 001's compatibility API).
 //! - [`daemon`]: wiring and graceful shutdown.
 //! - [`client`]: typed client of the API over the unix socket or TCP.
@@ -32,6 +33,7 @@ pub mod health;
 pub mod manager;
 pub mod model;
 pub mod pocketbase;
+pub mod procstat;
 pub mod release;
 pub mod router;
 pub mod runtime;

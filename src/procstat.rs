@@ -1,0 +1,504 @@
+//! Per-process CPU, memory and uptime read from `/proc`, for the dashboard.
+//!
+//! The dashboard shows, for each supervised instance, how long its process
+//! has been running, how much CPU it used since the previous refresh and how
+//! much memory it holds. The kernel already keeps all of that, so this module
+//! reads it rather than asking the instances:
+//!
+//! - `/proc/<pid>/stat`: `utime` + `stime` (CPU time used, in clock ticks)
+//!   and `starttime` (when the process started, in clock ticks after boot);
+//! - `/proc/<pid>/statm`: resident pages, times the page size = RSS bytes;
+//! - `/proc/uptime`: seconds since boot, to turn `starttime` into an age.
+//!
+//! CPU usage is a rate, so it needs two samples: [`Sampler`] keeps the
+//! previous [`ProcSample`] of each pid and turns each new one into
+//! [`ProcStats`]. A pid reused by another process is recognised by its start
+//! time and counted as a first sample.
+//!
+//! Split as the rest of the code: the parsers ([`parse_stat`],
+//! [`parse_statm_rss`], [`parse_uptime`]) and the math ([`cpu_percent`],
+//! [`process_uptime`], [`stats`]) are pure and unit-tested with fixed texts;
+//! [`read_sample`] and [`Sampler::sample`] are the thin layer that reads
+//! `/proc`. Nothing here panics on malformed input: it yields `None`.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// The CPU and start times of one process, from `/proc/<pid>/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatTimes {
+    /// Field 14: time scheduled in user mode, in clock ticks.
+    pub utime: u64,
+    /// Field 15: time scheduled in kernel mode, in clock ticks.
+    pub stime: u64,
+    /// Field 22: when the process started, in clock ticks after boot.
+    pub starttime: u64,
+}
+
+/// Parses the text of `/proc/<pid>/stat`.
+///
+/// Field 2 (`comm`) is in parentheses and may itself hold spaces and `)`,
+/// so the fields after it are found after the last `)`. Returns `None` on
+/// anything malformed.
+pub fn parse_stat(text: &str) -> Option<StatTimes> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    if close < open {
+        return None;
+    }
+    // Fields 3.. (1-based, as in proc(5)): index 0 here is field 3 (state).
+    let fields: Vec<&str> = text[close + 1..].split_whitespace().collect();
+    let field = |n: usize| -> Option<u64> { fields.get(n.checked_sub(3)?)?.parse().ok() };
+    Some(StatTimes {
+        utime: field(14)?,
+        stime: field(15)?,
+        starttime: field(22)?,
+    })
+}
+
+/// Parses the text of `/proc/<pid>/statm` into the resident set size in
+/// bytes: its second field (resident pages) times `page_size`.
+///
+/// Returns `None` on anything malformed or if the product overflows.
+pub fn parse_statm_rss(text: &str, page_size: u64) -> Option<u64> {
+    let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
+    pages.checked_mul(page_size)
+}
+
+/// Parses the text of `/proc/uptime` into the seconds since boot (its first
+/// field). Returns `None` on anything malformed, negative or not finite.
+pub fn parse_uptime(text: &str) -> Option<f64> {
+    let secs: f64 = text.split_whitespace().next()?.parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then_some(secs)
+}
+
+/// One reading of a process, by [`read_sample`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProcSample {
+    /// The process read.
+    pub pid: u32,
+    /// CPU time used so far (`utime` + `stime`), in clock ticks.
+    pub cpu_ticks: u64,
+    /// When the process started, in clock ticks after boot; tells a reused
+    /// pid from the process seen before.
+    pub start_ticks: u64,
+    /// Resident set size, in bytes.
+    pub rss_bytes: u64,
+    /// When `cpu_ticks` was read.
+    pub taken_at: Instant,
+    /// The system's uptime when the sample was taken, in seconds.
+    pub uptime_secs: f64,
+}
+
+/// What the dashboard shows for one process.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProcStats {
+    /// How long the process has been running.
+    pub uptime: Duration,
+    /// CPU used since the previous sample, in percent of one core (so above
+    /// 100 on several cores); `None` on the first sample of a process.
+    pub cpu_percent: Option<f64>,
+    /// Resident set size, in bytes.
+    pub rss_bytes: u64,
+}
+
+/// CPU used between two samples of the same process, in percent of one core.
+///
+/// `None` if the samples are of different processes (pid or start time
+/// differ), if no time passed between them, if the CPU time went backwards
+/// or if `ticks_per_sec` is 0.
+pub fn cpu_percent(prev: &ProcSample, cur: &ProcSample, ticks_per_sec: u64) -> Option<f64> {
+    if prev.pid != cur.pid || prev.start_ticks != cur.start_ticks || ticks_per_sec == 0 {
+        return None;
+    }
+    let ticks = cur.cpu_ticks.checked_sub(prev.cpu_ticks)?;
+    let elapsed = cur.taken_at.checked_duration_since(prev.taken_at)?;
+    let elapsed = elapsed.as_secs_f64();
+    if elapsed <= 0.0 {
+        return None;
+    }
+    Some(ticks as f64 / ticks_per_sec as f64 / elapsed * 100.0)
+}
+
+/// How long the process had been running when `sample` was taken: system
+/// uptime minus its start time, clamped at zero.
+pub fn process_uptime(sample: &ProcSample, ticks_per_sec: u64) -> Duration {
+    if ticks_per_sec == 0 {
+        return Duration::ZERO;
+    }
+    let started = sample.start_ticks as f64 / ticks_per_sec as f64;
+    Duration::try_from_secs_f64(sample.uptime_secs - started).unwrap_or(Duration::ZERO)
+}
+
+/// The stats of `cur`, with CPU usage measured since `prev` (the previous
+/// sample of that pid, if any).
+pub fn stats(prev: Option<&ProcSample>, cur: &ProcSample, ticks_per_sec: u64) -> ProcStats {
+    ProcStats {
+        uptime: process_uptime(cur, ticks_per_sec),
+        cpu_percent: prev.and_then(|prev| cpu_percent(prev, cur, ticks_per_sec)),
+        rss_bytes: cur.rss_bytes,
+    }
+}
+
+/// Reads one sample of `pid` from `/proc`; `None` if the process is gone
+/// (or its files could not be read or parsed).
+pub fn read_sample(pid: u32) -> Option<ProcSample> {
+    read_sample_with(pid, read_uptime()?, page_size())
+}
+
+fn read_uptime() -> Option<f64> {
+    parse_uptime(&std::fs::read_to_string("/proc/uptime").ok()?)
+}
+
+fn page_size() -> u64 {
+    u64::try_from(rustix::param::page_size()).unwrap_or(u64::MAX)
+}
+
+fn read_sample_with(pid: u32, uptime_secs: f64, page_size: u64) -> Option<ProcSample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let taken_at = Instant::now();
+    let times = parse_stat(&stat)?;
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    Some(ProcSample {
+        pid,
+        cpu_ticks: times.utime.saturating_add(times.stime),
+        start_ticks: times.starttime,
+        rss_bytes: parse_statm_rss(&statm, page_size)?,
+        taken_at,
+        uptime_secs,
+    })
+}
+
+/// Samples a set of processes again and again, keeping the previous sample
+/// of each pid to measure CPU usage between calls.
+#[derive(Debug)]
+pub struct Sampler {
+    previous: HashMap<u32, ProcSample>,
+    ticks_per_sec: u64,
+    page_size: u64,
+}
+
+impl Default for Sampler {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sampler {
+    /// A sampler that has seen nothing yet.
+    pub fn new() -> Self {
+        Self {
+            previous: HashMap::new(),
+            ticks_per_sec: rustix::param::clock_ticks_per_second(),
+            page_size: page_size(),
+        }
+    }
+
+    /// Samples `pids` and returns the stats of those still running.
+    ///
+    /// Only the samples of `pids` are kept for the next call: pids not given
+    /// (or gone) are forgotten, so memory follows the current set.
+    pub fn sample(&mut self, pids: &[u32]) -> HashMap<u32, ProcStats> {
+        let mut current = HashMap::with_capacity(pids.len());
+        let mut out = HashMap::with_capacity(pids.len());
+        if let Some(uptime_secs) = read_uptime() {
+            for &pid in pids {
+                if current.contains_key(&pid) {
+                    continue;
+                }
+                let Some(sample) = read_sample_with(pid, uptime_secs, self.page_size) else {
+                    continue;
+                };
+                out.insert(
+                    pid,
+                    stats(self.previous.get(&pid), &sample, self.ticks_per_sec),
+                );
+                current.insert(pid, sample);
+            }
+        }
+        self.previous = current;
+        out
+    }
+}
+
+/// Bytes for people: `512 B`, `1.5 KiB`, `17.5 MiB`, `2.0 GiB` (binary
+/// units, one decimal above bytes).
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    // Move up while the value would print as 1024.0 or more.
+    while value >= 1023.95 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// A duration for people, in its two largest units: `45s`, `3m 12s`,
+/// `2h 5m`, `3d 4h` (fractions of a second are dropped).
+pub fn human_duration(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    let (days, hours, mins, secs) = (
+        secs / 86_400,
+        secs % 86_400 / 3_600,
+        secs % 3_600 / 60,
+        secs % 60,
+    );
+    if days > 0 {
+        format!("{days}d {hours}h")
+    } else if hours > 0 {
+        format!("{hours}h {mins}m")
+    } else if mins > 0 {
+        format!("{mins}m {secs}s")
+    } else {
+        format!("{secs}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A line laid out as in proc(5): 52 fields, comm "(bash)".
+    const STAT: &str = "1234 (bash) S 1 1234 1234 34816 5678 4194304 2000 30000 5 10 \
+        150 42 7 3 20 0 1 0 987654 12345678 900 18446744073709551615 1 1 0 0 0 0 \
+        65536 3686404 1266761467 0 0 0 17 3 0 0 0 0 0 0 0 0 0 0 0 0 0\n";
+
+    #[test]
+    fn stat_fields_by_proc5_numbering() {
+        assert_eq!(
+            parse_stat(STAT),
+            Some(StatTimes {
+                utime: 150,
+                stime: 42,
+                starttime: 987654
+            })
+        );
+    }
+
+    #[test]
+    fn stat_comm_with_spaces_and_parens() {
+        let text = STAT.replace("(bash)", "(a) b) c)");
+        assert_eq!(parse_stat(&text).map(|t| t.starttime), Some(987654));
+        let text = STAT.replace("(bash)", "((a) b) c)");
+        assert_eq!(parse_stat(&text).map(|t| t.starttime), Some(987654));
+        let text = STAT.replace("(bash)", "(pocket base) )");
+        assert_eq!(parse_stat(&text).map(|t| t.utime), Some(150));
+        let text = STAT.replace("(bash)", "()");
+        assert_eq!(parse_stat(&text).map(|t| t.stime), Some(42));
+    }
+
+    #[test]
+    fn stat_malformed_is_none() {
+        // Truncated just before starttime.
+        let cut = STAT.find(" 987654").unwrap_or(STAT.len());
+        assert_eq!(parse_stat(&STAT[..cut]), None);
+        // Cut inside comm: no closing parenthesis.
+        assert_eq!(parse_stat("1234 (ba"), None);
+        // A ")" before any "(".
+        assert_eq!(
+            parse_stat("1234 ) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14"),
+            None
+        );
+        // A field that is not a number.
+        assert_eq!(parse_stat(&STAT.replace(" 150 ", " x ")), None);
+        assert_eq!(parse_stat(&STAT.replace(" 42 ", " -42 ")), None);
+        for garbage in ["", "()", ")(", "garbage", "\u{0}\u{fffd}(", "1 (a) S"] {
+            assert_eq!(parse_stat(garbage), None, "{garbage:?}");
+        }
+    }
+
+    #[test]
+    fn statm_rss_is_second_field_in_pages() {
+        assert_eq!(
+            parse_statm_rss("5000 1200 300 10 0 800 0\n", 4096),
+            Some(1200 * 4096)
+        );
+        assert_eq!(parse_statm_rss("0 0 0 0 0 0 0", 4096), Some(0));
+        assert_eq!(parse_statm_rss("5000", 4096), None);
+        assert_eq!(parse_statm_rss("", 4096), None);
+        assert_eq!(parse_statm_rss("5000 lots", 4096), None);
+        assert_eq!(
+            parse_statm_rss(&format!("1 {}", u64::MAX), 4096),
+            None,
+            "overflow"
+        );
+    }
+
+    #[test]
+    fn uptime_is_first_field() {
+        assert_eq!(parse_uptime("350735.47 234388.90\n"), Some(350735.47));
+        assert_eq!(parse_uptime("12 3"), Some(12.0));
+        for garbage in ["", "\n", "abc 1.0", "-1.0 2.0", "NaN 1", "inf 1"] {
+            assert_eq!(parse_uptime(garbage), None, "{garbage:?}");
+        }
+    }
+
+    fn sample(cpu_ticks: u64, start_ticks: u64, taken_at: Instant) -> ProcSample {
+        ProcSample {
+            pid: 42,
+            cpu_ticks,
+            start_ticks,
+            rss_bytes: 1 << 20,
+            taken_at,
+            uptime_secs: 1000.0,
+        }
+    }
+
+    #[test]
+    fn cpu_percent_of_one_core() {
+        let t0 = Instant::now();
+        let t2 = t0 + Duration::from_secs(2);
+        let prev = sample(1000, 500, t0);
+        // 100 ticks at 100 Hz over 2 s: half a core.
+        assert_eq!(cpu_percent(&prev, &sample(1100, 500, t2), 100), Some(50.0));
+        // 400 ticks: two cores.
+        assert_eq!(cpu_percent(&prev, &sample(1400, 500, t2), 100), Some(200.0));
+        assert_eq!(cpu_percent(&prev, &sample(1000, 500, t2), 100), Some(0.0));
+    }
+
+    #[test]
+    fn cpu_percent_none_when_not_comparable() {
+        let t0 = Instant::now();
+        let t2 = t0 + Duration::from_secs(2);
+        let prev = sample(1000, 500, t0);
+        // Pid reused by a new process: fewer ticks, different start.
+        assert_eq!(cpu_percent(&prev, &sample(10, 900, t2), 100), None);
+        assert_eq!(cpu_percent(&prev, &sample(5000, 900, t2), 100), None);
+        let other = ProcSample {
+            pid: 43,
+            ..sample(1100, 500, t2)
+        };
+        assert_eq!(cpu_percent(&prev, &other, 100), None);
+        // No time passed, time went backwards, ticks went backwards.
+        assert_eq!(cpu_percent(&prev, &sample(1100, 500, t0), 100), None);
+        assert_eq!(cpu_percent(&sample(900, 500, t2), &prev, 100), None);
+        assert_eq!(cpu_percent(&prev, &sample(900, 500, t2), 100), None);
+        assert_eq!(cpu_percent(&prev, &sample(1100, 500, t2), 0), None);
+    }
+
+    #[test]
+    fn uptime_from_start_ticks() {
+        let now = Instant::now();
+        // Booted 1000 s ago, started at tick 25_000 at 100 Hz = 250 s.
+        assert_eq!(
+            process_uptime(&sample(0, 25_000, now), 100),
+            Duration::from_secs(750)
+        );
+        assert_eq!(
+            process_uptime(&sample(0, 0, now), 100),
+            Duration::from_secs(1000)
+        );
+        // Started "after" the uptime was read: clamped at zero.
+        assert_eq!(
+            process_uptime(&sample(0, 200_000, now), 100),
+            Duration::ZERO
+        );
+        assert_eq!(process_uptime(&sample(0, 0, now), 0), Duration::ZERO);
+        let odd = ProcSample {
+            uptime_secs: f64::NAN,
+            ..sample(0, 0, now)
+        };
+        assert_eq!(process_uptime(&odd, 100), Duration::ZERO);
+    }
+
+    #[test]
+    fn stats_first_sample_and_reused_pid() {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(1);
+        let first = sample(100, 500, t0);
+        let s = stats(None, &first, 100);
+        assert_eq!(s.cpu_percent, None);
+        assert_eq!(s.rss_bytes, 1 << 20);
+        assert_eq!(s.uptime, Duration::from_secs(995));
+        assert_eq!(
+            stats(Some(&first), &sample(125, 500, t1), 100).cpu_percent,
+            Some(25.0)
+        );
+        assert_eq!(
+            stats(Some(&first), &sample(3, 90_000, t1), 100).cpu_percent,
+            None
+        );
+    }
+
+    #[test]
+    fn human_bytes_boundaries() {
+        let cases = [
+            (0, "0 B"),
+            (512, "512 B"),
+            (1023, "1023 B"),
+            (1024, "1.0 KiB"),
+            (1536, "1.5 KiB"),
+            ((1 << 20) - 1, "1.0 MiB"),
+            (1 << 20, "1.0 MiB"),
+            (17 * (1 << 20) + (1 << 19), "17.5 MiB"),
+            ((1 << 30) - (1 << 20), "1023.0 MiB"),
+            (2 * (1 << 30), "2.0 GiB"),
+            (1 << 40, "1.0 TiB"),
+            (u64::MAX, "16.0 EiB"),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(human_bytes(bytes), want, "{bytes}");
+        }
+    }
+
+    #[test]
+    fn human_duration_boundaries() {
+        let cases = [
+            (0, "0s"),
+            (45, "45s"),
+            (59, "59s"),
+            (60, "1m 0s"),
+            (192, "3m 12s"),
+            (3_599, "59m 59s"),
+            (3_600, "1h 0m"),
+            (2 * 3_600 + 5 * 60 + 59, "2h 5m"),
+            (86_399, "23h 59m"),
+            (86_400, "1d 0h"),
+            (3 * 86_400 + 4 * 3_600 + 59 * 60, "3d 4h"),
+            (400 * 86_400, "400d 0h"),
+        ];
+        for (secs, want) in cases {
+            assert_eq!(human_duration(Duration::from_secs(secs)), want, "{secs}");
+        }
+        assert_eq!(human_duration(Duration::from_millis(999)), "0s");
+    }
+
+    #[test]
+    fn live_sample_of_this_process() {
+        let pid = std::process::id();
+        let mut sampler = Sampler::new();
+        let first = sampler.sample(&[pid]);
+        let first = first.get(&pid).expect("this process is running");
+        assert_eq!(first.cpu_percent, None);
+
+        // Busy work, so some CPU time passes between the samples.
+        let start = Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < Duration::from_millis(50) {
+            for i in 0..10_000u64 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+            }
+        }
+
+        let second = sampler.sample(&[pid]);
+        let second = second.get(&pid).expect("this process is running");
+        assert!(second.rss_bytes > 0);
+        assert!(second.uptime < Duration::from_secs(86_400), "{second:?}");
+        let cpu = second.cpu_percent.expect("a second sample has a CPU rate");
+        assert!(cpu >= 0.0, "{second:?}");
+
+        assert!(read_sample(pid).is_some());
+        // Beyond the kernel's pid limit: never a process.
+        assert_eq!(read_sample(u32::MAX), None);
+        let gone = sampler.sample(&[pid, u32::MAX, pid]);
+        assert_eq!(gone.len(), 1);
+        // Pids not asked for are forgotten.
+        assert!(sampler.sample(&[]).is_empty());
+        assert!(sampler.previous.is_empty());
+    }
+}
