@@ -211,8 +211,16 @@ pub async fn run(
             })
             .await
     });
+    let stats = crate::dashboard::stats::StatsHub::new();
+    let dashboard = crate::dashboard::Dashboard::new(
+        manager.clone(),
+        state.token.clone(),
+        stats.clone(),
+        stop_rx.clone(),
+    );
     let tcp_server = listeners.tcp.map(|tcp| {
         let app = api::tcp_router(state.clone())
+            .merge(crate::dashboard::router(dashboard))
             .into_make_service_with_connect_info::<std::net::SocketAddr>();
         let mut tcp_stop = stop_rx.clone();
         tokio::spawn(async move {
@@ -226,6 +234,7 @@ pub async fn run(
     manager.recover().await?;
     let mut background = vec![
         tokio::spawn(crate::health::run_loop(manager.clone(), stop_rx.clone())),
+        tokio::spawn(stats.run(manager.clone(), stop_rx.clone())),
         tokio::spawn(manager.clone().route_loop(stop_rx.clone())),
     ];
     if matches!(runtime.as_ref(), AnyRuntime::Systemd(_)) {
@@ -386,6 +395,10 @@ pub async fn serve(mut cfg: Config) -> anyhow::Result<()> {
     if let Some(t) = &tcp {
         eprintln!(
             "pockestrator: API on http://{} (bearer token: `pockestrator token`)",
+            t.local_addr()?
+        );
+        eprintln!(
+            "pockestrator: dashboard on http://{}/ui/ (sign in with the same token)",
             t.local_addr()?
         );
     }

@@ -5,10 +5,34 @@
 //! and whose process is alive, all at once; the manager applies the
 //! verdicts (state changes, restarts) and stores `last_health_check`.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
 
 use crate::manager::Manager;
 use crate::model::Status;
+
+/// One probe's result, kept in a short per-instance history for the
+/// dashboard (in memory: it starts empty when the daemon starts).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct HealthSample {
+    pub at: DateTime<Utc>,
+    pub healthy: bool,
+    /// How long the probe took, in milliseconds.
+    pub latency_ms: u32,
+}
+
+/// How many probes per instance the history keeps.
+pub const HISTORY_LEN: usize = 60;
+
+/// Append to a bounded history, dropping the oldest.
+pub fn remember(history: &mut VecDeque<HealthSample>, sample: HealthSample) {
+    while history.len() >= HISTORY_LEN {
+        history.pop_front();
+    }
+    history.push_back(sample);
+}
 
 /// What to do after one probe of one instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +65,29 @@ pub fn verdict(
         Verdict::Restart
     } else {
         Verdict::Unhealthy
+    }
+}
+
+#[cfg(test)]
+mod history_tests {
+    use super::*;
+
+    #[test]
+    fn history_is_bounded() {
+        let mut h = VecDeque::new();
+        for i in 0..(HISTORY_LEN as u32 + 5) {
+            remember(
+                &mut h,
+                HealthSample {
+                    at: Utc::now(),
+                    healthy: i % 2 == 0,
+                    latency_ms: i,
+                },
+            );
+        }
+        assert_eq!(h.len(), HISTORY_LEN);
+        assert_eq!(h.front().unwrap().latency_ms, 5);
+        assert_eq!(h.back().unwrap().latency_ms, HISTORY_LEN as u32 + 4);
     }
 }
 

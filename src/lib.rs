@@ -18,6 +18,7 @@
 //! - [`doctor`]: checks of the host (disk, limits, inotify, Caddy, systemd).
 //! - [`procstat`]: per-process CPU, memory and uptime from `/proc`.
 //! - [`api`]: the axum HTTP API (`/api/v1`, seed 001's compatibility API).
+//! - [`dashboard`]: the web UI under `/ui/` (Datastar over SSE).
 //! - [`daemon`]: wiring and graceful shutdown.
 //! - [`client`]: typed client of the API over the unix socket or TCP.
 //! - [`cli`]: clap commands; reaches the daemon only through `client`.
@@ -27,6 +28,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod dashboard;
 pub mod doctor;
 pub mod events;
 pub mod health;

@@ -7,6 +7,7 @@ mod support;
 mod caddy;
 mod compat;
 mod daemon;
+mod dashboard;
 mod proxy;
 mod release;
 mod routing;

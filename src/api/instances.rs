@@ -385,7 +385,10 @@ pub async fn instance_logs(
 
 /// New bytes of a log file as they are appended; starts over from the top
 /// when the file shrinks (it was rotated or truncated).
-fn follow_file(path: PathBuf, offset: u64) -> impl Stream<Item = Result<Bytes, Infallible>> {
+pub(crate) fn follow_file(
+    path: PathBuf,
+    offset: u64,
+) -> impl Stream<Item = Result<Bytes, Infallible>> {
     futures::stream::unfold((path, offset), |(path, mut offset)| async move {
         use std::io::{Read, Seek, SeekFrom};
         loop {

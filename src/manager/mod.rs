@@ -197,6 +197,31 @@ pub struct Created {
     pub superuser: Option<(String, String)>,
 }
 
+/// A create form's fields as typed (see [`Manager::check_create_fields`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CreateFields<'a> {
+    pub name: &'a str,
+    pub port: &'a str,
+    pub domain: &'a str,
+    pub email: &'a str,
+}
+
+/// The message for each invalid field; `None`: the field is fine.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldErrors {
+    pub name: Option<String>,
+    pub port: Option<String>,
+    pub domain: Option<String>,
+    pub email: Option<String>,
+}
+
+impl FieldErrors {
+    /// Whether every field is fine.
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none() && self.port.is_none() && self.domain.is_none() && self.email.is_none()
+    }
+}
+
 /// A partial update of an instance's configuration.
 #[derive(Debug, Clone, Default)]
 pub struct UpdateRequest {
@@ -223,6 +248,8 @@ pub struct Manager {
     instance_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     allocation: tokio::sync::Mutex<()>,
     health_failures: Mutex<HashMap<String, u32>>,
+    /// The last probes of each instance, newest last.
+    health_log: Mutex<HashMap<String, std::collections::VecDeque<health::HealthSample>>>,
     router: Arc<AnyRouter>,
     /// The route last put for each instance, so unchanged routes are not
     /// sent again.
@@ -258,6 +285,7 @@ impl Manager {
             instance_locks: Mutex::new(HashMap::new()),
             allocation: tokio::sync::Mutex::new(()),
             health_failures: Mutex::new(HashMap::new()),
+            health_log: Mutex::new(HashMap::new()),
             router,
             last_routes: Mutex::new(HashMap::new()),
             route_tx,
@@ -436,6 +464,60 @@ impl Manager {
                 Ok(port)
             }
             None => Ok(ports::next_port(&used, port_is_free)?),
+        }
+    }
+
+    /// Check a create form's fields as typed, each on its own, with the
+    /// same rules and messages a create gives (the dashboard's inline
+    /// validation). Empty optional fields are valid.
+    pub fn check_create_fields(&self, fields: &CreateFields<'_>) -> FieldErrors {
+        let name = match InstanceName::parse(fields.name) {
+            Err(e) => Some(ManagerError::from(e).to_string()),
+            Ok(n) => match self.store.get_instance(n.as_str()) {
+                Ok(Some(_)) => Some(StoreError::NameTaken(n.to_string()).to_string()),
+                Ok(None) => None,
+                Err(e) => Some(ManagerError::from(e).to_string()),
+            },
+        };
+        let port = match fields.port.trim() {
+            "" => None,
+            raw => match raw.parse::<u32>() {
+                Err(_) => Some(format!(
+                    "port {} is not a number: give one from {} to 65535, or leave it empty to get one",
+                    shown(raw),
+                    ports::MIN_PORT
+                )),
+                Ok(p) => self.choose_port(Some(p)).err().map(|e| e.to_string()),
+            },
+        };
+        let domain = match fields.domain.trim() {
+            "" => None,
+            raw => match Domain::parse(raw) {
+                Err(e) => Some(ManagerError::from(e).to_string()),
+                Ok(d) => match self.store.domain_owner(d.as_str()) {
+                    Ok(Some(owner)) => Some(
+                        StoreError::DomainTaken {
+                            domain: d.to_string(),
+                            owner,
+                        }
+                        .to_string(),
+                    ),
+                    Ok(None) => None,
+                    Err(e) => Some(ManagerError::from(e).to_string()),
+                },
+            },
+        };
+        let email = match fields.email.trim() {
+            "" => None,
+            raw => pocketbase::check_email(raw)
+                .err()
+                .map(|e| ManagerError::from(e).to_string()),
+        };
+        FieldErrors {
+            name,
+            port,
+            domain,
+            email,
         }
     }
 
@@ -882,6 +964,10 @@ impl Manager {
         })?;
         self.runtime.uninstall(&instance).await?;
         self.store.delete_instance(name)?;
+        self.health_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
         self.sync_route_now(name).await;
         self.events.publish(Event::InstanceRemoved {
             name: name.to_string(),
@@ -1172,6 +1258,16 @@ impl Manager {
     }
 
     /// The configuration history of an instance, oldest first.
+    /// The last health probes of an instance, oldest first.
+    pub fn health_history(&self, name: &str) -> Vec<health::HealthSample> {
+        self.health_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .map(|h| h.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     pub fn history(&self, name: &str) -> Result<Vec<crate::store::ConfigChange>> {
         self.get(name)?;
         Ok(self.store.config_history(name)?)
@@ -1587,15 +1683,29 @@ impl Manager {
                 (observed.phase == RunPhase::Running).then_some((r, name, observed))
             })
             .collect();
-        let probes = candidates.iter().map(|(rec, _, _)| {
-            pocketbase::is_healthy(&self.http, rec.port, Duration::from_secs(3))
+        let probes = candidates.iter().map(|(rec, _, _)| async {
+            let started = std::time::Instant::now();
+            let healthy =
+                pocketbase::is_healthy(&self.http, rec.port, Duration::from_secs(3)).await;
+            (healthy, started.elapsed())
         });
         let results = futures::future::join_all(probes).await;
         let now = Utc::now();
         let mut checked = Vec::with_capacity(candidates.len());
         let mut restarts = Vec::new();
-        for ((rec, name, observed), healthy) in candidates.iter().zip(results) {
+        for ((rec, name, observed), (healthy, took)) in candidates.iter().zip(results) {
             checked.push((rec.name.clone(), now));
+            {
+                let mut log = self.health_log.lock().unwrap_or_else(|p| p.into_inner());
+                health::remember(
+                    log.entry(rec.name.clone()).or_default(),
+                    health::HealthSample {
+                        at: now,
+                        healthy,
+                        latency_ms: took.as_millis().min(u32::MAX as u128) as u32,
+                    },
+                );
+            }
             let failures = {
                 let mut map = self
                     .health_failures

@@ -79,6 +79,19 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE instances ADD COLUMN memory_max TEXT;
     ALTER TABLE instances ADD COLUMN cpu_quota TEXT;
     "#,
+    // 5: dashboard sign-in sessions. Only a hash of the session id is kept:
+    // a copy of the database does not sign anyone in. `token_fp` ties a
+    // session to the admin token it was opened with: a new token ends it.
+    r#"
+    CREATE TABLE dashboard_sessions (
+        id_hash TEXT PRIMARY KEY,
+        csrf TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        token_fp TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -105,6 +105,19 @@ pub struct InstanceRecord {
     pub cpu_quota: Option<String>,
 }
 
+/// A dashboard sign-in session as stored: the hash of its id (the cookie
+/// holds the id itself), its CSRF token, and who signed in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRecord {
+    pub id_hash: String,
+    pub csrf: String,
+    pub actor: String,
+    /// A fingerprint of the admin token the session was opened with.
+    pub token_fp: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
 /// One line of the audit log: who did what, when, with which result.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct AuditEntry {
@@ -515,6 +528,79 @@ impl Store {
             result: result.to_string(),
             detail: entry.detail.to_string(),
         })
+    }
+
+    /// Record a dashboard session (see [`crate::dashboard::auth`]).
+    pub fn insert_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO dashboard_sessions (id_hash, csrf, actor, token_fp, created_at, expires_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                session.id_hash,
+                session.csrf,
+                session.actor,
+                session.token_fp,
+                ts(session.created_at),
+                ts(session.expires_at)
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The session with this id hash, if it exists and has not expired at
+    /// `now`. Expired sessions are deleted on the way.
+    pub fn get_session(
+        &self,
+        id_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "DELETE FROM dashboard_sessions WHERE expires_at <= ?1",
+            params![ts(now)],
+        )?;
+        let row = conn
+            .query_row(
+                "SELECT id_hash, csrf, actor, token_fp, created_at, expires_at FROM dashboard_sessions \
+                 WHERE id_hash = ?1",
+                params![id_hash],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, String>(5)?,
+                    ))
+                },
+            )
+            .optional()?;
+        row.map(|(id_hash, csrf, actor, token_fp, created, expires)| {
+            Ok(SessionRecord {
+                id_hash,
+                csrf,
+                actor,
+                token_fp,
+                created_at: parse_ts("dashboard_sessions.created_at", created)?,
+                expires_at: parse_ts("dashboard_sessions.expires_at", expires)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Sign a session out. Whether it existed is returned.
+    pub fn delete_session(&self, id_hash: &str) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            "DELETE FROM dashboard_sessions WHERE id_hash = ?1",
+            params![id_hash],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Sign every dashboard session out (the admin token changed).
+    pub fn delete_all_sessions(&self) -> Result<usize, StoreError> {
+        Ok(self.conn().execute("DELETE FROM dashboard_sessions", [])?)
     }
 
     /// The newest `limit` audit lines (optionally of one instance, optionally

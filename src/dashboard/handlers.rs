@@ -1,0 +1,935 @@
+//! The dashboard's axum handlers: pages, the live streams, and the actions.
+//! Streams are tasks that write Datastar events into a channel; the
+//! response reads the channel, so a closed browser ends the task at its
+//! next write (or at once, through `closed()`).
+
+use std::collections::{BTreeSet, VecDeque};
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Form, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::Extension;
+use chrono::Utc;
+use datastar::prelude::{
+    DatastarEvent, FragmentMergeMode, MergeFragments, MergeSignals, ReadSignals, Sse,
+};
+use futures::StreamExt;
+use maud::Markup;
+use serde::Deserialize;
+use tokio::sync::{broadcast, mpsc, watch};
+
+use super::auth::{self, Session};
+use super::fleet::{Counts, FleetRow, Patch, Sent, ViewParams};
+use super::views::{self, FleetPage, InstancePage, InstanceSummary};
+use super::Dashboard;
+use crate::events::Event;
+use crate::manager::{Actor, BinaryChoice, CreateFields, CreateRequest};
+use crate::model::version::VersionRequest;
+use crate::model::InstanceName;
+
+/// How many log lines a page starts with, and keeps.
+const LOG_LINES: usize = 200;
+
+fn patch(markup: Markup) -> DatastarEvent {
+    MergeFragments::new(markup.into_string()).into_event()
+}
+
+fn patch_html(html: String) -> DatastarEvent {
+    MergeFragments::new(html).into_event()
+}
+
+fn sse(events: Vec<DatastarEvent>) -> Response {
+    Sse(futures::stream::iter(events)).into_response()
+}
+
+/// A refused Datastar request: the status says so, and the body (SSE, so
+/// the page shows it) puts the message in the page's `#flash` and, when
+/// asked, sends the browser on.
+pub fn sse_refusal(status: StatusCode, message: &str, go_to: Option<&str>) -> Response {
+    let mut events = vec![patch(views::flash(message))];
+    if let Some(url) = go_to {
+        events.push(
+            MergeFragments::new(views::go_to(url).into_string())
+                .selector("body")
+                .merge_mode(FragmentMergeMode::Append)
+                .into_event(),
+        );
+    }
+    let mut resp = sse(events);
+    *resp.status_mut() = status;
+    resp
+}
+
+/// A stream: `run` writes events into the sender until it returns or the
+/// browser goes away.
+fn stream<F, Fut>(run: F) -> Response
+where
+    F: FnOnce(mpsc::Sender<DatastarEvent>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel::<DatastarEvent>(32);
+    tokio::spawn(run(tx));
+    let body = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, Infallible>);
+    let mut resp = datastar::prelude::TrySse(body).into_response();
+    resp.headers_mut()
+        .insert("x-accel-buffering", header::HeaderValue::from_static("no"));
+    resp
+}
+
+impl Dashboard {
+    /// Every instance as a fleet row, with its statistics.
+    fn rows(&self) -> Result<Vec<FleetRow>, String> {
+        let stats = self.stats.current();
+        let records = self.manager.list().map_err(|e| e.to_string())?;
+        Ok(records
+            .iter()
+            .map(|r| {
+                let url = self.manager.urls(r, &[]).into_iter().next();
+                FleetRow::new(r, url, stats.get(&r.name).cloned())
+            })
+            .collect())
+    }
+
+    /// The versions to offer (available and installed, newest first), the
+    /// one to preselect, and why the release list is missing, if it is.
+    async fn versions(&self) -> (Vec<String>, Option<String>, Option<String>) {
+        let releases = self.manager.releases();
+        let installed: Vec<semver::Version> = releases
+            .installed()
+            .map(|list| list.into_iter().map(|i| i.version).collect())
+            .unwrap_or_default();
+        let (available, error) =
+            match tokio::time::timeout(Duration::from_secs(10), releases.available()).await {
+                Ok(Ok(list)) => (list, None),
+                Ok(Err(e)) => (Vec::new(), Some(format!("Release list unavailable: {e}"))),
+                Err(_) => (
+                    Vec::new(),
+                    Some(
+                        "Release list unavailable: the release sources did not answer in 10 s"
+                            .to_string(),
+                    ),
+                ),
+            };
+        let latest = crate::model::version::newest_stable(&available)
+            .or_else(|| crate::model::version::newest_stable(&installed));
+        let all: BTreeSet<semver::Version> = available.into_iter().chain(installed).collect();
+        let versions = all.iter().rev().map(|v| v.to_string()).collect();
+        (versions, latest.map(|v| v.to_string()), error)
+    }
+
+    fn summary(&self, name: &str) -> Option<InstanceSummary> {
+        let rec = self.manager.get(name).ok()?;
+        let domains = self.manager.store().domains(name).unwrap_or_default();
+        let urls = self.manager.urls(&rec, &domains);
+        let stats = self.stats.current();
+        Some(InstanceSummary {
+            row: FleetRow::new(&rec, urls.first().cloned(), stats.get(name).cloned()),
+            urls,
+            domains,
+            pid: rec.pid,
+            dir: rec.dir.clone(),
+            created_at: rec.created_at,
+            now: Utc::now(),
+        })
+    }
+
+    fn audit_of(&self, name: &str) -> Vec<crate::store::AuditEntry> {
+        self.manager
+            .store()
+            .list_audit(Some(name), 50, None)
+            .unwrap_or_default()
+    }
+}
+
+// ----- sign-in -------------------------------------------------------------
+
+pub async fn login_page(State(d): State<Dashboard>, headers: HeaderMap) -> Response {
+    let now = Utc::now();
+    let signed_in = auth::session_id(&headers).is_some_and(|id| {
+        matches!(d.manager.store().get_session(&auth::hash_id(&id), now),
+            Ok(Some(rec)) if auth::session_valid(&rec, &d.token, now))
+    });
+    if signed_in {
+        return Redirect::to("/ui/").into_response();
+    }
+    Html(views::login_page(None).into_string()).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    token: String,
+}
+
+pub async fn login(
+    State(d): State<Dashboard>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    if !auth::origin_ok(&headers) {
+        return (StatusCode::FORBIDDEN, "refused: cross-site sign-in").into_response();
+    }
+    let actor = Actor(format!("dashboard@{}", peer.ip()));
+    let presented = form.token.trim();
+    if !auth::constant_time_eq(presented.as_bytes(), d.token.as_bytes()) {
+        d.manager.audit(
+            &actor,
+            "sign-in",
+            None,
+            Err("wrong admin token".to_string()),
+        );
+        // Slow down guessing (the token has 256 bits; this is manners).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let message = if presented.is_empty() {
+            "Enter the admin token."
+        } else {
+            "That is not the admin token. `pockestrator token` on the server prints it."
+        };
+        return (
+            StatusCode::UNAUTHORIZED,
+            Html(views::login_page(Some(message)).into_string()),
+        )
+            .into_response();
+    }
+    let (id, record) = auth::new_session(&d.token, &peer.ip().to_string(), Utc::now());
+    if let Err(e) = d.manager.store().insert_session(&record) {
+        tracing::error!(error = %e, "dashboard: cannot record a session");
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Html(
+                views::login_page(Some(
+                    "The daemon could not record the session: see its log.",
+                ))
+                .into_string(),
+            ),
+        )
+            .into_response();
+    }
+    d.manager.audit(
+        &actor,
+        "sign-in",
+        None,
+        Ok("dashboard session opened".to_string()),
+    );
+    let secure = auth::is_https(
+        &headers,
+        Some(peer.ip()),
+        &d.manager.config().routing.trusted_proxies,
+    );
+    (
+        [(
+            header::SET_COOKIE,
+            auth::header_value(&auth::session_cookie(&id, secure)),
+        )],
+        Redirect::to("/ui/"),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+pub struct LogoutForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+pub async fn logout(
+    State(d): State<Dashboard>,
+    Extension(session): Extension<Session>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<LogoutForm>,
+) -> Response {
+    if !auth::constant_time_eq(form.csrf.as_bytes(), session.csrf.as_bytes()) {
+        return (
+            StatusCode::FORBIDDEN,
+            "refused: the sign-out form did not carry this page's CSRF token",
+        )
+            .into_response();
+    }
+    if let Err(e) = d.manager.store().delete_session(&session.id_hash) {
+        tracing::error!(error = %e, "dashboard: cannot end a session");
+    }
+    d.manager.audit(
+        &Actor(session.actor.clone()),
+        "sign-out",
+        None,
+        Ok("dashboard session closed".to_string()),
+    );
+    let secure = auth::is_https(
+        &headers,
+        Some(peer.ip()),
+        &d.manager.config().routing.trusted_proxies,
+    );
+    (
+        [(
+            header::SET_COOKIE,
+            auth::header_value(&auth::clear_cookie(secure)),
+        )],
+        Redirect::to("/ui/login"),
+    )
+        .into_response()
+}
+
+// ----- the fleet -----------------------------------------------------------
+
+pub async fn fleet_page(State(d): State<Dashboard>, Extension(s): Extension<Session>) -> Response {
+    let rows = match d.rows() {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+    };
+    let now = Utc::now();
+    let shown = ViewParams::default().apply(&rows);
+    let counts = Counts::of(&rows);
+    let (versions, latest, versions_error) = d.versions().await;
+    let page_id = hex::encode(rand::random::<[u8; 8]>());
+    Html(
+        views::fleet_page(&FleetPage {
+            csrf: &s.csrf,
+            page_id: &page_id,
+            counts: &counts,
+            rows: &shown,
+            versions: &versions,
+            latest: latest.as_deref(),
+            versions_error: versions_error.as_deref(),
+            now,
+        })
+        .into_string(),
+    )
+    .into_response()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct FleetSignals {
+    page: String,
+    filter: String,
+    sort: String,
+}
+
+/// What changed in the fleet since `sent`, as at most one event.
+fn fleet_update(d: &Dashboard, params: &ViewParams, sent: &mut Sent) -> Option<DatastarEvent> {
+    let rows = match d.rows() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "dashboard: cannot list instances");
+            return None;
+        }
+    };
+    let now = Utc::now();
+    let counts = Counts::of(&rows);
+    let shown = params.apply(&rows);
+    let rendered: Vec<(String, String)> = shown
+        .iter()
+        .map(|r| (r.name.clone(), views::fleet_row(r, now).into_string()))
+        .collect();
+    let mut html = String::new();
+    if sent.counts_changed(&counts) {
+        html.push_str(&views::counts(&counts).into_string());
+    }
+    match sent.update(&rendered) {
+        Patch::None => {}
+        Patch::Table => html.push_str(&views::fleet_rows(&shown, now).into_string()),
+        Patch::Rows(names) => {
+            for (name, row) in &rendered {
+                if names.contains(name) {
+                    html.push_str(row);
+                }
+            }
+        }
+    }
+    (!html.is_empty()).then(|| patch_html(html))
+}
+
+/// Removes a page from the registry when its stream ends.
+struct PageGuard {
+    d: Dashboard,
+    key: (String, String),
+}
+
+impl Drop for PageGuard {
+    fn drop(&mut self) {
+        self.d
+            .pages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+    }
+}
+
+pub async fn fleet_stream(
+    State(d): State<Dashboard>,
+    Extension(s): Extension<Session>,
+    signals: Option<ReadSignals<FleetSignals>>,
+) -> Response {
+    let signals = signals.map(|s| s.0).unwrap_or_default();
+    let (params_tx, mut params_rx) =
+        watch::channel(ViewParams::new(&signals.filter, &signals.sort));
+    let key = (s.id_hash.clone(), signals.page.clone());
+    d.pages
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key.clone(), params_tx);
+    let mut events = d.manager.events().subscribe();
+    let mut stats = d.stats.subscribe();
+    let mut stop = d.stop.clone();
+    stream(move |tx| async move {
+        let _guard = PageGuard { d: d.clone(), key };
+        let mut sent = Sent::default();
+        let mut params = params_rx.borrow_and_update().clone();
+        loop {
+            if let Some(ev) = fleet_update(&d, &params, &mut sent) {
+                if tx.send(ev).await.is_err() {
+                    return;
+                }
+            }
+            // Wait for something that can change the table.
+            tokio::select! {
+                _ = tx.closed() => return,
+                _ = crate::health::stopped(&mut stop) => return,
+                changed = params_rx.changed() => {
+                    if changed.is_err() { return; }
+                    params = params_rx.borrow_and_update().clone();
+                }
+                r = stats.changed() => { if r.is_err() { return; } }
+                r = events.recv() => match r {
+                    Ok(Event::InstanceState { .. } | Event::InstanceRemoved { .. }) => {}
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Lagged(_)) => sent.reset(),
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            }
+            // Let a burst (a fleet starting up) settle into one update.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            loop {
+                match events.try_recv() {
+                    Ok(_) => {}
+                    Err(broadcast::error::TryRecvError::Lagged(_)) => sent.reset(),
+                    Err(_) => break,
+                }
+            }
+        }
+    })
+}
+
+pub async fn fleet_view(
+    State(d): State<Dashboard>,
+    Extension(s): Extension<Session>,
+    signals: Option<ReadSignals<FleetSignals>>,
+) -> Response {
+    let signals = signals.map(|s| s.0).unwrap_or_default();
+    let key = (s.id_hash.clone(), signals.page.clone());
+    if let Some(tx) = d.pages.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        tx.send_replace(ViewParams::new(&signals.filter, &signals.sort));
+    }
+    sse(Vec::new())
+}
+
+// ----- create ----------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct CreateForm {
+    name: String,
+    version: String,
+    port: String,
+    domain: String,
+    email: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct CreateSignals {
+    create: CreateForm,
+}
+
+impl CreateForm {
+    fn fields(&self) -> CreateFields<'_> {
+        CreateFields {
+            name: self.name.trim(),
+            port: &self.port,
+            domain: &self.domain,
+            email: &self.email,
+        }
+    }
+}
+
+pub async fn validate_create(
+    State(d): State<Dashboard>,
+    signals: Option<ReadSignals<CreateSignals>>,
+) -> Response {
+    let form = signals.map(|s| s.0.create).unwrap_or_default();
+    let mut errors = d.manager.check_create_fields(&form.fields());
+    // Typing elsewhere first is not an error in an empty name.
+    if form.name.trim().is_empty() {
+        errors.name = None;
+    }
+    sse(vec![patch(views::create_field_errors(&errors))])
+}
+
+pub async fn create(
+    State(d): State<Dashboard>,
+    Extension(s): Extension<Session>,
+    signals: Option<ReadSignals<CreateSignals>>,
+) -> Response {
+    let form = signals.map(|s| s.0.create).unwrap_or_default();
+    let errors = d.manager.check_create_fields(&form.fields());
+    if !errors.is_empty() {
+        return sse(vec![
+            patch(views::create_field_errors(&errors)),
+            patch(views::create_error(Some(
+                "Fix the marked fields, then create again.",
+            ))),
+            patch(views::create_progress("", false)),
+        ]);
+    }
+    let version = match form.version.trim() {
+        "" => VersionRequest::Latest,
+        v => match VersionRequest::parse(v) {
+            Ok(v) => v,
+            Err(e) => return sse(vec![patch(views::create_error(Some(&e.to_string())))]),
+        },
+    };
+    let port = match form.port.trim() {
+        "" => None,
+        p => p.parse::<u32>().ok(),
+    };
+    let non_empty = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_string());
+    let req = CreateRequest {
+        name: form.name.trim().to_string(),
+        binary: BinaryChoice::Release(version),
+        port,
+        domain: non_empty(&form.domain),
+        superuser_email: non_empty(&form.email),
+        superuser_password: None,
+        max_body_bytes: None,
+        memory_max: None,
+        cpu_quota: None,
+    };
+    let name = req.name.clone();
+    let actor = Actor(s.actor.clone());
+    let mut events = d.manager.events().subscribe();
+    let manager = d.manager.clone();
+    // The create runs on its own: a closed browser does not cut it short.
+    let mut job = tokio::spawn(async move { manager.create(req, &actor).await });
+    stream(move |tx| async move {
+        let send = |ev: DatastarEvent| {
+            let tx = tx.clone();
+            async move { tx.send(ev).await.is_ok() }
+        };
+        send(patch(views::create_field_errors(&Default::default()))).await;
+        send(patch(views::create_error(None))).await;
+        send(patch(views::create_progress("Preparing…", false))).await;
+        let outcome = loop {
+            tokio::select! {
+                done = &mut job => break done,
+                ev = events.recv() => {
+                    let text = match ev {
+                        Ok(Event::Download { progress }) if !progress.done => Some(match progress.total {
+                            Some(total) if total > 0 => format!(
+                                "Downloading PocketBase {}: {}% of {}",
+                                progress.version,
+                                progress.downloaded * 100 / total,
+                                crate::procstat::human_bytes(total)
+                            ),
+                            _ => format!(
+                                "Downloading PocketBase {}: {}",
+                                progress.version,
+                                crate::procstat::human_bytes(progress.downloaded)
+                            ),
+                        }),
+                        Ok(Event::InstanceState { name: n, status, .. }) if n == name => {
+                            Some(format!("{name} is {status}…", status = status.as_str()))
+                        }
+                        _ => None,
+                    };
+                    if let Some(t) = text {
+                        if !send(patch(views::create_progress(&t, false))).await {
+                            // The browser left; the create goes on.
+                            let _ = job.await;
+                            return;
+                        }
+                    }
+                }
+            }
+        };
+        match outcome {
+            Ok(Ok(created)) => {
+                let url = d.manager.urls(&created.instance, &[]).into_iter().next();
+                let superuser = created
+                    .superuser
+                    .as_ref()
+                    .map(|(e, p)| (e.as_str(), p.as_str()));
+                send(patch(views::create_done(&name, url.as_deref(), superuser))).await;
+                send(
+                    MergeSignals::new(
+                        r#"{"create": {"name": "", "port": "", "domain": "", "email": ""}}"#,
+                    )
+                    .into_event(),
+                )
+                .await;
+            }
+            Ok(Err(e)) => {
+                send(patch(views::create_progress("", false))).await;
+                send(patch(views::create_error(Some(&e.to_string())))).await;
+            }
+            Err(e) => {
+                send(patch(views::create_progress("", false))).await;
+                send(patch(views::create_error(Some(&format!(
+                    "the create task failed: {e}"
+                )))))
+                .await;
+            }
+        }
+    })
+}
+
+// ----- one instance ------------------------------------------------------------
+
+fn not_found(name: &str, csrf: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Html(views::not_found_page(csrf, name).into_string()),
+    )
+        .into_response()
+}
+
+pub async fn instance_page(
+    State(d): State<Dashboard>,
+    Extension(s): Extension<Session>,
+    Path(name): Path<String>,
+) -> Response {
+    if InstanceName::parse(&name).is_err() {
+        return not_found(&name, &s.csrf);
+    }
+    let Some(summary) = d.summary(&name) else {
+        return not_found(&name, &s.csrf);
+    };
+    let (versions, _, _) = d.versions().await;
+    let health = d.manager.health_history(&name);
+    let audit = d.audit_of(&name);
+    let log = d.manager.log_tail(&name, LOG_LINES).unwrap_or_default();
+    let archive = d.manager.config().layout().archive();
+    Html(
+        views::instance_page(&InstancePage {
+            csrf: &s.csrf,
+            summary: &summary,
+            versions: &versions,
+            health: &health,
+            audit: &audit,
+            log: &log,
+            archive_dir: &archive.display().to_string(),
+        })
+        .into_string(),
+    )
+    .into_response()
+}
+
+/// Split appended log bytes into whole lines, keeping a partial last line
+/// for the next read.
+fn split_lines(carry: &mut Vec<u8>, bytes: &[u8]) -> Vec<String> {
+    carry.extend_from_slice(bytes);
+    let mut lines = Vec::new();
+    while let Some(pos) = carry.iter().position(|b| *b == b'\n') {
+        let line: Vec<u8> = carry.drain(..=pos).collect();
+        let text = String::from_utf8_lossy(&line[..line.len() - 1]);
+        lines.push(text.trim_end_matches('\r').to_string());
+    }
+    // A runaway line without a newline is shown in pieces, not held.
+    if carry.len() > 16 * 1024 {
+        lines.push(String::from_utf8_lossy(carry).into_owned());
+        carry.clear();
+    }
+    lines
+}
+
+pub async fn instance_stream(State(d): State<Dashboard>, Path(name): Path<String>) -> Response {
+    if InstanceName::parse(&name).is_err() || d.manager.get(&name).is_err() {
+        return sse_refusal(
+            StatusCode::NOT_FOUND,
+            "This instance no longer exists.",
+            Some("/ui/"),
+        );
+    }
+    let mut events = d.manager.events().subscribe();
+    let mut stats = d.stats.subscribe();
+    let mut stop = d.stop.clone();
+    stream(move |tx| async move {
+        // Start the log where the file ends now, after sending its tail.
+        let path = d.manager.log_file(&name).ok();
+        let offset = path
+            .as_ref()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let mut kept: VecDeque<String> = d
+            .manager
+            .log_tail(&name, LOG_LINES)
+            .unwrap_or_default()
+            .into();
+        let mut log = match path {
+            Some(p) => crate::api::instances::follow_file(p, offset).boxed(),
+            None => futures::stream::pending().boxed(),
+        };
+        let mut carry = Vec::new();
+        let mut appended = 0usize;
+        let mut last_summary = String::new();
+        let mut last_health = String::new();
+        let mut first = true;
+        let mut audit_dirty = true;
+        loop {
+            let Some(summary) = d.summary(&name) else {
+                let _ = tx.send(patch(views::go_to("/ui/"))).await;
+                return;
+            };
+            let mut html = String::new();
+            let s = views::instance_summary(&summary).into_string();
+            if s != last_summary {
+                html.push_str(&s);
+                last_summary = s;
+            }
+            let h = views::health(&d.manager.health_history(&name)).into_string();
+            if h != last_health {
+                html.push_str(&h);
+                last_health = h;
+            }
+            if audit_dirty {
+                html.push_str(
+                    &views::audit_table("instance-audit", &d.audit_of(&name), false).into_string(),
+                );
+                audit_dirty = false;
+            }
+            if first {
+                let lines: Vec<String> = kept.iter().cloned().collect();
+                html.push_str(&views::log_box(&lines).into_string());
+                first = false;
+            }
+            if !html.is_empty() && tx.send(patch_html(html)).await.is_err() {
+                return;
+            }
+            tokio::select! {
+                _ = tx.closed() => return,
+                _ = crate::health::stopped(&mut stop) => return,
+                r = stats.changed() => { if r.is_err() { return; } }
+                r = events.recv() => match r {
+                    Ok(Event::InstanceRemoved { name: n }) if n == name => {
+                        let _ = tx.send(patch(views::go_to("/ui/"))).await;
+                        return;
+                    }
+                    Ok(Event::Audit { entry }) if entry.instance.as_deref() == Some(name.as_str()) => {
+                        audit_dirty = true;
+                    }
+                    Ok(Event::InstanceState { name: n, .. }) if n == name => {}
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Lagged(_)) => audit_dirty = true,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                chunk = log.next() => {
+                    let Some(Ok(bytes)) = chunk else { continue };
+                    let lines = split_lines(&mut carry, &bytes);
+                    if lines.is_empty() { continue; }
+                    for l in &lines {
+                        if kept.len() == LOG_LINES { kept.pop_front(); }
+                        kept.push_back(l.clone());
+                    }
+                    appended += lines.len();
+                    let event = if appended > 4 * LOG_LINES {
+                        // Keep the page's log bounded: send it whole now and then.
+                        appended = 0;
+                        let all: Vec<String> = kept.iter().cloned().collect();
+                        patch(views::log_box(&all))
+                    } else {
+                        let html: String = lines.iter().map(|l| views::log_line(l).into_string()).collect();
+                        MergeFragments::new(html)
+                            .selector("#log")
+                            .merge_mode(FragmentMergeMode::Append)
+                            .into_event()
+                    };
+                    if tx.send(event).await.is_err() { return; }
+                    continue;
+                }
+            }
+        }
+    })
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct UpgradeSignal {
+    version: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct InstanceSignals {
+    upgrade: UpgradeSignal,
+    confirm: String,
+}
+
+pub async fn instance_action(
+    State(d): State<Dashboard>,
+    Extension(s): Extension<Session>,
+    Path((name, action)): Path<(String, String)>,
+    signals: Option<ReadSignals<InstanceSignals>>,
+) -> Response {
+    let signals = signals.map(|s| s.0).unwrap_or_default();
+    let result = |text: &str, ok: bool| sse(vec![patch(views::action_result(text, ok))]);
+    if InstanceName::parse(&name).is_err() {
+        return result("No such instance.", false);
+    }
+    let actor = Actor(s.actor.clone());
+    let manager = d.manager.clone();
+    let job: tokio::task::JoinHandle<Result<String, String>> = match action.as_str() {
+        "start" => tokio::spawn(async move {
+            manager
+                .start(&name, &actor)
+                .await
+                .map(|_| format!("{name} started."))
+                .map_err(|e| e.to_string())
+        }),
+        "stop" => tokio::spawn(async move {
+            manager
+                .stop(&name, &actor)
+                .await
+                .map(|_| format!("{name} stopped."))
+                .map_err(|e| e.to_string())
+        }),
+        "restart" => tokio::spawn(async move {
+            manager
+                .restart(&name, &actor)
+                .await
+                .map(|_| format!("{name} restarted."))
+                .map_err(|e| e.to_string())
+        }),
+        "upgrade" => {
+            let to = match VersionRequest::parse(signals.upgrade.version.trim()) {
+                Ok(v) => v,
+                Err(e) => return result(&e.to_string(), false),
+            };
+            tokio::spawn(async move {
+                manager
+                    .upgrade(&name, BinaryChoice::Release(to), &actor)
+                    .await
+                    .map(|r| format!("{name} now runs PocketBase {}.", r.version))
+                    .map_err(|e| e.to_string())
+            })
+        }
+        "delete" => {
+            if signals.confirm.trim() != name {
+                return result(
+                    &format!("Type the instance's name ({name}) in the box to confirm the delete."),
+                    false,
+                );
+            }
+            tokio::spawn(async move {
+                match manager.delete(&name, false, &actor).await {
+                    Ok(Some(archive)) => Ok(format!(
+                        "{name} deleted; its data is archived at {}.",
+                        archive.display()
+                    )),
+                    Ok(None) => Ok(format!("{name} deleted.")),
+                    Err(e) => Err(e.to_string()),
+                }
+            })
+        }
+        _ => return (StatusCode::NOT_FOUND, "no such action").into_response(),
+    };
+    let deleting = action == "delete";
+    let mut events = d.manager.events().subscribe();
+    let working = match action.as_str() {
+        "start" => "Starting…",
+        "stop" => "Stopping…",
+        "restart" => "Restarting…",
+        "upgrade" => "Upgrading…",
+        _ => "Deleting (archiving the data first)…",
+    };
+    stream(move |tx| async move {
+        let _ = tx.send(patch(views::action_result(working, true))).await;
+        let mut job = job;
+        let outcome = loop {
+            tokio::select! {
+                done = &mut job => break done,
+                ev = events.recv() => {
+                    if let Ok(Event::Download { progress }) = ev {
+                        if !progress.done {
+                            let text = match progress.total {
+                                Some(t) if t > 0 => format!("Downloading PocketBase {}: {}%", progress.version, progress.downloaded * 100 / t),
+                                _ => format!("Downloading PocketBase {}…", progress.version),
+                            };
+                            if tx.send(patch(views::action_result(&text, true))).await.is_err() {
+                                let _ = job.await;
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        let (text, ok) = match outcome {
+            Ok(Ok(t)) => (t, true),
+            Ok(Err(e)) => (e, false),
+            Err(e) => (format!("the task failed: {e}"), false),
+        };
+        let _ = tx.send(patch(views::action_result(&text, ok))).await;
+        if deleting && ok {
+            let _ = tx
+                .send(
+                    MergeFragments::new(views::go_to("/ui/").into_string())
+                        .selector("body")
+                        .merge_mode(FragmentMergeMode::Append)
+                        .into_event(),
+                )
+                .await;
+        }
+    })
+}
+
+// ----- the audit log -----------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+pub struct AuditQuery {
+    before: Option<i64>,
+}
+
+pub async fn audit_page(
+    State(d): State<Dashboard>,
+    Extension(s): Extension<Session>,
+    Query(q): Query<AuditQuery>,
+) -> Response {
+    const PAGE: u32 = 100;
+    match d.manager.store().list_audit(None, PAGE, q.before) {
+        Ok(entries) => {
+            let older = (entries.len() == PAGE as usize)
+                .then(|| entries.last().map(|e| e.id))
+                .flatten();
+            Html(views::audit_page(&s.csrf, &entries, older).into_string()).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_lines_are_split_across_reads() {
+        let mut carry = Vec::new();
+        assert_eq!(split_lines(&mut carry, b"one\ntw"), vec!["one"]);
+        assert_eq!(
+            split_lines(&mut carry, b"o\r\nthree\n"),
+            vec!["two", "three"]
+        );
+        assert!(carry.is_empty());
+        assert_eq!(
+            split_lines(&mut carry, b"\xff\xfe bad utf8\n"),
+            vec!["\u{fffd}\u{fffd} bad utf8"]
+        );
+        let long = vec![b'x'; 20 * 1024];
+        let out = split_lines(&mut carry, &long);
+        assert_eq!(out.len(), 1);
+        assert!(carry.is_empty());
+    }
+}

@@ -1,0 +1,704 @@
+//! Every piece of HTML the dashboard sends, as pure functions from view
+//! data to markup (maud escapes every value). Whole pages and the
+//! fragments the live streams patch in by id come from the same functions,
+//! so a patched element is exactly what a reload would show.
+//!
+//! Datastar attributes carry small expressions; the only values put inside
+//! them are URL paths built from validated instance names and the
+//! session's hex CSRF token, so nothing a user typed ends up in code.
+
+use chrono::{DateTime, Utc};
+use maud::{html, Markup, PreEscaped, DOCTYPE};
+
+use super::assets;
+use super::fleet::{Counts, FleetRow, SortKey};
+use crate::health::HealthSample;
+use crate::manager::FieldErrors;
+use crate::model::Status;
+use crate::procstat::{human_bytes, human_duration};
+use crate::store::AuditEntry;
+
+/// Which top-level page is shown (for the navigation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nav {
+    Fleet,
+    Audit,
+    Instance,
+}
+
+/// A Datastar POST action that carries the session's CSRF token.
+pub fn post(url: &str, csrf: &str) -> String {
+    format!("@post('{url}', {{headers: {{'X-CSRF-Token': '{csrf}'}}}})")
+}
+
+/// A long-lived Datastar stream: it retries (with backoff) for as long as
+/// the page is open, so a daemon restart is ridden out.
+pub fn stream(url: &str) -> String {
+    format!("@get('{url}', {{retryMaxCount: 1000, retryMaxWaitMs: 10000}})")
+}
+
+fn when(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
+    match t {
+        None => "never".to_string(),
+        Some(t) => {
+            let ago = now.signed_duration_since(t).to_std().unwrap_or_default();
+            format!("{} ago", human_duration(ago))
+        }
+    }
+}
+
+/// The page frame: head, top bar with navigation and sign-out, `main`.
+pub fn layout(title: &str, nav: Option<(Nav, &str)>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="color-scheme" content="light dark";
+                title { (title) " · Pockestrator" }
+                link rel="stylesheet" href=(assets::css_url());
+                script type="module" src=(assets::datastar_url()) {}
+            }
+            body {
+                a.skip href="#main" { "Skip to content" }
+                @if let Some((current, csrf)) = nav {
+                    header.top {
+                        a.brand href="/ui/" { "Pockestrator" }
+                        nav aria-label="Main" {
+                            a #nav-fleet href="/ui/" aria-current=[(current == Nav::Fleet).then_some("page")] { "Fleet" }
+                            a #nav-audit href="/ui/audit" aria-current=[(current == Nav::Audit).then_some("page")] { "Audit log" }
+                        }
+                        form #logout-form method="post" action="/ui/logout" {
+                            input type="hidden" name="csrf" value=(csrf);
+                            button #logout type="submit" { "Sign out" }
+                        }
+                    }
+                    div #flash-area { (flash("")) }
+                }
+                (body)
+            }
+        }
+    }
+}
+
+/// A message for the whole page (`#flash`): a refused request, an ended
+/// session.
+pub fn flash(message: &str) -> Markup {
+    html! { p #flash.msg.bad role="alert" { (message) } }
+}
+
+/// The page for an instance that does not exist.
+pub fn not_found_page(csrf: &str, name: &str) -> Markup {
+    layout(
+        "Not found",
+        Some((Nav::Instance, csrf)),
+        html! {
+            main #main {
+                h1 { "No such instance" }
+                p { "There is no instance named " code { (crate::model::names::shown(name)) } ". "
+                    a href="/ui/" { "Back to the fleet" } "." }
+            }
+        },
+    )
+}
+
+/// The sign-in page.
+pub fn login_page(error: Option<&str>) -> Markup {
+    layout(
+        "Sign in",
+        None,
+        html! {
+            main #main.login {
+                section.panel {
+                    h1 { "Sign in to Pockestrator" }
+                    form #login-form method="post" action="/ui/login" {
+                        div.field {
+                            label for="token" { "Admin token" }
+                            input #token type="password" name="token" autocomplete="current-password"
+                                required autofocus aria-describedby="token-help";
+                        }
+                        p #token-help.note { "Print it on the server with " code { "pockestrator token" } "." }
+                        @if let Some(e) = error {
+                            p #login-error.err role="alert" { (e) }
+                        }
+                        button #login-submit.primary type="submit" { "Sign in" }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// What the fleet page needs besides the rows.
+pub struct FleetPage<'a> {
+    pub csrf: &'a str,
+    pub page_id: &'a str,
+    pub counts: &'a Counts,
+    pub rows: &'a [FleetRow],
+    pub versions: &'a [String],
+    pub latest: Option<&'a str>,
+    pub versions_error: Option<&'a str>,
+    pub now: DateTime<Utc>,
+}
+
+/// The fleet page: counts, the create form, filter/sort and the table.
+pub fn fleet_page(p: &FleetPage<'_>) -> Markup {
+    let signals = serde_json::json!({
+        "page": p.page_id,
+        "filter": "",
+        "sort": "name",
+        "create": {
+            "name": "", "version": p.latest.unwrap_or(""), "port": "", "domain": "", "email": ""
+        },
+    });
+    let view = post("/ui/fleet/view", p.csrf);
+    layout(
+        "Fleet",
+        Some((Nav::Fleet, p.csrf)),
+        html! {
+            main #main data-signals=(signals.to_string()) data-on-load=(stream("/ui/fleet/stream")) {
+                h1 { "Fleet" }
+                (counts(p.counts))
+                (create_form(p))
+                section aria-label="Instances" {
+                    div.toolbar {
+                        div.field {
+                            label for="filter" { "Filter" }
+                            input #filter type="search" data-bind="filter" placeholder="name, state, version, port, domain"
+                                "data-on-input__debounce.250ms"=(view) autocomplete="off";
+                        }
+                        div.field {
+                            label for="sort" { "Sort by" }
+                            select #sort data-bind="sort" data-on-change=(view) {
+                                @for (_, key, label) in SortKey::ALL {
+                                    option value=(key) { (label) }
+                                }
+                            }
+                        }
+                    }
+                    div.table-wrap {
+                        table #fleet.cards {
+                            thead {
+                                tr {
+                                    th { "Name" } th { "Status" } th { "Version" } th.num { "Port" }
+                                    th { "URL" } th.num { "Uptime" } th.num { "Restarts" }
+                                    th { "Last check" } th.num { "CPU" } th.num { "Memory" }
+                                }
+                            }
+                            (fleet_rows(p.rows, p.now))
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// The counts by state (`#counts`).
+pub fn counts(c: &Counts) -> Markup {
+    let item = |id: &str, n: usize, label: &str| {
+        html! {
+            div.count data-state=(label) {
+                span.n id=(id) { (n) }
+                span.l { (label) }
+            }
+        }
+    };
+    html! {
+        div #counts.counts role="status" aria-live="polite" {
+            (item("count-total", c.total, "total"))
+            (item("count-running", c.running, "running"))
+            (item("count-starting", c.starting, "starting"))
+            (item("count-unhealthy", c.unhealthy, "unhealthy"))
+            (item("count-failed", c.failed, "failed"))
+            (item("count-stopped", c.stopped, "stopped"))
+        }
+    }
+}
+
+/// The table body (`#fleet-rows`).
+pub fn fleet_rows(rows: &[FleetRow], now: DateTime<Utc>) -> Markup {
+    html! {
+        tbody #fleet-rows {
+            @for r in rows { (fleet_row(r, now)) }
+            @if rows.is_empty() {
+                tr #fleet-empty { td.empty colspan="10" { "No instances to show. Create one above, or change the filter." } }
+            }
+        }
+    }
+}
+
+fn status_badge(status: Status) -> Markup {
+    html! { span class={"badge " (status.as_str())} { (status.as_str()) } }
+}
+
+/// One instance's row (`#row-<name>`).
+pub fn fleet_row(r: &FleetRow, now: DateTime<Utc>) -> Markup {
+    let stats = r.stats.as_ref();
+    html! {
+        tr id={"row-" (r.name)} data-status=(r.status.as_str()) {
+            td data-label="Name" { a.instance-link href={"/ui/instances/" (r.name)} { (r.name) } }
+            td.status data-label="Status" title=[r.last_error.as_deref()] { (status_badge(r.status)) }
+            td data-label="Version" { (r.version) }
+            td.num data-label="Port" { (r.port) }
+            td data-label="URL" {
+                @if let Some(url) = &r.url { a href=(url) rel="noopener" target="_blank" { (url) } } @else { "—" }
+            }
+            td.num data-label="Uptime" { (stats.map(|s| human_duration(s.uptime)).unwrap_or_else(|| "—".into())) }
+            td.num data-label="Restarts" { (r.restarts) }
+            td data-label="Last check" { (when(r.last_check, now)) }
+            td.num data-label="CPU" {
+                (stats.and_then(|s| s.cpu_percent).map(|c| format!("{c:.0}%")).unwrap_or_else(|| "—".into()))
+            }
+            td.num data-label="Memory" { (stats.map(|s| human_bytes(s.rss_bytes)).unwrap_or_else(|| "—".into())) }
+        }
+    }
+}
+
+fn create_form(p: &FleetPage<'_>) -> Markup {
+    let validate = post("/ui/create/validate", p.csrf);
+    let submit = post("/ui/instances", p.csrf);
+    html! {
+        details.panel #create open[p.rows.is_empty()] {
+            summary { "Create an instance" }
+            form #create-form data-on-submit=(submit) "data-on-input__debounce.300ms"=(validate)
+                data-indicator="_creating" novalidate {
+                div.grid {
+                    div.field {
+                        label for="create-name" { "Name" }
+                        input #create-name data-bind="create.name" required autocomplete="off"
+                            aria-describedby="create-error-name" placeholder="shop";
+                        span.err #create-error-name role="alert" {}
+                    }
+                    div.field {
+                        label for="create-version" { "Version" }
+                        select #create-version data-bind="create.version" {
+                            @for v in p.versions {
+                                option value=(v) selected[Some(v.as_str()) == p.latest] {
+                                    (v) @if Some(v.as_str()) == p.latest { " (latest)" }
+                                }
+                            }
+                        }
+                        @if let Some(e) = p.versions_error { span.err { (e) } }
+                    }
+                    div.field {
+                        label for="create-port" { "Port (optional)" }
+                        input #create-port data-bind="create.port" inputmode="numeric" autocomplete="off"
+                            aria-describedby="create-error-port" placeholder="next free";
+                        span.err #create-error-port role="alert" {}
+                    }
+                    div.field {
+                        label for="create-domain" { "Domain (optional)" }
+                        input #create-domain data-bind="create.domain" autocomplete="off"
+                            aria-describedby="create-error-domain" placeholder="shop.example.com";
+                        span.err #create-error-domain role="alert" {}
+                    }
+                    div.field {
+                        label for="create-email" { "Superuser e-mail (optional)" }
+                        input #create-email type="email" data-bind="create.email" autocomplete="off"
+                            aria-describedby="create-error-email" placeholder="admin@example.com";
+                        span.err #create-error-email role="alert" {}
+                    }
+                }
+                p.note { "A superuser gets a generated password, shown once when the instance is up." }
+                div.actions {
+                    button #create-submit.primary type="submit" data-attr-disabled="$_creating" { "Create" }
+                }
+                (create_error(None))
+                (create_progress("", false))
+            }
+        }
+    }
+}
+
+/// The inline validation messages, one element per field.
+pub fn create_field_errors(e: &FieldErrors) -> Markup {
+    let one = |id: &str, msg: &Option<String>| {
+        html! { span.err id=(id) role="alert" { @if let Some(m) = msg { (m) } } }
+    };
+    html! {
+        (one("create-error-name", &e.name))
+        (one("create-error-port", &e.port))
+        (one("create-error-domain", &e.domain))
+        (one("create-error-email", &e.email))
+    }
+}
+
+/// The create form's general error (`#create-error`).
+pub fn create_error(message: Option<&str>) -> Markup {
+    html! { p #create-error.msg.bad role="alert" { @if let Some(m) = message { (m) } } }
+}
+
+/// The create form's progress line (`#create-progress`).
+pub fn create_progress(text: &str, done: bool) -> Markup {
+    html! { p #create-progress.msg.ok[done] role="status" aria-live="polite" { (text) } }
+}
+
+/// The message after a successful create, with the superuser's password
+/// (shown this once).
+pub fn create_done(name: &str, url: Option<&str>, superuser: Option<(&str, &str)>) -> Markup {
+    html! {
+        div #create-progress.msg.ok role="status" aria-live="polite" {
+            "Created " a href={"/ui/instances/" (name)} { (name) } " and it is running"
+            @if let Some(u) = url { " at " a href=(u) target="_blank" rel="noopener" { (u) } }
+            "."
+            @if let Some((email, password)) = superuser {
+                " Superuser " strong { (email) } ", password "
+                span.secret { (password) }
+                " — copy it now, it is not shown again."
+            }
+        }
+    }
+}
+
+/// What the instance page needs.
+pub struct InstancePage<'a> {
+    pub csrf: &'a str,
+    pub summary: &'a InstanceSummary,
+    pub versions: &'a [String],
+    pub health: &'a [HealthSample],
+    pub audit: &'a [AuditEntry],
+    pub log: &'a [String],
+    pub archive_dir: &'a str,
+}
+
+/// The facts at the top of an instance page (`#instance-summary`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceSummary {
+    pub row: FleetRow,
+    pub urls: Vec<String>,
+    pub domains: Vec<String>,
+    pub pid: Option<u32>,
+    pub dir: String,
+    pub created_at: DateTime<Utc>,
+    pub now: DateTime<Utc>,
+}
+
+/// One instance: facts, actions, log tail, health, audit.
+pub fn instance_page(p: &InstancePage<'_>) -> Markup {
+    let name = p.summary.row.name.as_str();
+    let base = format!("/ui/instances/{name}");
+    let signals = serde_json::json!({
+        "upgrade": {"version": p.versions.first().cloned().unwrap_or_default()},
+        "confirm": "",
+    });
+    layout(
+        name,
+        Some((Nav::Instance, p.csrf)),
+        html! {
+            main #main data-signals=(signals.to_string()) data-on-load=(stream(&format!("{base}/stream"))) {
+                p { a href="/ui/" { "← Fleet" } }
+                (instance_summary(p.summary))
+                section.panel aria-labelledby="actions-h" {
+                    h2 #actions-h { "Actions" }
+                    div.actions {
+                        button #action-start type="button" data-indicator="_busy" data-attr-disabled="$_busy"
+                            data-on-click=(post(&format!("{base}/start"), p.csrf)) { "Start" }
+                        button #action-stop type="button" data-indicator="_busy2" data-attr-disabled="$_busy2"
+                            data-on-click=(post(&format!("{base}/stop"), p.csrf)) { "Stop" }
+                        button #action-restart type="button" data-indicator="_busy3" data-attr-disabled="$_busy3"
+                            data-on-click=(post(&format!("{base}/restart"), p.csrf)) { "Restart" }
+                    }
+                    div.actions style="margin-top:.75rem" {
+                        div.field {
+                            label for="upgrade-version" { "Upgrade to" }
+                            select #upgrade-version data-bind="upgrade.version" {
+                                @for v in p.versions { option value=(v) { (v) } }
+                            }
+                        }
+                        button #action-upgrade type="button" data-indicator="_upgrading" data-attr-disabled="$_upgrading"
+                            data-on-click=(post(&format!("{base}/upgrade"), p.csrf)) { "Upgrade" }
+                    }
+                    div.actions style="margin-top:.75rem" {
+                        div.field {
+                            label for="delete-confirm" { "Type " strong { (name) } " to delete" }
+                            input #delete-confirm data-bind="confirm" autocomplete="off"
+                                aria-describedby="delete-help";
+                        }
+                        button #action-delete.danger type="button" data-indicator="_deleting" data-attr-disabled="$_deleting"
+                            data-on-click=(post(&format!("{base}/delete"), p.csrf)) { "Delete" }
+                    }
+                    p #delete-help.note {
+                        "Deleting stops the instance and removes it. Its data (pb_data, hooks, migrations, public files) is archived first, as a .tar.gz in "
+                        code { (p.archive_dir) } "."
+                    }
+                    (action_result("", true))
+                }
+                div.two {
+                    section.panel aria-labelledby="log-h" {
+                        h2 #log-h { "Log" }
+                        (log_box(p.log))
+                    }
+                    section.panel aria-labelledby="health-h" {
+                        h2 #health-h { "Health" }
+                        (health(p.health))
+                    }
+                }
+                section.panel aria-labelledby="audit-h" {
+                    h2 #audit-h { "Audit log" }
+                    (audit_table("instance-audit", p.audit, false))
+                }
+            }
+        },
+    )
+}
+
+/// The instance's facts, with its status (`#instance-summary`).
+pub fn instance_summary(s: &InstanceSummary) -> Markup {
+    let r = &s.row;
+    let stats = r.stats.as_ref();
+    let admin = s
+        .urls
+        .first()
+        .map(|u| format!("{}/_/", u.trim_end_matches('/')));
+    html! {
+        section #instance-summary.panel aria-live="polite" {
+            h1 { (r.name) " " span #instance-status data-status=(r.status.as_str()) { (status_badge(r.status)) } }
+            dl.facts {
+                dt { "Version" } dd #instance-version { (r.version) }
+                dt { "Port" } dd { (r.port) }
+                dt { "URLs" } dd {
+                    @for (i, u) in s.urls.iter().enumerate() {
+                        @if i > 0 { ", " }
+                        a href=(u) target="_blank" rel="noopener" { (u) }
+                    }
+                    @if s.urls.is_empty() { "—" }
+                }
+                dt { "Admin UI" } dd {
+                    @if let Some(a) = &admin { a #admin-link href=(a) target="_blank" rel="noopener" { (a) } } @else { "—" }
+                }
+                @if !s.domains.is_empty() {
+                    dt { "Custom domains" } dd { (s.domains.join(", ")) }
+                }
+                dt { "Process" } dd { @if let Some(pid) = s.pid { "pid " (pid) } @else { "not running" } }
+                dt { "Uptime" } dd { (stats.map(|s| human_duration(s.uptime)).unwrap_or_else(|| "—".into())) }
+                dt { "CPU / memory" } dd {
+                    (stats.and_then(|s| s.cpu_percent).map(|c| format!("{c:.1}%")).unwrap_or_else(|| "—".into()))
+                    " / "
+                    (stats.map(|s| human_bytes(s.rss_bytes)).unwrap_or_else(|| "—".into()))
+                }
+                dt { "Restarts" } dd { (r.restarts) }
+                dt { "Last health check" } dd { (when(r.last_check, s.now)) }
+                @if let Some(e) = &r.last_error { dt { "Last error" } dd.err { (e) } }
+                dt { "Directory" } dd { code { (s.dir) } }
+                dt { "Created" } dd { (s.created_at.format("%Y-%m-%d %H:%M UTC")) }
+            }
+        }
+    }
+}
+
+/// The message after an action (`#action-result`).
+pub fn action_result(text: &str, ok: bool) -> Markup {
+    html! { p #action-result.msg.ok[ok].bad[!ok] role="status" aria-live="polite" { (text) } }
+}
+
+/// The log tail (`#log`).
+pub fn log_box(lines: &[String]) -> Markup {
+    html! {
+        div.log role="log" aria-live="off" tabindex="0" aria-label="Log tail, newest last" {
+            div #log { @for l in lines { (log_line(l)) } }
+        }
+    }
+}
+
+/// One log line, as appended to `#log`.
+pub fn log_line(line: &str) -> Markup {
+    html! { span.log-line { (line) } }
+}
+
+/// The health history (`#health`): a bar per probe, newest right.
+pub fn health(samples: &[HealthSample]) -> Markup {
+    let ok = samples.iter().filter(|s| s.healthy).count();
+    let latencies: Vec<u32> = samples
+        .iter()
+        .filter(|s| s.healthy)
+        .map(|s| s.latency_ms)
+        .collect();
+    let median = {
+        let mut l = latencies.clone();
+        l.sort_unstable();
+        l.get(l.len() / 2).copied()
+    };
+    html! {
+        div #health {
+            @if samples.is_empty() {
+                p.note { "No health checks yet (the daemon probes running instances every few seconds)." }
+            } @else {
+                div.health role="img" aria-label={(ok) " of " (samples.len()) " recent checks passed"} {
+                    @for s in samples {
+                        span.bad[!s.healthy] title={(s.at.format("%H:%M:%S")) ": " (if s.healthy { "ok" } else { "failed" }) ", " (s.latency_ms) " ms"} {}
+                    }
+                }
+                p { (ok) " of the last " (samples.len()) " checks passed"
+                    @if let Some(m) = median { "; median response " (m) " ms" } "." }
+                @if let Some(last) = samples.last() {
+                    p.note { "Last check " (last.at.format("%H:%M:%S UTC")) ": " (if last.healthy { "healthy" } else { "failed" }) "." }
+                }
+            }
+        }
+    }
+}
+
+/// An audit table; `with_instance` adds the instance column.
+pub fn audit_table(id: &str, entries: &[AuditEntry], with_instance: bool) -> Markup {
+    html! {
+        div.table-wrap id=(id) {
+            table {
+                thead { tr {
+                    th { "Time (UTC)" } th { "Actor" } th { "Action" }
+                    @if with_instance { th { "Instance" } }
+                    th { "Result" } th { "Detail" }
+                } }
+                tbody {
+                    @for e in entries {
+                        tr {
+                            td { (e.at.format("%Y-%m-%d %H:%M:%S")) }
+                            td { (e.actor) }
+                            td { (e.action) }
+                            @if with_instance {
+                                td { @if let Some(i) = &e.instance { a href={"/ui/instances/" (i)} { (i) } } @else { "—" } }
+                            }
+                            td { span class={"badge " (if e.result == "ok" { "running" } else { "failed" })} { (e.result) } }
+                            td style="white-space:normal" { (e.detail) }
+                        }
+                    }
+                    @if entries.is_empty() { tr { td.empty colspan="6" { "Nothing recorded yet." } } }
+                }
+            }
+        }
+    }
+}
+
+/// The fleet's audit log page.
+pub fn audit_page(csrf: &str, entries: &[AuditEntry], older: Option<i64>) -> Markup {
+    layout(
+        "Audit log",
+        Some((Nav::Audit, csrf)),
+        html! {
+            main #main {
+                h1 { "Audit log" }
+                p.note { "Every change, by whom, and how it went; newest first. Append-only." }
+                (audit_table("audit-table", entries, true))
+                @if let Some(before) = older {
+                    p { a #audit-older href={"/ui/audit?before=" (before)} { "Older entries →" } }
+                }
+            }
+        },
+    )
+}
+
+/// A fragment that sends the browser elsewhere (for a stream or action
+/// whose page is gone, or a signed-out session).
+pub fn go_to(url: &str) -> Markup {
+    html! { div #redirect data-on-load=(PreEscaped(format!("window.location.href = '{url}'"))) {} }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::procstat::ProcStats;
+    use std::time::Duration;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn shop() -> FleetRow {
+        FleetRow {
+            name: "shop".into(),
+            status: Status::Running,
+            version: "0.40.6".into(),
+            port: 8091,
+            url: Some("http://shop.localhost:8080/".into()),
+            domain: None,
+            restarts: 2,
+            last_check: Some(t("2026-11-22T10:00:00Z")),
+            last_error: None,
+            stats: Some(ProcStats {
+                uptime: Duration::from_secs(3725),
+                cpu_percent: Some(1.4),
+                rss_bytes: 18_350_080,
+            }),
+        }
+    }
+
+    #[test]
+    fn fleet_row_snapshot() {
+        let html = fleet_row(&shop(), t("2026-11-22T10:00:05Z")).into_string();
+        expect_test::expect![[r#"<tr id="row-shop" data-status="running"><td data-label="Name"><a class="instance-link" href="/ui/instances/shop">shop</a></td><td class="status" data-label="Status"><span class="badge running">running</span></td><td data-label="Version">0.40.6</td><td class="num" data-label="Port">8091</td><td data-label="URL"><a href="http://shop.localhost:8080/" rel="noopener" target="_blank">http://shop.localhost:8080/</a></td><td class="num" data-label="Uptime">1h 2m</td><td class="num" data-label="Restarts">2</td><td data-label="Last check">5s ago</td><td class="num" data-label="CPU">1%</td><td class="num" data-label="Memory">17.5 MiB</td></tr>"#]]
+            .assert_eq(&html);
+    }
+
+    #[test]
+    fn stopped_row_and_hostile_error_text_are_escaped() {
+        let mut r = shop();
+        r.status = Status::Failed;
+        r.stats = None;
+        r.last_error = Some("<script>alert(1)</script>\"".into());
+        let html = fleet_row(&r, t("2026-11-22T10:00:05Z")).into_string();
+        assert!(
+            html.contains("title=\"&lt;script&gt;alert(1)&lt;/script&gt;&quot;\""),
+            "{html}"
+        );
+        assert!(!html.contains("<script>"));
+        assert!(html.contains("data-status=\"failed\""));
+        assert!(html.contains("<td class=\"num\" data-label=\"CPU\">—</td>"));
+    }
+
+    #[test]
+    fn counts_snapshot() {
+        let c = Counts {
+            total: 3,
+            running: 1,
+            starting: 0,
+            unhealthy: 0,
+            failed: 1,
+            stopped: 1,
+        };
+        expect_test::expect![[r#"<div class="counts" id="counts" role="status" aria-live="polite"><div class="count" data-state="total"><span class="n" id="count-total">3</span><span class="l">total</span></div><div class="count" data-state="running"><span class="n" id="count-running">1</span><span class="l">running</span></div><div class="count" data-state="starting"><span class="n" id="count-starting">0</span><span class="l">starting</span></div><div class="count" data-state="unhealthy"><span class="n" id="count-unhealthy">0</span><span class="l">unhealthy</span></div><div class="count" data-state="failed"><span class="n" id="count-failed">1</span><span class="l">failed</span></div><div class="count" data-state="stopped"><span class="n" id="count-stopped">1</span><span class="l">stopped</span></div></div>"#]]
+            .assert_eq(&counts(&c).into_string());
+    }
+
+    #[test]
+    fn actions_carry_the_csrf_token() {
+        expect_test::expect![[
+            r#"@post('/ui/instances/shop/stop', {headers: {'X-CSRF-Token': 'abc123'}})"#
+        ]]
+        .assert_eq(&post("/ui/instances/shop/stop", "abc123"));
+    }
+
+    #[test]
+    fn login_page_snapshot() {
+        let html = login_page(Some("wrong token <b>")).into_string();
+        let main = &html[html.find("<main").unwrap()..];
+        expect_test::expect![[r##"<main class="login" id="main"><section class="panel"><h1>Sign in to Pockestrator</h1><form id="login-form" method="post" action="/ui/login"><div class="field"><label for="token">Admin token</label><input id="token" type="password" name="token" autocomplete="current-password" required autofocus aria-describedby="token-help"></div><p class="note" id="token-help">Print it on the server with <code>pockestrator token</code>.</p><p class="err" id="login-error" role="alert">wrong token &lt;b&gt;</p><button class="primary" id="login-submit" type="submit">Sign in</button></form></section></main></body></html>"##]]
+            .assert_eq(main);
+    }
+
+    #[test]
+    fn field_errors_snapshot() {
+        let e = FieldErrors {
+            name: Some("bad \"name\"".into()),
+            ..FieldErrors::default()
+        };
+        expect_test::expect![[r#"<span class="err" id="create-error-name" role="alert">bad &quot;name&quot;</span><span class="err" id="create-error-port" role="alert"></span><span class="err" id="create-error-domain" role="alert"></span><span class="err" id="create-error-email" role="alert"></span>"#]]
+            .assert_eq(&create_field_errors(&e).into_string());
+    }
+
+    #[test]
+    fn health_summary() {
+        let s = |ok: bool, ms: u32| HealthSample {
+            at: t("2026-11-22T10:00:00Z"),
+            healthy: ok,
+            latency_ms: ms,
+        };
+        let html = health(&[s(true, 2), s(false, 3000), s(true, 4)]).into_string();
+        assert!(
+            html.contains("2 of the last 3 checks passed; median response 4 ms."),
+            "{html}"
+        );
+        assert!(html.contains("class=\"bad\""));
+        assert!(health(&[]).into_string().contains("No health checks yet"));
+    }
+}
