@@ -308,3 +308,41 @@ async fn hostile_paths_and_cookies_are_refused() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_streams_its_progress_from_download_to_running() {
+    let d = Daemon::start().await;
+    let (_, cookie) = sign_in(&d, &[]).await;
+    let csrf = csrf_of(&d, &cookie).await;
+    // A version this daemon has not installed yet: it is downloaded first.
+    let (status, body) = datastar_post(
+        &d,
+        "/ui/instances",
+        Some(&cookie),
+        Some(&csrf),
+        json!({"create": {"name": "fresh", "version": crate::support::PB_OLD,
+                          "port": "", "domain": "", "email": ""}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let downloading = format!("Downloading PocketBase {}", crate::support::PB_OLD);
+    let at_download = body.find(&downloading).unwrap_or_else(|| panic!("{body}"));
+    let at_done = body.find("Created <a").unwrap_or_else(|| panic!("{body}"));
+    assert!(at_download < at_done, "{body}");
+    let (_, v) = d.get("/api/v1/instances/fresh").await;
+    assert_eq!(v["status"], "running", "{v}");
+    assert_eq!(v["version"], crate::support::PB_OLD, "{v}");
+    // Audited under the dashboard session's actor.
+    let (_, events) = d.get("/api/v1/events?limit=20").await;
+    let create = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "create" && e["instance"] == "fresh")
+        .unwrap_or_else(|| panic!("{events}"));
+    assert_eq!(create["result"], "ok", "{create}");
+    assert!(
+        create["actor"].as_str().unwrap().starts_with("dashboard@"),
+        "{create}"
+    );
+}

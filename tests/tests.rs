@@ -8,6 +8,7 @@ mod caddy;
 mod compat;
 mod daemon;
 mod dashboard;
+mod dashboard_browser;
 mod proxy;
 mod release;
 mod routing;

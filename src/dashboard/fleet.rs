@@ -123,19 +123,49 @@ impl SortKey {
     }
 }
 
+/// How many rows a fleet page shows at first, and how many more each
+/// "show more" adds. A page never renders the whole of a large fleet: the
+/// live updates of a page stay the same size at 10 or 10,000 instances,
+/// and the filter finds the rest.
+pub const PAGE_ROWS: usize = 100;
+
+/// The most rows a page may ask for.
+pub const MAX_ROWS: usize = 5_000;
+
 /// What the operator asked the table to show.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ViewParams {
     /// Case-insensitive text matched against name, status, version, port
     /// and domain; `status:failed`-style prefixes are not needed: the
     /// status is just another field to match.
     pub filter: String,
     pub sort: SortKey,
+    /// At most this many rows are shown.
+    pub limit: usize,
+}
+
+impl Default for ViewParams {
+    fn default() -> Self {
+        Self {
+            filter: String::new(),
+            sort: SortKey::default(),
+            limit: PAGE_ROWS,
+        }
+    }
+}
+
+/// The rows a page shows, and how many matched in all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shown {
+    pub rows: Vec<FleetRow>,
+    pub matching: usize,
+    pub total: usize,
 }
 
 impl ViewParams {
-    /// From the page's signals; an over-long filter is cut, not refused.
-    pub fn new(filter: &str, sort: &str) -> Self {
+    /// From the page's signals; an over-long filter is cut, not refused,
+    /// and the limit is kept between one page and [`MAX_ROWS`].
+    pub fn new(filter: &str, sort: &str, limit: usize) -> Self {
         Self {
             filter: filter
                 .trim()
@@ -144,6 +174,20 @@ impl ViewParams {
                 .collect::<String>()
                 .to_lowercase(),
             sort: SortKey::parse(sort),
+            limit: limit.clamp(PAGE_ROWS, MAX_ROWS),
+        }
+    }
+
+    /// The first [`Self::limit`] rows of [`Self::apply`], with the counts
+    /// for the "showing N of M" line.
+    pub fn window(&self, rows: &[FleetRow]) -> Shown {
+        let mut shown = self.apply(rows);
+        let matching = shown.len();
+        shown.truncate(self.limit);
+        Shown {
+            rows: shown,
+            matching,
+            total: rows.len(),
         }
     }
 
@@ -209,6 +253,7 @@ pub struct Sent {
     order: Vec<String>,
     rows: HashMap<String, String>,
     counts: Option<Counts>,
+    footer: Option<String>,
 }
 
 /// What to send next.
@@ -252,6 +297,16 @@ impl Sent {
             return false;
         }
         self.counts = Some(counts.clone());
+        true
+    }
+
+    /// Whether the rendered "showing N of M" line changed since last sent
+    /// (and remember it).
+    pub fn footer_changed(&mut self, html: &str) -> bool {
+        if self.footer.as_deref() == Some(html) {
+            return false;
+        }
+        self.footer = Some(html.to_string());
         true
     }
 
@@ -305,7 +360,7 @@ mod tests {
         });
         rows[1].restarts = 7;
         rows[2].domain = Some("API.example.com".into());
-        let by = |f: &str, s: &str| names(&ViewParams::new(f, s).apply(&rows)).join(" ");
+        let by = |f: &str, s: &str| names(&ViewParams::new(f, s, 0).apply(&rows)).join(" ");
         assert_eq!(by("", "name"), "api blog crm shop");
         assert_eq!(by("", "status"), "blog crm shop api");
         assert_eq!(by("", "version"), "api shop blog crm");
@@ -323,7 +378,7 @@ mod tests {
         assert_eq!(by("8092", "name"), "blog");
         assert_eq!(by("nothing-matches", "name"), "");
         assert_eq!(
-            ViewParams::new(&"x".repeat(10_000), "name").filter.len(),
+            ViewParams::new(&"x".repeat(10_000), "name", 0).filter.len(),
             200
         );
     }
@@ -378,5 +433,36 @@ mod tests {
         let counts = Counts::default();
         assert!(sent.counts_changed(&counts));
         assert!(!sent.counts_changed(&counts));
+    }
+
+    #[test]
+    fn a_page_shows_a_window_of_a_large_fleet() {
+        let rows: Vec<FleetRow> = (0..1_000)
+            .map(|i| row(&format!("app-{i:04}"), Status::Running, "0.40.6", 9000 + i))
+            .collect();
+        let first = ViewParams::default().window(&rows);
+        assert_eq!(first.rows.len(), PAGE_ROWS);
+        assert_eq!((first.matching, first.total), (1_000, 1_000));
+        assert_eq!(first.rows[0].name, "app-0000");
+        // "Show more" widens it; nothing asks for less than a page or more
+        // than the cap.
+        let more = ViewParams::new("", "name", 2 * PAGE_ROWS).window(&rows);
+        assert_eq!(more.rows.len(), 2 * PAGE_ROWS);
+        assert_eq!(ViewParams::new("", "name", 0).limit, PAGE_ROWS);
+        assert_eq!(ViewParams::new("", "name", usize::MAX).limit, MAX_ROWS);
+        // The filter looks at the whole fleet, not just the window.
+        let found = ViewParams::new("app-0999", "name", 0).window(&rows);
+        assert_eq!(names(&found.rows), ["app-0999"]);
+        assert_eq!((found.matching, found.total), (1, 1_000));
+    }
+
+    #[test]
+    fn footer_is_sent_when_it_changes() {
+        let mut sent = Sent::default();
+        assert!(sent.footer_changed("a"));
+        assert!(!sent.footer_changed("a"));
+        assert!(sent.footer_changed("b"));
+        sent.reset();
+        assert!(sent.footer_changed("b"));
     }
 }

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::auth::{self, Session};
-use super::fleet::{Counts, FleetRow, Patch, Sent, ViewParams};
+use super::fleet::{Counts, FleetRow, Sent, ViewParams};
 use super::views::{self, FleetPage, InstancePage, InstanceSummary};
 use super::Dashboard;
 use crate::events::Event;
@@ -281,7 +281,7 @@ pub async fn fleet_page(State(d): State<Dashboard>, Extension(s): Extension<Sess
         Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
     };
     let now = Utc::now();
-    let shown = ViewParams::default().apply(&rows);
+    let shown = ViewParams::default().window(&rows);
     let counts = Counts::of(&rows);
     let (versions, latest, versions_error) = d.versions().await;
     let page_id = hex::encode(rand::random::<[u8; 8]>());
@@ -290,7 +290,7 @@ pub async fn fleet_page(State(d): State<Dashboard>, Extension(s): Extension<Sess
             csrf: &s.csrf,
             page_id: &page_id,
             counts: &counts,
-            rows: &shown,
+            shown: &shown,
             versions: &versions,
             latest: latest.as_deref(),
             versions_error: versions_error.as_deref(),
@@ -307,40 +307,27 @@ pub struct FleetSignals {
     page: String,
     filter: String,
     sort: String,
+    limit: usize,
 }
 
-/// What changed in the fleet since `sent`, as at most one event.
-fn fleet_update(d: &Dashboard, params: &ViewParams, sent: &mut Sent) -> Option<DatastarEvent> {
-    let rows = match d.rows() {
-        Ok(r) => r,
+/// What changed in the fleet since `sent`, as events (see
+/// [`views::fleet_update`]).
+fn fleet_update(
+    d: &Dashboard,
+    params: &ViewParams,
+    csrf: &str,
+    sent: &mut Sent,
+) -> Vec<DatastarEvent> {
+    match d.rows() {
+        Ok(rows) => views::fleet_update(&rows, params, csrf, sent, Utc::now())
+            .into_iter()
+            .map(patch_html)
+            .collect(),
         Err(e) => {
             tracing::warn!(error = %e, "dashboard: cannot list instances");
-            return None;
-        }
-    };
-    let now = Utc::now();
-    let counts = Counts::of(&rows);
-    let shown = params.apply(&rows);
-    let rendered: Vec<(String, String)> = shown
-        .iter()
-        .map(|r| (r.name.clone(), views::fleet_row(r, now).into_string()))
-        .collect();
-    let mut html = String::new();
-    if sent.counts_changed(&counts) {
-        html.push_str(&views::counts(&counts).into_string());
-    }
-    match sent.update(&rendered) {
-        Patch::None => {}
-        Patch::Table => html.push_str(&views::fleet_rows(&shown, now).into_string()),
-        Patch::Rows(names) => {
-            for (name, row) in &rendered {
-                if names.contains(name) {
-                    html.push_str(row);
-                }
-            }
+            Vec::new()
         }
     }
-    (!html.is_empty()).then(|| patch_html(html))
 }
 
 /// Removes a page from the registry when its stream ends.
@@ -365,8 +352,11 @@ pub async fn fleet_stream(
     signals: Option<ReadSignals<FleetSignals>>,
 ) -> Response {
     let signals = signals.map(|s| s.0).unwrap_or_default();
-    let (params_tx, mut params_rx) =
-        watch::channel(ViewParams::new(&signals.filter, &signals.sort));
+    let (params_tx, mut params_rx) = watch::channel(ViewParams::new(
+        &signals.filter,
+        &signals.sort,
+        signals.limit,
+    ));
     let key = (s.id_hash.clone(), signals.page.clone());
     d.pages
         .lock()
@@ -380,7 +370,7 @@ pub async fn fleet_stream(
         let mut sent = Sent::default();
         let mut params = params_rx.borrow_and_update().clone();
         loop {
-            if let Some(ev) = fleet_update(&d, &params, &mut sent) {
+            for ev in fleet_update(&d, &params, &s.csrf, &mut sent) {
                 if tx.send(ev).await.is_err() {
                     return;
                 }
@@ -422,7 +412,11 @@ pub async fn fleet_view(
     let signals = signals.map(|s| s.0).unwrap_or_default();
     let key = (s.id_hash.clone(), signals.page.clone());
     if let Some(tx) = d.pages.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-        tx.send_replace(ViewParams::new(&signals.filter, &signals.sort));
+        tx.send_replace(ViewParams::new(
+            &signals.filter,
+            &signals.sort,
+            signals.limit,
+        ));
     }
     sse(Vec::new())
 }

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use super::assets;
-use super::fleet::{Counts, FleetRow, SortKey};
+use super::fleet::{Counts, FleetRow, Patch, Sent, Shown, SortKey, ViewParams, PAGE_ROWS};
 use crate::health::HealthSample;
 use crate::manager::FieldErrors;
 use crate::model::Status;
@@ -135,7 +135,7 @@ pub struct FleetPage<'a> {
     pub csrf: &'a str,
     pub page_id: &'a str,
     pub counts: &'a Counts,
-    pub rows: &'a [FleetRow],
+    pub shown: &'a Shown,
     pub versions: &'a [String],
     pub latest: Option<&'a str>,
     pub versions_error: Option<&'a str>,
@@ -148,6 +148,7 @@ pub fn fleet_page(p: &FleetPage<'_>) -> Markup {
         "page": p.page_id,
         "filter": "",
         "sort": "name",
+        "limit": PAGE_ROWS,
         "create": {
             "name": "", "version": p.latest.unwrap_or(""), "port": "", "domain": "", "email": ""
         },
@@ -186,9 +187,10 @@ pub fn fleet_page(p: &FleetPage<'_>) -> Markup {
                                     th { "Last check" } th.num { "CPU" } th.num { "Memory" }
                                 }
                             }
-                            (fleet_rows(p.rows, p.now))
+                            (fleet_rows(&p.shown.rows, p.now))
                         }
                     }
+                    (fleet_more(p.shown, p.csrf))
                 }
             }
         },
@@ -229,6 +231,77 @@ pub fn fleet_rows(rows: &[FleetRow], now: DateTime<Utc>) -> Markup {
     }
 }
 
+/// What a live fleet page needs next, given every instance's row and what
+/// the page was sent before: one HTML fragment per Datastar event, for the
+/// counts, the table (whole, or only the rows that changed) and the line
+/// under it; nothing when nothing changed. They travel as separate events
+/// because Datastar parses a patch in a `<template>`, where the first
+/// element sets the parsing mode: table rows after a `<div>` would lose
+/// their `<tr>`/`<td>` tags.
+pub fn fleet_update(
+    rows: &[FleetRow],
+    params: &ViewParams,
+    csrf: &str,
+    sent: &mut Sent,
+    now: DateTime<Utc>,
+) -> Vec<String> {
+    let counts = Counts::of(rows);
+    let shown = params.window(rows);
+    let rendered: Vec<(String, String)> = shown
+        .rows
+        .iter()
+        .map(|r| (r.name.clone(), fleet_row(r, now).into_string()))
+        .collect();
+    let mut out = Vec::new();
+    if sent.counts_changed(&counts) {
+        out.push(self::counts(&counts).into_string());
+    }
+    match sent.update(&rendered) {
+        Patch::None => {}
+        Patch::Table => out.push(fleet_rows(&shown.rows, now).into_string()),
+        Patch::Rows(names) => {
+            let names: std::collections::HashSet<String> = names.into_iter().collect();
+            out.push(
+                rendered
+                    .into_iter()
+                    .filter(|(name, _)| names.contains(name))
+                    .map(|(_, row)| row)
+                    .collect(),
+            )
+        }
+    }
+    let footer = fleet_more(&shown, csrf).into_string();
+    if sent.footer_changed(&footer) {
+        out.push(footer);
+    }
+    out
+}
+
+/// The line under the table (`#fleet-more`): how many rows are shown of
+/// how many match, and a button for the next page of them.
+pub fn fleet_more(shown: &Shown, csrf: &str) -> Markup {
+    let hidden = shown.matching.saturating_sub(shown.rows.len());
+    let more = format!(
+        "$limit = $limit + {PAGE_ROWS}; {}",
+        post("/ui/fleet/view", csrf)
+    );
+    html! {
+        div #fleet-more.toolbar {
+            @if hidden > 0 {
+                p.note {
+                    "Showing " (shown.rows.len()) " of " (shown.matching) " matching instances ("
+                    (shown.total) " in all). Narrow them with the filter, or "
+                }
+                button #fleet-show-more type="button" data-on-click=(more) {
+                    "Show " (hidden.min(PAGE_ROWS)) " more"
+                }
+            } @else if shown.matching < shown.total {
+                p.note { (shown.matching) " of " (shown.total) " instances match the filter." }
+            }
+        }
+    }
+}
+
 fn status_badge(status: Status) -> Markup {
     html! { span class={"badge " (status.as_str())} { (status.as_str()) } }
 }
@@ -260,7 +333,7 @@ fn create_form(p: &FleetPage<'_>) -> Markup {
     let validate = post("/ui/create/validate", p.csrf);
     let submit = post("/ui/instances", p.csrf);
     html! {
-        details.panel #create open[p.rows.is_empty()] {
+        details.panel #create open[p.shown.total == 0] {
             summary { "Create an instance" }
             form #create-form data-on-submit=(submit) "data-on-input__debounce.300ms"=(validate)
                 data-indicator="_creating" novalidate {
@@ -379,8 +452,17 @@ pub struct InstanceSummary {
 pub fn instance_page(p: &InstancePage<'_>) -> Markup {
     let name = p.summary.row.name.as_str();
     let base = format!("/ui/instances/{name}");
+    let current = p.summary.row.version.as_str();
+    // Offer the newest version that is not the one it runs.
+    let target = p
+        .versions
+        .iter()
+        .find(|v| v.as_str() != current)
+        .or(p.versions.first())
+        .cloned()
+        .unwrap_or_default();
     let signals = serde_json::json!({
-        "upgrade": {"version": p.versions.first().cloned().unwrap_or_default()},
+        "upgrade": {"version": target},
         "confirm": "",
     });
     layout(
@@ -404,7 +486,11 @@ pub fn instance_page(p: &InstancePage<'_>) -> Markup {
                         div.field {
                             label for="upgrade-version" { "Upgrade to" }
                             select #upgrade-version data-bind="upgrade.version" {
-                                @for v in p.versions { option value=(v) { (v) } }
+                                @for v in p.versions {
+                                    option value=(v) selected[*v == target] {
+                                        (v) @if v == current { " (current)" }
+                                    }
+                                }
                             }
                         }
                         button #action-upgrade type="button" data-indicator="_upgrading" data-attr-disabled="$_upgrading"
@@ -700,5 +786,52 @@ mod tests {
         );
         assert!(html.contains("class=\"bad\""));
         assert!(health(&[]).into_string().contains("No health checks yet"));
+    }
+
+    #[test]
+    fn fleet_more_says_what_is_hidden() {
+        let shown = |rows: usize, matching: usize, total: usize| Shown {
+            rows: vec![shop(); rows],
+            matching,
+            total,
+        };
+        expect_test::expect![[r#"<div class="toolbar" id="fleet-more"><p class="note">Showing 100 of 1000 matching instances (1200 in all). Narrow them with the filter, or </p><button id="fleet-show-more" type="button" data-on-click="$limit = $limit + 100; @post('/ui/fleet/view', {headers: {'X-CSRF-Token': 'abc'}})">Show 100 more</button></div>"#]]
+            .assert_eq(&fleet_more(&shown(100, 1000, 1200), "abc").into_string());
+        let last = fleet_more(&shown(100, 130, 130), "abc").into_string();
+        assert!(last.contains("Show 30 more"), "{last}");
+        let filtered = fleet_more(&shown(3, 3, 10), "abc").into_string();
+        assert!(
+            filtered.contains("3 of 10 instances match the filter."),
+            "{filtered}"
+        );
+        assert!(!filtered.contains("button"));
+        expect_test::expect![[r#"<div class="toolbar" id="fleet-more"></div>"#]]
+            .assert_eq(&fleet_more(&shown(4, 4, 4), "abc").into_string());
+    }
+
+    #[test]
+    fn live_updates_send_only_what_changed_each_in_its_own_fragment() {
+        let now = t("2026-11-22T10:00:05Z");
+        let mut blog = shop();
+        blog.name = "blog".into();
+        let mut rows = vec![shop(), blog];
+        let params = ViewParams::default();
+        let mut sent = Sent::default();
+        let first = fleet_update(&rows, &params, "abc", &mut sent, now);
+        assert_eq!(first.len(), 3, "{first:?}");
+        assert!(first[0].starts_with("<div class=\"counts\""));
+        assert!(first[1].starts_with("<tbody id=\"fleet-rows\">"));
+        assert!(first[2].starts_with("<div class=\"toolbar\" id=\"fleet-more\">"));
+        assert!(fleet_update(&rows, &params, "abc", &mut sent, now).is_empty());
+        // One instance stops: the counts and that row, nothing else; a
+        // fragment of rows holds rows only (no <div> before a <tr>).
+        rows[0].status = Status::Stopped;
+        rows[0].stats = None;
+        let next = fleet_update(&rows, &params, "abc", &mut sent, now);
+        assert_eq!(next.len(), 2, "{next:?}");
+        assert!(next[0].contains("id=\"count-stopped\">1<"));
+        assert!(next[1].starts_with("<tr id=\"row-shop\" data-status=\"stopped\">"));
+        assert!(!next[1].contains("row-blog"));
+        assert!(!next[1].contains("<div"));
     }
 }

@@ -424,7 +424,53 @@ impl Manager {
             BinaryChoice::Local(path) => Ok(self.releases.install_local(path).await?),
             BinaryChoice::Release(req) => {
                 let version = self.releases.resolve(req).await?;
-                Ok(self.releases.ensure(&version).await?)
+                Ok(self.ensure_publishing(&version).await?)
+            }
+        }
+    }
+
+    /// [`Releases::ensure`], publishing the download's progress on the
+    /// event bus while it runs (the dashboard shows it during a create or
+    /// an upgrade). Nothing is published for a version already cached.
+    async fn ensure_publishing(&self, version: &Version) -> Result<Installed, ReleaseError> {
+        let ensure = self.releases.ensure(version);
+        tokio::pin!(ensure);
+        // The first poll answers from the cache, or starts the download (or
+        // joins one in flight); from then on its progress channel exists.
+        if let std::task::Poll::Ready(result) = futures::poll!(&mut ensure) {
+            return result;
+        }
+        let mut progress = self.releases.progress(version);
+        if let Some(rx) = progress.as_mut() {
+            let now = rx.borrow_and_update().clone();
+            self.events.publish(Event::Download { progress: now });
+        }
+        let mut finished = false;
+        loop {
+            if progress.is_none() && !finished {
+                progress = self.releases.progress(version);
+            }
+            tokio::select! {
+                result = &mut ensure => return result,
+                changed = async {
+                    match progress.as_mut() {
+                        Some(rx) => rx.changed().await.is_ok(),
+                        None => {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            false
+                        }
+                    }
+                }, if !finished => {
+                    match (changed, progress.as_mut()) {
+                        (true, Some(rx)) => {
+                            let now = rx.borrow_and_update().clone();
+                            self.events.publish(Event::Download { progress: now });
+                        }
+                        // The download ended: only its result is left to wait for.
+                        (false, Some(_)) => finished = true,
+                        _ => {}
+                    }
+                }
             }
         }
     }
