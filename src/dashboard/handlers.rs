@@ -375,21 +375,25 @@ pub async fn fleet_stream(
                     return;
                 }
             }
-            // Wait for something that can change the table.
-            tokio::select! {
-                _ = tx.closed() => return,
-                _ = crate::health::stopped(&mut stop) => return,
-                changed = params_rx.changed() => {
-                    if changed.is_err() { return; }
-                    params = params_rx.borrow_and_update().clone();
+            // Wait for something that can change the table; audit lines
+            // and download progress cannot, and cost no render.
+            loop {
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    _ = crate::health::stopped(&mut stop) => return,
+                    changed = params_rx.changed() => {
+                        if changed.is_err() { return; }
+                        params = params_rx.borrow_and_update().clone();
+                        break;
+                    }
+                    r = stats.changed() => { if r.is_err() { return; } break; }
+                    r = events.recv() => match r {
+                        Ok(Event::InstanceState { .. } | Event::InstanceRemoved { .. }) => break,
+                        Ok(_) => continue,
+                        Err(broadcast::error::RecvError::Lagged(_)) => { sent.reset(); break; }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
                 }
-                r = stats.changed() => { if r.is_err() { return; } }
-                r = events.recv() => match r {
-                    Ok(Event::InstanceState { .. } | Event::InstanceRemoved { .. }) => {}
-                    Ok(_) => continue,
-                    Err(broadcast::error::RecvError::Lagged(_)) => sent.reset(),
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
             }
             // Let a burst (a fleet starting up) settle into one update.
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -776,27 +780,23 @@ pub async fn instance_action(
     let actor = Actor(s.actor.clone());
     let manager = d.manager.clone();
     let job: tokio::task::JoinHandle<Result<String, String>> = match action.as_str() {
-        "start" => tokio::spawn(async move {
-            manager
-                .start(&name, &actor)
-                .await
-                .map(|_| format!("{name} started."))
-                .map_err(|e| e.to_string())
-        }),
-        "stop" => tokio::spawn(async move {
-            manager
-                .stop(&name, &actor)
-                .await
-                .map(|_| format!("{name} stopped."))
-                .map_err(|e| e.to_string())
-        }),
-        "restart" => tokio::spawn(async move {
-            manager
-                .restart(&name, &actor)
-                .await
-                .map(|_| format!("{name} restarted."))
-                .map_err(|e| e.to_string())
-        }),
+        verb @ ("start" | "stop" | "restart") => {
+            let (verb, done) = match verb {
+                "start" => ("start", "started"),
+                "stop" => ("stop", "stopped"),
+                _ => ("restart", "restarted"),
+            };
+            tokio::spawn(async move {
+                let result = match verb {
+                    "start" => manager.start(&name, &actor).await,
+                    "stop" => manager.stop(&name, &actor).await,
+                    _ => manager.restart(&name, &actor).await,
+                };
+                result
+                    .map(|_| format!("{name} {done}."))
+                    .map_err(|e| e.to_string())
+            })
+        }
         "upgrade" => {
             let to = match VersionRequest::parse(signals.upgrade.version.trim()) {
                 Ok(v) => v,
