@@ -1,8 +1,10 @@
 //! The dashboard end to end in a real headless Chromium, driven over
 //! WebDriver (Debian's `chromium` and `chromedriver`, installed by
 //! `scripts/fetch-test-deps`), against a real daemon running real
-//! PocketBase. Screenshots of the fleet and instance views (desktop and
-//! phone width) are saved under `target/test-artifacts/dashboard/`.
+//! PocketBase. Screenshots (the fleet and instance views at desktop and
+//! phone width, the dark theme, the audit log, a refused sign-in) are saved
+//! under `target/test-artifacts/dashboard/` (or `$POCKESTRATOR_TEST_ARTIFACTS`),
+//! and the page of a failed wait is saved there too.
 
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -243,6 +245,7 @@ async fn dashboard_in_a_real_browser() {
         .wait_text("#login-error", "the sign-in error", |t| !t.is_empty())
         .await;
     assert!(error.contains("not the admin token"), "{error}");
+    b.screenshot("sign-in-refused.png").await;
 
     // The right token opens the fleet.
     type_into(&b.find("#token").await, &d.token).await;
@@ -519,6 +522,7 @@ async fn dashboard_in_a_real_browser() {
     for action in ["sign-in", "create", "stop", "start"] {
         assert!(audit.contains(action), "{action} missing from {audit}");
     }
+    b.screenshot("audit.png").await;
 
     // Sign out: back at the sign-in page, and the dashboard is closed.
     b.find("#logout").await.click().await.unwrap();

@@ -186,7 +186,7 @@ pub async fn login(
         let message = if presented.is_empty() {
             "Enter the admin token."
         } else {
-            "That is not the admin token. `pockestrator token` on the server prints it."
+            "That is not the admin token."
         };
         return (
             StatusCode::UNAUTHORIZED,

@@ -14,7 +14,7 @@ use super::assets;
 use super::fleet::{Counts, FleetRow, Patch, Sent, Shown, SortKey, ViewParams, PAGE_ROWS};
 use crate::health::HealthSample;
 use crate::manager::FieldErrors;
-use crate::model::Status;
+use crate::model::{InstanceName, Status};
 use crate::procstat::{human_bytes, human_duration};
 use crate::store::AuditEntry;
 
@@ -643,7 +643,14 @@ pub fn audit_table(id: &str, entries: &[AuditEntry], with_instance: bool) -> Mar
                             td { (e.actor) }
                             td { (e.action) }
                             @if with_instance {
-                                td { @if let Some(i) = &e.instance { a href={"/ui/instances/" (i)} { (i) } } @else { "—" } }
+                                td {
+                                    @match e.instance.as_deref() {
+                                        // Refused requests record what was asked for: no link for that.
+                                        Some(i) if InstanceName::parse(i).is_ok() => a href={"/ui/instances/" (i)} { (i) },
+                                        Some(i) => (crate::model::names::shown(i)),
+                                        None => "—",
+                                    }
+                                }
                             }
                             td { span class={"badge " (if e.result == "ok" { "running" } else { "failed" })} { (e.result) } }
                             td style="white-space:normal" { (e.detail) }
@@ -833,5 +840,25 @@ mod tests {
         assert!(next[1].starts_with("<tr id=\"row-shop\" data-status=\"stopped\">"));
         assert!(!next[1].contains("row-blog"));
         assert!(!next[1].contains("<div"));
+    }
+
+    #[test]
+    fn audit_links_only_real_instance_names() {
+        let entry = |instance: &str| AuditEntry {
+            id: 1,
+            at: t("2026-11-22T10:00:00Z"),
+            actor: "dashboard@127.0.0.1".into(),
+            action: "create".into(),
+            instance: Some(instance.into()),
+            result: "error".into(),
+            detail: "refused".into(),
+        };
+        let html = audit_table("a", &[entry("shop"), entry("../Bad <b>")], true).into_string();
+        assert!(
+            html.contains("<a href=\"/ui/instances/shop\">shop</a>"),
+            "{html}"
+        );
+        assert!(!html.contains("/ui/instances/.."), "{html}");
+        assert!(html.contains("&lt;b&gt;"), "{html}");
     }
 }
