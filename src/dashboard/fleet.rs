@@ -185,7 +185,7 @@ impl ViewParams {
         let matching = shown.len();
         shown.truncate(self.limit);
         Shown {
-            rows: shown,
+            rows: shown.into_iter().cloned().collect(),
             matching,
             total: rows.len(),
         }
@@ -209,8 +209,8 @@ impl ViewParams {
 
     /// The rows to show, in order. The name breaks every tie, so the order
     /// is stable from one update to the next.
-    pub fn apply(&self, rows: &[FleetRow]) -> Vec<FleetRow> {
-        let mut out: Vec<FleetRow> = rows.iter().filter(|r| self.matches(r)).cloned().collect();
+    pub fn apply<'a>(&self, rows: &'a [FleetRow]) -> Vec<&'a FleetRow> {
+        let mut out: Vec<&FleetRow> = rows.iter().filter(|r| self.matches(r)).collect();
         let uptime = |r: &FleetRow| r.stats.as_ref().map(|s| s.uptime).unwrap_or_default();
         let cpu = |r: &FleetRow| r.stats.as_ref().and_then(|s| s.cpu_percent).unwrap_or(-1.0);
         let mem = |r: &FleetRow| r.stats.as_ref().map(|s| s.rss_bytes).unwrap_or(0);
@@ -360,7 +360,14 @@ mod tests {
         });
         rows[1].restarts = 7;
         rows[2].domain = Some("API.example.com".into());
-        let by = |f: &str, s: &str| names(&ViewParams::new(f, s, 0).apply(&rows)).join(" ");
+        let by = |f: &str, s: &str| {
+            ViewParams::new(f, s, 0)
+                .apply(&rows)
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
         assert_eq!(by("", "name"), "api blog crm shop");
         assert_eq!(by("", "status"), "blog crm shop api");
         assert_eq!(by("", "version"), "api shop blog crm");
