@@ -373,6 +373,11 @@ async fn dashboard_in_a_real_browser() {
         .wait_text("#log", "the log tail", |t| t.contains("Server started"))
         .await;
     assert!(log.contains("http://127.0.0.1:"), "{log}");
+    let wiring = b.find("#instance-wiring").await.text().await.unwrap();
+    assert!(wiring.contains("the embedded proxy"), "{wiring}");
+    assert!(wiring.contains("the embedded supervisor"), "{wiring}");
+    b.wait_for("#route-state[data-ok=\"true\"]", "the route in place")
+        .await;
     let admin = b.find("#admin-link").await.attr("href").await.unwrap();
     assert!(admin.is_some_and(|h| h.ends_with("/_/")));
     b.wait_text("#health", "a health check", |t| t.contains("checks passed"))

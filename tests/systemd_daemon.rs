@@ -251,6 +251,17 @@ async fn instances_run_as_systemd_units() {
         original.replace("LimitNOFILE=4096", "LimitNOFILE=1024"),
     )
     .unwrap();
+    // The dashboard's instance page says so too.
+    let (status, page) = d.ui_get("/ui/instances/unit").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("<code>pockestrator-unit.service</code>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<span class=\"badge failed\">differs</span>"),
+        "{page}"
+    );
     let out = d.cli(&["doctor", "--json"]);
     assert!(!out.status.success());
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -264,6 +275,11 @@ async fn instances_run_as_systemd_units() {
     let repaired = d.cli_json(&["doctor", "--repair"]);
     assert_eq!(repaired["drifts"], serde_json::json!([]), "{repaired}");
     assert_eq!(std::fs::read_to_string(&unit).unwrap(), original);
+    let (_, page) = d.ui_get("/ui/instances/unit").await;
+    assert!(
+        page.contains("<span class=\"badge running\">as written</span>"),
+        "{page}"
+    );
     let conn = rusqlite::Connection::open(d.data_dir().join("state.db")).unwrap();
     let hash: Option<String> = conn
         .query_row(

@@ -135,6 +135,26 @@ impl Dashboard {
         })
     }
 
+    /// The instance's route and unit, as the instance page shows them.
+    async fn wiring(&self, name: &str) -> Option<views::Wiring> {
+        let rec = self.manager.get(name).ok()?;
+        let router = self.manager.router().kind().to_string();
+        let (route_in_place, route_problems) = if router == "none" {
+            (None, Vec::new())
+        } else {
+            match self.manager.route_status(&rec).await {
+                Ok((ok, drifts)) => (Some(ok), drifts.into_iter().map(|d| d.detail).collect()),
+                Err(e) => (Some(false), vec![e.to_string()]),
+            }
+        };
+        Some(views::Wiring {
+            router,
+            route_in_place,
+            route_problems,
+            unit: self.manager.unit_status(&rec),
+        })
+    }
+
     fn audit_of(&self, name: &str) -> Vec<crate::store::AuditEntry> {
         self.manager
             .store()
@@ -605,6 +625,9 @@ pub async fn instance_page(
     let Some(summary) = d.summary(&name) else {
         return not_found(&name, &s.csrf);
     };
+    let Some(wiring) = d.wiring(&name).await else {
+        return not_found(&name, &s.csrf);
+    };
     let (versions, _, _) = d.versions().await;
     let health = d.manager.health_history(&name);
     let audit = d.audit_of(&name);
@@ -614,6 +637,7 @@ pub async fn instance_page(
         views::instance_page(&InstancePage {
             csrf: &s.csrf,
             summary: &summary,
+            wiring: &wiring,
             versions: &versions,
             health: &health,
             audit: &audit,
@@ -677,6 +701,10 @@ pub async fn instance_stream(State(d): State<Dashboard>, Path(name): Path<String
         let mut last_health = String::new();
         let mut first = true;
         let mut audit_dirty = true;
+        // The route and unit are checked again when something happened to
+        // this instance (a Caddy route check is a request to Caddy).
+        let mut wiring_dirty = true;
+        let mut last_wiring = String::new();
         loop {
             let Some(summary) = d.summary(&name) else {
                 let _ = tx.send(patch(views::go_to("/ui/"))).await;
@@ -699,6 +727,16 @@ pub async fn instance_stream(State(d): State<Dashboard>, Path(name): Path<String
                 );
                 audit_dirty = false;
             }
+            if wiring_dirty {
+                if let Some(w) = d.wiring(&name).await {
+                    let w = views::instance_wiring(&w).into_string();
+                    if w != last_wiring {
+                        html.push_str(&w);
+                        last_wiring = w;
+                    }
+                }
+                wiring_dirty = false;
+            }
             if first {
                 let lines: Vec<String> = kept.iter().cloned().collect();
                 html.push_str(&views::log_box(&lines).into_string());
@@ -718,10 +756,14 @@ pub async fn instance_stream(State(d): State<Dashboard>, Path(name): Path<String
                     }
                     Ok(Event::Audit { entry }) if entry.instance.as_deref() == Some(name.as_str()) => {
                         audit_dirty = true;
+                        wiring_dirty = true;
                     }
-                    Ok(Event::InstanceState { name: n, .. }) if n == name => {}
+                    Ok(Event::InstanceState { name: n, .. }) if n == name => wiring_dirty = true,
                     Ok(_) => continue,
-                    Err(broadcast::error::RecvError::Lagged(_)) => audit_dirty = true,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        audit_dirty = true;
+                        wiring_dirty = true;
+                    }
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 chunk = log.next() => {

@@ -429,6 +429,7 @@ pub fn create_done(name: &str, url: Option<&str>, superuser: Option<(&str, &str)
 pub struct InstancePage<'a> {
     pub csrf: &'a str,
     pub summary: &'a InstanceSummary,
+    pub wiring: &'a Wiring,
     pub versions: &'a [String],
     pub health: &'a [HealthSample],
     pub audit: &'a [AuditEntry],
@@ -472,6 +473,10 @@ pub fn instance_page(p: &InstancePage<'_>) -> Markup {
             main #main data-signals=(signals.to_string()) data-on-load=(stream(&format!("{base}/stream"))) {
                 p { a href="/ui/" { "← Fleet" } }
                 (instance_summary(p.summary))
+                section.panel aria-labelledby="wiring-h" {
+                    h2 #wiring-h { "Routing and runtime" }
+                    (instance_wiring(p.wiring))
+                }
                 section.panel aria-labelledby="actions-h" {
                     h2 #actions-h { "Actions" }
                     div.actions {
@@ -528,6 +533,62 @@ pub fn instance_page(p: &InstancePage<'_>) -> Markup {
             }
         },
     )
+}
+
+/// How an instance is reached and run: its route in the router, and with
+/// the systemd runtime its unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wiring {
+    /// `embedded`, `caddy`, `caddyfile` or `none`.
+    pub router: String,
+    /// Whether the router holds the route it should (`None`: no router).
+    pub route_in_place: Option<bool>,
+    /// What differs, in words.
+    pub route_problems: Vec<String>,
+    /// The systemd unit and how it differs from ours, with that runtime.
+    pub unit: Option<(String, Option<String>)>,
+}
+
+/// The routing and runtime facts (`#instance-wiring`).
+pub fn instance_wiring(w: &Wiring) -> Markup {
+    let router = match w.router.as_str() {
+        "embedded" => "the embedded proxy",
+        "caddy" => "Caddy (admin API)",
+        "caddyfile" => "Caddy (Caddyfile)",
+        _ => "none: 127.0.0.1 only",
+    };
+    html! {
+        dl.facts #instance-wiring {
+            dt { "Router" } dd { (router) }
+            @if let Some(ok) = w.route_in_place {
+                dt { "Route" }
+                dd #route-state data-ok=(ok) {
+                    @if ok { span.badge.running { "in place" } }
+                    @else {
+                        span.badge.failed { "not in place" }
+                        @for p in &w.route_problems { " " (p) }
+                        " — " code { "pockestrator doctor --repair" } " puts it back."
+                    }
+                }
+            }
+            dt { "Runtime" }
+            dd {
+                @match &w.unit {
+                    None => "the embedded supervisor",
+                    Some((unit, drift)) => {
+                        "systemd, " code { (unit) } " "
+                        @match drift {
+                            None => span.badge.running { "as written" },
+                            Some(d) => {
+                                span.badge.failed { "differs" } " " (d)
+                                " — " code { "pockestrator doctor --repair" } " writes it back."
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The instance's facts, with its status (`#instance-summary`).
@@ -860,5 +921,28 @@ mod tests {
         );
         assert!(!html.contains("/ui/instances/.."), "{html}");
         assert!(html.contains("&lt;b&gt;"), "{html}");
+    }
+
+    #[test]
+    fn wiring_snapshot() {
+        let fine = Wiring {
+            router: "embedded".into(),
+            route_in_place: Some(true),
+            route_problems: vec![],
+            unit: None,
+        };
+        expect_test::expect![[r#"<dl class="facts" id="instance-wiring"><dt>Router</dt><dd>the embedded proxy</dd><dt>Route</dt><dd id="route-state" data-ok="true"><span class="badge running">in place</span></dd><dt>Runtime</dt><dd>the embedded supervisor</dd></dl>"#]]
+            .assert_eq(&instance_wiring(&fine).into_string());
+        let drifted = Wiring {
+            router: "caddy".into(),
+            route_in_place: Some(false),
+            route_problems: vec!["route shop is missing".into()],
+            unit: Some((
+                "pockestrator-shop.service".into(),
+                Some("ExecStart= changed".into()),
+            )),
+        };
+        expect_test::expect![[r#"<dl class="facts" id="instance-wiring"><dt>Router</dt><dd>Caddy (admin API)</dd><dt>Route</dt><dd id="route-state" data-ok="false"><span class="badge failed">not in place</span> route shop is missing — <code>pockestrator doctor --repair</code> puts it back.</dd><dt>Runtime</dt><dd>systemd, <code>pockestrator-shop.service</code> <span class="badge failed">differs</span> ExecStart= changed — <code>pockestrator doctor --repair</code> writes it back.</dd></dl>"#]]
+            .assert_eq(&instance_wiring(&drifted).into_string());
     }
 }

@@ -769,17 +769,24 @@ impl Manager {
         }
     }
 
+    /// With the systemd runtime: the instance's unit name, and how the unit
+    /// on disk differs from what it should be (`None` when it matches).
+    /// `None` with the embedded supervisor.
+    pub fn unit_status(&self, rec: &InstanceRecord) -> Option<(String, Option<String>)> {
+        let AnyRuntime::Systemd(systemd) = self.runtime.as_ref() else {
+            return None;
+        };
+        let spec = self.spec(rec).ok()?;
+        Some((systemd.unit_name(&spec.name), systemd.drift(&spec)))
+    }
+
     /// With the systemd runtime: units that differ from what they should be.
     pub fn check_units(&self) -> Vec<crate::router::Drift> {
-        let AnyRuntime::Systemd(systemd) = self.runtime.as_ref() else {
-            return Vec::new();
-        };
         self.list()
             .unwrap_or_default()
             .iter()
             .filter_map(|rec| {
-                let spec = self.spec(rec).ok()?;
-                let detail = systemd.drift(&spec)?;
+                let detail = self.unit_status(rec)?.1?;
                 let missing = detail.ends_with("is missing");
                 Some(crate::router::Drift {
                     instance: Some(rec.name.clone()),
