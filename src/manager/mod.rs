@@ -254,6 +254,9 @@ pub struct Manager {
     /// The route last put for each instance, so unchanged routes are not
     /// sent again.
     last_routes: Mutex<HashMap<String, Route>>,
+    /// Held for the whole of one route sync (read the record, put the
+    /// route), so that the last sync to run always put the latest state.
+    route_sync: tokio::sync::Mutex<()>,
     /// Names whose route may have changed, for the route loop.
     route_tx: tokio::sync::mpsc::UnboundedSender<String>,
     route_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
@@ -288,6 +291,7 @@ impl Manager {
             health_log: Mutex::new(HashMap::new()),
             router,
             last_routes: Mutex::new(HashMap::new()),
+            route_sync: tokio::sync::Mutex::new(()),
             route_tx,
             route_rx: Mutex::new(Some(route_rx)),
         }))
@@ -940,6 +944,11 @@ impl Manager {
         if rec.desired != DesiredState::Stopped {
             rec.desired = DesiredState::Stopped;
             self.store.update_config(&rec, &actor.0)?;
+        }
+        // Take the route out of service before the process goes: requests
+        // meanwhile get 503 and Retry-After from the proxy, not 502.
+        if let Err(e) = self.sync_route(name).await {
+            tracing::warn!(instance = name, error = %e, "route not updated before the stop");
         }
         self.runtime.stop(&InstanceName::parse(name)?).await?;
         self.set_state(name, Status::Stopped, None, rec.restarts, None);

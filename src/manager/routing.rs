@@ -14,7 +14,7 @@ use std::sync::Arc;
 use super::{Actor, Manager, ManagerError, Result};
 use crate::model::names::shown;
 use crate::model::routing;
-use crate::model::{Domain, InstanceName, Status};
+use crate::model::{DesiredState, Domain, InstanceName, Status};
 use crate::router::{Drift, ReconcileReport, Route, Router};
 use crate::store::{InstanceRecord, Phase};
 
@@ -24,8 +24,11 @@ impl Manager {
     pub fn route_for(&self, rec: &InstanceRecord) -> Result<Route> {
         let custom = self.store.domains(&rec.name)?;
         let routing_cfg = &self.cfg.routing;
+        // An instance being stopped is out of service from the moment it
+        // is asked to stop, not only once its process has gone.
         let available = !self.router.tracks_availability()
-            || matches!(rec.status, Status::Running | Status::Unhealthy);
+            || (matches!(rec.status, Status::Running | Status::Unhealthy)
+                && rec.desired == DesiredState::Running);
         Ok(Route {
             name: InstanceName::parse(&rec.name)?,
             port: rec.port,
@@ -85,10 +88,11 @@ impl Manager {
         }
     }
 
-    async fn sync_route(&self, name: &str) -> Result<()> {
+    pub(super) async fn sync_route(&self, name: &str) -> Result<()> {
         if matches!(*self.router, crate::router::AnyRouter::None) {
             return Ok(());
         }
+        let _one_at_a_time = self.route_sync.lock().await;
         let rec = self
             .store
             .get_instance(name)?
