@@ -34,8 +34,9 @@ use crate::release::SourceSpec;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The TCP API listener (bearer token required), or `none` for the
-    /// unix socket only.
+    /// The TCP listener of the API (bearer token required) and of the web
+    /// dashboard (`http://ADDR/`, sign in with the token), or `none` for
+    /// the unix socket only (no dashboard).
     #[arg(
         long,
         env = "POCKESTRATOR_LISTEN",
