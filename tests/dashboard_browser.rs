@@ -7,6 +7,7 @@
 //! and the page of a failed wait is saved there too.
 
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -50,8 +51,21 @@ fn artifacts() -> PathBuf {
 /// chromedriver, a headless Chromium behind it, and a WebDriver session.
 struct Browser {
     client: Client,
-    driver: Child,
+    _driver: Driver,
     _profile: tempfile::TempDir,
+}
+
+/// chromedriver in a process group of its own, with the Chromium it starts:
+/// dropping it (a test that ends, fails or panics) kills the whole group,
+/// so no browser outlives its test.
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let group = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.0.wait();
+    }
 }
 
 impl Browser {
@@ -68,13 +82,16 @@ impl Browser {
         let chromium = program("POCKESTRATOR_TEST_CHROMIUM", "/usr/bin/chromium");
         let chromedriver = program("POCKESTRATOR_TEST_CHROMEDRIVER", "/usr/bin/chromedriver");
         let port = free_port();
-        let driver = Command::new(&chromedriver)
-            .arg(format!("--port={port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn chromedriver");
+        let driver = Driver(
+            Command::new(&chromedriver)
+                .arg(format!("--port={port}"))
+                .process_group(0)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn chromedriver"),
+        );
         wait_until(
             Duration::from_secs(30),
             "chromedriver to listen",
@@ -115,7 +132,7 @@ impl Browser {
             .expect("a WebDriver session with headless Chromium");
         Browser {
             client,
-            driver,
+            _driver: driver,
             _profile: profile,
         }
     }
@@ -204,13 +221,6 @@ impl Browser {
         self.js("return document.documentElement.scrollWidth <= window.innerWidth + 1;")
             .await
             == json!(true)
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
     }
 }
 
