@@ -277,19 +277,7 @@ fn pure_cases(n: usize) -> Vec<Pure> {
     let mut out = Vec::new();
     for (label, params) in [("window", ViewParams::default()), ("whole fleet", view(n))] {
         let (micros, _, bytes, calls) = measure(|| {
-            let shown = params.window(&a);
-            let counts = Counts::of(&a);
-            let html = views::fleet_page(&FleetPage {
-                csrf: CSRF,
-                page_id: "0123456789abcdef",
-                counts: &counts,
-                shown: &shown,
-                versions: &versions,
-                latest: Some(PB_VERSION),
-                versions_error: None,
-                now,
-            })
-            .into_string();
+            let html = render_fleet_page(&a, &params, &versions, now);
             (0, html.len())
         });
         out.push(Pure {
@@ -585,19 +573,7 @@ fn page_work_in_process(data_dir: &Path) -> Result<(Served, Served)> {
                 FleetRow::new(r, Some(url), None)
             })
             .collect();
-        let shown = ViewParams::default().window(&rows);
-        let counts = Counts::of(&rows);
-        let html = views::fleet_page(&FleetPage {
-            csrf: CSRF,
-            page_id: "0123456789abcdef",
-            counts: &counts,
-            shown: &shown,
-            versions: &versions,
-            latest: Some(PB_VERSION),
-            versions_error: None,
-            now: Utc::now(),
-        })
-        .into_string();
+        let html = render_fleet_page(&rows, &ViewParams::default(), &versions, Utc::now());
         let done = started.elapsed();
         if round >= 3 {
             list_times.push(listed_at.as_secs_f64() * 1e3);
@@ -1231,4 +1207,27 @@ fn count(n: usize) -> String {
         out.push(c);
     }
     out
+}
+
+/// The fleet page as its handler renders it: the window, the counts, the
+/// page.
+fn render_fleet_page(
+    rows: &[FleetRow],
+    params: &ViewParams,
+    versions: &[String],
+    now: DateTime<Utc>,
+) -> String {
+    let shown = params.window(rows);
+    let counts = Counts::of(rows);
+    views::fleet_page(&FleetPage {
+        csrf: CSRF,
+        page_id: "0123456789abcdef",
+        counts: &counts,
+        shown: &shown,
+        versions,
+        latest: Some(PB_VERSION),
+        versions_error: None,
+        now,
+    })
+    .into_string()
 }
