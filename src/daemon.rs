@@ -9,7 +9,7 @@
 //! Main loops, each a task stopped by the shutdown signal:
 //! - the HTTP servers (unix socket and TCP), graceful on shutdown;
 //! - `Manager::follow_runtime`: runtime events → store, audit, bus;
-//! - [`crate::health::run_loop`]: `Manager::health_round` every `health_interval`.
+//! - `Manager::health_loop`: `Manager::health_round` every `health_interval`.
 //!
 //! **Architecture Invariant:** shutting the daemon down (or killing it)
 //! never stops an instance. The supervisor lets go of its processes; the
@@ -233,7 +233,7 @@ pub async fn run(
     });
     manager.recover().await?;
     let mut background = vec![
-        tokio::spawn(crate::health::run_loop(manager.clone(), stop_rx.clone())),
+        tokio::spawn(manager.clone().health_loop(stop_rx.clone())),
         tokio::spawn(stats.run(manager.clone(), stop_rx.clone())),
         tokio::spawn(manager.clone().route_loop(stop_rx.clone())),
     ];
@@ -246,7 +246,7 @@ pub async fn run(
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
             loop {
                 tokio::select! {
-                    _ = crate::health::stopped(&mut stop) => return,
+                    _ = crate::shutdown::stopped(&mut stop) => return,
                     _ = tick.tick() => {
                         if let AnyRuntime::Systemd(r) = runtime.as_ref() {
                             r.refresh().await;
@@ -263,7 +263,7 @@ pub async fn run(
                 let proxy = proxy.clone();
                 let mut stop = stop_rx.clone();
                 background.push(tokio::spawn(async move {
-                    let shutdown = async move { crate::health::stopped(&mut stop).await };
+                    let shutdown = async move { crate::shutdown::stopped(&mut stop).await };
                     if let Err(e) = proxy.serve(listener, shutdown).await {
                         tracing::error!(error = %e, "the embedded proxy stopped");
                     }
@@ -283,7 +283,7 @@ pub async fn run(
             background.push(tokio::spawn(async move {
                 caddy
                     .watch(move || for_routes.all_routes(), async move {
-                        crate::health::stopped(&mut stop).await
+                        crate::shutdown::stopped(&mut stop).await
                     })
                     .await
             }));

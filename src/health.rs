@@ -1,16 +1,12 @@
-//! Health checking: the verdict on one probe (pure) and the loop that
-//! probes every instance on an interval.
-//!
-//! Each round probes `GET /api/health` of every instance that should run
-//! and whose process is alive, all at once; the manager applies the
-//! verdicts (state changes, restarts) and stores `last_health_check`.
+//! Health checking, the pure part: the verdict on one probe and the bounded
+//! history of probes. The manager's health rounds (`manager::health`)
+//! probe `GET /api/health` of every instance that should run and whose
+//! process is alive, all at once, and apply these verdicts.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::manager::Manager;
 use crate::model::Status;
 
 /// One probe's result, kept in a short per-instance history for the
@@ -89,25 +85,6 @@ mod history_tests {
         assert_eq!(h.front().unwrap().latency_ms, 5);
         assert_eq!(h.back().unwrap().latency_ms, HISTORY_LEN as u32 + 4);
     }
-}
-
-/// Probe every instance each `health_interval` until `stop` is set.
-pub async fn run_loop(manager: Arc<Manager>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(manager.config().health_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stopped(&mut stop) => return,
-            _ = tick.tick() => {
-                manager.health_round().await;
-            }
-        }
-    }
-}
-
-/// Resolves once the shutdown flag is set (or its sender is gone).
-pub async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
 }
 
 #[cfg(test)]

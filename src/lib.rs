@@ -39,4 +39,5 @@ pub mod procstat;
 pub mod release;
 pub mod router;
 pub mod runtime;
+pub mod shutdown;
 pub mod store;

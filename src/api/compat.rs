@@ -99,8 +99,10 @@ pub fn failure(status: StatusCode, message: &str) -> Failure {
 
 impl From<ManagerError> for Failure {
     fn from(e: ManagerError) -> Self {
-        let status =
-            StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = super::error::http_status(&e);
+        if status.is_server_error() {
+            tracing::error!(error = %e, "request failed");
+        }
         failure(status, &e.to_string())
     }
 }

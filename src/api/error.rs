@@ -8,6 +8,9 @@ use axum::Json;
 
 use super::dto::{ErrorBody, ErrorDetail};
 use crate::manager::ManagerError;
+use crate::model::ports::PortError;
+use crate::pocketbase::PocketBaseError;
+use crate::store::StoreError;
 
 /// An error on its way to the client.
 #[derive(Debug)]
@@ -40,12 +43,68 @@ impl ApiError {
 
 impl From<ManagerError> for ApiError {
     fn from(e: ManagerError) -> Self {
-        let status =
-            StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = http_status(&e);
         if status.is_server_error() {
-            tracing::warn!(error = %e, "request failed");
+            tracing::error!(error = %e, "request failed");
         }
-        Self::new(status, e.code(), e.to_string())
+        Self::new(status, code(&e), e.to_string())
+    }
+}
+
+/// The HTTP status for a manager error.
+pub fn http_status(e: &ManagerError) -> StatusCode {
+    let code = match e {
+        ManagerError::Name(_)
+        | ManagerError::Version(_)
+        | ManagerError::PocketBase(PocketBaseError::BadEmail(_))
+        | ManagerError::PocketBase(PocketBaseError::ShortPassword)
+        | ManagerError::PocketBase(PocketBaseError::LongPassword)
+        | ManagerError::Invalid(_) => 400,
+        ManagerError::Port(PortError::OutOfRange(_)) => 400,
+        ManagerError::Port(PortError::Exhausted { .. }) => 503,
+        ManagerError::Port(_) => 409,
+        ManagerError::NotFound(_) => 404,
+        ManagerError::Conflict(_) => 409,
+        ManagerError::Store(StoreError::NameTaken(_))
+        | ManagerError::Store(StoreError::PortTaken(_))
+        | ManagerError::Store(StoreError::UserTaken(_))
+        | ManagerError::Store(StoreError::DomainTaken { .. }) => 409,
+        ManagerError::Router(_) => 502,
+        ManagerError::Release(e) if e.is_user_error() => 400,
+        ManagerError::Release(_) => 502,
+        _ => 500,
+    };
+    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// A stable machine-readable code for a manager error.
+pub fn code(e: &ManagerError) -> &'static str {
+    match e {
+        ManagerError::Name(_) => "invalid_name",
+        ManagerError::Port(PortError::OutOfRange(_)) => "invalid_port",
+        ManagerError::Port(PortError::Exhausted { .. }) => "no_free_port",
+        ManagerError::Port(_) => "port_taken",
+        ManagerError::Version(_) => "invalid_version",
+        ManagerError::PocketBase(PocketBaseError::BadEmail(_)) => "invalid_email",
+        ManagerError::PocketBase(PocketBaseError::ShortPassword)
+        | ManagerError::PocketBase(PocketBaseError::LongPassword) => "invalid_password",
+        ManagerError::PocketBase(_) => "pocketbase_error",
+        ManagerError::Invalid(_) => "invalid_request",
+        ManagerError::NotFound(_) => "not_found",
+        ManagerError::Conflict(_) => "conflict",
+        ManagerError::Store(StoreError::NameTaken(_)) => "name_taken",
+        ManagerError::Store(StoreError::PortTaken(_)) => "port_taken",
+        ManagerError::Store(StoreError::UserTaken(_)) => "conflict",
+        ManagerError::Store(StoreError::DomainTaken { .. }) => "domain_taken",
+        ManagerError::Router(_) => "router_error",
+        ManagerError::Store(_) => "store_error",
+        ManagerError::Release(e) if e.is_user_error() => "unknown_version",
+        ManagerError::Release(_) => "release_unavailable",
+        ManagerError::Runtime(_) => "runtime_error",
+        ManagerError::StartFailed { .. } => "start_failed",
+        ManagerError::UpgradeRolledBack { .. } => "upgrade_rolled_back",
+        ManagerError::Internal(_) => "internal_error",
+        ManagerError::Io { .. } => "io_error",
     }
 }
 

@@ -400,7 +400,7 @@ pub async fn fleet_stream(
             loop {
                 tokio::select! {
                     _ = tx.closed() => return,
-                    _ = crate::health::stopped(&mut stop) => return,
+                    _ = crate::shutdown::stopped(&mut stop) => return,
                     changed = params_rx.changed() => {
                         if changed.is_err() { return; }
                         params = params_rx.borrow_and_update().clone();
@@ -747,7 +747,7 @@ pub async fn instance_stream(State(d): State<Dashboard>, Path(name): Path<String
             }
             tokio::select! {
                 _ = tx.closed() => return,
-                _ = crate::health::stopped(&mut stop) => return,
+                _ = crate::shutdown::stopped(&mut stop) => return,
                 r = stats.changed() => { if r.is_err() { return; } }
                 r = events.recv() => match r {
                     Ok(Event::InstanceRemoved { name: n }) if n == name => {

@@ -53,7 +53,7 @@ impl StatsHub {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = crate::health::stopped(&mut stop) => return,
+                _ = crate::shutdown::stopped(&mut stop) => return,
                 _ = tick.tick() => {}
             }
             if self.tx.receiver_count() == 0 {

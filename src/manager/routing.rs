@@ -146,7 +146,7 @@ impl Manager {
         let Some(mut rx) = rx else { return };
         loop {
             let first = tokio::select! {
-                _ = crate::health::stopped(&mut stop) => return,
+                _ = crate::shutdown::stopped(&mut stop) => return,
                 name = rx.recv() => match name {
                     Some(n) => n,
                     None => return,

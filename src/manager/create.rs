@@ -1,0 +1,327 @@
+//! Creating an instance: validation, port choice, the row in phase
+//! `creating`, bring-up, and the roll-back that leaves nothing behind.
+
+use std::path::{Path, PathBuf};
+
+use chrono::Utc;
+
+use super::files::remove_dir_if_exists;
+use super::install::BinaryChoice;
+use super::units::check_resource_limits;
+use super::{Actor, Manager, ManagerError, Result};
+use crate::model::names::shown;
+use crate::model::ports::{self, PortError};
+use crate::model::{DesiredState, Domain, InstanceName, Status, UserId};
+use crate::pocketbase;
+use crate::release::Installed;
+use crate::runtime::Runtime;
+use crate::store::{InstanceRecord, Phase, StoreError};
+
+/// A create request, as validated input.
+#[derive(Debug, Clone)]
+pub struct CreateRequest {
+    pub name: String,
+    pub binary: BinaryChoice,
+    pub port: Option<u32>,
+    pub domain: Option<String>,
+    pub superuser_email: Option<String>,
+    /// `None` with an e-mail: a password is generated and returned once.
+    pub superuser_password: Option<String>,
+    /// The request body limit of its route; `None`: the router's default.
+    pub max_body_bytes: Option<u64>,
+    /// systemd's `MemoryMax=` (applied by the systemd runtime).
+    pub memory_max: Option<String>,
+    /// systemd's `CPUQuota=` (applied by the systemd runtime).
+    pub cpu_quota: Option<String>,
+}
+
+/// The result of a create: the instance, and the superuser's credentials
+/// when one was made (the password is shown once, never stored).
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub instance: InstanceRecord,
+    pub superuser: Option<(String, String)>,
+}
+
+/// A create form's fields as typed (see [`Manager::check_create_fields`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CreateFields<'a> {
+    pub name: &'a str,
+    pub port: &'a str,
+    pub domain: &'a str,
+    pub email: &'a str,
+}
+
+/// The message for each invalid field; `None`: the field is fine.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldErrors {
+    pub name: Option<String>,
+    pub port: Option<String>,
+    pub domain: Option<String>,
+    pub email: Option<String>,
+}
+
+impl FieldErrors {
+    /// Whether every field is fine.
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none() && self.port.is_none() && self.domain.is_none() && self.email.is_none()
+    }
+}
+
+impl Manager {
+    /// Choose a port: the requested one after checking it, or the next by
+    /// seed 000's rule. Called under the allocation lock.
+    pub(super) fn choose_port(&self, requested: Option<u32>) -> Result<u16> {
+        let used = self.store.used_ports()?;
+        match requested {
+            Some(raw) => {
+                let port = ports::check_range(raw)?;
+                if let Some(owner) = self.store.port_owner(port)? {
+                    return Err(PortError::UsedByInstance { port, owner }.into());
+                }
+                if !port_is_free(port) {
+                    return Err(PortError::NotFree(port).into());
+                }
+                Ok(port)
+            }
+            None => Ok(ports::next_port(&used, port_is_free)?),
+        }
+    }
+
+    /// Check a create form's fields as typed, each on its own, with the
+    /// same rules and messages a create gives (the dashboard's inline
+    /// validation). Empty optional fields are valid.
+    pub fn check_create_fields(&self, fields: &CreateFields<'_>) -> FieldErrors {
+        let name = match InstanceName::parse(fields.name) {
+            Err(e) => Some(ManagerError::from(e).to_string()),
+            Ok(n) => match self.store.get_instance(n.as_str()) {
+                Ok(Some(_)) => Some(StoreError::NameTaken(n.to_string()).to_string()),
+                Ok(None) => None,
+                Err(e) => Some(ManagerError::from(e).to_string()),
+            },
+        };
+        let port = match fields.port.trim() {
+            "" => None,
+            raw => match raw.parse::<u32>() {
+                Err(_) => Some(format!(
+                    "port {} is not a number: give one from {} to 65535, or leave it empty to get one",
+                    shown(raw),
+                    ports::MIN_PORT
+                )),
+                Ok(p) => self.choose_port(Some(p)).err().map(|e| e.to_string()),
+            },
+        };
+        let domain = match fields.domain.trim() {
+            "" => None,
+            raw => match Domain::parse(raw) {
+                Err(e) => Some(ManagerError::from(e).to_string()),
+                Ok(d) => match self.store.domain_owner(d.as_str()) {
+                    Ok(Some(owner)) => Some(
+                        StoreError::DomainTaken {
+                            domain: d.to_string(),
+                            owner,
+                        }
+                        .to_string(),
+                    ),
+                    Ok(None) => None,
+                    Err(e) => Some(ManagerError::from(e).to_string()),
+                },
+            },
+        };
+        let email = match fields.email.trim() {
+            "" => None,
+            raw => pocketbase::check_email(raw)
+                .err()
+                .map(|e| ManagerError::from(e).to_string()),
+        };
+        FieldErrors {
+            name,
+            port,
+            domain,
+            email,
+        }
+    }
+
+    /// Create an instance and bring it up. On any failure nothing is left
+    /// behind: no row, no directory, no process, no port held.
+    pub async fn create(&self, req: CreateRequest, actor: &Actor) -> Result<Created> {
+        let name_for_audit = req.name.clone();
+        let result = self.create_inner(req, actor, None).await;
+        let label = if InstanceName::parse(&name_for_audit).is_ok() {
+            name_for_audit
+        } else {
+            shown(&name_for_audit)
+        };
+        self.audited(actor, "create", &label, result, |c| {
+            format!("version {} on port {}", c.instance.version, c.instance.port)
+        })
+    }
+
+    pub(super) async fn create_inner(
+        &self,
+        req: CreateRequest,
+        actor: &Actor,
+        compat: Option<(&UserId, PathBuf, u16)>,
+    ) -> Result<Created> {
+        let name = InstanceName::parse(&req.name)?;
+        let domain = req.domain.as_deref().map(Domain::parse).transpose()?;
+        if let Some(port) = req.port {
+            ports::check_range(port)?;
+        }
+        if let Some(limit) = req.max_body_bytes {
+            crate::model::routing::check_body_limit(limit).map_err(ManagerError::Invalid)?;
+        }
+        check_resource_limits(req.memory_max.as_deref(), req.cpu_quota.as_deref())?;
+        let superuser = match (&req.superuser_email, &req.superuser_password) {
+            (Some(email), password) => {
+                pocketbase::check_email(email)?;
+                let password = match password {
+                    Some(p) => {
+                        pocketbase::check_password(p)?;
+                        p.clone()
+                    }
+                    None => pocketbase::generate_password(),
+                };
+                Some((email.clone(), password))
+            }
+            (None, Some(_)) => {
+                return Err(ManagerError::Invalid(
+                    "a superuser password was given without --superuser-email".to_string(),
+                ))
+            }
+            (None, None) => None,
+        };
+        if self.store.get_instance(name.as_str())?.is_some() {
+            return Err(StoreError::NameTaken(name.to_string()).into());
+        }
+        // Download before anything is reserved: a download error leaves
+        // nothing behind.
+        let installed = self.install(&req.binary).await?;
+
+        let dir = match &compat {
+            Some((_, dir, _)) => dir.clone(),
+            None => self.layout.instance(name.as_str()),
+        };
+        if dir.exists() {
+            return Err(ManagerError::Conflict(format!(
+                "{} already exists but belongs to no instance: move it away or delete it, then create again",
+                dir.display()
+            )));
+        }
+        let now = Utc::now();
+        let rec = {
+            let _allocation = self.allocation.lock().await;
+            let port = match &compat {
+                Some((user, _, base)) => {
+                    let used = self.store.used_ports()?;
+                    ports::user_port(*base, user.as_str(), &used, port_is_free)?
+                }
+                None => self.choose_port(req.port)?,
+            };
+            let rec = InstanceRecord {
+                name: name.to_string(),
+                port,
+                version: installed.version.to_string(),
+                binary_path: installed.binary.display().to_string(),
+                dir: dir.display().to_string(),
+                domain: domain.map(|d| d.to_string()),
+                desired: DesiredState::Running,
+                status: Status::Starting,
+                phase: Phase::Creating,
+                pid: None,
+                restarts: 0,
+                superuser_email: superuser.as_ref().map(|(e, _)| e.clone()),
+                compat_user: compat.as_ref().map(|(u, _, _)| u.to_string()),
+                systemd_config_hash: None,
+                caddy_config_hash: None,
+                created_by: actor.0.clone(),
+                created_at: now,
+                updated_at: now,
+                last_health_check: None,
+                last_error: None,
+                max_body_bytes: req.max_body_bytes,
+                memory_max: req.memory_max.clone(),
+                cpu_quota: req.cpu_quota.clone(),
+            };
+            self.store.insert_instance(&rec)?;
+            rec
+        };
+        let lock = self.lock_for(&rec.name);
+        let _guard = lock.lock().await;
+        match self
+            .bring_up_new(&rec, &installed, superuser.as_ref())
+            .await
+        {
+            Ok(pid) => {
+                let mut ready = rec.clone();
+                ready.phase = Phase::Ready;
+                self.store.update_config(&ready, &actor.0)?;
+                self.set_state(&rec.name, Status::Running, Some(pid), 0, None);
+                self.record_unit_hash(&rec.name);
+                if let Some((email, password)) = &superuser {
+                    self.trust_router(&rec, &installed.version, email, password)
+                        .await;
+                }
+                self.sync_route_now(&rec.name).await;
+                let instance = self.get(&rec.name)?;
+                Ok(Created {
+                    instance,
+                    superuser,
+                })
+            }
+            Err(e) => {
+                self.roll_back_create(&rec).await;
+                Err(e)
+            }
+        }
+    }
+
+    pub(super) async fn bring_up_new(
+        &self,
+        rec: &InstanceRecord,
+        installed: &Installed,
+        superuser: Option<&(String, String)>,
+    ) -> Result<u32> {
+        let spec = self.spec(rec)?;
+        spec.create_layout().map_err(|source| ManagerError::Io {
+            context: format!("cannot create {}", spec.instance_dir.display()),
+            source,
+        })?;
+        self.give_to_unit_user(&spec.instance_dir).await?;
+        self.runtime.start(spec.clone()).await?;
+        let pid = self.wait_healthy(&spec).await?;
+        if let Some((email, password)) = superuser {
+            pocketbase::upsert_superuser(
+                &installed.binary,
+                &installed.version,
+                &spec.data_dir(),
+                email,
+                password,
+            )
+            .await?;
+        }
+        Ok(pid)
+    }
+
+    pub(super) async fn roll_back_create(&self, rec: &InstanceRecord) {
+        if let Ok(name) = InstanceName::parse(&rec.name) {
+            if let Err(e) = self.runtime.stop(&name).await {
+                tracing::warn!(error = %e, instance = %rec.name, "rollback: cannot stop the process");
+            }
+            if let Err(e) = self.runtime.uninstall(&name).await {
+                tracing::warn!(error = %e, instance = %rec.name, "rollback: cannot remove what the runtime kept");
+            }
+        }
+        if let Err(e) = remove_dir_if_exists(Path::new(&rec.dir)) {
+            tracing::warn!(error = %e, dir = %rec.dir, "rollback: cannot remove the instance directory");
+        }
+        if let Err(e) = self.store.delete_instance(&rec.name) {
+            tracing::error!(error = %e, instance = %rec.name, "rollback: cannot delete the row");
+        }
+    }
+}
+
+/// Whether 127.0.0.1:port can be bound right now.
+pub fn port_is_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}

@@ -1,0 +1,99 @@
+//! Deleting an instance: stop, archive its directory (unless purged),
+//! remove it, forget its route.
+
+use std::path::{Path, PathBuf};
+
+use chrono::Utc;
+
+use super::files::remove_dir_if_exists;
+use super::{Actor, Manager, ManagerError, Result};
+use crate::events::Event;
+use crate::model::{DesiredState, InstanceName};
+use crate::runtime::Runtime;
+
+impl Manager {
+    /// Stop, archive (unless `purge`), and remove an instance.
+    pub async fn delete(&self, name: &str, purge: bool, actor: &Actor) -> Result<Option<PathBuf>> {
+        let result = self.delete_inner(name, purge).await;
+        self.audited(actor, "delete", name, result, |archive| match archive {
+            Some(path) => format!("data archived to {}", path.display()),
+            None => "purged without archive".to_string(),
+        })
+    }
+
+    pub(super) async fn delete_inner(&self, name: &str, purge: bool) -> Result<Option<PathBuf>> {
+        let lock = self.lock_for(name);
+        let _guard = lock.lock().await;
+        let rec = self.get(name)?;
+        let instance = InstanceName::parse(name)?;
+        let was_running = rec.desired == DesiredState::Running;
+        self.runtime.stop(&instance).await?;
+        let dir = PathBuf::from(&rec.dir);
+        let archive = if purge {
+            None
+        } else {
+            let archive_dir = self.layout.archive();
+            let stamp = Utc::now().format("%Y%m%dT%H%M%SZ");
+            let target = archive_dir.join(format!("{name}-{stamp}.tar.gz"));
+            let made = tokio::task::spawn_blocking({
+                let dir = dir.clone();
+                let target = target.clone();
+                let name = name.to_string();
+                move || archive_dir_to(&dir, &name, &target)
+            })
+            .await
+            .map_err(|e| ManagerError::Invalid(format!("archive task failed: {e}")))
+            .and_then(|r| {
+                r.map_err(|source| ManagerError::Io {
+                    context: format!("cannot archive {} to {}", dir.display(), target.display()),
+                    source,
+                })
+            });
+            if let Err(e) = made {
+                // Nothing is deleted when the archive cannot be written.
+                if was_running {
+                    if let Ok(spec) = self.spec(&rec) {
+                        let _ = self.runtime.start(spec).await;
+                    }
+                }
+                return Err(e);
+            }
+            Some(target)
+        };
+        remove_dir_if_exists(&dir).map_err(|source| ManagerError::Io {
+            context: format!("cannot remove {}", dir.display()),
+            source,
+        })?;
+        self.runtime.uninstall(&instance).await?;
+        self.store.delete_instance(name)?;
+        self.health_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        self.sync_route_now(name).await;
+        self.events.publish(Event::InstanceRemoved {
+            name: name.to_string(),
+        });
+        Ok(archive)
+    }
+}
+
+/// Write `dir` as `name/…` into a gzip-compressed tar at `target`,
+/// atomically (temp file + rename).
+pub(super) fn archive_dir_to(dir: &Path, name: &str, target: &Path) -> std::io::Result<()> {
+    let parent = target.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    let tmp = tempfile::NamedTempFile::new_in(parent)?;
+    {
+        let gz = flate2::write::GzEncoder::new(tmp.as_file(), flate2::Compression::default());
+        let mut tar = tar::Builder::new(gz);
+        tar.follow_symlinks(false);
+        if dir.exists() {
+            tar.append_dir_all(name, dir)?;
+        }
+        tar.into_inner()?.finish()?;
+    }
+    tmp.as_file().sync_all()?;
+    tmp.persist(target).map_err(|e| e.error)?;
+    Ok(())
+}

@@ -1,0 +1,137 @@
+//! Start, stop and restart, and waiting for an instance to answer.
+
+use std::time::{Duration, Instant};
+
+use super::logs::tail_lines;
+use super::{Actor, Manager, ManagerError, Result};
+use crate::model::{DesiredState, InstanceName, Status};
+use crate::pocketbase;
+use crate::runtime::{LaunchSpec, Phase as RunPhase, Runtime};
+use crate::store::InstanceRecord;
+
+impl Manager {
+    /// Wait until the instance answers `/api/health`, or fail when its
+    /// process gives up (crash loop) or the start timeout passes.
+    pub(super) async fn wait_healthy(&self, spec: &LaunchSpec) -> Result<u32> {
+        let deadline = Instant::now() + self.cfg.start_timeout;
+        let mut delay = Duration::from_millis(5);
+        loop {
+            let observed = self.runtime.observe(&spec.name);
+            match observed.as_ref().map(|o| o.phase) {
+                Some(RunPhase::CrashLoop) => {
+                    return Err(self.start_failed(spec, "it keeps exiting right after start"));
+                }
+                Some(RunPhase::Stopped) | None => {
+                    return Err(self.start_failed(spec, "its process is not running"));
+                }
+                _ => {}
+            }
+            if let Some(pid) = observed.and_then(|o| o.pid) {
+                if pocketbase::is_healthy(&self.http, spec.port, Duration::from_secs(2)).await {
+                    return Ok(pid);
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(self.start_failed(
+                    spec,
+                    &format!(
+                        "no answer on /api/health within {:?}",
+                        self.cfg.start_timeout
+                    ),
+                ));
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    pub(super) fn start_failed(&self, spec: &LaunchSpec, reason: &str) -> ManagerError {
+        ManagerError::StartFailed {
+            name: spec.name.to_string(),
+            reason: reason.to_string(),
+            log_tail: tail_lines(&spec.log_file(), 5).unwrap_or_default(),
+        }
+    }
+
+    pub async fn start(&self, name: &str, actor: &Actor) -> Result<InstanceRecord> {
+        let result = self.start_inner(name, actor).await;
+        self.audited(actor, "start", name, result, |r| {
+            format!("pid {}", r.pid.unwrap_or(0))
+        })
+    }
+
+    pub(super) async fn start_inner(&self, name: &str, actor: &Actor) -> Result<InstanceRecord> {
+        let lock = self.lock_for(name);
+        let _guard = lock.lock().await;
+        let mut rec = self.get(name)?;
+        let spec = self.spec(&rec)?;
+        if rec.desired != DesiredState::Running {
+            rec.desired = DesiredState::Running;
+            self.store.update_config(&rec, &actor.0)?;
+        }
+        let running = matches!(
+            self.runtime.observe(&spec.name).map(|o| o.phase),
+            Some(RunPhase::Running | RunPhase::BackingOff)
+        );
+        if !running {
+            self.set_state(name, Status::Starting, None, rec.restarts, None);
+            self.runtime.start(spec.clone()).await?;
+        }
+        match self.wait_healthy(&spec).await {
+            Ok(pid) => {
+                self.set_state(name, Status::Running, Some(pid), rec.restarts, None);
+                self.get(name)
+            }
+            Err(e) => {
+                self.set_state(
+                    name,
+                    Status::Failed,
+                    None,
+                    rec.restarts,
+                    Some(&e.to_string()),
+                );
+                Err(e)
+            }
+        }
+    }
+
+    pub async fn stop(&self, name: &str, actor: &Actor) -> Result<InstanceRecord> {
+        let result = self.stop_inner(name, actor).await;
+        self.audited(actor, "stop", name, result, |_| "stopped".to_string())
+    }
+
+    pub(super) async fn stop_inner(&self, name: &str, actor: &Actor) -> Result<InstanceRecord> {
+        let lock = self.lock_for(name);
+        let _guard = lock.lock().await;
+        let mut rec = self.get(name)?;
+        if rec.desired != DesiredState::Stopped {
+            rec.desired = DesiredState::Stopped;
+            self.store.update_config(&rec, &actor.0)?;
+        }
+        // Take the route out of service before the process goes: requests
+        // meanwhile get 503 and Retry-After from the proxy, not 502.
+        if let Err(e) = self.sync_route(name).await {
+            tracing::warn!(instance = name, error = %e, "route not updated before the stop");
+        }
+        self.runtime.stop(&InstanceName::parse(name)?).await?;
+        self.set_state(name, Status::Stopped, None, rec.restarts, None);
+        self.get(name)
+    }
+
+    pub async fn restart(&self, name: &str, actor: &Actor) -> Result<InstanceRecord> {
+        let result = async {
+            {
+                let lock = self.lock_for(name);
+                let _guard = lock.lock().await;
+                let rec = self.get(name)?;
+                self.runtime.stop(&InstanceName::parse(name)?).await?;
+                self.set_state(name, Status::Stopped, None, rec.restarts, None);
+            }
+            self.start_inner(name, actor).await
+        }
+        .await;
+        self.audited(actor, "restart", name, result, |r| {
+            format!("pid {}", r.pid.unwrap_or(0))
+        })
+    }
+}

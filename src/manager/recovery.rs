@@ -1,0 +1,102 @@
+//! Bringing the runtime in line with the store after a daemon start:
+//! roll back half-made creates, finish or undo interrupted upgrades, adopt
+//! live processes, start dead ones.
+
+use std::path::Path;
+
+use super::upgrade::UpgradeMarker;
+use super::{Actor, Manager, Result};
+use crate::model::{DesiredState, Status};
+use crate::runtime::Runtime;
+use crate::store::{InstanceRecord, Phase};
+
+impl Manager {
+    /// Bring the runtime in line with the store after a daemon start:
+    /// half-made creates are rolled back; instances that should run are
+    /// adopted when their process is still alive (no restart) and started
+    /// otherwise; instances that should be stopped are stopped.
+    pub async fn recover(&self) -> Result<()> {
+        let actor = Actor::daemon();
+        let records = self.store.list_instances()?;
+        let mut tasks = Vec::new();
+        for rec in records {
+            tasks.push(async move {
+                let name = rec.name.clone();
+                if let Err(e) = self.recover_one(rec, &Actor::daemon()).await {
+                    tracing::error!(instance = %name, error = %e, "cannot recover instance");
+                    self.audit(&Actor::daemon(), "recover", Some(&name), Err(e.to_string()));
+                }
+            });
+        }
+        futures::future::join_all(tasks).await;
+        let _ = actor;
+        Ok(())
+    }
+
+    pub(super) async fn recover_one(&self, rec: InstanceRecord, actor: &Actor) -> Result<()> {
+        let lock = self.lock_for(&rec.name);
+        let _guard = lock.lock().await;
+        let spec = self.spec(&rec)?;
+        if rec.phase == Phase::Creating {
+            if let Ok(Some(_)) = self.runtime.adopt(spec.clone()).await {
+                let _ = self.runtime.stop(&spec.name).await;
+            }
+            self.roll_back_create(&rec).await;
+            self.audit(
+                actor,
+                "create",
+                Some(&rec.name),
+                Err("rolled back: the daemon stopped in the middle of the create".to_string()),
+            );
+            return Ok(());
+        }
+        let rec = match UpgradeMarker::read(Path::new(&rec.dir)) {
+            Some(marker) => self.finish_interrupted_upgrade(rec, marker, actor).await?,
+            None => rec,
+        };
+        let spec = self.spec(&rec)?;
+        let adopted = self.runtime.adopt(spec.clone()).await?;
+        match (rec.desired, adopted) {
+            (DesiredState::Running, Some(pid)) => {
+                tracing::info!(instance = %rec.name, pid, "adopted running instance");
+                self.set_state(&rec.name, Status::Running, Some(pid), rec.restarts, None);
+                self.audit(actor, "adopt", Some(&rec.name), Ok(format!("pid {pid}")));
+            }
+            (DesiredState::Running, None) => {
+                self.set_state(&rec.name, Status::Starting, None, rec.restarts, None);
+                self.runtime.start(spec.clone()).await?;
+                match self.wait_healthy(&spec).await {
+                    Ok(pid) => {
+                        self.set_state(&rec.name, Status::Running, Some(pid), rec.restarts, None);
+                        self.audit(
+                            actor,
+                            "start",
+                            Some(&rec.name),
+                            Ok(format!("pid {pid} (was not running at daemon start)")),
+                        );
+                    }
+                    Err(e) => {
+                        self.set_state(
+                            &rec.name,
+                            Status::Failed,
+                            None,
+                            rec.restarts,
+                            Some(&e.to_string()),
+                        );
+                        return Err(e);
+                    }
+                }
+            }
+            (DesiredState::Stopped, Some(_)) => {
+                self.runtime.stop(&spec.name).await?;
+                self.set_state(&rec.name, Status::Stopped, None, rec.restarts, None);
+            }
+            (DesiredState::Stopped, None) => {
+                if rec.status != Status::Stopped {
+                    self.set_state(&rec.name, Status::Stopped, None, rec.restarts, None);
+                }
+            }
+        }
+        Ok(())
+    }
+}

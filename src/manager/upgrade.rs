@@ -1,0 +1,283 @@
+//! Switching an instance to another PocketBase: snapshot, switch, health
+//! gate, roll back; and finishing or undoing an upgrade that a daemon stop
+//! interrupted (the marker file in the instance directory).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::Utc;
+
+use super::install::BinaryChoice;
+use super::snapshot::{copy_dir, prune_snapshots, restore_dir};
+use super::{Actor, Manager, ManagerError, Result};
+use crate::model::{DesiredState, InstanceName, Status};
+use crate::pocketbase;
+use crate::runtime::Runtime;
+use crate::store::InstanceRecord;
+
+impl Manager {
+    /// Switch an instance to another PocketBase: snapshot `pb_data`, stop,
+    /// switch the binary, start, wait for health; if it does not become
+    /// healthy, restore the snapshot and the old binary and say so.
+    pub async fn upgrade(
+        &self,
+        name: &str,
+        to: BinaryChoice,
+        actor: &Actor,
+    ) -> Result<InstanceRecord> {
+        let result = self.upgrade_inner(name, to, actor).await;
+        self.audited(actor, "upgrade", name, result, |r| {
+            format!("now at {}", r.version)
+        })
+    }
+
+    pub(super) async fn upgrade_inner(
+        &self,
+        name: &str,
+        to: BinaryChoice,
+        actor: &Actor,
+    ) -> Result<InstanceRecord> {
+        // Download first, outside the lock: the instance keeps running while
+        // the new release arrives, and a download error changes nothing.
+        self.get(name)?;
+        let installed = self.install(&to).await?;
+        let lock = self.lock_for(name);
+        let _guard = lock.lock().await;
+        let old = self.get(name)?;
+        if old.binary_path == installed.binary.display().to_string() {
+            return Err(ManagerError::Conflict(format!(
+                "{name} already runs {} ({})",
+                old.version,
+                installed.binary.display()
+            )));
+        }
+        let instance = InstanceName::parse(name)?;
+        let was_running = old.desired == DesiredState::Running;
+        self.runtime.stop(&instance).await?;
+        self.set_state(name, Status::Stopped, None, old.restarts, None);
+        let data_dir = self.spec(&old)?.data_dir();
+        let snapshot = PathBuf::from(&old.dir).join("snapshots").join(format!(
+            "pre-upgrade-{}-{}",
+            old.version,
+            Utc::now().format("%Y%m%dT%H%M%S%.3fZ")
+        ));
+        let copied = tokio::task::spawn_blocking({
+            let (from, to) = (data_dir.clone(), snapshot.clone());
+            move || copy_dir(&from, &to)
+        })
+        .await
+        .map_err(|e| ManagerError::Invalid(format!("snapshot task failed: {e}")))
+        .and_then(|r| {
+            r.map_err(|source| ManagerError::Io {
+                context: format!(
+                    "cannot snapshot {} to {}",
+                    data_dir.display(),
+                    snapshot.display()
+                ),
+                source,
+            })
+        });
+        if let Err(e) = copied {
+            if was_running {
+                let _ = self.runtime.start(self.spec(&old)?).await;
+            }
+            return Err(e);
+        }
+        let mut new = old.clone();
+        new.version = installed.version.to_string();
+        new.binary_path = installed.binary.display().to_string();
+        new.desired = DesiredState::Running;
+        // Should the daemon die from here on, its next start finds this
+        // marker and finishes the upgrade or rolls it back (`recover`).
+        let marker = UpgradeMarker {
+            from_version: old.version.clone(),
+            from_binary: old.binary_path.clone(),
+            to_version: new.version.clone(),
+            snapshot: snapshot.clone(),
+            was_running,
+        };
+        marker
+            .write(Path::new(&old.dir))
+            .map_err(|source| ManagerError::Io {
+                context: format!("cannot record the upgrade of {name}"),
+                source,
+            })?;
+        self.store.update_config(&new, &actor.0)?;
+        let spec = self.spec(&new)?;
+        self.set_state(name, Status::Starting, None, old.restarts, None);
+        let outcome = match self.runtime.start(spec.clone()).await {
+            Ok(_) => self.wait_healthy(&spec).await,
+            Err(e) => Err(e.into()),
+        };
+        match outcome {
+            Ok(pid) => {
+                UpgradeMarker::clear(Path::new(&old.dir));
+                self.record_unit_hash(name);
+                prune_snapshots(&PathBuf::from(&old.dir).join("snapshots"), 3);
+                if was_running {
+                    self.set_state(name, Status::Running, Some(pid), old.restarts, None);
+                } else {
+                    // The new version was started only to prove it works: a
+                    // stopped instance stays stopped after its upgrade.
+                    self.runtime.stop(&instance).await?;
+                    new.desired = DesiredState::Stopped;
+                    self.store.update_config(&new, &actor.0)?;
+                    self.set_state(name, Status::Stopped, None, old.restarts, None);
+                }
+                self.get(name)
+            }
+            Err(e) => {
+                let reason = match &e {
+                    ManagerError::StartFailed { reason, .. } => reason.clone(),
+                    other => other.to_string(),
+                };
+                tracing::warn!(instance = name, %reason, "upgrade failed, rolling back");
+                let _ = self.runtime.stop(&instance).await;
+                let restored = tokio::task::spawn_blocking({
+                    let (snap, data) = (snapshot.clone(), data_dir.clone());
+                    move || restore_dir(&snap, &data)
+                })
+                .await;
+                if !matches!(restored, Ok(Ok(()))) {
+                    let msg = format!(
+                        "upgrade of {name} failed ({reason}) and its data could not be restored automatically: the snapshot is at {}",
+                        snapshot.display()
+                    );
+                    self.set_state(name, Status::Failed, None, old.restarts, Some(&msg));
+                    return Err(ManagerError::Invalid(msg));
+                }
+                let mut back = old.clone();
+                back.desired = if was_running {
+                    DesiredState::Running
+                } else {
+                    DesiredState::Stopped
+                };
+                self.store.update_config(&back, &actor.0)?;
+                UpgradeMarker::clear(Path::new(&old.dir));
+                self.give_to_unit_user(Path::new(&old.dir)).await?;
+                if was_running {
+                    let old_spec = self.spec(&back)?;
+                    self.runtime.start(old_spec.clone()).await?;
+                    let pid = self.wait_healthy(&old_spec).await?;
+                    self.set_state(name, Status::Running, Some(pid), old.restarts, None);
+                } else {
+                    self.set_state(name, Status::Stopped, None, old.restarts, None);
+                }
+                Err(ManagerError::UpgradeRolledBack {
+                    name: name.to_string(),
+                    from: old.version.clone(),
+                    to: new.version.clone(),
+                    reason,
+                })
+            }
+        }
+    }
+
+    /// The daemon stopped in the middle of an upgrade. If the new version
+    /// runs and answers, the upgrade is done; otherwise the data is put back
+    /// from the snapshot and the old version is recorded again. Returns the
+    /// record to recover with.
+    pub(super) async fn finish_interrupted_upgrade(
+        &self,
+        mut rec: InstanceRecord,
+        marker: UpgradeMarker,
+        actor: &Actor,
+    ) -> Result<InstanceRecord> {
+        let spec = self.spec(&rec)?;
+        if let Some(_pid) = self.runtime.adopt(spec.clone()).await? {
+            if rec.version == marker.to_version
+                && pocketbase::is_healthy(&self.http, rec.port, Duration::from_secs(3)).await
+            {
+                UpgradeMarker::clear(Path::new(&rec.dir));
+                self.audit(
+                    actor,
+                    "upgrade",
+                    Some(&rec.name),
+                    Ok(format!(
+                        "now at {} (finished after a daemon restart)",
+                        rec.version
+                    )),
+                );
+                return Ok(rec);
+            }
+            self.runtime.stop(&spec.name).await?;
+        }
+        let data_dir = spec.data_dir();
+        let snapshot = marker.snapshot.clone();
+        tokio::task::spawn_blocking(move || restore_dir(&snapshot, &data_dir))
+            .await
+            .map_err(|e| ManagerError::Invalid(format!("restore task failed: {e}")))?
+            .map_err(|source| ManagerError::Io {
+                context: format!(
+                    "the upgrade of {} was interrupted and its snapshot {} cannot be restored",
+                    rec.name,
+                    marker.snapshot.display()
+                ),
+                source,
+            })?;
+        self.give_to_unit_user(Path::new(&rec.dir)).await?;
+        rec.version = marker.from_version.clone();
+        rec.binary_path = marker.from_binary.clone();
+        rec.desired = if marker.was_running {
+            DesiredState::Running
+        } else {
+            DesiredState::Stopped
+        };
+        self.store.update_config(&rec, &actor.0)?;
+        UpgradeMarker::clear(Path::new(&rec.dir));
+        self.audit(
+            actor,
+            "upgrade",
+            Some(&rec.name),
+            Err(format!(
+                "the upgrade to {} was interrupted by a daemon stop: rolled back to {} with its data as before",
+                marker.to_version, marker.from_version
+            )),
+        );
+        Ok(rec)
+    }
+}
+
+/// An upgrade in progress, recorded in the instance directory while the
+/// binary is switched, so that a daemon that dies in the middle can finish
+/// or undo it on its next start.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(super) struct UpgradeMarker {
+    from_version: String,
+    from_binary: String,
+    to_version: String,
+    snapshot: PathBuf,
+    was_running: bool,
+}
+
+impl UpgradeMarker {
+    const FILE: &'static str = "upgrade-in-progress.json";
+
+    pub(super) fn write(&self, dir: &Path) -> std::io::Result<()> {
+        let text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        let tmp = tempfile::NamedTempFile::new_in(dir)?;
+        std::fs::write(tmp.path(), text)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(dir.join(Self::FILE)).map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    pub(super) fn read(dir: &Path) -> Option<UpgradeMarker> {
+        let text = std::fs::read(dir.join(Self::FILE)).ok()?;
+        match serde_json::from_slice(&text) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), error = %e, "unreadable upgrade marker: left in place");
+                None
+            }
+        }
+    }
+
+    pub(super) fn clear(dir: &Path) {
+        if let Err(e) = std::fs::remove_file(dir.join(Self::FILE)) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::error!(dir = %dir.display(), error = %e, "cannot remove the upgrade marker");
+            }
+        }
+    }
+}
