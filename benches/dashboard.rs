@@ -520,11 +520,11 @@ fn seed_data_dir(n: usize, pocketbase: &Path) -> Result<tempfile::TempDir> {
                 .with_context(|| format!("cannot create {}", instance_dir.display()))?;
         }
         store.insert_instance(&InstanceRecord {
-            name,
+            name: pockestrator::model::InstanceName::parse(&name)?,
             port: 20_000 + i as u16,
-            version: PB_VERSION.to_string(),
-            binary_path: pocketbase.display().to_string(),
-            dir: instance_dir.display().to_string(),
+            version: semver::Version::parse(PB_VERSION)?,
+            binary_path: pocketbase.to_path_buf(),
+            dir: instance_dir.clone(),
             domain: None,
             desired: DesiredState::Stopped,
             status: Status::Stopped,
@@ -541,8 +541,7 @@ fn seed_data_dir(n: usize, pocketbase: &Path) -> Result<tempfile::TempDir> {
             last_health_check: None,
             last_error: None,
             max_body_bytes: None,
-            memory_max: None,
-            cpu_quota: None,
+            limits: Default::default(),
         })?;
     }
     drop(store);

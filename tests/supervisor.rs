@@ -48,6 +48,7 @@ impl Fixture {
             binary,
             instance_dir: self.path().join("instances").join(name),
             port: free_port(),
+            limits: Default::default(),
         }
     }
 

@@ -75,6 +75,7 @@ fn spec(binary: &Path, instance_dir: &Path) -> LaunchSpec {
         binary: binary.to_path_buf(),
         instance_dir: instance_dir.to_path_buf(),
         port: 8094,
+        limits: Default::default(),
     }
 }
 
@@ -535,6 +536,7 @@ async fn real_systemd_lifecycle_where_available() {
         binary,
         instance_dir: tmp.path().join("instances").join(name.as_str()),
         port: crate::support::free_port(),
+        limits: Default::default(),
     };
     spec.create_layout().unwrap();
     let rt = SystemdRuntime::new(

@@ -63,9 +63,13 @@ pub struct UserInstanceSummary {
 
 fn user_instance(rec: &InstanceRecord) -> UserInstance {
     UserInstance {
-        user_id: rec.compat_user.clone().unwrap_or_default(),
+        user_id: rec
+            .compat_user
+            .as_ref()
+            .map(|u| u.to_string())
+            .unwrap_or_default(),
         port: rec.port,
-        db_path: format!("{}/pb_data/data.db", rec.dir),
+        db_path: format!("{}/pb_data/data.db", rec.dir.display()),
         url: format!("http://localhost:{}", rec.port),
         status: rec.status.seed001_label().to_string(),
         created_at: rec.created_at,

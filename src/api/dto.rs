@@ -67,10 +67,10 @@ impl InstanceDto {
         max_body_bytes: u64,
     ) -> Self {
         Self {
-            name: r.name.clone(),
-            version: r.version.clone(),
+            name: r.name.to_string(),
+            version: r.version.to_string(),
             port: r.port,
-            domain: r.domain.clone(),
+            domain: r.domain.as_ref().map(|d| d.to_string()),
             status: r.status,
             desired: r.desired.as_str().to_string(),
             url: format!("http://127.0.0.1:{}", r.port),
@@ -81,14 +81,14 @@ impl InstanceDto {
             last_health_check: r.last_health_check,
             last_error: r.last_error.clone(),
             superuser_email: r.superuser_email.clone(),
-            dir: r.dir.clone(),
-            binary: r.binary_path.clone(),
+            dir: r.dir.display().to_string(),
+            binary: r.binary_path.display().to_string(),
             created_by: r.created_by.clone(),
             domains,
             urls,
             max_body_bytes,
-            memory_max: r.memory_max.clone(),
-            cpu_quota: r.cpu_quota.clone(),
+            memory_max: r.limits.memory_max.as_ref().map(|m| m.to_string()),
+            cpu_quota: r.limits.cpu_quota.as_ref().map(|q| q.to_string()),
             route: None,
         }
     }
@@ -277,9 +277,9 @@ impl From<&crate::store::AuditEntry> for EventDto {
             id: e.id,
             at: e.at,
             actor: e.actor.clone(),
-            action: e.action.clone(),
+            action: e.action.as_str().to_string(),
             instance: e.instance.clone(),
-            result: e.result.clone(),
+            result: e.result.as_str().to_string(),
             detail: e.detail.clone(),
         }
     }

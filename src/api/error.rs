@@ -59,6 +59,7 @@ pub fn http_status(e: &ManagerError) -> StatusCode {
         | ManagerError::PocketBase(PocketBaseError::BadEmail(_))
         | ManagerError::PocketBase(PocketBaseError::ShortPassword)
         | ManagerError::PocketBase(PocketBaseError::LongPassword)
+        | ManagerError::Limit(_)
         | ManagerError::Invalid(_) => 400,
         ManagerError::Port(PortError::OutOfRange(_)) => 400,
         ManagerError::Port(PortError::Exhausted { .. }) => 503,
@@ -89,7 +90,7 @@ pub fn code(e: &ManagerError) -> &'static str {
         ManagerError::PocketBase(PocketBaseError::ShortPassword)
         | ManagerError::PocketBase(PocketBaseError::LongPassword) => "invalid_password",
         ManagerError::PocketBase(_) => "pocketbase_error",
-        ManagerError::Invalid(_) => "invalid_request",
+        ManagerError::Invalid(_) | ManagerError::Limit(_) => "invalid_request",
         ManagerError::NotFound(_) => "not_found",
         ManagerError::Conflict(_) => "conflict",
         ManagerError::Store(StoreError::NameTaken(_)) => "name_taken",

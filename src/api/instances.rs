@@ -665,7 +665,7 @@ fn drift_dtos(drifts: Vec<crate::router::Drift>) -> Vec<DriftDto> {
         .into_iter()
         .map(|d| DriftDto {
             instance: d.instance,
-            kind: d.kind,
+            kind: d.kind.as_str().to_string(),
             detail: d.detail,
         })
         .collect()

@@ -33,12 +33,12 @@ pub struct FleetRow {
 impl FleetRow {
     pub fn new(rec: &InstanceRecord, url: Option<String>, stats: Option<ProcStats>) -> Self {
         Self {
-            name: rec.name.clone(),
+            name: rec.name.to_string(),
             status: rec.status,
-            version: rec.version.clone(),
+            version: rec.version.to_string(),
             port: rec.port,
             url,
-            domain: rec.domain.clone(),
+            domain: rec.domain.as_ref().map(|d| d.to_string()),
             restarts: rec.restarts,
             last_check: rec.last_health_check,
             last_error: rec.last_error.clone(),

@@ -3,6 +3,7 @@
 //! response reads the channel, so a closed browser ends the task at its
 //! next write (or at once, through `closed()`).
 
+use crate::model::AuditAction;
 use std::collections::{BTreeSet, VecDeque};
 use std::convert::Infallible;
 use std::time::Duration;
@@ -87,7 +88,7 @@ impl Dashboard {
             .iter()
             .map(|r| {
                 let url = self.manager.urls(r, &[]).into_iter().next();
-                FleetRow::new(r, url, stats.get(&r.name).cloned())
+                FleetRow::new(r, url, stats.get(r.name.as_str()).cloned())
             })
             .collect())
     }
@@ -129,7 +130,7 @@ impl Dashboard {
             urls,
             domains,
             pid: rec.pid,
-            dir: rec.dir.clone(),
+            dir: rec.dir.display().to_string(),
             created_at: rec.created_at,
             now: Utc::now(),
         })
@@ -197,7 +198,7 @@ pub async fn login(
     if !auth::constant_time_eq(presented.as_bytes(), d.token.as_bytes()) {
         d.manager.audit(
             &actor,
-            "sign-in",
+            AuditAction::SignIn,
             None,
             Err("wrong admin token".to_string()),
         );
@@ -230,7 +231,7 @@ pub async fn login(
     }
     d.manager.audit(
         &actor,
-        "sign-in",
+        AuditAction::SignIn,
         None,
         Ok("dashboard session opened".to_string()),
     );
@@ -274,7 +275,7 @@ pub async fn logout(
     }
     d.manager.audit(
         &Actor(session.actor.clone()),
-        "sign-out",
+        AuditAction::SignOut,
         None,
         Ok("dashboard session closed".to_string()),
     );

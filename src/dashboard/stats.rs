@@ -63,7 +63,7 @@ impl StatsHub {
             let pids: Vec<(String, u32)> = match manager.list() {
                 Ok(records) => records
                     .into_iter()
-                    .filter_map(|r| r.pid.map(|pid| (r.name, pid)))
+                    .filter_map(|r| r.pid.map(|pid| (r.name.to_string(), pid)))
                     .collect(),
                 Err(e) => {
                     tracing::warn!(error = %e, "dashboard statistics: cannot list instances");

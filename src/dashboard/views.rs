@@ -713,7 +713,7 @@ pub fn audit_table(id: &str, entries: &[AuditEntry], with_instance: bool) -> Mar
                                     }
                                 }
                             }
-                            td { span class={"badge " (if e.result == "ok" { "running" } else { "failed" })} { (e.result) } }
+                            td { span class={"badge " (if e.result.is_ok() { "running" } else { "failed" })} { (e.result.as_str()) } }
                             td style="white-space:normal" { (e.detail) }
                         }
                     }
@@ -909,9 +909,9 @@ mod tests {
             id: 1,
             at: t("2026-11-22T10:00:00Z"),
             actor: "dashboard@127.0.0.1".into(),
-            action: "create".into(),
+            action: crate::model::AuditAction::Create,
             instance: Some(instance.into()),
-            result: "error".into(),
+            result: crate::model::AuditOutcome::Error,
             detail: "refused".into(),
         };
         let html = audit_table("a", &[entry("shop"), entry("../Bad <b>")], true).into_string();

@@ -1,17 +1,19 @@
 //! Creating an instance: validation, port choice, the row in phase
 //! `creating`, bring-up, and the roll-back that leaves nothing behind.
 
-use std::path::{Path, PathBuf};
+use crate::model::AuditAction;
+use std::path::PathBuf;
 
 use chrono::Utc;
 
 use super::files::remove_dir_if_exists;
 use super::install::BinaryChoice;
-use super::units::check_resource_limits;
 use super::{Actor, Manager, ManagerError, Result};
 use crate::model::names::shown;
 use crate::model::ports::{self, PortError};
-use crate::model::{DesiredState, Domain, InstanceName, Status, UserId};
+use crate::model::{
+    CpuQuota, DesiredState, Domain, InstanceName, MemoryMax, ResourceLimits, Status, UserId,
+};
 use crate::pocketbase;
 use crate::release::Installed;
 use crate::runtime::Runtime;
@@ -152,7 +154,7 @@ impl Manager {
         } else {
             shown(&name_for_audit)
         };
-        self.audited(actor, "create", &label, result, |c| {
+        self.audited(actor, AuditAction::Create, &label, result, |c| {
             format!("version {} on port {}", c.instance.version, c.instance.port)
         })
     }
@@ -171,7 +173,14 @@ impl Manager {
         if let Some(limit) = req.max_body_bytes {
             crate::model::routing::check_body_limit(limit).map_err(ManagerError::Invalid)?;
         }
-        check_resource_limits(req.memory_max.as_deref(), req.cpu_quota.as_deref())?;
+        let limits = ResourceLimits {
+            memory_max: req
+                .memory_max
+                .as_deref()
+                .map(MemoryMax::parse)
+                .transpose()?,
+            cpu_quota: req.cpu_quota.as_deref().map(CpuQuota::parse).transpose()?,
+        };
         let superuser = match (&req.superuser_email, &req.superuser_password) {
             (Some(email), password) => {
                 pocketbase::check_email(email)?;
@@ -219,19 +228,19 @@ impl Manager {
                 None => self.choose_port(req.port)?,
             };
             let rec = InstanceRecord {
-                name: name.to_string(),
+                name: name.clone(),
                 port,
-                version: installed.version.to_string(),
-                binary_path: installed.binary.display().to_string(),
-                dir: dir.display().to_string(),
-                domain: domain.map(|d| d.to_string()),
+                version: installed.version.clone(),
+                binary_path: installed.binary.clone(),
+                dir: dir.clone(),
+                domain,
                 desired: DesiredState::Running,
                 status: Status::Starting,
                 phase: Phase::Creating,
                 pid: None,
                 restarts: 0,
                 superuser_email: superuser.as_ref().map(|(e, _)| e.clone()),
-                compat_user: compat.as_ref().map(|(u, _, _)| u.to_string()),
+                compat_user: compat.as_ref().map(|(u, _, _)| (*u).clone()),
                 systemd_config_hash: None,
                 caddy_config_hash: None,
                 created_by: actor.0.clone(),
@@ -240,8 +249,7 @@ impl Manager {
                 last_health_check: None,
                 last_error: None,
                 max_body_bytes: req.max_body_bytes,
-                memory_max: req.memory_max.clone(),
-                cpu_quota: req.cpu_quota.clone(),
+                limits,
             };
             self.store.insert_instance(&rec)?;
             rec
@@ -282,7 +290,7 @@ impl Manager {
         installed: &Installed,
         superuser: Option<&(String, String)>,
     ) -> Result<u32> {
-        let spec = self.spec(rec)?;
+        let spec = self.spec(rec);
         spec.create_layout().map_err(|source| ManagerError::Io {
             context: format!("cannot create {}", spec.instance_dir.display()),
             source,
@@ -304,20 +312,23 @@ impl Manager {
     }
 
     pub(super) async fn roll_back_create(&self, rec: &InstanceRecord) {
-        if let Ok(name) = InstanceName::parse(&rec.name) {
-            if let Err(e) = self.runtime.stop(&name).await {
-                tracing::warn!(error = %e, instance = %rec.name, "rollback: cannot stop the process");
-            }
-            if let Err(e) = self.runtime.uninstall(&name).await {
-                tracing::warn!(error = %e, instance = %rec.name, "rollback: cannot remove what the runtime kept");
-            }
+        if let Err(e) = self.runtime.stop(&rec.name).await {
+            tracing::warn!(error = %e, instance = %rec.name, "rollback: cannot stop the process");
         }
-        if let Err(e) = remove_dir_if_exists(Path::new(&rec.dir)) {
-            tracing::warn!(error = %e, dir = %rec.dir, "rollback: cannot remove the instance directory");
+        if let Err(e) = self.runtime.uninstall(&rec.name).await {
+            tracing::warn!(error = %e, instance = %rec.name, "rollback: cannot remove what the runtime kept");
+        }
+        let dir = rec.dir.clone();
+        let removed = tokio::task::spawn_blocking(move || remove_dir_if_exists(&dir))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if let Err(e) = removed {
+            tracing::warn!(error = %e, dir = %rec.dir.display(), "rollback: cannot remove the instance directory");
         }
         if let Err(e) = self.store.delete_instance(&rec.name) {
             tracing::error!(error = %e, instance = %rec.name, "rollback: cannot delete the row");
         }
+        self.forget(&rec.name);
     }
 }
 

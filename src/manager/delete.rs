@@ -1,6 +1,7 @@
 //! Deleting an instance: stop, archive its directory (unless purged),
 //! remove it, forget its route.
 
+use crate::model::AuditAction;
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
@@ -8,27 +9,33 @@ use chrono::Utc;
 use super::files::remove_dir_if_exists;
 use super::{Actor, Manager, ManagerError, Result};
 use crate::events::Event;
-use crate::model::{DesiredState, InstanceName};
+use crate::model::DesiredState;
 use crate::runtime::Runtime;
 
 impl Manager {
     /// Stop, archive (unless `purge`), and remove an instance.
     pub async fn delete(&self, name: &str, purge: bool, actor: &Actor) -> Result<Option<PathBuf>> {
         let result = self.delete_inner(name, purge).await;
-        self.audited(actor, "delete", name, result, |archive| match archive {
-            Some(path) => format!("data archived to {}", path.display()),
-            None => "purged without archive".to_string(),
-        })
+        self.audited(
+            actor,
+            AuditAction::Delete,
+            name,
+            result,
+            |archive| match archive {
+                Some(path) => format!("data archived to {}", path.display()),
+                None => "purged without archive".to_string(),
+            },
+        )
     }
 
     pub(super) async fn delete_inner(&self, name: &str, purge: bool) -> Result<Option<PathBuf>> {
         let lock = self.lock_for(name);
         let _guard = lock.lock().await;
         let rec = self.get(name)?;
-        let instance = InstanceName::parse(name)?;
+        let instance = rec.name.clone();
         let was_running = rec.desired == DesiredState::Running;
         self.runtime.stop(&instance).await?;
-        let dir = PathBuf::from(&rec.dir);
+        let dir = rec.dir.clone();
         let archive = if purge {
             None
         } else {
@@ -42,7 +49,7 @@ impl Manager {
                 move || archive_dir_to(&dir, &name, &target)
             })
             .await
-            .map_err(|e| ManagerError::Invalid(format!("archive task failed: {e}")))
+            .map_err(|e| ManagerError::Internal(format!("archive task failed: {e}")))
             .and_then(|r| {
                 r.map_err(|source| ManagerError::Io {
                     context: format!("cannot archive {} to {}", dir.display(), target.display()),
@@ -52,28 +59,30 @@ impl Manager {
             if let Err(e) = made {
                 // Nothing is deleted when the archive cannot be written.
                 if was_running {
-                    if let Ok(spec) = self.spec(&rec) {
-                        let _ = self.runtime.start(spec).await;
-                    }
+                    let _ = self.runtime.start(self.spec(&rec)).await;
                 }
                 return Err(e);
             }
             Some(target)
         };
-        remove_dir_if_exists(&dir).map_err(|source| ManagerError::Io {
+        let removed = tokio::task::spawn_blocking({
+            let dir = dir.clone();
+            move || remove_dir_if_exists(&dir)
+        })
+        .await
+        .map_err(|e| ManagerError::Internal(format!("removal task failed: {e}")))?;
+        removed.map_err(|source| ManagerError::Io {
             context: format!("cannot remove {}", dir.display()),
             source,
         })?;
         self.runtime.uninstall(&instance).await?;
         self.store.delete_instance(name)?;
-        self.health_log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
         self.sync_route_now(name).await;
         self.events.publish(Event::InstanceRemoved {
             name: name.to_string(),
         });
+        // Still under its lock: later operations on this name start afresh.
+        self.forget(&instance);
         Ok(archive)
     }
 }

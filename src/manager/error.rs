@@ -3,7 +3,7 @@
 
 use crate::model::ports::PortError;
 use crate::model::version::VersionError;
-use crate::model::NameError;
+use crate::model::{LimitError, NameError};
 use crate::pocketbase::PocketBaseError;
 use crate::release::ReleaseError;
 use crate::runtime::RuntimeError;
@@ -18,6 +18,8 @@ pub enum ManagerError {
     Port(#[from] PortError),
     #[error(transparent)]
     Version(#[from] VersionError),
+    #[error(transparent)]
+    Limit(#[from] LimitError),
     #[error(transparent)]
     PocketBase(#[from] PocketBaseError),
     #[error("{0}")]

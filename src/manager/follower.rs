@@ -1,6 +1,7 @@
 //! Following the runtime's events: crashes, restarts after a crash, and
 //! crash loops, recorded in the store and the audit log.
 
+use crate::model::AuditAction;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -62,7 +63,7 @@ impl Manager {
                 self.set_state(name.as_str(), Status::Starting, None, restarts, Some(&why));
                 self.audit(
                     &Actor::daemon(),
-                    "crash",
+                    AuditAction::Crash,
                     Some(name.as_str()),
                     Err(format!("pid {pid} {why}")),
                 );
@@ -82,7 +83,7 @@ impl Manager {
                 self.set_state(name.as_str(), Status::Failed, None, restarts, Some(&msg));
                 self.audit(
                     &Actor::daemon(),
-                    "crash-loop",
+                    AuditAction::CrashLoop,
                     Some(name.as_str()),
                     Err(msg),
                 );
@@ -114,7 +115,7 @@ impl Manager {
                 self.set_state(name.as_str(), Status::Running, Some(pid), restarts, None);
                 self.audit(
                     &Actor::daemon(),
-                    "restart",
+                    AuditAction::Restart,
                     Some(name.as_str()),
                     Ok(format!("running again as pid {pid}")),
                 );

@@ -2,6 +2,7 @@
 //! verdicts of [`crate::health`] (state changes, restarts), keep the probe
 //! history; and the loop that runs a round every `health_interval`.
 
+use crate::model::AuditAction;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use chrono::Utc;
 
 use super::{Actor, Manager};
 use crate::health::{self, Verdict};
-use crate::model::{DesiredState, InstanceName, Status};
+use crate::model::{DesiredState, Status};
 use crate::pocketbase;
 use crate::runtime::{Phase as RunPhase, Runtime};
 use crate::store::InstanceRecord;
@@ -39,12 +40,11 @@ impl Manager {
             .into_iter()
             .filter(|r| r.desired == DesiredState::Running)
             .filter_map(|r| {
-                let name = InstanceName::parse(&r.name).ok()?;
-                let observed = self.runtime.observe(&name)?;
-                (observed.phase == RunPhase::Running).then_some((r, name, observed))
+                let observed = self.runtime.observe(&r.name)?;
+                (observed.phase == RunPhase::Running).then_some((r, observed))
             })
             .collect();
-        let probes = candidates.iter().map(|(rec, _, _)| async {
+        let probes = candidates.iter().map(|(rec, _)| async {
             let started = std::time::Instant::now();
             let healthy =
                 pocketbase::is_healthy(&self.http, rec.port, Duration::from_secs(3)).await;
@@ -54,7 +54,7 @@ impl Manager {
         let now = Utc::now();
         let mut checked = Vec::with_capacity(candidates.len());
         let mut restarts = Vec::new();
-        for ((rec, name, observed), (healthy, took)) in candidates.iter().zip(results) {
+        for ((rec, observed), (healthy, took)) in candidates.iter().zip(results) {
             checked.push((rec.name.clone(), now));
             {
                 let mut log = self.health_log.lock().unwrap_or_else(|p| p.into_inner());
@@ -111,14 +111,16 @@ impl Manager {
                         );
                     }
                 }
-                Verdict::Restart => restarts.push((rec, name, observed.restarts, failures)),
+                Verdict::Restart => restarts.push((rec, observed.restarts, failures)),
             }
         }
         // Restarts wait for health: run them side by side, not one after
         // the other, so one hung instance does not hold up the rest.
-        futures::future::join_all(restarts.into_iter().map(|(rec, name, restarts, failures)| {
-            self.health_restart(rec, name, restarts, failures)
-        }))
+        futures::future::join_all(
+            restarts
+                .into_iter()
+                .map(|(rec, restarts, failures)| self.health_restart(rec, restarts, failures)),
+        )
         .await;
         if let Err(e) = self.store.set_health_checks(&checked) {
             tracing::error!(error = %e, "health: cannot record check times");
@@ -128,17 +130,11 @@ impl Manager {
 
     /// Restart an instance that failed its health checks too often, and
     /// report it running again once it answers.
-    pub(super) async fn health_restart(
-        &self,
-        rec: &InstanceRecord,
-        name: &InstanceName,
-        restarts: u32,
-        failures: u32,
-    ) {
+    pub(super) async fn health_restart(&self, rec: &InstanceRecord, restarts: u32, failures: u32) {
         let msg = format!("{failures} failed health checks in a row: restarting");
         self.audit(
             &Actor::daemon(),
-            "health-restart",
+            AuditAction::HealthRestart,
             Some(&rec.name),
             Err(msg.clone()),
         );
@@ -149,7 +145,7 @@ impl Manager {
         let lock = self.lock_for(&rec.name);
         let _guard = lock.lock().await;
         self.set_state(&rec.name, Status::Starting, None, restarts, Some(&msg));
-        let pid = match self.runtime.restart(name).await {
+        let pid = match self.runtime.restart(&rec.name).await {
             Ok(pid) => pid,
             Err(e) => {
                 tracing::error!(instance = %rec.name, error = %e, "health: restart failed");
@@ -163,10 +159,7 @@ impl Manager {
                 return;
             }
         };
-        let outcome = match self.spec(rec) {
-            Ok(spec) => self.wait_healthy(&spec).await.map(|_| ()),
-            Err(e) => Err(e),
-        };
+        let outcome = self.wait_healthy(&self.spec(rec)).await.map(|_| ());
         match outcome {
             Ok(()) => self.set_state(&rec.name, Status::Running, Some(pid), restarts, None),
             Err(e) => self.set_state(

@@ -5,12 +5,13 @@
 //! running unit adopted by the systemd runtime, which must therefore name
 //! units the way the script did (`--unit-name '{name}-pocketbase.service'`).
 
+use crate::model::AuditAction;
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
 
 use super::{Actor, Manager, ManagerError, Result};
-use crate::model::{DesiredState, Status};
+use crate::model::{DesiredState, Domain, ResourceLimits, Status};
 use crate::runtime::systemd::import::{read_version, scan, ImportCandidate};
 use crate::runtime::{AnyRuntime, Runtime};
 use crate::store::{InstanceRecord, Phase};
@@ -151,12 +152,12 @@ impl Manager {
         };
         let now = Utc::now();
         let rec = InstanceRecord {
-            name: name.to_string(),
+            name: name.clone(),
             port,
-            version: version.to_string(),
-            binary_path: binary.display().to_string(),
-            dir: dir.display().to_string(),
-            domain: base,
+            version: version.clone(),
+            binary_path: binary.to_path_buf(),
+            dir: dir.to_path_buf(),
+            domain: base.as_deref().map(Domain::parse).transpose()?,
             desired: DesiredState::Running,
             status: Status::Starting,
             phase: Phase::Ready,
@@ -172,14 +173,13 @@ impl Manager {
             last_health_check: None,
             last_error: None,
             max_body_bytes: None,
-            memory_max: None,
-            cpu_quota: None,
+            limits: ResourceLimits::default(),
         };
         self.store.insert_instance(&rec)?;
         if let Some(domain) = custom {
             self.store.add_domain(name.as_str(), &domain, &actor.0)?;
         }
-        let spec = self.spec(&rec)?;
+        let spec = self.spec(&rec);
         let adopted = self.runtime.adopt(spec).await?;
         let status = if adopted.is_some() {
             Status::Running
@@ -194,7 +194,7 @@ impl Manager {
         self.set_state(name.as_str(), status, adopted, 0, None);
         self.audit(
             actor,
-            "import",
+            AuditAction::Import,
             Some(name.as_str()),
             Ok(format!(
                 "{} ({}, port {port}, PocketBase {version}){}",

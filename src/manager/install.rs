@@ -2,6 +2,7 @@
 //! sources (with its download progress on the event bus) or the
 //! operator's own file.
 
+use crate::model::AuditAction;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -92,11 +93,16 @@ impl Manager {
         match &result {
             Ok(i) => self.audit(
                 actor,
-                "install",
+                AuditAction::Install,
                 None,
                 Ok(format!("{} from {}", i.version, i.source)),
             ),
-            Err(e) => self.audit(actor, "install", None, Err(format!("{what}: {e}"))),
+            Err(e) => self.audit(
+                actor,
+                AuditAction::Install,
+                None,
+                Err(format!("{what}: {e}")),
+            ),
         }
         result
     }

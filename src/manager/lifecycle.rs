@@ -1,10 +1,11 @@
 //! Start, stop and restart, and waiting for an instance to answer.
 
+use crate::model::AuditAction;
 use std::time::{Duration, Instant};
 
 use super::logs::tail_lines;
 use super::{Actor, Manager, ManagerError, Result};
-use crate::model::{DesiredState, InstanceName, Status};
+use crate::model::{DesiredState, Status};
 use crate::pocketbase;
 use crate::runtime::{LaunchSpec, Phase as RunPhase, Runtime};
 use crate::store::InstanceRecord;
@@ -55,7 +56,7 @@ impl Manager {
 
     pub async fn start(&self, name: &str, actor: &Actor) -> Result<InstanceRecord> {
         let result = self.start_inner(name, actor).await;
-        self.audited(actor, "start", name, result, |r| {
+        self.audited(actor, AuditAction::Start, name, result, |r| {
             format!("pid {}", r.pid.unwrap_or(0))
         })
     }
@@ -63,8 +64,16 @@ impl Manager {
     pub(super) async fn start_inner(&self, name: &str, actor: &Actor) -> Result<InstanceRecord> {
         let lock = self.lock_for(name);
         let _guard = lock.lock().await;
-        let mut rec = self.get(name)?;
-        let spec = self.spec(&rec)?;
+        let rec = self.get(name)?;
+        self.start_locked(rec, actor).await
+    }
+
+    /// Start an instance whose lock the caller holds, and wait for it to
+    /// answer.
+    async fn start_locked(&self, mut rec: InstanceRecord, actor: &Actor) -> Result<InstanceRecord> {
+        let name = rec.name.clone();
+        let name = name.as_str();
+        let spec = self.spec(&rec);
         if rec.desired != DesiredState::Running {
             rec.desired = DesiredState::Running;
             self.store.update_config(&rec, &actor.0)?;
@@ -97,7 +106,9 @@ impl Manager {
 
     pub async fn stop(&self, name: &str, actor: &Actor) -> Result<InstanceRecord> {
         let result = self.stop_inner(name, actor).await;
-        self.audited(actor, "stop", name, result, |_| "stopped".to_string())
+        self.audited(actor, AuditAction::Stop, name, result, |_| {
+            "stopped".to_string()
+        })
     }
 
     pub(super) async fn stop_inner(&self, name: &str, actor: &Actor) -> Result<InstanceRecord> {
@@ -113,24 +124,25 @@ impl Manager {
         if let Err(e) = self.sync_route(name).await {
             tracing::warn!(instance = name, error = %e, "route not updated before the stop");
         }
-        self.runtime.stop(&InstanceName::parse(name)?).await?;
+        self.runtime.stop(&rec.name).await?;
         self.set_state(name, Status::Stopped, None, rec.restarts, None);
         self.get(name)
     }
 
     pub async fn restart(&self, name: &str, actor: &Actor) -> Result<InstanceRecord> {
+        // One lock from the stop to the health-checked start: a stop asked
+        // for meanwhile waits for the restart and is not undone by it.
         let result = async {
-            {
-                let lock = self.lock_for(name);
-                let _guard = lock.lock().await;
-                let rec = self.get(name)?;
-                self.runtime.stop(&InstanceName::parse(name)?).await?;
-                self.set_state(name, Status::Stopped, None, rec.restarts, None);
-            }
-            self.start_inner(name, actor).await
+            let lock = self.lock_for(name);
+            let _guard = lock.lock().await;
+            let rec = self.get(name)?;
+            self.runtime.stop(&rec.name).await?;
+            self.set_state(name, Status::Stopped, None, rec.restarts, None);
+            let rec = self.get(name)?;
+            self.start_locked(rec, actor).await
         }
         .await;
-        self.audited(actor, "restart", name, result, |r| {
+        self.audited(actor, AuditAction::Restart, name, result, |r| {
             format!("pid {}", r.pid.unwrap_or(0))
         })
     }

@@ -8,7 +8,7 @@ impl Manager {
     /// The log file of an instance.
     pub fn log_file(&self, name: &str) -> Result<PathBuf> {
         let rec = self.get(name)?;
-        Ok(self.spec(&rec)?.log_file())
+        Ok(self.spec(&rec).log_file())
     }
 
     /// The last `n` lines of an instance's log (reaching into the rotated

@@ -33,10 +33,7 @@ mod upgrade;
 mod users;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-
-use semver::Version;
 
 pub use create::{CreateFields, CreateRequest, Created, FieldErrors};
 pub use error::ManagerError;
@@ -49,7 +46,7 @@ use crate::config::{Config, Layout};
 use crate::events::{Event, EventBus};
 
 use crate::model::names::shown;
-use crate::model::{InstanceName, Status};
+use crate::model::{AuditAction, AuditOutcome, InstanceName, Status};
 use crate::release::Releases;
 use crate::router::{AnyRouter, Route};
 use crate::runtime::{AnyRuntime, LaunchSpec};
@@ -76,9 +73,10 @@ pub struct Manager {
     http: reqwest::Client,
     instance_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     allocation: tokio::sync::Mutex<()>,
-    health_failures: Mutex<HashMap<String, u32>>,
+    health_failures: Mutex<HashMap<InstanceName, u32>>,
     /// The last probes of each instance, newest last.
-    health_log: Mutex<HashMap<String, std::collections::VecDeque<crate::health::HealthSample>>>,
+    health_log:
+        Mutex<HashMap<InstanceName, std::collections::VecDeque<crate::health::HealthSample>>>,
     router: Arc<AnyRouter>,
     /// The route last put for each instance, so unchanged routes are not
     /// sent again.
@@ -153,35 +151,54 @@ impl Manager {
         locks.entry(name.to_string()).or_default().clone()
     }
 
+    /// Drop what the manager kept in memory about an instance that is gone:
+    /// its lock entry, health history and failure count.
+    fn forget(&self, name: &InstanceName) {
+        self.instance_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name.as_str());
+        self.health_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        self.health_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+    }
+
     /// Append to the audit log and announce it. An audit write that fails
     /// is logged, not fatal: the operation itself already happened.
     pub fn audit(
         &self,
         actor: &Actor,
-        action: &str,
+        action: AuditAction,
         instance: Option<&str>,
         outcome: Result<String, String>,
     ) {
-        let (ok, detail) = match &outcome {
-            Ok(d) => (true, d.as_str()),
-            Err(e) => (false, e.as_str()),
+        let (result, detail) = match &outcome {
+            Ok(d) => (AuditOutcome::Ok, d.as_str()),
+            Err(e) => (AuditOutcome::Error, e.as_str()),
         };
         match self.store.append_audit(&NewAudit {
             actor: &actor.0,
             action,
             instance,
-            ok,
+            result,
             detail,
         }) {
             Ok(entry) => self.events.publish(Event::Audit { entry }),
-            Err(e) => tracing::error!(error = %e, action, "cannot write the audit log"),
+            Err(e) => {
+                tracing::error!(error = %e, action = action.as_str(), "cannot write the audit log")
+            }
         }
     }
 
     fn audited<T>(
         &self,
         actor: &Actor,
-        action: &str,
+        action: AuditAction,
         name: &str,
         result: Result<T>,
         detail: impl FnOnce(&T) -> String,
@@ -232,23 +249,15 @@ impl Manager {
             .collect())
     }
 
-    /// How to launch an instance. With the systemd runtime this also sets
-    /// the instance's own unit options (its resource limits), so that every
-    /// start, restart and drift check renders the same unit.
-    fn spec(&self, rec: &InstanceRecord) -> Result<LaunchSpec> {
-        let spec = LaunchSpec {
-            name: InstanceName::parse(&rec.name)?,
-            binary: PathBuf::from(&rec.binary_path),
-            instance_dir: PathBuf::from(&rec.dir),
+    /// How to launch an instance: a pure function of its record.
+    fn spec(&self, rec: &InstanceRecord) -> LaunchSpec {
+        LaunchSpec {
+            name: rec.name.clone(),
+            binary: rec.binary_path.clone(),
+            instance_dir: rec.dir.clone(),
             port: rec.port,
-        };
-        if let AnyRuntime::Systemd(systemd) = self.runtime.as_ref() {
-            let mut options = systemd.config().options.clone();
-            options.memory_max = rec.memory_max.clone();
-            options.cpu_quota = rec.cpu_quota.clone();
-            systemd.set_options(&spec.name, options);
+            limits: rec.limits.clone(),
         }
-        Ok(spec)
     }
 }
 
@@ -258,9 +267,4 @@ fn shown_name(name: &str) -> String {
     } else {
         shown(name)
     }
-}
-
-fn parse_stored_version(raw: &str) -> Result<Version> {
-    Version::parse(raw)
-        .map_err(|_| ManagerError::Invalid(format!("stored version {raw:?} is not a version")))
 }

@@ -2,6 +2,7 @@
 //! roll back half-made creates, finish or undo interrupted upgrades, adopt
 //! live processes, start dead ones.
 
+use crate::model::AuditAction;
 use std::path::Path;
 
 use super::upgrade::UpgradeMarker;
@@ -24,7 +25,12 @@ impl Manager {
                 let name = rec.name.clone();
                 if let Err(e) = self.recover_one(rec, &Actor::daemon()).await {
                     tracing::error!(instance = %name, error = %e, "cannot recover instance");
-                    self.audit(&Actor::daemon(), "recover", Some(&name), Err(e.to_string()));
+                    self.audit(
+                        &Actor::daemon(),
+                        AuditAction::Recover,
+                        Some(&name),
+                        Err(e.to_string()),
+                    );
                 }
             });
         }
@@ -36,7 +42,7 @@ impl Manager {
     pub(super) async fn recover_one(&self, rec: InstanceRecord, actor: &Actor) -> Result<()> {
         let lock = self.lock_for(&rec.name);
         let _guard = lock.lock().await;
-        let spec = self.spec(&rec)?;
+        let spec = self.spec(&rec);
         if rec.phase == Phase::Creating {
             if let Ok(Some(_)) = self.runtime.adopt(spec.clone()).await {
                 let _ = self.runtime.stop(&spec.name).await;
@@ -44,7 +50,7 @@ impl Manager {
             self.roll_back_create(&rec).await;
             self.audit(
                 actor,
-                "create",
+                AuditAction::Create,
                 Some(&rec.name),
                 Err("rolled back: the daemon stopped in the middle of the create".to_string()),
             );
@@ -54,13 +60,18 @@ impl Manager {
             Some(marker) => self.finish_interrupted_upgrade(rec, marker, actor).await?,
             None => rec,
         };
-        let spec = self.spec(&rec)?;
+        let spec = self.spec(&rec);
         let adopted = self.runtime.adopt(spec.clone()).await?;
         match (rec.desired, adopted) {
             (DesiredState::Running, Some(pid)) => {
                 tracing::info!(instance = %rec.name, pid, "adopted running instance");
                 self.set_state(&rec.name, Status::Running, Some(pid), rec.restarts, None);
-                self.audit(actor, "adopt", Some(&rec.name), Ok(format!("pid {pid}")));
+                self.audit(
+                    actor,
+                    AuditAction::Adopt,
+                    Some(&rec.name),
+                    Ok(format!("pid {pid}")),
+                );
             }
             (DesiredState::Running, None) => {
                 self.set_state(&rec.name, Status::Starting, None, rec.restarts, None);
@@ -70,7 +81,7 @@ impl Manager {
                         self.set_state(&rec.name, Status::Running, Some(pid), rec.restarts, None);
                         self.audit(
                             actor,
-                            "start",
+                            AuditAction::Start,
                             Some(&rec.name),
                             Ok(format!("pid {pid} (was not running at daemon start)")),
                         );

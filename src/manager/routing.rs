@@ -9,6 +9,7 @@
 //! promise a route when they return (create, domain changes) also sync
 //! directly.
 
+use crate::model::AuditAction;
 use std::sync::Arc;
 
 use super::{Actor, Manager, ManagerError, Result};
@@ -30,7 +31,7 @@ impl Manager {
             || (matches!(rec.status, Status::Running | Status::Unhealthy)
                 && rec.desired == DesiredState::Running);
         Ok(Route {
-            name: InstanceName::parse(&rec.name)?,
+            name: rec.name.clone(),
             port: rec.port,
             hosts: routing::hosts(
                 &rec.name,
@@ -84,7 +85,12 @@ impl Manager {
     pub(super) async fn sync_route_now(&self, name: &str) {
         if let Err(e) = self.sync_route(name).await {
             tracing::warn!(instance = name, error = %e, "route not in place");
-            self.audit(&Actor::daemon(), "route", Some(name), Err(e.to_string()));
+            self.audit(
+                &Actor::daemon(),
+                AuditAction::Route,
+                Some(name),
+                Err(e.to_string()),
+            );
         }
     }
 
@@ -194,7 +200,7 @@ impl Manager {
         match &result {
             Ok(r) => self.audit(
                 actor,
-                "repair",
+                AuditAction::Repair,
                 None,
                 Ok(format!(
                     "routes: {} added, {} updated, {} removed",
@@ -203,7 +209,7 @@ impl Manager {
                     r.removed.len()
                 )),
             ),
-            Err(e) => self.audit(actor, "repair", None, Err(e.to_string())),
+            Err(e) => self.audit(actor, AuditAction::Repair, None, Err(e.to_string())),
         }
         result
     }
@@ -261,7 +267,7 @@ impl Manager {
             Ok(self.store.domains(name)?)
         }
         .await;
-        self.audited(actor, "domain-add", name, result, |_| {
+        self.audited(actor, AuditAction::DomainAdd, name, result, |_| {
             format!("{} added", shown(raw))
         })
     }
@@ -282,7 +288,7 @@ impl Manager {
             Ok(self.store.domains(name)?)
         }
         .await;
-        self.audited(actor, "domain-remove", name, result, |_| {
+        self.audited(actor, AuditAction::DomainRemove, name, result, |_| {
             format!("{} removed", shown(raw))
         })
     }
@@ -319,7 +325,7 @@ impl Manager {
         }
         self.audit(
             &Actor::daemon(),
-            "trusted-proxy",
+            AuditAction::TrustedProxy,
             Some(&rec.name),
             outcome.map(|_| "X-Forwarded-For trusted (rightmost address)".to_string()),
         );

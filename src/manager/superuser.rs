@@ -1,6 +1,7 @@
 //! Creating or resetting an instance's superuser.
 
-use super::{parse_stored_version, Actor, Manager, Result};
+use super::{Actor, Manager, Result};
+use crate::model::AuditAction;
 use crate::model::Status;
 use crate::pocketbase;
 
@@ -26,8 +27,8 @@ impl Manager {
             let lock = self.lock_for(name);
             let _guard = lock.lock().await;
             let mut rec = self.get(name)?;
-            let version = parse_stored_version(&rec.version)?;
-            let spec = self.spec(&rec)?;
+            let version = rec.version.clone();
+            let spec = self.spec(&rec);
             pocketbase::upsert_superuser(
                 &spec.binary,
                 &version,
@@ -44,7 +45,7 @@ impl Manager {
             Ok(password)
         }
         .await;
-        self.audited(actor, "superuser", name, result, |_| {
+        self.audited(actor, AuditAction::Superuser, name, result, |_| {
             format!("superuser {email} saved")
         })
     }

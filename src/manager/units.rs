@@ -2,9 +2,11 @@
 //! user, the unit hash in the store, drift checks and repairs, resource
 //! limits.
 
+use crate::model::AuditAction;
 use std::path::Path;
 
 use super::{Actor, Manager, ManagerError, Result};
+use crate::router::DriftKind;
 use crate::runtime::AnyRuntime;
 use crate::store::InstanceRecord;
 
@@ -41,7 +43,7 @@ impl Manager {
             return;
         };
         let Ok(rec) = self.get(name) else { return };
-        let Ok(spec) = self.spec(&rec) else { return };
+        let spec = self.spec(&rec);
         if let Ok(text) = systemd.render(&spec) {
             let hash = crate::runtime::systemd::unit_hash(&text);
             if let Err(e) = self.store.set_systemd_hash(name, Some(&hash)) {
@@ -54,11 +56,17 @@ impl Manager {
     /// on disk differs from what it should be (`None` when it matches).
     /// `None` with the embedded supervisor.
     pub fn unit_status(&self, rec: &InstanceRecord) -> Option<(String, Option<String>)> {
+        let (unit, drift) = self.unit_drift(rec)?;
+        Some((unit, drift.map(|(_, detail)| detail)))
+    }
+
+    /// With the systemd runtime: the unit name and its drift, with its kind.
+    fn unit_drift(&self, rec: &InstanceRecord) -> Option<(String, Option<(DriftKind, String)>)> {
         let AnyRuntime::Systemd(systemd) = self.runtime.as_ref() else {
             return None;
         };
-        let spec = self.spec(rec).ok()?;
-        Some((systemd.unit_name(&spec.name), systemd.drift(&spec)))
+        let spec = self.spec(rec);
+        Some((systemd.unit_name(&spec.name), systemd.unit_drift(&spec)))
     }
 
     /// With the systemd runtime: units that differ from what they should be.
@@ -67,16 +75,10 @@ impl Manager {
             .unwrap_or_default()
             .iter()
             .filter_map(|rec| {
-                let detail = self.unit_status(rec)?.1?;
-                let missing = detail.ends_with("is missing");
+                let (kind, detail) = self.unit_drift(rec)?.1?;
                 Some(crate::router::Drift {
-                    instance: Some(rec.name.clone()),
-                    kind: if missing {
-                        "unit missing"
-                    } else {
-                        "unit changed"
-                    }
-                    .to_string(),
+                    instance: Some(rec.name.to_string()),
+                    kind,
                     detail,
                 })
             })
@@ -93,12 +95,12 @@ impl Manager {
         for drift in self.check_units() {
             let Some(name) = drift.instance else { continue };
             let rec = self.get(&name)?;
-            let spec = self.spec(&rec)?;
+            let spec = self.spec(&rec);
             let hash = systemd.rewrite(&spec).await?;
             self.store.set_systemd_hash(&name, Some(&hash))?;
             self.audit(
                 actor,
-                "repair",
+                AuditAction::Repair,
                 Some(&name),
                 Ok(format!("unit put back ({})", drift.detail)),
             );
@@ -106,22 +108,6 @@ impl Manager {
         }
         Ok(repaired)
     }
-}
-
-/// Check `MemoryMax=` and `CPUQuota=` values before they are stored.
-pub(super) fn check_resource_limits(
-    memory_max: Option<&str>,
-    cpu_quota: Option<&str>,
-) -> Result<()> {
-    if let Some(m) = memory_max {
-        crate::runtime::systemd::unit::check_memory_max(m)
-            .map_err(|e| ManagerError::Invalid(e.to_string()))?;
-    }
-    if let Some(q) = cpu_quota {
-        crate::runtime::systemd::unit::check_cpu_quota(q)
-            .map_err(|e| ManagerError::Invalid(e.to_string()))?;
-    }
-    Ok(())
 }
 
 /// Change the owner of a directory tree (symlinks themselves, not their

@@ -1,10 +1,10 @@
 //! Changing an instance's configuration: domain, port, body limit,
 //! resource limits; and reading its configuration history.
 
-use super::units::check_resource_limits;
 use super::{Actor, Manager, ManagerError, Result};
 use crate::model::ports;
-use crate::model::{DesiredState, Domain, InstanceName, Status};
+use crate::model::AuditAction;
+use crate::model::{CpuQuota, DesiredState, Domain, MemoryMax, Status};
 use crate::runtime::{AnyRuntime, Runtime};
 use crate::store::InstanceRecord;
 
@@ -32,7 +32,7 @@ impl Manager {
         actor: &Actor,
     ) -> Result<InstanceRecord> {
         let result = self.update_inner(name, req, actor).await;
-        self.audited(actor, "update", name, result, |r| {
+        self.audited(actor, AuditAction::Update, name, result, |r| {
             format!(
                 "port {}, domain {}",
                 r.port,
@@ -51,11 +51,7 @@ impl Manager {
         let _guard = lock.lock().await;
         let mut rec = self.get(name)?;
         if let Some(domain) = &req.domain {
-            rec.domain = domain
-                .as_deref()
-                .map(Domain::parse)
-                .transpose()?
-                .map(|d| d.to_string());
+            rec.domain = domain.as_deref().map(Domain::parse).transpose()?;
         }
         if let Some(limit) = req.max_body_bytes {
             if let Some(bytes) = limit {
@@ -65,14 +61,14 @@ impl Manager {
         }
         let mut limits_changed = false;
         if let Some(memory) = &req.memory_max {
-            check_resource_limits(memory.as_deref(), None)?;
-            limits_changed |= rec.memory_max != *memory;
-            rec.memory_max = memory.clone();
+            let memory = memory.as_deref().map(MemoryMax::parse).transpose()?;
+            limits_changed |= rec.limits.memory_max != memory;
+            rec.limits.memory_max = memory;
         }
         if let Some(quota) = &req.cpu_quota {
-            check_resource_limits(None, quota.as_deref())?;
-            limits_changed |= rec.cpu_quota != *quota;
-            rec.cpu_quota = quota.clone();
+            let quota = quota.as_deref().map(CpuQuota::parse).transpose()?;
+            limits_changed |= rec.limits.cpu_quota != quota;
+            rec.limits.cpu_quota = quota;
         }
         // systemd applies new limits at the unit's next start.
         let limits_need_restart = limits_changed && matches!(*self.runtime, AnyRuntime::Systemd(_));
@@ -91,9 +87,8 @@ impl Manager {
             self.store.update_config(&rec, &actor.0)?;
         }
         if (port_changed || limits_need_restart) && rec.desired == DesiredState::Running {
-            let instance = InstanceName::parse(name)?;
-            self.runtime.stop(&instance).await?;
-            let spec = self.spec(&rec)?;
+            self.runtime.stop(&rec.name).await?;
+            let spec = self.spec(&rec);
             self.runtime.start(spec.clone()).await?;
             let pid = self.wait_healthy(&spec).await?;
             self.set_state(name, Status::Running, Some(pid), rec.restarts, None);

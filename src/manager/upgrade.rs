@@ -2,15 +2,17 @@
 //! gate, roll back; and finishing or undoing an upgrade that a daemon stop
 //! interrupted (the marker file in the instance directory).
 
+use crate::model::AuditAction;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::Utc;
+use semver::Version;
 
 use super::install::BinaryChoice;
 use super::snapshot::{copy_dir, prune_snapshots, restore_dir};
 use super::{Actor, Manager, ManagerError, Result};
-use crate::model::{DesiredState, InstanceName, Status};
+use crate::model::{DesiredState, Status};
 use crate::pocketbase;
 use crate::runtime::Runtime;
 use crate::store::InstanceRecord;
@@ -26,7 +28,7 @@ impl Manager {
         actor: &Actor,
     ) -> Result<InstanceRecord> {
         let result = self.upgrade_inner(name, to, actor).await;
-        self.audited(actor, "upgrade", name, result, |r| {
+        self.audited(actor, AuditAction::Upgrade, name, result, |r| {
             format!("now at {}", r.version)
         })
     }
@@ -44,19 +46,19 @@ impl Manager {
         let lock = self.lock_for(name);
         let _guard = lock.lock().await;
         let old = self.get(name)?;
-        if old.binary_path == installed.binary.display().to_string() {
+        if old.binary_path == installed.binary {
             return Err(ManagerError::Conflict(format!(
                 "{name} already runs {} ({})",
                 old.version,
                 installed.binary.display()
             )));
         }
-        let instance = InstanceName::parse(name)?;
+        let instance = old.name.clone();
         let was_running = old.desired == DesiredState::Running;
         self.runtime.stop(&instance).await?;
         self.set_state(name, Status::Stopped, None, old.restarts, None);
-        let data_dir = self.spec(&old)?.data_dir();
-        let snapshot = PathBuf::from(&old.dir).join("snapshots").join(format!(
+        let data_dir = self.spec(&old).data_dir();
+        let snapshot = old.dir.join("snapshots").join(format!(
             "pre-upgrade-{}-{}",
             old.version,
             Utc::now().format("%Y%m%dT%H%M%S%.3fZ")
@@ -66,7 +68,7 @@ impl Manager {
             move || copy_dir(&from, &to)
         })
         .await
-        .map_err(|e| ManagerError::Invalid(format!("snapshot task failed: {e}")))
+        .map_err(|e| ManagerError::Internal(format!("snapshot task failed: {e}")))
         .and_then(|r| {
             r.map_err(|source| ManagerError::Io {
                 context: format!(
@@ -79,13 +81,13 @@ impl Manager {
         });
         if let Err(e) = copied {
             if was_running {
-                let _ = self.runtime.start(self.spec(&old)?).await;
+                let _ = self.runtime.start(self.spec(&old)).await;
             }
             return Err(e);
         }
         let mut new = old.clone();
-        new.version = installed.version.to_string();
-        new.binary_path = installed.binary.display().to_string();
+        new.version = installed.version.clone();
+        new.binary_path = installed.binary.clone();
         new.desired = DesiredState::Running;
         // Should the daemon die from here on, its next start finds this
         // marker and finishes the upgrade or rolls it back (`recover`).
@@ -96,14 +98,12 @@ impl Manager {
             snapshot: snapshot.clone(),
             was_running,
         };
-        marker
-            .write(Path::new(&old.dir))
-            .map_err(|source| ManagerError::Io {
-                context: format!("cannot record the upgrade of {name}"),
-                source,
-            })?;
+        marker.write(&old.dir).map_err(|source| ManagerError::Io {
+            context: format!("cannot record the upgrade of {name}"),
+            source,
+        })?;
         self.store.update_config(&new, &actor.0)?;
-        let spec = self.spec(&new)?;
+        let spec = self.spec(&new);
         self.set_state(name, Status::Starting, None, old.restarts, None);
         let outcome = match self.runtime.start(spec.clone()).await {
             Ok(_) => self.wait_healthy(&spec).await,
@@ -111,9 +111,14 @@ impl Manager {
         };
         match outcome {
             Ok(pid) => {
-                UpgradeMarker::clear(Path::new(&old.dir));
+                UpgradeMarker::clear(&old.dir);
                 self.record_unit_hash(name);
-                prune_snapshots(&PathBuf::from(&old.dir).join("snapshots"), 3);
+                let snapshots = old.dir.join("snapshots");
+                if let Err(e) =
+                    tokio::task::spawn_blocking(move || prune_snapshots(&snapshots, 3)).await
+                {
+                    tracing::warn!(instance = name, error = %e, "cannot prune old snapshots");
+                }
                 if was_running {
                     self.set_state(name, Status::Running, Some(pid), old.restarts, None);
                 } else {
@@ -144,7 +149,7 @@ impl Manager {
                         snapshot.display()
                     );
                     self.set_state(name, Status::Failed, None, old.restarts, Some(&msg));
-                    return Err(ManagerError::Invalid(msg));
+                    return Err(ManagerError::Internal(msg));
                 }
                 let mut back = old.clone();
                 back.desired = if was_running {
@@ -153,10 +158,10 @@ impl Manager {
                     DesiredState::Stopped
                 };
                 self.store.update_config(&back, &actor.0)?;
-                UpgradeMarker::clear(Path::new(&old.dir));
-                self.give_to_unit_user(Path::new(&old.dir)).await?;
+                UpgradeMarker::clear(&old.dir);
+                self.give_to_unit_user(&old.dir).await?;
                 if was_running {
-                    let old_spec = self.spec(&back)?;
+                    let old_spec = self.spec(&back);
                     self.runtime.start(old_spec.clone()).await?;
                     let pid = self.wait_healthy(&old_spec).await?;
                     self.set_state(name, Status::Running, Some(pid), old.restarts, None);
@@ -165,8 +170,8 @@ impl Manager {
                 }
                 Err(ManagerError::UpgradeRolledBack {
                     name: name.to_string(),
-                    from: old.version.clone(),
-                    to: new.version.clone(),
+                    from: old.version.to_string(),
+                    to: new.version.to_string(),
                     reason,
                 })
             }
@@ -183,15 +188,15 @@ impl Manager {
         marker: UpgradeMarker,
         actor: &Actor,
     ) -> Result<InstanceRecord> {
-        let spec = self.spec(&rec)?;
+        let spec = self.spec(&rec);
         if let Some(_pid) = self.runtime.adopt(spec.clone()).await? {
             if rec.version == marker.to_version
                 && pocketbase::is_healthy(&self.http, rec.port, Duration::from_secs(3)).await
             {
-                UpgradeMarker::clear(Path::new(&rec.dir));
+                UpgradeMarker::clear(&rec.dir);
                 self.audit(
                     actor,
-                    "upgrade",
+                    AuditAction::Upgrade,
                     Some(&rec.name),
                     Ok(format!(
                         "now at {} (finished after a daemon restart)",
@@ -206,7 +211,7 @@ impl Manager {
         let snapshot = marker.snapshot.clone();
         tokio::task::spawn_blocking(move || restore_dir(&snapshot, &data_dir))
             .await
-            .map_err(|e| ManagerError::Invalid(format!("restore task failed: {e}")))?
+            .map_err(|e| ManagerError::Internal(format!("restore task failed: {e}")))?
             .map_err(|source| ManagerError::Io {
                 context: format!(
                     "the upgrade of {} was interrupted and its snapshot {} cannot be restored",
@@ -215,7 +220,7 @@ impl Manager {
                 ),
                 source,
             })?;
-        self.give_to_unit_user(Path::new(&rec.dir)).await?;
+        self.give_to_unit_user(&rec.dir).await?;
         rec.version = marker.from_version.clone();
         rec.binary_path = marker.from_binary.clone();
         rec.desired = if marker.was_running {
@@ -224,10 +229,10 @@ impl Manager {
             DesiredState::Stopped
         };
         self.store.update_config(&rec, &actor.0)?;
-        UpgradeMarker::clear(Path::new(&rec.dir));
+        UpgradeMarker::clear(&rec.dir);
         self.audit(
             actor,
-            "upgrade",
+            AuditAction::Upgrade,
             Some(&rec.name),
             Err(format!(
                 "the upgrade to {} was interrupted by a daemon stop: rolled back to {} with its data as before",
@@ -243,9 +248,9 @@ impl Manager {
 /// or undo it on its next start.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(super) struct UpgradeMarker {
-    from_version: String,
-    from_binary: String,
-    to_version: String,
+    from_version: Version,
+    from_binary: PathBuf,
+    to_version: Version,
     snapshot: PathBuf,
     was_running: bool,
 }

@@ -4,6 +4,7 @@ use super::create::CreateRequest;
 use super::install::BinaryChoice;
 use super::{Actor, Manager, Result};
 use crate::model::version::VersionRequest;
+use crate::model::AuditAction;
 use crate::model::{Status, UserId};
 use crate::runtime::{Phase as RunPhase, Runtime};
 use crate::store::{InstanceRecord, Phase};
@@ -62,9 +63,10 @@ impl Manager {
                 let result = self
                     .create_inner(req, actor, Some((user, dir, self.cfg.compat.base_port)))
                     .await;
-                let created = self.audited(actor, "create", name.as_str(), result, |c| {
-                    format!("for user {} on port {}", user.as_str(), c.instance.port)
-                })?;
+                let created =
+                    self.audited(actor, AuditAction::Create, name.as_str(), result, |c| {
+                        format!("for user {} on port {}", user.as_str(), c.instance.port)
+                    })?;
                 let msg = format!(
                     "PocketBase instance initialized on port {}",
                     created.instance.port

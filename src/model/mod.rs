@@ -5,12 +5,16 @@
 //! Decisions live here as plain functions over plain data so that they can
 //! be unit-tested exhaustively; adapters elsewhere carry them out.
 
+pub mod audit;
 pub mod backoff;
+pub mod limits;
 pub mod names;
 pub mod ports;
 pub mod routing;
 pub mod status;
 pub mod version;
 
+pub use audit::{AuditAction, AuditOutcome};
+pub use limits::{CpuQuota, LimitError, MemoryMax, ResourceLimits};
 pub use names::{Domain, InstanceName, NameError, UserId};
 pub use status::{DesiredState, Status};

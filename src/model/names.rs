@@ -103,6 +103,47 @@ impl InstanceName {
     }
 }
 
+/// A validated name reads as the text it is (`&name` where a `&str` is
+/// wanted, map lookups by `&str`); it cannot be changed in place.
+macro_rules! reads_as_str {
+    ($ty:ty) => {
+        impl std::ops::Deref for $ty {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl AsRef<str> for $ty {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $ty {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl PartialEq<str> for $ty {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $ty {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+    };
+}
+
+reads_as_str!(InstanceName);
+reads_as_str!(Domain);
+reads_as_str!(UserId);
+
 impl fmt::Display for InstanceName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -35,7 +35,7 @@ use self::admin::AdminClient;
 pub use self::admin::AdminEndpoint;
 pub use self::render::ask_allows;
 use self::render::{json_equal, object_id, policy_owner};
-use super::{Drift, ReconcileReport, Route, Router, RouterError};
+use super::{Drift, DriftKind, ReconcileReport, Route, Router, RouterError};
 use crate::model::InstanceName;
 
 /// How often [`CaddyAdminRouter::watch`] looks at Caddy.
@@ -700,7 +700,7 @@ impl Router for CaddyAdminRouter {
         {
             drifts.push(Drift {
                 instance: None,
-                kind: "missing".into(),
+                kind: DriftKind::Missing,
                 detail: "no on-demand TLS permission: custom domains get no certificate".into(),
             });
         }

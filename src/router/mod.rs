@@ -63,10 +63,55 @@ pub struct Drift {
     /// The instance concerned, or `None` for a stale route of ours whose
     /// instance no longer exists.
     pub instance: Option<String>,
-    /// `missing`, `changed` or `stale`.
-    pub kind: String,
+    pub kind: DriftKind,
     /// What differs, in words.
     pub detail: String,
+}
+
+/// How something of ours differs from what it should be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DriftKind {
+    /// A route the instance should have is not there.
+    Missing,
+    /// A route is there but not as it should be.
+    Changed,
+    /// A route of ours whose instance no longer exists.
+    Stale,
+    /// The systemd unit file of an instance is missing.
+    UnitMissing,
+    /// The systemd unit file of an instance was edited by hand.
+    UnitChanged,
+}
+
+impl DriftKind {
+    /// Its spelling in `doctor` and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriftKind::Missing => "missing",
+            DriftKind::Changed => "changed",
+            DriftKind::Stale => "stale",
+            DriftKind::UnitMissing => "unit missing",
+            DriftKind::UnitChanged => "unit changed",
+        }
+    }
+}
+
+impl std::fmt::Display for DriftKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for DriftKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl Serialize for DriftKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 /// What a reconcile changed.

@@ -28,16 +28,18 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::model::backoff::BackoffPolicy;
-use crate::model::InstanceName;
+use crate::model::{InstanceName, ResourceLimits};
 
 /// Everything needed to run one instance: which binary, where its files
-/// live, which port it listens on.
+/// live, which port it listens on, and its own resource limits (applied by
+/// the systemd runtime).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LaunchSpec {
     pub name: InstanceName,
     pub binary: PathBuf,
     pub instance_dir: PathBuf,
     pub port: u16,
+    pub limits: ResourceLimits,
 }
 
 impl LaunchSpec {
@@ -351,6 +353,7 @@ mod tests {
             binary: PathBuf::from("/opt/pb/pocketbase"),
             instance_dir: PathBuf::from("/var/lib/pockestrator/instances/moots"),
             port: 8091,
+            limits: Default::default(),
         }
     }
 

@@ -131,7 +131,10 @@ mod tests {
         let store = crate::store::Store::open(&path).unwrap();
         assert_eq!(store.schema_version().unwrap(), CURRENT);
         let rec = store.get_instance("moots").unwrap().unwrap();
-        assert_eq!((rec.port, rec.version.as_str()), (8094, "0.28.4"));
+        assert_eq!(
+            (rec.port, rec.version.to_string().as_str()),
+            (8094, "0.28.4")
+        );
         assert_eq!(rec.domain.as_deref(), Some("tigawanna.vip"));
         assert_eq!(rec.max_body_bytes, None);
         assert_eq!(store.domains("moots").unwrap(), Vec::<String>::new());

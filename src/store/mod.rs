@@ -21,7 +21,13 @@ use std::sync::Mutex;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use crate::model::{DesiredState, Status};
+use semver::Version;
+
+use crate::model::names;
+use crate::model::{
+    AuditAction, AuditOutcome, CpuQuota, DesiredState, Domain, InstanceName, MemoryMax,
+    ResourceLimits, Status, UserId,
+};
 
 /// What went wrong in the store. Constraint violations that a user can
 /// cause are their own variants so that the API can answer 409.
@@ -50,8 +56,12 @@ pub enum StoreError {
     },
     #[error("state database error: {0}")]
     Sql(#[from] rusqlite::Error),
-    #[error("the state database holds an invalid value in {field}: {value:?}")]
-    Corrupt { field: &'static str, value: String },
+    #[error("the state database holds an invalid value in {field} of {row}: {value:?}")]
+    Corrupt {
+        row: String,
+        field: &'static str,
+        value: String,
+    },
 }
 
 /// Where an instance is in its life cycle, as far as the store is concerned.
@@ -72,24 +82,25 @@ impl Phase {
     }
 }
 
-/// One instance as stored.
+/// One instance as stored, parsed: a row whose values do not parse is a
+/// [`StoreError::Corrupt`] naming the row, never a panic further on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InstanceRecord {
-    pub name: String,
+    pub name: InstanceName,
     pub port: u16,
-    pub version: String,
-    pub binary_path: String,
+    pub version: Version,
+    pub binary_path: PathBuf,
     /// The instance directory: `pb_data`, `pb_hooks`, `pb_migrations`,
     /// `pb_public` and `logs` live under it.
-    pub dir: String,
-    pub domain: Option<String>,
+    pub dir: PathBuf,
+    pub domain: Option<Domain>,
     pub desired: DesiredState,
     pub status: Status,
     pub phase: Phase,
     pub pid: Option<u32>,
     pub restarts: u32,
     pub superuser_email: Option<String>,
-    pub compat_user: Option<String>,
+    pub compat_user: Option<UserId>,
     pub systemd_config_hash: Option<String>,
     pub caddy_config_hash: Option<String>,
     pub created_by: String,
@@ -99,10 +110,8 @@ pub struct InstanceRecord {
     pub last_error: Option<String>,
     /// The request body limit of its route; `None`: the router's default.
     pub max_body_bytes: Option<u64>,
-    /// systemd's `MemoryMax=` (systemd runtime).
-    pub memory_max: Option<String>,
-    /// systemd's `CPUQuota=` (systemd runtime).
-    pub cpu_quota: Option<String>,
+    /// systemd's `MemoryMax=` and `CPUQuota=` (systemd runtime).
+    pub limits: ResourceLimits,
 }
 
 /// A dashboard sign-in session as stored: the hash of its id (the cookie
@@ -124,10 +133,9 @@ pub struct AuditEntry {
     pub id: i64,
     pub at: DateTime<Utc>,
     pub actor: String,
-    pub action: String,
+    pub action: AuditAction,
     pub instance: Option<String>,
-    /// `ok` or `error`.
-    pub result: String,
+    pub result: AuditOutcome,
     pub detail: String,
 }
 
@@ -135,9 +143,9 @@ pub struct AuditEntry {
 #[derive(Debug, Clone)]
 pub struct NewAudit<'a> {
     pub actor: &'a str,
-    pub action: &'a str,
+    pub action: AuditAction,
     pub instance: Option<&'a str>,
-    pub ok: bool,
+    pub result: AuditOutcome,
     pub detail: &'a str,
 }
 
@@ -163,10 +171,14 @@ fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-fn parse_ts(field: &'static str, raw: String) -> Result<DateTime<Utc>, StoreError> {
+fn parse_ts(row: &str, field: &'static str, raw: String) -> Result<DateTime<Utc>, StoreError> {
     DateTime::parse_from_rfc3339(&raw)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| StoreError::Corrupt { field, value: raw })
+        .map_err(|_| StoreError::Corrupt {
+            row: names::shown(row),
+            field,
+            value: raw,
+        })
 }
 
 /// Map a UNIQUE violation to the variant a user understands.
@@ -174,13 +186,18 @@ fn map_unique(err: rusqlite::Error, rec: &InstanceRecord) -> StoreError {
     if let rusqlite::Error::SqliteFailure(e, Some(msg)) = &err {
         if e.code == rusqlite::ErrorCode::ConstraintViolation {
             if msg.contains("instances.name") {
-                return StoreError::NameTaken(rec.name.clone());
+                return StoreError::NameTaken(rec.name.to_string());
             }
             if msg.contains("instances.port") {
                 return StoreError::PortTaken(rec.port);
             }
             if msg.contains("instances.compat_user") {
-                return StoreError::UserTaken(rec.compat_user.clone().unwrap_or_default());
+                return StoreError::UserTaken(
+                    rec.compat_user
+                        .as_ref()
+                        .map(UserId::to_string)
+                        .unwrap_or_default(),
+                );
             }
         }
     }
@@ -194,55 +211,73 @@ const INSTANCE_COLUMNS: &str =
      memory_max, cpu_quota";
 
 fn instance_from_row(row: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, StoreError>> {
+    let name: String = row.get(0)?;
+    let version: String = row.get(2)?;
+    let binary_path: String = row.get(3)?;
+    let dir: String = row.get(4)?;
+    let domain: Option<String> = row.get(5)?;
     let desired: String = row.get(6)?;
     let status: String = row.get(7)?;
     let phase: String = row.get(8)?;
+    let compat_user: Option<String> = row.get(12)?;
     let created_at: String = row.get(16)?;
     let updated_at: String = row.get(17)?;
     let last_health: Option<String> = row.get(18)?;
+    let memory_max: Option<String> = row.get(21)?;
+    let cpu_quota: Option<String> = row.get(22)?;
+    let corrupt = |field: &'static str, value: &str| StoreError::Corrupt {
+        row: names::shown(&name),
+        field,
+        value: value.to_string(),
+    };
     let build = || -> Result<InstanceRecord, StoreError> {
         Ok(InstanceRecord {
-            name: row.get(0)?,
+            name: InstanceName::parse(&name).map_err(|_| corrupt("instances.name", &name))?,
             port: row.get(1)?,
-            version: row.get(2)?,
-            binary_path: row.get(3)?,
-            dir: row.get(4)?,
-            domain: row.get(5)?,
-            desired: DesiredState::parse(&desired).ok_or(StoreError::Corrupt {
-                field: "instances.desired",
-                value: desired.clone(),
-            })?,
-            status: Status::parse(&status).ok_or(StoreError::Corrupt {
-                field: "instances.status",
-                value: status.clone(),
-            })?,
+            version: Version::parse(&version)
+                .map_err(|_| corrupt("instances.version", &version))?,
+            binary_path: PathBuf::from(&binary_path),
+            dir: PathBuf::from(&dir),
+            domain: domain
+                .as_deref()
+                .map(|d| Domain::parse(d).map_err(|_| corrupt("instances.domain", d)))
+                .transpose()?,
+            desired: DesiredState::parse(&desired)
+                .ok_or_else(|| corrupt("instances.desired", &desired))?,
+            status: Status::parse(&status).ok_or_else(|| corrupt("instances.status", &status))?,
             phase: match phase.as_str() {
                 "creating" => Phase::Creating,
                 "ready" => Phase::Ready,
-                _ => {
-                    return Err(StoreError::Corrupt {
-                        field: "instances.phase",
-                        value: phase.clone(),
-                    })
-                }
+                _ => return Err(corrupt("instances.phase", &phase)),
             },
             pid: row.get(9)?,
             restarts: row.get(10)?,
             superuser_email: row.get(11)?,
-            compat_user: row.get(12)?,
+            compat_user: compat_user
+                .as_deref()
+                .map(|u| UserId::parse(u).map_err(|_| corrupt("instances.compat_user", u)))
+                .transpose()?,
             systemd_config_hash: row.get(13)?,
             caddy_config_hash: row.get(14)?,
             created_by: row.get(15)?,
-            created_at: parse_ts("instances.created_at", created_at.clone())?,
-            updated_at: parse_ts("instances.updated_at", updated_at.clone())?,
+            created_at: parse_ts(&name, "instances.created_at", created_at.clone())?,
+            updated_at: parse_ts(&name, "instances.updated_at", updated_at.clone())?,
             last_health_check: last_health
                 .clone()
-                .map(|t| parse_ts("instances.last_health_check", t))
+                .map(|t| parse_ts(&name, "instances.last_health_check", t))
                 .transpose()?,
             last_error: row.get(19)?,
             max_body_bytes: row.get(20)?,
-            memory_max: row.get(21)?,
-            cpu_quota: row.get(22)?,
+            limits: ResourceLimits {
+                memory_max: memory_max
+                    .as_deref()
+                    .map(|m| MemoryMax::parse(m).map_err(|_| corrupt("instances.memory_max", m)))
+                    .transpose()?,
+                cpu_quota: cpu_quota
+                    .as_deref()
+                    .map(|q| CpuQuota::parse(q).map_err(|_| corrupt("instances.cpu_quota", q)))
+                    .transpose()?,
+            },
         })
     };
     Ok(build())
@@ -252,15 +287,28 @@ fn instance_from_row(row: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, S
 fn config_fields(rec: &InstanceRecord) -> [(&'static str, Option<String>); 9] {
     [
         ("port", Some(rec.port.to_string())),
-        ("version", Some(rec.version.clone())),
-        ("binary_path", Some(rec.binary_path.clone())),
-        ("domain", rec.domain.clone()),
+        ("version", Some(rec.version.to_string())),
+        ("binary_path", Some(path_text(&rec.binary_path))),
+        ("domain", rec.domain.as_ref().map(Domain::to_string)),
         ("desired", Some(rec.desired.as_str().to_string())),
         ("superuser_email", rec.superuser_email.clone()),
         ("max_body_bytes", rec.max_body_bytes.map(|b| b.to_string())),
-        ("memory_max", rec.memory_max.clone()),
-        ("cpu_quota", rec.cpu_quota.clone()),
+        (
+            "memory_max",
+            rec.limits.memory_max.as_ref().map(MemoryMax::to_string),
+        ),
+        (
+            "cpu_quota",
+            rec.limits.cpu_quota.as_ref().map(CpuQuota::to_string),
+        ),
     ]
+}
+
+/// A path as stored: its text (paths in the store come from our own
+/// layout and from `--binary`, both valid UTF-8 in practice; anything
+/// else is stored lossily rather than refused).
+fn path_text(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
 }
 
 impl Store {
@@ -311,19 +359,19 @@ impl Store {
                  (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)"
             ),
             params![
-                rec.name,
+                rec.name.as_str(),
                 rec.port,
-                rec.version,
-                rec.binary_path,
-                rec.dir,
-                rec.domain,
+                rec.version.to_string(),
+                path_text(&rec.binary_path),
+                path_text(&rec.dir),
+                rec.domain.as_ref().map(Domain::as_str),
                 rec.desired.as_str(),
                 rec.status.as_str(),
                 rec.phase.as_str(),
                 rec.pid,
                 rec.restarts,
                 rec.superuser_email,
-                rec.compat_user,
+                rec.compat_user.as_ref().map(UserId::as_str),
                 rec.systemd_config_hash,
                 rec.caddy_config_hash,
                 rec.created_by,
@@ -332,8 +380,8 @@ impl Store {
                 rec.last_health_check.map(ts),
                 rec.last_error,
                 rec.max_body_bytes,
-                rec.memory_max,
-                rec.cpu_quota,
+                rec.limits.memory_max.as_ref().map(MemoryMax::as_str),
+                rec.limits.cpu_quota.as_ref().map(CpuQuota::as_str),
             ],
         )
         .map_err(|e| map_unique(e, rec))?;
@@ -407,7 +455,7 @@ impl Store {
         let old = tx
             .query_row(
                 &format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE name = ?1"),
-                [&rec.name],
+                [rec.name.as_str()],
                 instance_from_row,
             )
             .optional()?
@@ -419,11 +467,11 @@ impl Store {
              caddy_config_hash = ?10, updated_at = ?11, max_body_bytes = ?12, memory_max = ?13, \
              cpu_quota = ?14 WHERE name = ?1",
             params![
-                rec.name,
+                rec.name.as_str(),
                 rec.port,
-                rec.version,
-                rec.binary_path,
-                rec.domain,
+                rec.version.to_string(),
+                path_text(&rec.binary_path),
+                rec.domain.as_ref().map(Domain::as_str),
                 rec.desired.as_str(),
                 rec.superuser_email,
                 rec.phase.as_str(),
@@ -431,8 +479,8 @@ impl Store {
                 rec.caddy_config_hash,
                 ts(now),
                 rec.max_body_bytes,
-                rec.memory_max,
-                rec.cpu_quota,
+                rec.limits.memory_max.as_ref().map(MemoryMax::as_str),
+                rec.limits.cpu_quota.as_ref().map(CpuQuota::as_str),
             ],
         )
         .map_err(|e| map_unique(e, rec))?;
@@ -444,7 +492,7 @@ impl Store {
                     tx.execute(
                         "INSERT INTO config_history (instance, at, actor, field, old_value, new_value) \
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                        params![rec.name, ts(now), actor, field, before, after],
+                        params![rec.name.as_str(), ts(now), actor, field, before, after],
                     )?;
                 }
             }
@@ -478,7 +526,10 @@ impl Store {
     }
 
     /// Store the time of the last health check of many instances at once.
-    pub fn set_health_checks(&self, checks: &[(String, DateTime<Utc>)]) -> Result<(), StoreError> {
+    pub fn set_health_checks(
+        &self,
+        checks: &[(InstanceName, DateTime<Utc>)],
+    ) -> Result<(), StoreError> {
         if checks.is_empty() {
             return Ok(());
         }
@@ -488,7 +539,7 @@ impl Store {
             let mut stmt =
                 tx.prepare("UPDATE instances SET last_health_check = ?2 WHERE name = ?1")?;
             for (name, at) in checks {
-                stmt.execute(params![name, ts(*at)])?;
+                stmt.execute(params![name.as_str(), ts(*at)])?;
             }
         }
         tx.commit()?;
@@ -506,16 +557,15 @@ impl Store {
     pub fn append_audit(&self, entry: &NewAudit<'_>) -> Result<AuditEntry, StoreError> {
         let conn = self.conn();
         let at = Utc::now();
-        let result = if entry.ok { "ok" } else { "error" };
         conn.execute(
             "INSERT INTO audit_log (at, actor, action, instance, result, detail) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
                 ts(at),
                 entry.actor,
-                entry.action,
+                entry.action.as_str(),
                 entry.instance,
-                result,
+                entry.result.as_str(),
                 entry.detail
             ],
         )?;
@@ -523,9 +573,9 @@ impl Store {
             id: conn.last_insert_rowid(),
             at,
             actor: entry.actor.to_string(),
-            action: entry.action.to_string(),
+            action: entry.action,
             instance: entry.instance.map(str::to_string),
-            result: result.to_string(),
+            result: entry.result,
             detail: entry.detail.to_string(),
         })
     }
@@ -582,8 +632,16 @@ impl Store {
                 csrf,
                 actor,
                 token_fp,
-                created_at: parse_ts("dashboard_sessions.created_at", created)?,
-                expires_at: parse_ts("dashboard_sessions.expires_at", expires)?,
+                created_at: parse_ts(
+                    "a dashboard session",
+                    "dashboard_sessions.created_at",
+                    created,
+                )?,
+                expires_at: parse_ts(
+                    "a dashboard session",
+                    "dashboard_sessions.expires_at",
+                    expires,
+                )?,
             })
         })
         .transpose()
@@ -631,13 +689,21 @@ impl Store {
         let mut out = Vec::new();
         for row in rows {
             let (id, at, actor, action, instance, result, detail) = row?;
+            let line = format!("audit line {id}");
+            let corrupt = |field: &'static str, value: &str| StoreError::Corrupt {
+                row: line.clone(),
+                field,
+                value: value.to_string(),
+            };
             out.push(AuditEntry {
                 id,
-                at: parse_ts("audit_log.at", at)?,
+                at: parse_ts(&line, "audit_log.at", at)?,
                 actor,
-                action,
+                action: AuditAction::parse(&action)
+                    .ok_or_else(|| corrupt("audit_log.action", &action))?,
                 instance,
-                result,
+                result: AuditOutcome::parse(&result)
+                    .ok_or_else(|| corrupt("audit_log.result", &result))?,
                 detail,
             });
         }
@@ -765,7 +831,7 @@ impl Store {
             out.push(ConfigChange {
                 id,
                 instance,
-                at: parse_ts("config_history.at", at)?,
+                at: parse_ts(&format!("history line {id}"), "config_history.at", at)?,
                 actor,
                 field,
                 old_value,
@@ -783,11 +849,11 @@ mod tests {
     pub(crate) fn record(name: &str, port: u16) -> InstanceRecord {
         let now = Utc::now();
         InstanceRecord {
-            name: name.to_string(),
+            name: InstanceName::parse(name).unwrap(),
             port,
-            version: "0.40.6".to_string(),
-            binary_path: "/bin/pocketbase".to_string(),
-            dir: format!("/srv/{name}"),
+            version: Version::new(0, 40, 6),
+            binary_path: "/bin/pocketbase".into(),
+            dir: format!("/srv/{name}").into(),
             domain: None,
             desired: DesiredState::Running,
             status: Status::Starting,
@@ -804,8 +870,7 @@ mod tests {
             last_health_check: None,
             last_error: None,
             max_body_bytes: None,
-            memory_max: None,
-            cpu_quota: None,
+            limits: ResourceLimits::default(),
         }
     }
 
@@ -847,8 +912,8 @@ mod tests {
         let store = Store::open_in_memory().unwrap();
         let mut rec = record("a", 8091);
         store.insert_instance(&rec).unwrap();
-        rec.version = "0.41.0".to_string();
-        rec.domain = Some("a.example.com".to_string());
+        rec.version = Version::new(0, 41, 0);
+        rec.domain = Some(Domain::parse("a.example.com").unwrap());
         store.update_config(&rec, "alice").unwrap();
         let history = store.config_history("a").unwrap();
         let lines: Vec<_> = history
@@ -876,9 +941,13 @@ mod tests {
             store
                 .append_audit(&NewAudit {
                     actor: "cli",
-                    action: "create",
+                    action: AuditAction::Create,
                     instance: Some(if i == 1 { "b" } else { "a" }),
-                    ok: i != 2,
+                    result: if i != 2 {
+                        AuditOutcome::Ok
+                    } else {
+                        AuditOutcome::Error
+                    },
                     detail: "x",
                 })
                 .unwrap();
@@ -930,6 +999,34 @@ mod tests {
     }
 
     #[test]
+    fn a_row_that_does_not_parse_is_an_error_naming_it() {
+        let store = Store::open_in_memory().unwrap();
+        store.insert_instance(&record("a", 8091)).unwrap();
+        store
+            .conn()
+            .execute(
+                "UPDATE instances SET version = 'not a version' WHERE name = 'a'",
+                [],
+            )
+            .unwrap();
+        let err = store.get_instance("a").unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Corrupt { row, field: "instances.version", .. } if row == "a"),
+            "{err}"
+        );
+        assert!(store.list_instances().is_err());
+        store
+            .conn()
+            .execute(
+                "UPDATE instances SET version = '0.40.6', name = '../x' WHERE name = 'a'",
+                [],
+            )
+            .unwrap();
+        let err = store.list_instances().unwrap_err().to_string();
+        assert!(err.contains("instances.name"), "{err}");
+    }
+
+    #[test]
     fn runtime_and_health_updates() {
         let store = Store::open_in_memory().unwrap();
         store.insert_instance(&record("a", 8091)).unwrap();
@@ -937,7 +1034,9 @@ mod tests {
             .set_runtime("a", Status::Running, Some(42), 3, None)
             .unwrap();
         let at = Utc::now();
-        store.set_health_checks(&[("a".to_string(), at)]).unwrap();
+        store
+            .set_health_checks(&[(InstanceName::parse("a").unwrap(), at)])
+            .unwrap();
         let rec = store.get_instance("a").unwrap().unwrap();
         assert_eq!(
             (rec.status, rec.pid, rec.restarts),

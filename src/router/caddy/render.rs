@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::CaddyTls;
 use crate::model::names::shown;
-use crate::router::{Drift, Route, RouterError};
+use crate::router::{Drift, DriftKind, Route, RouterError};
 
 /// Every route id of ours starts with this.
 pub const ROUTE_ID_PREFIX: &str = "pockestrator-";
@@ -482,13 +482,13 @@ pub fn drifts(
     let Some(existing) = routes_in_place else {
         out.push(Drift {
             instance: None,
-            kind: "missing".into(),
+            kind: DriftKind::Missing,
             detail: "caddy has no server of ours (and so no catch-all route)".into(),
         });
         for (name, _, _) in desired {
             out.push(Drift {
                 instance: Some(name.clone()),
-                kind: "missing".into(),
+                kind: DriftKind::Missing,
                 detail: format!("no route {}", route_id(name)),
             });
         }
@@ -500,12 +500,12 @@ pub fn drifts(
     {
         None => out.push(Drift {
             instance: None,
-            kind: "missing".into(),
+            kind: DriftKind::Missing,
             detail: format!("no catch-all route {CATCH_ALL_ID}: unknown hosts get an empty 200"),
         }),
         Some(i) if i + 1 != existing.len() => out.push(Drift {
             instance: None,
-            kind: "changed".into(),
+            kind: DriftKind::Changed,
             detail: format!(
                 "the catch-all route {CATCH_ALL_ID} is not last: routes after it are never reached"
             ),
@@ -514,7 +514,7 @@ pub fn drifts(
             if !json_equal(&existing[i], &catch_all_json()) {
                 out.push(Drift {
                     instance: None,
-                    kind: "changed".into(),
+                    kind: DriftKind::Changed,
                     detail: format!(
                         "the catch-all route {CATCH_ALL_ID} differs from the rendered one"
                     ),
@@ -527,12 +527,12 @@ pub fn drifts(
         match existing.iter().find(|r| object_id(r) == Some(id.as_str())) {
             None => out.push(Drift {
                 instance: Some(name.clone()),
-                kind: "missing".into(),
+                kind: DriftKind::Missing,
                 detail: format!("no route {id}"),
             }),
             Some(found) if !json_equal(found, want) => out.push(Drift {
                 instance: Some(name.clone()),
-                kind: "changed".into(),
+                kind: DriftKind::Changed,
                 detail: describe_route_difference(found, want),
             }),
             Some(_) => {
@@ -547,7 +547,7 @@ pub fn drifts(
                 if !same {
                     out.push(Drift {
                         instance: Some(name.clone()),
-                        kind: "changed".into(),
+                        kind: DriftKind::Changed,
                         detail: "its TLS automation policies differ from the rendered ones".into(),
                     });
                 }
@@ -560,7 +560,7 @@ pub fn drifts(
             if !desired.iter().any(|(n, _, _)| n == owner) && stale_seen.insert(owner.to_string()) {
                 out.push(Drift {
                     instance: None,
-                    kind: "stale".into(),
+                    kind: DriftKind::Stale,
                     detail: format!("route {} has no instance", route_id(owner)),
                 });
             }
@@ -572,7 +572,7 @@ pub fn drifts(
                 if !desired.iter().any(|(n, _, _)| n == owner) {
                     out.push(Drift {
                         instance: None,
-                        kind: "stale".into(),
+                        kind: DriftKind::Stale,
                         detail: format!("TLS automation policy {id} has no instance"),
                     });
                 }

@@ -22,7 +22,7 @@ use std::ops::Range;
 use crate::model::names::shown;
 use crate::router::caddy::render::check_hosts;
 use crate::router::caddy::CaddyTls;
-use crate::router::{Drift, Route, RouterError};
+use crate::router::{Drift, DriftKind, Route, RouterError};
 
 /// What starts a begin marker line (followed by the instance name).
 pub const BEGIN_MARKER: &str = "# pockestrator:begin ";
@@ -279,7 +279,7 @@ pub fn drifts(text: &str, blocks: &[ManagedBlock], desired: &[(String, String)])
         match mine.first() {
             None => out.push(Drift {
                 instance: Some(name.clone()),
-                kind: "missing".into(),
+                kind: DriftKind::Missing,
                 detail: format!("no managed block {name} in the Caddyfile"),
             }),
             Some(b) => {
@@ -287,13 +287,13 @@ pub fn drifts(text: &str, blocks: &[ManagedBlock], desired: &[(String, String)])
                 if have != want {
                     out.push(Drift {
                         instance: Some(name.clone()),
-                        kind: "changed".into(),
+                        kind: DriftKind::Changed,
                         detail: first_difference(have, want),
                     });
                 } else if mine.len() > 1 {
                     out.push(Drift {
                         instance: Some(name.clone()),
-                        kind: "changed".into(),
+                        kind: DriftKind::Changed,
                         detail: format!("the Caddyfile has {} managed blocks for it", mine.len()),
                     });
                 }
@@ -305,7 +305,7 @@ pub fn drifts(text: &str, blocks: &[ManagedBlock], desired: &[(String, String)])
         if !desired.iter().any(|(n, _)| *n == b.name) && seen.insert(b.name.clone()) {
             out.push(Drift {
                 instance: None,
-                kind: "stale".into(),
+                kind: DriftKind::Stale,
                 detail: format!("managed block {} has no instance", shown(&b.name)),
             });
         }

@@ -13,7 +13,7 @@ use hyper::http::uri::Authority;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::router::{Drift, ReconcileReport, Route};
+use crate::router::{Drift, DriftKind, ReconcileReport, Route};
 
 /// One route as the proxy uses it: the route and its upstream authority,
 /// computed once when the table is built rather than per request.
@@ -164,7 +164,7 @@ pub(super) fn drift(current: &Table, desired: &[Route]) -> Vec<Drift> {
         match current.get(name) {
             None => drifts.push(Drift {
                 instance: Some((*name).to_string()),
-                kind: "missing".to_string(),
+                kind: DriftKind::Missing,
                 detail: format!(
                     "no route for {} → 127.0.0.1:{}",
                     route.hosts.join(", "),
@@ -176,7 +176,7 @@ pub(super) fn drift(current: &Table, desired: &[Route]) -> Vec<Drift> {
                 if !differences.is_empty() {
                     drifts.push(Drift {
                         instance: Some((*name).to_string()),
-                        kind: "changed".to_string(),
+                        kind: DriftKind::Changed,
                         detail: differences.join("; "),
                     });
                 }
@@ -187,7 +187,7 @@ pub(super) fn drift(current: &Table, desired: &[Route]) -> Vec<Drift> {
         if !wanted.contains_key(name) {
             drifts.push(Drift {
                 instance: None,
-                kind: "stale".to_string(),
+                kind: DriftKind::Stale,
                 detail: format!("route {name} has no instance"),
             });
         }

@@ -34,6 +34,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
 
 use crate::model::InstanceName;
+use crate::router::DriftKind;
 use crate::runtime::{LaunchSpec, Observed, Runtime, RuntimeError, RuntimeEvent};
 
 pub use systemctl::{
@@ -83,7 +84,6 @@ pub struct SystemdRuntime<S: Systemctl> {
     cfg: SystemdConfig,
     systemctl: S,
     entries: Mutex<HashMap<InstanceName, Entry>>,
-    options: Mutex<HashMap<InstanceName, UnitOptions>>,
     events: broadcast::Sender<RuntimeEvent>,
 }
 
@@ -101,7 +101,6 @@ impl<S: Systemctl> SystemdRuntime<S> {
             cfg,
             systemctl,
             entries: Mutex::new(HashMap::new()),
-            options: Mutex::new(HashMap::new()),
             events,
         })
     }
@@ -125,44 +124,57 @@ impl<S: Systemctl> SystemdRuntime<S> {
         self.cfg.unit_dir.join(self.unit_name(name))
     }
 
-    /// Render this instance's units with its own options (memory and CPU
-    /// limits, say) from now on.
-    pub fn set_options(&self, name: &InstanceName, options: UnitOptions) {
-        lock(&self.options).insert(name.clone(), options);
-    }
-
-    pub fn options_for(&self, name: &InstanceName) -> UnitOptions {
-        lock(&self.options)
-            .get(name)
-            .cloned()
-            .unwrap_or_else(|| self.cfg.options.clone())
+    /// The fleet's unit options with this instance's own limits.
+    pub fn options_for(&self, spec: &LaunchSpec) -> UnitOptions {
+        let mut options = self.cfg.options.clone();
+        options.memory_max = spec.limits.memory_max.as_ref().map(|m| m.to_string());
+        options.cpu_quota = spec.limits.cpu_quota.as_ref().map(|q| q.to_string());
+        options
     }
 
     /// The unit file this instance should have.
     pub fn render(&self, spec: &LaunchSpec) -> Result<String, UnitError> {
-        unit::render_unit(spec, &self.options_for(&spec.name))
+        unit::render_unit(spec, &self.options_for(spec))
     }
 
     /// `None` when the unit file on disk is exactly what we would render,
-    /// otherwise what differs.
+    /// otherwise what differs, in words.
     pub fn drift(&self, spec: &LaunchSpec) -> Option<String> {
+        self.unit_drift(spec).map(|(_, detail)| detail)
+    }
+
+    /// [`SystemdRuntime::drift`] with its kind: missing, or changed (a
+    /// unit that cannot be rendered or read counts as changed).
+    pub fn unit_drift(&self, spec: &LaunchSpec) -> Option<(DriftKind, String)> {
         let path = self.unit_path(&spec.name);
         let wanted = match self.render(spec) {
             Ok(text) => text,
-            Err(e) => return Some(format!("cannot render the unit: {e}")),
+            Err(e) => {
+                return Some((
+                    DriftKind::UnitChanged,
+                    format!("cannot render the unit: {e}"),
+                ))
+            }
         };
         match std::fs::read_to_string(&path) {
             Ok(on_disk) if on_disk == wanted => None,
-            Ok(on_disk) => Some(format!(
-                "{} was changed outside pockestrator (sha256 {} on disk, {} expected)",
-                path.display(),
-                short(&unit::unit_hash(&on_disk)),
-                short(&unit::unit_hash(&wanted))
+            Ok(on_disk) => Some((
+                DriftKind::UnitChanged,
+                format!(
+                    "{} was changed outside pockestrator (sha256 {} on disk, {} expected)",
+                    path.display(),
+                    short(&unit::unit_hash(&on_disk)),
+                    short(&unit::unit_hash(&wanted))
+                ),
             )),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                Some(format!("{} is missing", path.display()))
-            }
-            Err(e) => Some(format!("cannot read {}: {e}", path.display())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Some((
+                DriftKind::UnitMissing,
+                format!("{} is missing", path.display()),
+            )),
+            Err(e) => Some((
+                DriftKind::UnitChanged,
+                format!("cannot read {}: {e}", path.display()),
+            )),
         }
     }
 
@@ -215,7 +227,7 @@ impl<S: Systemctl> SystemdRuntime<S> {
             let Ok(state) = self.show(&name).await else {
                 continue;
             };
-            let delay = self.options_for(&name).restart_sec;
+            let delay = self.cfg.options.restart_sec;
             let events = {
                 let mut entries = lock(&self.entries);
                 let Some(entry) = entries.get_mut(&name) else {
@@ -402,7 +414,6 @@ impl<S: Systemctl> Runtime for SystemdRuntime<S> {
 
     fn forget(&self, name: &InstanceName) {
         lock(&self.entries).remove(name);
-        lock(&self.options).remove(name);
     }
 }
 

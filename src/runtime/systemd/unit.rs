@@ -55,7 +55,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::model::names::shown;
-use crate::model::InstanceName;
+use crate::model::{CpuQuota, InstanceName, LimitError, MemoryMax};
 use crate::runtime::LaunchSpec;
 
 /// Who the service runs as.
@@ -439,33 +439,21 @@ fn check_user(user: &str) -> Result<(), UnitError> {
 
 /// Check a `MemoryMax=` value.
 pub fn check_memory_max(raw: &str) -> Result<(), UnitError> {
-    let digits = raw.strip_suffix(['K', 'M', 'G', 'T', '%']).unwrap_or(raw);
-    let ok = raw == "infinity"
-        || (!digits.is_empty() && digits.len() <= 20 && digits.chars().all(|c| c.is_ascii_digit()));
-    if ok {
-        Ok(())
-    } else {
-        Err(UnitError::Setting {
-            what: "memory limit".to_string(),
-            shown: shown(raw),
-            why: "use bytes with an optional K, M, G or T suffix (e.g. 512M), a percentage, or infinity".to_string(),
-        })
-    }
+    MemoryMax::parse(raw).map(drop).map_err(UnitError::from)
 }
 
 /// Check a `CPUQuota=` value.
 pub fn check_cpu_quota(raw: &str) -> Result<(), UnitError> {
-    let ok = raw.strip_suffix('%').is_some_and(|n| {
-        !n.is_empty() && n.len() <= 6 && n.chars().all(|c| c.is_ascii_digit()) && n != "0"
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err(UnitError::Setting {
-            what: "CPU quota".to_string(),
-            shown: shown(raw),
-            why: "use a percentage of one CPU, e.g. 50% or 200%".to_string(),
-        })
+    CpuQuota::parse(raw).map(drop).map_err(UnitError::from)
+}
+
+impl From<LimitError> for UnitError {
+    fn from(e: LimitError) -> Self {
+        UnitError::Setting {
+            what: e.what.to_string(),
+            shown: e.shown,
+            why: e.why.to_string(),
+        }
     }
 }
 
@@ -512,6 +500,7 @@ mod tests {
             binary: PathBuf::from("/var/lib/pockestrator/versions/0.40.6/pocketbase"),
             instance_dir: PathBuf::from("/var/lib/pockestrator/instances/moots"),
             port: 8094,
+            limits: Default::default(),
         }
     }
 
@@ -731,6 +720,7 @@ mod tests {
             binary: PathBuf::from("/home/ubuntu/moots/pocketbase"),
             instance_dir: PathBuf::from("/home/ubuntu/moots"),
             port: 8094,
+            limits: Default::default(),
         };
         let text = render_unit(&spec, &UnitOptions::default()).unwrap();
         assert!(text.contains("\nProtectHome=read-only\n"), "{text}");
