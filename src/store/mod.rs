@@ -175,10 +175,20 @@ fn parse_ts(row: &str, field: &'static str, raw: String) -> Result<DateTime<Utc>
     DateTime::parse_from_rfc3339(&raw)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| StoreError::Corrupt {
-            row: names::shown(row),
+            row: row.to_string(),
             field,
             value: raw,
         })
+}
+
+/// How an instance row is named in an error: a valid name as it is,
+/// anything else quoted and bounded.
+fn row_label(row: &str) -> String {
+    if InstanceName::parse(row).is_ok() {
+        row.to_string()
+    } else {
+        names::shown(row)
+    }
 }
 
 /// Map a UNIQUE violation to the variant a user understands.
@@ -225,8 +235,9 @@ fn instance_from_row(row: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, S
     let last_health: Option<String> = row.get(18)?;
     let memory_max: Option<String> = row.get(21)?;
     let cpu_quota: Option<String> = row.get(22)?;
+    let label = row_label(&name);
     let corrupt = |field: &'static str, value: &str| StoreError::Corrupt {
-        row: names::shown(&name),
+        row: label.clone(),
         field,
         value: value.to_string(),
     };
@@ -260,11 +271,11 @@ fn instance_from_row(row: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, S
             systemd_config_hash: row.get(13)?,
             caddy_config_hash: row.get(14)?,
             created_by: row.get(15)?,
-            created_at: parse_ts(&name, "instances.created_at", created_at.clone())?,
-            updated_at: parse_ts(&name, "instances.updated_at", updated_at.clone())?,
+            created_at: parse_ts(&label, "instances.created_at", created_at.clone())?,
+            updated_at: parse_ts(&label, "instances.updated_at", updated_at.clone())?,
             last_health_check: last_health
                 .clone()
-                .map(|t| parse_ts(&name, "instances.last_health_check", t))
+                .map(|t| parse_ts(&label, "instances.last_health_check", t))
                 .transpose()?,
             last_error: row.get(19)?,
             max_body_bytes: row.get(20)?,
