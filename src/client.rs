@@ -1,6 +1,11 @@
 //! A typed client of the daemon's API, over the local unix socket (the
 //! default, no token) or over TCP (`--server URL --token T`).
 //!
+//! Each API operation is one method of [`Client`], returning its wire type:
+//! the API's paths and query strings are written here and nowhere else in
+//! the CLI. Path segments are percent-encoded with `segment`, queries are
+//! form-encoded.
+//!
 //! **Architecture Invariant:** the CLI reaches the daemon only through this
 //! client, and the client speaks only the wire types of [`crate::api::dto`].
 
@@ -15,7 +20,12 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::api::dto::ErrorBody;
+use crate::api::dto::{
+    AddDomain, ConfigHistory, CreateInstance, CreatedDto, DeletedDto, DoctorReport, DomainList,
+    ErrorBody, EventList, ImportReport, ImportRequest, InstallProgress, InstallVersion,
+    InstanceDto, InstanceList, LogLines, SetSuperuser, SuperuserDto, UpdateInstance,
+    UpgradeInstance, VersionList,
+};
 
 /// Where the daemon is.
 #[derive(Debug, Clone)]
@@ -58,6 +68,9 @@ pub enum ClientError {
     Unexpected { status: u16, body: String },
     #[error("talking to the daemon failed: {0}")]
     Transport(String),
+    /// A line of a streamed answer that is not what the daemon should send.
+    #[error("unexpected progress line from the daemon: {line}: {reason}")]
+    BadLine { line: String, reason: String },
 }
 
 impl ClientError {
@@ -72,6 +85,28 @@ impl ClientError {
 
 /// A streamed response body.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, ClientError>> + Send>>;
+
+/// The progress of a release install, one event at a time.
+pub type ProgressStream = Pin<Box<dyn Stream<Item = Result<InstallProgress, ClientError>> + Send>>;
+
+/// What to do to an instance's process: each one is its own endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    Start,
+    Stop,
+    Restart,
+}
+
+impl Lifecycle {
+    /// The last segment of its endpoint's path.
+    fn action(self) -> &'static str {
+        match self {
+            Lifecycle::Start => "start",
+            Lifecycle::Stop => "stop",
+            Lifecycle::Restart => "restart",
+        }
+    }
+}
 
 /// The client. Cheap to clone.
 #[derive(Clone)]
@@ -93,7 +128,7 @@ impl Client {
     }
 
     /// Send a request and return the status and the body as a stream.
-    pub async fn send(
+    async fn send(
         &self,
         method: Method,
         path_and_query: &str,
@@ -189,7 +224,7 @@ impl Client {
 
     /// Send a JSON request and decode a JSON answer; error answers become
     /// [`ClientError::Api`].
-    pub async fn call<B: Serialize, T: DeserializeOwned>(
+    async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
@@ -204,13 +239,14 @@ impl Client {
         decode(status, &bytes)
     }
 
-    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+    /// `GET` a path and decode its JSON answer.
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         self.call::<(), T>(Method::GET, path, None).await
     }
 
     /// A streaming request: error statuses are decoded, success returns the
     /// body stream.
-    pub async fn stream<B: Serialize>(
+    async fn stream<B: Serialize>(
         &self,
         method: Method,
         path: &str,
@@ -232,6 +268,253 @@ impl Client {
                 status: status.as_u16(),
                 body: String::from_utf8_lossy(&bytes).into_owned(),
             }))
+    }
+
+    /// Every instance: `GET /api/v1/instances`.
+    pub async fn list_instances(&self) -> Result<InstanceList, ClientError> {
+        self.get(INSTANCES).await
+    }
+
+    /// One instance in detail: `GET /api/v1/instances/{name}`.
+    pub async fn instance(&self, name: &str) -> Result<InstanceDto, ClientError> {
+        self.get(&instance_path(name)).await
+    }
+
+    /// Create an instance and wait until it is healthy: `POST /api/v1/instances`.
+    pub async fn create_instance(&self, body: &CreateInstance) -> Result<CreatedDto, ClientError> {
+        self.call(Method::POST, INSTANCES, Some(body)).await
+    }
+
+    /// Change an instance's settings: `PATCH /api/v1/instances/{name}`.
+    pub async fn update_instance(
+        &self,
+        name: &str,
+        body: &UpdateInstance,
+    ) -> Result<InstanceDto, ClientError> {
+        self.call(Method::PATCH, &instance_path(name), Some(body))
+            .await
+    }
+
+    /// Start, stop or restart an instance: `POST /api/v1/instances/{name}/{action}`.
+    pub async fn lifecycle(
+        &self,
+        name: &str,
+        action: Lifecycle,
+    ) -> Result<InstanceDto, ClientError> {
+        self.call::<(), _>(Method::POST, &instance_sub(name, action.action()), None)
+            .await
+    }
+
+    /// Delete an instance, archiving its data unless `purge`: `DELETE /api/v1/instances/{name}`.
+    pub async fn delete_instance(
+        &self,
+        name: &str,
+        purge: bool,
+    ) -> Result<DeletedDto, ClientError> {
+        self.call::<(), _>(Method::DELETE, &delete_path(name, purge), None)
+            .await
+    }
+
+    /// Switch an instance to another PocketBase: `POST /api/v1/instances/{name}/upgrade`.
+    pub async fn upgrade(
+        &self,
+        name: &str,
+        body: &UpgradeInstance,
+    ) -> Result<InstanceDto, ClientError> {
+        self.call(Method::POST, &instance_sub(name, "upgrade"), Some(body))
+            .await
+    }
+
+    /// The last `lines` lines of an instance's log: `GET /api/v1/instances/{name}/logs`.
+    pub async fn logs(&self, name: &str, lines: usize) -> Result<LogLines, ClientError> {
+        self.get(&logs_path(name, lines, false)).await
+    }
+
+    /// The last `lines` lines of an instance's log, then new output as it
+    /// comes, as plain text: `GET /api/v1/instances/{name}/logs?follow=true`.
+    pub async fn follow_logs(&self, name: &str, lines: usize) -> Result<ByteStream, ClientError> {
+        self.stream::<()>(
+            Method::GET,
+            &logs_path(name, lines, true),
+            None,
+            "text/plain",
+        )
+        .await
+    }
+
+    /// PocketBase versions installed and offered: `GET /api/v1/versions`.
+    pub async fn versions(&self) -> Result<VersionList, ClientError> {
+        self.get(VERSIONS).await
+    }
+
+    /// Install a release, streaming its progress: `POST /api/v1/versions/install`.
+    pub async fn install_version(
+        &self,
+        body: &InstallVersion,
+    ) -> Result<ProgressStream, ClientError> {
+        let stream = self
+            .stream(Method::POST, VERSIONS_INSTALL, Some(body), NDJSON)
+            .await?;
+        Ok(progress(stream))
+    }
+
+    /// The audit log, newest first, optionally of one instance and older than
+    /// event `before`: `GET /api/v1/events`.
+    pub async fn events(
+        &self,
+        instance: Option<&str>,
+        limit: Option<u32>,
+        before: Option<i64>,
+    ) -> Result<EventList, ClientError> {
+        self.get(&events_path(instance, limit, before)).await
+    }
+
+    /// An instance's configuration changes: `GET /api/v1/instances/{name}/history`.
+    pub async fn history(&self, name: &str) -> Result<ConfigHistory, ClientError> {
+        self.get(&instance_sub(name, "history")).await
+    }
+
+    /// Create or reset an instance's superuser: `POST /api/v1/instances/{name}/superuser`.
+    pub async fn set_superuser(
+        &self,
+        name: &str,
+        body: &SetSuperuser,
+    ) -> Result<SuperuserDto, ClientError> {
+        self.call(Method::POST, &instance_sub(name, "superuser"), Some(body))
+            .await
+    }
+
+    /// An instance's custom domains: `GET /api/v1/instances/{name}/domains`.
+    pub async fn domains(&self, name: &str) -> Result<DomainList, ClientError> {
+        self.get(&instance_sub(name, "domains")).await
+    }
+
+    /// Route a custom domain to an instance: `POST /api/v1/instances/{name}/domains`.
+    pub async fn add_domain(
+        &self,
+        name: &str,
+        body: &AddDomain,
+    ) -> Result<DomainList, ClientError> {
+        self.call(Method::POST, &instance_sub(name, "domains"), Some(body))
+            .await
+    }
+
+    /// Stop routing a custom domain: `DELETE /api/v1/instances/{name}/domains/{domain}`.
+    pub async fn remove_domain(&self, name: &str, domain: &str) -> Result<DomainList, ClientError> {
+        self.call::<(), _>(Method::DELETE, &domain_path(name, domain), None)
+            .await
+    }
+
+    /// Check the host, the routes and the units: `GET /api/v1/doctor`.
+    pub async fn doctor(&self) -> Result<DoctorReport, ClientError> {
+        self.get(DOCTOR).await
+    }
+
+    /// Put routes and units back, and check again: `POST /api/v1/doctor/repair`.
+    pub async fn repair(&self) -> Result<DoctorReport, ClientError> {
+        self.call::<(), _>(Method::POST, DOCTOR_REPAIR, None).await
+    }
+
+    /// Take over instances made by seed 000's script: `POST /api/v1/import`.
+    pub async fn import(&self, body: &ImportRequest) -> Result<ImportReport, ClientError> {
+        self.call(Method::POST, IMPORT, Some(body)).await
+    }
+}
+
+const INSTANCES: &str = "/api/v1/instances";
+const VERSIONS: &str = "/api/v1/versions";
+const VERSIONS_INSTALL: &str = "/api/v1/versions/install";
+const EVENTS: &str = "/api/v1/events";
+const DOCTOR: &str = "/api/v1/doctor";
+const DOCTOR_REPAIR: &str = "/api/v1/doctor/repair";
+const IMPORT: &str = "/api/v1/import";
+const NDJSON: &str = "application/x-ndjson";
+
+/// `/api/v1/instances/{name}`.
+fn instance_path(name: &str) -> String {
+    format!("{INSTANCES}/{}", segment(name))
+}
+
+/// `/api/v1/instances/{name}/{sub}`, `sub` being a fixed part of the API.
+fn instance_sub(name: &str, sub: &'static str) -> String {
+    format!("{}/{sub}", instance_path(name))
+}
+
+/// `/api/v1/instances/{name}/domains/{domain}`.
+fn domain_path(name: &str, domain: &str) -> String {
+    format!("{}/{}", instance_sub(name, "domains"), segment(domain))
+}
+
+/// `DELETE`'s path: `?purge=true` only when purging.
+fn delete_path(name: &str, purge: bool) -> String {
+    let mut query = Query::new();
+    if purge {
+        query.pair("purge", "true");
+    }
+    query.finish(instance_path(name))
+}
+
+/// The logs path with its `lines` and, when following, `follow=true`.
+fn logs_path(name: &str, lines: usize, follow: bool) -> String {
+    let mut query = Query::new();
+    query.pair("lines", &lines.to_string());
+    if follow {
+        query.pair("follow", "true");
+    }
+    query.finish(instance_sub(name, "logs"))
+}
+
+/// The events path with whichever filters are given.
+fn events_path(instance: Option<&str>, limit: Option<u32>, before: Option<i64>) -> String {
+    let mut query = Query::new();
+    if let Some(limit) = limit {
+        query.pair("limit", &limit.to_string());
+    }
+    if let Some(before) = before {
+        query.pair("before", &before.to_string());
+    }
+    if let Some(instance) = instance {
+        query.pair("instance", instance);
+    }
+    query.finish(EVENTS.to_string())
+}
+
+/// Decode an NDJSON body of install progress, skipping blank lines.
+fn progress(stream: ByteStream) -> ProgressStream {
+    Box::pin(lines(stream).filter_map(|line| async move {
+        match line {
+            Ok(line) if line.trim().is_empty() => None,
+            Ok(line) => Some(serde_json::from_str::<InstallProgress>(&line).map_err(|e| {
+                ClientError::BadLine {
+                    line,
+                    reason: e.to_string(),
+                }
+            })),
+            Err(e) => Some(Err(e)),
+        }
+    }))
+}
+
+/// A query string, form-encoded.
+struct Query(url::form_urlencoded::Serializer<'static, String>);
+
+impl Query {
+    fn new() -> Self {
+        Self(url::form_urlencoded::Serializer::new(String::new()))
+    }
+
+    fn pair(&mut self, key: &str, value: &str) {
+        self.0.append_pair(key, value);
+    }
+
+    /// `path`, followed by `?` and the query when there is one.
+    fn finish(mut self, path: String) -> String {
+        let query = self.0.finish();
+        if query.is_empty() {
+            path
+        } else {
+            format!("{path}?{query}")
+        }
     }
 }
 
@@ -265,14 +548,14 @@ fn decode<T: DeserializeOwned>(status: StatusCode, bytes: &[u8]) -> Result<T, Cl
 
 /// Percent-encode one path segment (instance names are validated by the
 /// daemon; this keeps a hostile name from changing the request path).
-pub fn segment(raw: &str) -> String {
+fn segment(raw: &str) -> String {
     url::form_urlencoded::byte_serialize(raw.as_bytes())
         .collect::<String>()
         .replace('+', "%20")
 }
 
 /// Read a body stream line by line (NDJSON).
-pub fn lines(stream: ByteStream) -> impl Stream<Item = Result<String, ClientError>> {
+fn lines(stream: ByteStream) -> impl Stream<Item = Result<String, ClientError>> {
     futures::stream::unfold(
         (stream, Vec::<u8>::new(), false),
         |(mut stream, mut buf, mut done)| async move {
@@ -311,6 +594,85 @@ mod tests {
         assert_eq!(segment("a b\n"), "a%20b%0A");
     }
 
+    #[test]
+    fn odd_instance_names_stay_one_segment() {
+        assert_eq!(instance_path("moots"), "/api/v1/instances/moots");
+        assert_eq!(instance_path("../doctor"), "/api/v1/instances/..%2Fdoctor");
+        assert_eq!(
+            instance_sub("a/b?c#d", "history"),
+            "/api/v1/instances/a%2Fb%3Fc%23d/history"
+        );
+        assert_eq!(
+            domain_path("moots", "x.example.com/../y"),
+            "/api/v1/instances/moots/domains/x.example.com%2F..%2Fy"
+        );
+    }
+
+    #[test]
+    fn lifecycle_actions_are_the_api_paths() {
+        let paths: Vec<String> = [Lifecycle::Start, Lifecycle::Stop, Lifecycle::Restart]
+            .into_iter()
+            .map(|a| instance_sub("moots", a.action()))
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "/api/v1/instances/moots/start",
+                "/api/v1/instances/moots/stop",
+                "/api/v1/instances/moots/restart",
+            ]
+        );
+    }
+
+    #[test]
+    fn delete_purges_only_when_asked() {
+        assert_eq!(delete_path("moots", false), "/api/v1/instances/moots");
+        assert_eq!(
+            delete_path("moots", true),
+            "/api/v1/instances/moots?purge=true"
+        );
+        assert_eq!(
+            delete_path("a&purge=true", false),
+            "/api/v1/instances/a%26purge%3Dtrue"
+        );
+    }
+
+    #[test]
+    fn logs_query() {
+        assert_eq!(
+            logs_path("moots", 100, false),
+            "/api/v1/instances/moots/logs?lines=100"
+        );
+        assert_eq!(
+            logs_path("a b", 5, true),
+            "/api/v1/instances/a%20b/logs?lines=5&follow=true"
+        );
+    }
+
+    #[test]
+    fn events_query_with_and_without_filters() {
+        assert_eq!(events_path(None, None, None), "/api/v1/events");
+        assert_eq!(events_path(None, Some(50), None), "/api/v1/events?limit=50");
+        assert_eq!(
+            events_path(Some("a&b=c d"), Some(10), Some(42)),
+            "/api/v1/events?limit=10&before=42&instance=a%26b%3Dc+d"
+        );
+        // The daemon reads the instance back exactly as it was given.
+        let path = events_path(Some("a&b=c d"), Some(10), Some(42));
+        let query = path.split_once('?').unwrap().1;
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("limit".to_string(), "10".to_string()),
+                ("before".to_string(), "42".to_string()),
+                ("instance".to_string(), "a&b=c d".to_string()),
+            ]
+        );
+    }
+
     #[tokio::test]
     async fn ndjson_lines_survive_chunking() {
         let chunks: Vec<Result<Bytes, ClientError>> = vec![
@@ -320,5 +682,33 @@ mod tests {
         let stream: ByteStream = Box::pin(futures::stream::iter(chunks));
         let got: Vec<String> = lines(stream).map(|l| l.unwrap()).collect().await;
         assert_eq!(got, ["{\"a\":1}", "{\"b\":2}", "{\"c\":3}"]);
+    }
+
+    #[tokio::test]
+    async fn install_progress_is_decoded_and_blank_lines_skipped() {
+        let chunks: Vec<Result<Bytes, ClientError>> = vec![
+            Ok(Bytes::from(
+                "{\"progress\":{\"downloaded\":5,\"total\":10,\"source\":\"github\"}}\n\n",
+            )),
+            Ok(Bytes::from("not json\n")),
+        ];
+        let got: Vec<Result<InstallProgress, ClientError>> =
+            progress(Box::pin(futures::stream::iter(chunks)))
+                .collect()
+                .await;
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(matches!(
+            got[0],
+            Ok(InstallProgress::Progress {
+                downloaded: 5,
+                total: Some(10),
+                ..
+            })
+        ));
+        let err = got[1].as_ref().unwrap_err().to_string();
+        assert!(
+            err.starts_with("unexpected progress line from the daemon: not json: "),
+            "{err}"
+        );
     }
 }

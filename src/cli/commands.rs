@@ -7,12 +7,11 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use futures::StreamExt;
-use hyper::Method;
 use serde::Serialize;
 
 use super::{table, GlobalArgs};
 use crate::api::dto::*;
-use crate::client::{lines, segment, Client};
+use crate::client::{Client, Lifecycle};
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
@@ -212,14 +211,7 @@ async fn install_with_progress(
         version: Some(version.to_string()),
         binary: None,
     };
-    let stream = client
-        .stream(
-            Method::POST,
-            "/api/v1/versions/install",
-            Some(&body),
-            "application/x-ndjson",
-        )
-        .await?;
+    let mut events = client.install_version(&body).await?;
     let bar = if quiet {
         indicatif::ProgressBar::hidden()
     } else {
@@ -233,15 +225,8 @@ async fn install_with_progress(
         );
         bar
     };
-    let mut lines = Box::pin(lines(stream));
-    while let Some(line) = lines.next().await {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let event: InstallProgress = serde_json::from_str(&line)
-            .with_context(|| format!("unexpected progress line from the daemon: {line}"))?;
-        match event {
+    while let Some(event) = events.next().await {
+        match event? {
             InstallProgress::Progress {
                 downloaded,
                 total,
@@ -322,9 +307,7 @@ pub async fn create(g: &GlobalArgs, args: CreateArgs) -> anyhow::Result<ExitCode
         memory_max: args.memory_max,
         cpu_quota: args.cpu_quota,
     };
-    let created: CreatedDto = client
-        .call(Method::POST, "/api/v1/instances", Some(&body))
-        .await?;
+    let created = client.create_instance(&body).await?;
     if g.json {
         print_json(&created)?;
     } else {
@@ -345,7 +328,7 @@ pub async fn create(g: &GlobalArgs, args: CreateArgs) -> anyhow::Result<ExitCode
 }
 
 pub async fn list(g: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    let list: InstanceList = g.client()?.get("/api/v1/instances").await?;
+    let list = g.client()?.list_instances().await?;
     if g.json {
         print_json(&list.instances)?;
     } else {
@@ -355,10 +338,7 @@ pub async fn list(g: &GlobalArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn status(g: &GlobalArgs, name: &str) -> anyhow::Result<ExitCode> {
-    let i: InstanceDto = g
-        .client()?
-        .get(&format!("/api/v1/instances/{}", segment(name)))
-        .await?;
+    let i = g.client()?.instance(name).await?;
     if g.json {
         print_json(&i)?;
     } else {
@@ -391,8 +371,7 @@ pub async fn update(g: &GlobalArgs, args: UpdateArgs) -> anyhow::Result<ExitCode
     {
         anyhow::bail!("nothing to change: give --port, --domain, --no-domain, --max-body, --default-max-body, --memory-max or --cpu-quota");
     }
-    let path = format!("/api/v1/instances/{}", segment(&args.name));
-    let i: InstanceDto = g.client()?.call(Method::PATCH, &path, Some(&body)).await?;
+    let i = g.client()?.update_instance(&args.name, &body).await?;
     if g.json {
         print_json(&i)?;
     } else {
@@ -401,9 +380,8 @@ pub async fn update(g: &GlobalArgs, args: UpdateArgs) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn lifecycle(g: &GlobalArgs, name: &str, verb: &str) -> anyhow::Result<ExitCode> {
-    let path = format!("/api/v1/instances/{}/{verb}", segment(name));
-    let i: InstanceDto = g.client()?.call::<(), _>(Method::POST, &path, None).await?;
+pub async fn lifecycle(g: &GlobalArgs, name: &str, action: Lifecycle) -> anyhow::Result<ExitCode> {
+    let i = g.client()?.lifecycle(name, action).await?;
     if g.json {
         print_json(&i)?;
     } else {
@@ -433,15 +411,7 @@ pub async fn delete(g: &GlobalArgs, args: DeleteArgs) -> anyhow::Result<ExitCode
             anyhow::bail!("not confirmed: nothing was deleted");
         }
     }
-    let path = format!(
-        "/api/v1/instances/{}{}",
-        segment(&args.name),
-        if args.purge { "?purge=true" } else { "" }
-    );
-    let deleted: DeletedDto = g
-        .client()?
-        .call::<(), _>(Method::DELETE, &path, None)
-        .await?;
+    let deleted = g.client()?.delete_instance(&args.name, args.purge).await?;
     if g.json {
         print_json(&deleted)?;
     } else {
@@ -470,8 +440,7 @@ pub async fn upgrade(g: &GlobalArgs, args: UpgradeArgs) -> anyhow::Result<ExitCo
         }
         (None, None) => anyhow::bail!("give --version or --binary"),
     };
-    let path = format!("/api/v1/instances/{}/upgrade", segment(&args.name));
-    let i: InstanceDto = client.call(Method::POST, &path, Some(&body)).await?;
+    let i = client.upgrade(&args.name, &body).await?;
     if g.json {
         print_json(&i)?;
     } else {
@@ -482,13 +451,8 @@ pub async fn upgrade(g: &GlobalArgs, args: UpgradeArgs) -> anyhow::Result<ExitCo
 
 pub async fn logs(g: &GlobalArgs, args: LogsArgs) -> anyhow::Result<ExitCode> {
     let client = g.client()?;
-    let base = format!(
-        "/api/v1/instances/{}/logs?lines={}",
-        segment(&args.name),
-        args.lines
-    );
     if !args.follow {
-        let logs: LogLines = client.get(&base).await?;
+        let logs = client.logs(&args.name, args.lines).await?;
         if g.json {
             print_json(&logs)?;
         } else {
@@ -499,14 +463,7 @@ pub async fn logs(g: &GlobalArgs, args: LogsArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let mut stream = client
-        .stream::<()>(
-            Method::GET,
-            &format!("{base}&follow=true"),
-            None,
-            "text/plain",
-        )
-        .await?;
+    let mut stream = client.follow_logs(&args.name, args.lines).await?;
     let mut out = std::io::stdout();
     loop {
         tokio::select! {
@@ -524,7 +481,7 @@ pub async fn logs(g: &GlobalArgs, args: LogsArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn versions(g: &GlobalArgs) -> anyhow::Result<ExitCode> {
-    let v: VersionList = g.client()?.get("/api/v1/versions").await?;
+    let v = g.client()?.versions().await?;
     if g.json {
         print_json(&v)?;
     } else {
@@ -534,11 +491,10 @@ pub async fn versions(g: &GlobalArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn events(g: &GlobalArgs, args: EventsArgs) -> anyhow::Result<ExitCode> {
-    let mut path = format!("/api/v1/events?limit={}", args.limit);
-    if let Some(name) = &args.name {
-        path.push_str(&format!("&instance={}", segment(name)));
-    }
-    let list: EventList = g.client()?.get(&path).await?;
+    let list = g
+        .client()?
+        .events(args.name.as_deref(), Some(args.limit), None)
+        .await?;
     if g.json {
         print_json(&list.events)?;
     } else {
@@ -548,8 +504,7 @@ pub async fn events(g: &GlobalArgs, args: EventsArgs) -> anyhow::Result<ExitCode
 }
 
 pub async fn history(g: &GlobalArgs, name: &str) -> anyhow::Result<ExitCode> {
-    let path = format!("/api/v1/instances/{}/history", segment(name));
-    let h: ConfigHistory = g.client()?.get(&path).await?;
+    let h = g.client()?.history(name).await?;
     if g.json {
         print_json(&h.changes)?;
     } else {
@@ -569,8 +524,7 @@ pub async fn superuser(g: &GlobalArgs, args: SuperuserArgs) -> anyhow::Result<Ex
         email: args.email,
         password,
     };
-    let path = format!("/api/v1/instances/{}/superuser", segment(&args.name));
-    let su: SuperuserDto = g.client()?.call(Method::POST, &path, Some(&body)).await?;
+    let su = g.client()?.set_superuser(&args.name, &body).await?;
     if g.json {
         print_json(&su)?;
     } else {
@@ -584,27 +538,15 @@ pub async fn superuser(g: &GlobalArgs, args: SuperuserArgs) -> anyhow::Result<Ex
 
 pub async fn domain(g: &GlobalArgs, cmd: DomainCommand) -> anyhow::Result<ExitCode> {
     let client = g.client()?;
-    let list: DomainList = match &cmd {
+    let list = match &cmd {
         DomainCommand::Add { name, domain } => {
             let body = AddDomain {
                 domain: domain.clone(),
             };
-            let path = format!("/api/v1/instances/{}/domains", segment(name));
-            client.call(Method::POST, &path, Some(&body)).await?
+            client.add_domain(name, &body).await?
         }
-        DomainCommand::Remove { name, domain } => {
-            let path = format!(
-                "/api/v1/instances/{}/domains/{}",
-                segment(name),
-                segment(domain)
-            );
-            client.call::<(), _>(Method::DELETE, &path, None).await?
-        }
-        DomainCommand::List { name } => {
-            client
-                .get(&format!("/api/v1/instances/{}/domains", segment(name)))
-                .await?
-        }
+        DomainCommand::Remove { name, domain } => client.remove_domain(name, domain).await?,
+        DomainCommand::List { name } => client.domains(name).await?,
     };
     if g.json {
         print_json(&list)?;
@@ -620,12 +562,10 @@ pub async fn domain(g: &GlobalArgs, cmd: DomainCommand) -> anyhow::Result<ExitCo
 
 pub async fn doctor(g: &GlobalArgs, args: DoctorArgs) -> anyhow::Result<ExitCode> {
     let client = g.client()?;
-    let report: DoctorReport = if args.repair {
-        client
-            .call::<(), _>(Method::POST, "/api/v1/doctor/repair", None)
-            .await?
+    let report = if args.repair {
+        client.repair().await?
     } else {
-        client.get("/api/v1/doctor").await?
+        client.doctor().await?
     };
     if g.json {
         print_json(&report)?;
@@ -659,10 +599,7 @@ pub async fn import(g: &GlobalArgs, args: ImportArgs) -> anyhow::Result<ExitCode
         },
         caddyfile: args.caddyfile.as_deref().map(absolute).transpose()?,
     };
-    let report: ImportReport = g
-        .client()?
-        .call(Method::POST, "/api/v1/import", Some(&body))
-        .await?;
+    let report = g.client()?.import(&body).await?;
     if g.json {
         print_json(&report)?;
     } else {

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::client::{Client, Endpoint};
+use crate::client::{Client, Endpoint, Lifecycle};
 
 /// Run a fleet of PocketBase servers and keep them healthy.
 ///
@@ -201,9 +201,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::List => commands::list(g).await,
         Command::Status { name } => commands::status(g, &name).await,
         Command::Update(args) => commands::update(g, args).await,
-        Command::Start { name } => commands::lifecycle(g, &name, "start").await,
-        Command::Stop { name } => commands::lifecycle(g, &name, "stop").await,
-        Command::Restart { name } => commands::lifecycle(g, &name, "restart").await,
+        Command::Start { name } => commands::lifecycle(g, &name, Lifecycle::Start).await,
+        Command::Stop { name } => commands::lifecycle(g, &name, Lifecycle::Stop).await,
+        Command::Restart { name } => commands::lifecycle(g, &name, Lifecycle::Restart).await,
         Command::Delete(args) => commands::delete(g, args).await,
         Command::Upgrade(args) => commands::upgrade(g, args).await,
         Command::Logs(args) => commands::logs(g, args).await,
