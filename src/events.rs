@@ -2,16 +2,15 @@
 //! them to whoever listens: the API's event stream, the CLI's progress bar,
 //! later the dashboard. The audit log is the persisted part of this stream.
 
-use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::model::Status;
 use crate::release::DownloadProgress;
 use crate::store::AuditEntry;
 
-/// Everything the daemon announces.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+/// Everything the daemon announces. Internal: what leaves the daemon is
+/// its wire form, [`crate::api::dto::StreamEvent`].
+#[derive(Debug, Clone)]
 pub enum Event {
     /// An instance's observed state changed.
     InstanceState {

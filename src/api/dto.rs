@@ -271,6 +271,82 @@ pub struct EventDto {
     pub detail: String,
 }
 
+/// A download of a PocketBase release, as it progresses.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct DownloadDto {
+    pub version: String,
+    pub downloaded: u64,
+    /// The size announced by the source, when it announces one.
+    pub total: Option<u64>,
+    /// The source being downloaded from (empty until one is found).
+    pub source: String,
+    pub done: bool,
+}
+
+/// One event of `GET /api/v1/events/stream`. The SSE `event:` field is its
+/// `type`; the `data:` field is this object as JSON.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StreamEvent {
+    /// An instance's observed state changed.
+    InstanceState {
+        name: String,
+        status: Status,
+        pid: Option<u32>,
+        restarts: u32,
+    },
+    /// An instance was deleted.
+    InstanceRemoved { name: String },
+    /// A line was appended to the audit log.
+    Audit { entry: EventDto },
+    /// A PocketBase release download made progress.
+    Download { progress: DownloadDto },
+}
+
+impl StreamEvent {
+    /// The SSE event name: the same as `type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StreamEvent::InstanceState { .. } => "instance_state",
+            StreamEvent::InstanceRemoved { .. } => "instance_removed",
+            StreamEvent::Audit { .. } => "audit",
+            StreamEvent::Download { .. } => "download",
+        }
+    }
+}
+
+impl From<&crate::events::Event> for StreamEvent {
+    fn from(e: &crate::events::Event) -> Self {
+        use crate::events::Event;
+        match e {
+            Event::InstanceState {
+                name,
+                status,
+                pid,
+                restarts,
+            } => StreamEvent::InstanceState {
+                name: name.clone(),
+                status: *status,
+                pid: *pid,
+                restarts: *restarts,
+            },
+            Event::InstanceRemoved { name } => StreamEvent::InstanceRemoved { name: name.clone() },
+            Event::Audit { entry } => StreamEvent::Audit {
+                entry: EventDto::from(entry),
+            },
+            Event::Download { progress } => StreamEvent::Download {
+                progress: DownloadDto {
+                    version: progress.version.to_string(),
+                    downloaded: progress.downloaded,
+                    total: progress.total,
+                    source: progress.source.clone(),
+                    done: progress.done,
+                },
+            },
+        }
+    }
+}
+
 impl From<&crate::store::AuditEntry> for EventDto {
     fn from(e: &crate::store::AuditEntry) -> Self {
         Self {

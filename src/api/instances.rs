@@ -87,11 +87,7 @@ pub fn instance_dto(
     state: &AppState,
     rec: &crate::store::InstanceRecord,
 ) -> ApiResult<InstanceDto> {
-    let domains = state
-        .manager
-        .store()
-        .domains(&rec.name)
-        .map_err(crate::manager::ManagerError::from)?;
+    let domains = state.manager.custom_domains(rec)?;
     let urls = state.manager.urls(rec, &domains);
     let limit = rec
         .max_body_bytes
@@ -192,7 +188,7 @@ pub async fn get_instance(
 ) -> ApiResult<Json<InstanceDto>> {
     let rec = state.manager.get(&name)?;
     let mut dto = instance_dto(&state, &rec)?;
-    let router = state.manager.router().kind().to_string();
+    let router = state.manager.router_kind().to_string();
     dto.route = Some(match state.manager.route_status(&rec).await {
         Ok((in_place, drifts)) => RouteStatus {
             router,
@@ -360,19 +356,19 @@ pub async fn instance_logs(
     Query(params): Query<LogParams>,
 ) -> ApiResult<Response> {
     let n = params.lines.unwrap_or(100).min(10_000);
-    let lines = state.manager.log_tail(&name, n)?;
     if !params.follow {
+        let lines = state.manager.log_tail(&name, n).await?;
         return Ok(Json(LogLines { name, lines }).into_response());
     }
-    let path = state.manager.log_file(&name)?;
-    let offset = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let follow = state.manager.follow_log(&name, n).await?;
     let mut head = String::new();
-    for line in &lines {
+    for line in &follow.tail {
         head.push_str(line);
         head.push('\n');
     }
-    let stream = futures::stream::once(async move { Ok::<_, Infallible>(Bytes::from(head)) })
-        .chain(follow_file(path, offset));
+    let stream = futures::stream::once(async move { Bytes::from(head) })
+        .chain(follow.appended)
+        .map(Ok::<_, Infallible>);
     Ok((
         [
             (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
@@ -381,48 +377,6 @@ pub async fn instance_logs(
         Body::from_stream(stream),
     )
         .into_response())
-}
-
-/// New bytes of a log file as they are appended; starts over from the top
-/// when the file shrinks (it was rotated or truncated).
-pub(crate) fn follow_file(
-    path: PathBuf,
-    offset: u64,
-) -> impl Stream<Item = Result<Bytes, Infallible>> {
-    futures::stream::unfold((path, offset), |(path, mut offset)| async move {
-        use std::io::{Read, Seek, SeekFrom};
-        loop {
-            let len = tokio::fs::metadata(&path)
-                .await
-                .map(|m| m.len())
-                .unwrap_or(0);
-            if len < offset {
-                offset = 0;
-            }
-            if len > offset {
-                let want = (len - offset).min(64 * 1024) as usize;
-                let read = tokio::task::spawn_blocking({
-                    let path = path.clone();
-                    move || -> std::io::Result<Vec<u8>> {
-                        let mut f = std::fs::File::open(&path)?;
-                        f.seek(SeekFrom::Start(offset))?;
-                        let mut buf = vec![0u8; want];
-                        let n = f.read(&mut buf)?;
-                        buf.truncate(n);
-                        Ok(buf)
-                    }
-                })
-                .await;
-                if let Ok(Ok(buf)) = read {
-                    if !buf.is_empty() {
-                        let n = buf.len() as u64;
-                        return Some((Ok(Bytes::from(buf)), (path, offset + n)));
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
 }
 
 fn installed_dto(i: &Installed) -> InstalledVersion {
@@ -556,9 +510,7 @@ pub async fn list_events(
     let limit = params.limit.unwrap_or(100).min(1000);
     let events = state
         .manager
-        .store()
-        .list_audit(params.instance.as_deref(), limit, params.before)
-        .map_err(crate::manager::ManagerError::from)?
+        .audit_log(params.instance.as_deref(), limit, params.before)?
         .iter()
         .map(EventDto::from)
         .collect();
@@ -572,7 +524,8 @@ pub struct StreamParams {
 }
 
 #[utoipa::path(get, path = "/api/v1/events/stream", tag = "events", params(StreamParams),
-    responses((status = 200, description = "Server-sent events: instance_state, instance_removed, audit, download")))]
+    responses((status = 200, content_type = "text/event-stream", body = StreamEvent,
+        description = "Server-sent events, one `StreamEvent` each: `event:` is its type (instance_state, instance_removed, audit, download), `data:` the event as JSON")))]
 pub async fn event_stream(
     State(state): State<AppState>,
     Query(params): Query<StreamParams>,
@@ -587,14 +540,9 @@ pub async fn event_stream(
                     return None;
                 }
             }
-            let kind = match &ev {
-                crate::events::Event::InstanceState { .. } => "instance_state",
-                crate::events::Event::InstanceRemoved { .. } => "instance_removed",
-                crate::events::Event::Audit { .. } => "audit",
-                crate::events::Event::Download { .. } => "download",
-            };
-            let data = serde_json::to_string(&ev).ok()?;
-            Some(Ok(SseEvent::default().event(kind).data(data)))
+            let wire = StreamEvent::from(&ev);
+            let data = serde_json::to_string(&wire).ok()?;
+            Some(Ok(SseEvent::default().event(wire.kind()).data(data)))
         }
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
@@ -678,7 +626,7 @@ pub async fn doctor(State(state): State<AppState>) -> ApiResult<Json<DoctorRepor
     drifts.extend(state.manager.check_units());
     Ok(Json(DoctorReport {
         checks: check_dtos(&state).await,
-        router: state.manager.router().kind().to_string(),
+        router: state.manager.router_kind().to_string(),
         drifts: drift_dtos(drifts),
         repaired: None,
     }))
@@ -696,7 +644,7 @@ pub async fn doctor_repair(
     drifts.extend(state.manager.check_units());
     Ok(Json(DoctorReport {
         checks: check_dtos(&state).await,
-        router: state.manager.router().kind().to_string(),
+        router: state.manager.router_kind().to_string(),
         drifts: drift_dtos(drifts),
         repaired: Some(RepairDto {
             added: report.added,

@@ -24,7 +24,7 @@ use super::instances as h;
         SetSuperuser, DeletedDto, InstanceList, LogLines, InstalledVersion, VersionList,
         InstallVersion, InstallProgress, EventList, ConfigChangeDto, ConfigHistory,
         RouteStatus, AddDomain, DomainList, DriftDto, DoctorReport, RepairDto, CheckDto, ImportRequest, ImportOutcomeDto, ImportReport, DaemonHealth, ErrorBody, ErrorDetail,
-        EventDto, crate::model::Status,
+        EventDto, StreamEvent, DownloadDto, crate::model::Status,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

@@ -122,7 +122,7 @@ impl Dashboard {
 
     fn summary(&self, name: &str) -> Option<InstanceSummary> {
         let rec = self.manager.get(name).ok()?;
-        let domains = self.manager.store().domains(name).unwrap_or_default();
+        let domains = self.manager.domains(name).unwrap_or_default();
         let urls = self.manager.urls(&rec, &domains);
         let stats = self.stats.current();
         Some(InstanceSummary {
@@ -139,7 +139,7 @@ impl Dashboard {
     /// The instance's route and unit, as the instance page shows them.
     async fn wiring(&self, name: &str) -> Option<views::Wiring> {
         let rec = self.manager.get(name).ok()?;
-        let router = self.manager.router().kind().to_string();
+        let router = self.manager.router_kind().to_string();
         let (route_in_place, route_problems) = if router == "none" {
             (None, Vec::new())
         } else {
@@ -158,8 +158,7 @@ impl Dashboard {
 
     fn audit_of(&self, name: &str) -> Vec<crate::store::AuditEntry> {
         self.manager
-            .store()
-            .list_audit(Some(name), 50, None)
+            .audit_log(Some(name), 50, None)
             .unwrap_or_default()
     }
 }
@@ -169,7 +168,7 @@ impl Dashboard {
 pub async fn login_page(State(d): State<Dashboard>, headers: HeaderMap) -> Response {
     let now = Utc::now();
     let signed_in = auth::session_id(&headers).is_some_and(|id| {
-        matches!(d.manager.store().get_session(&auth::hash_id(&id), now),
+        matches!(d.manager.session(&auth::hash_id(&id), now),
             Ok(Some(rec)) if auth::session_valid(&rec, &d.token, now))
     });
     if signed_in {
@@ -216,7 +215,7 @@ pub async fn login(
             .into_response();
     }
     let (id, record) = auth::new_session(&d.token, &peer.ip().to_string(), Utc::now());
-    if let Err(e) = d.manager.store().insert_session(&record) {
+    if let Err(e) = d.manager.open_session(&record) {
         tracing::error!(error = %e, "dashboard: cannot record a session");
         return (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -270,7 +269,7 @@ pub async fn logout(
         )
             .into_response();
     }
-    if let Err(e) = d.manager.store().delete_session(&session.id_hash) {
+    if let Err(e) = d.manager.close_session(&session.id_hash) {
         tracing::error!(error = %e, "dashboard: cannot end a session");
     }
     d.manager.audit(
@@ -632,7 +631,11 @@ pub async fn instance_page(
     let (versions, _, _) = d.versions().await;
     let health = d.manager.health_history(&name);
     let audit = d.audit_of(&name);
-    let log = d.manager.log_tail(&name, LOG_LINES).unwrap_or_default();
+    let log = d
+        .manager
+        .log_tail(&name, LOG_LINES)
+        .await
+        .unwrap_or_default();
     let archive = d.manager.config().layout().archive();
     Html(
         views::instance_page(&InstancePage {
@@ -680,22 +683,12 @@ pub async fn instance_stream(State(d): State<Dashboard>, Path(name): Path<String
     let mut stats = d.stats.subscribe();
     let mut stop = d.stop.clone();
     stream(move |tx| async move {
-        // Start the log where the file ends now, after sending its tail.
-        let path = d.manager.log_file(&name).ok();
-        let offset = path
-            .as_ref()
-            .and_then(|p| std::fs::metadata(p).ok())
-            .map(|m| m.len())
-            .unwrap_or(0);
-        let mut kept: VecDeque<String> = d
-            .manager
-            .log_tail(&name, LOG_LINES)
-            .unwrap_or_default()
-            .into();
-        let mut log = match path {
-            Some(p) => crate::api::instances::follow_file(p, offset).boxed(),
-            None => futures::stream::pending().boxed(),
-        };
+        // The log's tail, then what is appended to it from now on.
+        let (mut kept, mut log): (VecDeque<String>, _) =
+            match d.manager.follow_log(&name, LOG_LINES).await {
+                Ok(follow) => (follow.tail.into(), follow.appended),
+                Err(_) => (VecDeque::new(), futures::stream::pending().boxed()),
+            };
         let mut carry = Vec::new();
         let mut appended = 0usize;
         let mut last_summary = String::new();
@@ -768,7 +761,7 @@ pub async fn instance_stream(State(d): State<Dashboard>, Path(name): Path<String
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 chunk = log.next() => {
-                    let Some(Ok(bytes)) = chunk else { continue };
+                    let Some(bytes) = chunk else { continue };
                     let lines = split_lines(&mut carry, &bytes);
                     if lines.is_empty() { continue; }
                     for l in &lines {
@@ -936,7 +929,7 @@ pub async fn audit_page(
     Query(q): Query<AuditQuery>,
 ) -> Response {
     const PAGE: u32 = 100;
-    match d.manager.store().list_audit(None, PAGE, q.before) {
+    match d.manager.audit_log(None, PAGE, q.before) {
         Ok(entries) => {
             let older = (entries.len() == PAGE as usize)
                 .then(|| entries.last().map(|e| e.id))

@@ -120,7 +120,7 @@ async fn require_session(State(dash): State<Dashboard>, req: Request, next: Next
     let now = chrono::Utc::now();
     let session = auth::session_id(req.headers()).and_then(|id| {
         let hash = auth::hash_id(&id);
-        match dash.manager.store().get_session(&hash, now) {
+        match dash.manager.session(&hash, now) {
             Ok(Some(rec)) if auth::session_valid(&rec, &dash.token, now) => Some(Session {
                 id_hash: rec.id_hash,
                 csrf: rec.csrf,

@@ -20,10 +20,12 @@ impl Manager {
             let observed = self.runtime.observe(&spec.name);
             match observed.as_ref().map(|o| o.phase) {
                 Some(RunPhase::CrashLoop) => {
-                    return Err(self.start_failed(spec, "it keeps exiting right after start"));
+                    return Err(self
+                        .start_failed(spec, "it keeps exiting right after start")
+                        .await);
                 }
                 Some(RunPhase::Stopped) | None => {
-                    return Err(self.start_failed(spec, "its process is not running"));
+                    return Err(self.start_failed(spec, "its process is not running").await);
                 }
                 _ => {}
             }
@@ -33,24 +35,29 @@ impl Manager {
                 }
             }
             if Instant::now() > deadline {
-                return Err(self.start_failed(
-                    spec,
-                    &format!(
-                        "no answer on /api/health within {:?}",
-                        self.cfg.start_timeout
-                    ),
-                ));
+                let reason = format!(
+                    "no answer on /api/health within {:?}",
+                    self.cfg.start_timeout
+                );
+                return Err(self.start_failed(spec, &reason).await);
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_millis(100));
         }
     }
 
-    pub(super) fn start_failed(&self, spec: &LaunchSpec, reason: &str) -> ManagerError {
+    /// A start that failed, with the last lines of the instance's log.
+    async fn start_failed(&self, spec: &LaunchSpec, reason: &str) -> ManagerError {
+        let log = spec.log_file();
+        let log_tail = tokio::task::spawn_blocking(move || tail_lines(&log, 5))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
         ManagerError::StartFailed {
             name: spec.name.to_string(),
             reason: reason.to_string(),
-            log_tail: tail_lines(&spec.log_file(), 5).unwrap_or_default(),
+            log_tail,
         }
     }
 

@@ -1,8 +1,28 @@
-//! An instance's log: its file and the last lines of it.
+//! An instance's log: its file, the last lines of it, and following what
+//! is appended. Following waits on inotify (a watch on the log's directory,
+//! which also sees rotation), never on a timer; only when the kernel has no
+//! inotify instance left does it fall back to looking once a second, and
+//! says so in the daemon's log.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::StreamExt;
 
 use super::{Manager, ManagerError, Result};
+
+/// How much of a log file one read hands on at most.
+const CHUNK: u64 = 64 * 1024;
+
+/// A log followed from now on: its last lines, and every byte appended
+/// after them (starting over at the top of a rotated file).
+pub struct LogFollow {
+    pub tail: Vec<String>,
+    pub appended: BoxStream<'static, Bytes>,
+}
 
 impl Manager {
     /// The log file of an instance.
@@ -12,12 +32,30 @@ impl Manager {
     }
 
     /// The last `n` lines of an instance's log (reaching into the rotated
-    /// file when the current one is short).
-    pub fn log_tail(&self, name: &str, n: usize) -> Result<Vec<String>> {
+    /// file when the current one is short), read off the async threads.
+    pub async fn log_tail(&self, name: &str, n: usize) -> Result<Vec<String>> {
         let path = self.log_file(name)?;
-        let mut lines = tail_lines(&path, n).map_err(|source| ManagerError::Io {
-            context: format!("cannot read {}", path.display()),
-            source,
+        Ok(read_tail(path, n).await?.0)
+    }
+
+    /// The last `n` lines of an instance's log and what is written to it
+    /// from then on. The stream ends when it is dropped.
+    pub async fn follow_log(&self, name: &str, n: usize) -> Result<LogFollow> {
+        let path = self.log_file(name)?;
+        let (tail, offset) = read_tail(path.clone(), n).await?;
+        Ok(LogFollow {
+            tail,
+            appended: follow_file(path, offset).boxed(),
+        })
+    }
+}
+
+/// The tail of a log and the file's length when it was read.
+async fn read_tail(path: PathBuf, n: usize) -> Result<(Vec<String>, u64)> {
+    let read = tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<String>, u64)> {
+        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let mut lines = tail_lines(&path, n).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display()))
         })?;
         if lines.len() < n {
             let rotated = PathBuf::from(format!("{}.1", path.display()));
@@ -26,8 +64,105 @@ impl Manager {
                 lines = older;
             }
         }
-        Ok(lines)
+        Ok((lines, len))
+    })
+    .await
+    .map_err(|e| ManagerError::Internal(format!("log read task failed: {e}")))?;
+    read.map_err(|source| ManagerError::Io {
+        context: "cannot read the log".to_string(),
+        source,
+    })
+}
+
+/// Bytes appended to `path` after `offset`, as they are written. A file
+/// that shrank or was replaced (rotation) is read again from its start.
+pub fn follow_file(path: PathBuf, offset: u64) -> impl futures::Stream<Item = Bytes> + Send {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    tokio::spawn(pump(path, offset, tx));
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+async fn pump(path: PathBuf, mut offset: u64, tx: tokio::sync::mpsc::Sender<Bytes>) {
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let watcher = watch_dir(&path, wake.clone());
+    if let Err(e) = &watcher {
+        tracing::warn!(file = %path.display(), error = %e,
+            "cannot watch the log with inotify: following it by looking once a second");
     }
+    let watching = watcher.is_ok();
+    let mut inode = None;
+    loop {
+        loop {
+            let read = tokio::task::spawn_blocking({
+                let path = path.clone();
+                move || read_from(&path, offset, inode)
+            })
+            .await;
+            let Ok(Ok((bytes, start, now_inode))) = read else {
+                break;
+            };
+            inode = now_inode;
+            if bytes.is_empty() {
+                offset = start;
+                break;
+            }
+            offset = start + bytes.len() as u64;
+            if tx.send(Bytes::from(bytes)).await.is_err() {
+                return;
+            }
+        }
+        tokio::select! {
+            _ = tx.closed() => return,
+            _ = wake.notified(), if watching => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)), if !watching => {}
+        }
+    }
+}
+
+/// An inotify watch on the file's directory that wakes `wake` on any
+/// change there (writes, and the rename and create of a rotation).
+fn watch_dir(
+    path: &Path,
+    wake: Arc<tokio::sync::Notify>,
+) -> notify::Result<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            wake.notify_one();
+        }
+    })?;
+    watcher.watch(dir, notify::RecursiveMode::NonRecursive)?;
+    Ok(watcher)
+}
+
+/// Up to [`CHUNK`] bytes of `path` from `offset` on, with the offset they
+/// start at: 0 when the file is shorter than `offset` or is another file
+/// than the one read before (its inode changed). A missing file reads as
+/// empty.
+fn read_from(
+    path: &Path,
+    offset: u64,
+    inode: Option<u64>,
+) -> std::io::Result<(Vec<u8>, u64, Option<u64>)> {
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::unix::fs::MetadataExt;
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0, None)),
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    let replaced = inode.is_some_and(|i| i != meta.ino());
+    let start = if replaced || meta.len() < offset {
+        0
+    } else {
+        offset
+    };
+    file.seek(SeekFrom::Start(start))?;
+    let mut buf = Vec::new();
+    file.by_ref().take(CHUNK).read_to_end(&mut buf)?;
+    Ok((buf, start, Some(meta.ino())))
 }
 
 /// The last `n` lines of a text file, reading only its end.
@@ -75,5 +210,47 @@ mod tests {
         assert_eq!(tail_lines(&path, 0).unwrap(), Vec::<String>::new());
         std::fs::write(&path, "a\nb\n").unwrap();
         assert_eq!(tail_lines(&path, 5).unwrap(), ["a", "b"]);
+    }
+
+    #[tokio::test]
+    async fn follow_sees_appends_and_rotation_without_a_timer() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pocketbase.log");
+        std::fs::write(&path, "old\n").unwrap();
+        let mut s = follow_file(path.clone(), 4).boxed();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(b"one\n").unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), s.next())
+            .await
+            .unwrap();
+        assert_eq!(got.as_deref(), Some(&b"one\n"[..]));
+        // Rotation: the file is renamed and a new one started.
+        std::fs::rename(&path, dir.path().join("pocketbase.log.1")).unwrap();
+        std::fs::write(&path, "two\n").unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), s.next())
+            .await
+            .unwrap();
+        assert_eq!(got.as_deref(), Some(&b"two\n"[..]));
+    }
+
+    #[test]
+    fn reads_start_over_on_a_shorter_or_another_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        std::fs::write(&path, "abcdef").unwrap();
+        let (bytes, start, inode) = read_from(&path, 2, None).unwrap();
+        assert_eq!((bytes.as_slice(), start), (&b"cdef"[..], 2));
+        let (bytes, start, _) = read_from(&path, 100, inode).unwrap();
+        assert_eq!((bytes.as_slice(), start), (&b"abcdef"[..], 0));
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(read_from(&path, 3, inode).unwrap().0, Vec::<u8>::new());
+        std::fs::write(dir.path().join("other"), "x").unwrap();
+        std::fs::write(&path, "0123456789").unwrap();
+        let (bytes, start, _) = read_from(&path, 3, Some(u64::MAX)).unwrap();
+        assert_eq!((bytes.as_slice(), start), (&b"0123456789"[..], 0));
     }
 }

@@ -25,6 +25,7 @@ mod lifecycle;
 mod logs;
 mod recovery;
 mod routing;
+mod sessions;
 mod snapshot;
 mod superuser;
 mod units;
@@ -39,7 +40,7 @@ pub use create::{CreateFields, CreateRequest, Created, FieldErrors};
 pub use error::ManagerError;
 pub(crate) use error::Result;
 pub use install::BinaryChoice;
-pub use logs::tail_lines;
+pub use logs::{tail_lines, LogFollow};
 pub use update::UpdateRequest;
 
 use crate::config::{Config, Layout};
@@ -127,20 +128,11 @@ impl Manager {
     pub fn config(&self) -> &Config {
         &self.cfg
     }
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
     pub fn releases(&self) -> &Releases {
         &self.releases
     }
     pub fn events(&self) -> &EventBus {
         &self.events
-    }
-    pub fn runtime(&self) -> &AnyRuntime {
-        &self.runtime
-    }
-    pub fn router(&self) -> &AnyRouter {
-        &self.router
     }
 
     fn lock_for(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {

@@ -240,6 +240,16 @@ impl Manager {
         self.all_routes().iter().any(|r| r.hosts.contains(&host))
     }
 
+    /// The custom domains of an instance already looked up.
+    pub fn custom_domains(&self, rec: &InstanceRecord) -> Result<Vec<String>> {
+        Ok(self.store.domains(&rec.name)?)
+    }
+
+    /// Which router is in front of the instances (`embedded`, `caddy`, …).
+    pub fn router_kind(&self) -> &'static str {
+        self.router.kind()
+    }
+
     pub fn domains(&self, name: &str) -> Result<Vec<String>> {
         self.get(name)?;
         Ok(self.store.domains(name)?)

@@ -128,7 +128,7 @@ pub struct SessionRecord {
 }
 
 /// One line of the audit log: who did what, when, with which result.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AuditEntry {
     pub id: i64,
     pub at: DateTime<Utc>,
