@@ -710,7 +710,7 @@ pub async fn import(
                 version: o.version,
                 domain: o.domain,
                 dir: o.dir,
-                action: o.action,
+                action: o.action.as_str().to_string(),
                 reasons: o.reasons,
             })
             .collect(),

@@ -802,6 +802,51 @@ pub struct InstanceSignals {
     confirm: String,
 }
 
+/// What the instance page's buttons ask for (`POST /ui/instances/{name}/{action}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InstanceAction {
+    Start,
+    Stop,
+    Restart,
+    Upgrade,
+    Delete,
+}
+
+impl InstanceAction {
+    fn parse(raw: &str) -> Option<Self> {
+        Some(match raw {
+            "start" => InstanceAction::Start,
+            "stop" => InstanceAction::Stop,
+            "restart" => InstanceAction::Restart,
+            "upgrade" => InstanceAction::Upgrade,
+            "delete" => InstanceAction::Delete,
+            _ => return None,
+        })
+    }
+
+    /// What the page shows while it runs.
+    fn working(self) -> &'static str {
+        match self {
+            InstanceAction::Start => "Starting…",
+            InstanceAction::Stop => "Stopping…",
+            InstanceAction::Restart => "Restarting…",
+            InstanceAction::Upgrade => "Upgrading…",
+            InstanceAction::Delete => "Deleting (archiving the data first)…",
+        }
+    }
+
+    /// The past tense of start, stop and restart, for the result line.
+    fn done(self) -> &'static str {
+        match self {
+            InstanceAction::Start => "started",
+            InstanceAction::Stop => "stopped",
+            InstanceAction::Restart => "restarted",
+            InstanceAction::Upgrade => "upgraded",
+            InstanceAction::Delete => "deleted",
+        }
+    }
+}
+
 pub async fn instance_action(
     State(d): State<Dashboard>,
     Extension(s): Extension<Session>,
@@ -815,25 +860,23 @@ pub async fn instance_action(
     }
     let actor = Actor(s.actor.clone());
     let manager = d.manager.clone();
-    let job: tokio::task::JoinHandle<Result<String, String>> = match action.as_str() {
-        verb @ ("start" | "stop" | "restart") => {
-            let (verb, done) = match verb {
-                "start" => ("start", "started"),
-                "stop" => ("stop", "stopped"),
-                _ => ("restart", "restarted"),
-            };
+    let Some(action) = InstanceAction::parse(&action) else {
+        return (StatusCode::NOT_FOUND, "no such action").into_response();
+    };
+    let job: tokio::task::JoinHandle<Result<String, String>> = match action {
+        InstanceAction::Start | InstanceAction::Stop | InstanceAction::Restart => {
             tokio::spawn(async move {
-                let result = match verb {
-                    "start" => manager.start(&name, &actor).await,
-                    "stop" => manager.stop(&name, &actor).await,
+                let result = match action {
+                    InstanceAction::Start => manager.start(&name, &actor).await,
+                    InstanceAction::Stop => manager.stop(&name, &actor).await,
                     _ => manager.restart(&name, &actor).await,
                 };
                 result
-                    .map(|_| format!("{name} {done}."))
+                    .map(|_| format!("{name} {}.", action.done()))
                     .map_err(|e| e.to_string())
             })
         }
-        "upgrade" => {
+        InstanceAction::Upgrade => {
             let to = match VersionRequest::parse(signals.upgrade.version.trim()) {
                 Ok(v) => v,
                 Err(e) => return result(&e.to_string(), false),
@@ -846,7 +889,7 @@ pub async fn instance_action(
                     .map_err(|e| e.to_string())
             })
         }
-        "delete" => {
+        InstanceAction::Delete => {
             if signals.confirm.trim() != name {
                 return result(
                     &format!("Type the instance's name ({name}) in the box to confirm the delete."),
@@ -864,17 +907,10 @@ pub async fn instance_action(
                 }
             })
         }
-        _ => return (StatusCode::NOT_FOUND, "no such action").into_response(),
     };
-    let deleting = action == "delete";
+    let deleting = action == InstanceAction::Delete;
     let mut events = d.manager.events().subscribe();
-    let working = match action.as_str() {
-        "start" => "Starting…",
-        "stop" => "Stopping…",
-        "restart" => "Restarting…",
-        "upgrade" => "Upgrading…",
-        _ => "Deleting (archiving the data first)…",
-    };
+    let working = action.working();
     stream(move |tx| async move {
         let _ = tx.send(patch(views::action_result(working, true))).await;
         let mut job = job;

@@ -17,7 +17,7 @@ use crate::runtime::{AnyRuntime, Runtime};
 use crate::store::{InstanceRecord, Phase};
 
 /// What import found and did with one unit.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct ImportOutcome {
     pub unit: String,
     pub name: Option<String>,
@@ -25,10 +25,29 @@ pub struct ImportOutcome {
     pub version: Option<String>,
     pub domain: Option<String>,
     pub dir: Option<String>,
-    /// `imported`, `would import`, `skipped`.
-    pub action: String,
+    pub action: ImportAction,
     /// Why it was skipped, or what is worth knowing.
     pub reasons: Vec<String>,
+}
+
+/// What import did with one unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportAction {
+    Imported,
+    /// A dry run found nothing in the way.
+    WouldImport,
+    Skipped,
+}
+
+impl ImportAction {
+    /// Its spelling in the API and the CLI's table.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImportAction::Imported => "imported",
+            ImportAction::WouldImport => "would import",
+            ImportAction::Skipped => "skipped",
+        }
+    }
 }
 
 /// Where import looks by default: where the seed's script writes units, and
@@ -72,7 +91,7 @@ impl Manager {
                     .as_ref()
                     .and_then(|d| d.parent())
                     .map(|d| d.display().to_string()),
-                action: "skipped".to_string(),
+                action: ImportAction::Skipped,
                 reasons: candidate
                     .problems
                     .iter()
@@ -87,7 +106,11 @@ impl Manager {
             match self.import_one(systemd, &candidate, dry_run, actor).await {
                 Ok(version) => {
                     outcome.version = Some(version);
-                    outcome.action = if dry_run { "would import" } else { "imported" }.to_string();
+                    outcome.action = if dry_run {
+                        ImportAction::WouldImport
+                    } else {
+                        ImportAction::Imported
+                    };
                 }
                 Err(e) => outcome.reasons.insert(0, e.to_string()),
             }
