@@ -7,6 +7,7 @@
 //!
 //! - [`model`]: the pure domain — names, ports, versions, states, policies.
 //! - [`config`]: flags + environment into one validated daemon `Config`.
+//! - [`fsutil`]: atomic file writes (temporary file, fsync, rename, fsync).
 //! - [`store`]: SQLite state, audit log and config history; the only SQL.
 //! - [`release`]: PocketBase releases — resolve, download, verify, cache.
 //! - [`runtime`]: how instance processes run (the embedded supervisor).
@@ -31,6 +32,7 @@ pub mod daemon;
 pub mod dashboard;
 pub mod doctor;
 pub mod events;
+pub mod fsutil;
 pub mod health;
 pub mod manager;
 pub mod model;

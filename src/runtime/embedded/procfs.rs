@@ -6,7 +6,7 @@
 //! since boot), and a process is only taken for ours when both match.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 use std::time::Duration;
 
@@ -87,25 +87,10 @@ impl PidRecord {
     }
 }
 
-/// Write the pidfile atomically: a temporary file beside it, then a rename,
-/// so a reader never sees half a line.
+/// Write the pidfile (0644) atomically: a temporary file beside it, then a
+/// rename, so a reader never sees half a line.
 pub fn write_pidfile(path: &Path, record: PidRecord) -> io::Result<()> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "pid".to_string());
-    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(record.render().as_bytes())?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    crate::fsutil::atomic_write_mode(path, record.render().as_bytes(), 0o644)
 }
 
 /// Read and parse a pidfile. `Ok(None)` when it is missing or unreadable as
