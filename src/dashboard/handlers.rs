@@ -194,7 +194,7 @@ pub async fn login(
     }
     let actor = Actor(format!("dashboard@{}", peer.ip()));
     let presented = form.token.trim();
-    if !auth::constant_time_eq(presented.as_bytes(), d.token.as_bytes()) {
+    if !crate::api::constant_time_eq(presented.as_bytes(), d.token.as_bytes()) {
         d.manager.audit(
             &actor,
             "sign-in",
@@ -262,7 +262,7 @@ pub async fn logout(
     headers: HeaderMap,
     Form(form): Form<LogoutForm>,
 ) -> Response {
-    if !auth::constant_time_eq(form.csrf.as_bytes(), session.csrf.as_bytes()) {
+    if !crate::api::constant_time_eq(form.csrf.as_bytes(), session.csrf.as_bytes()) {
         return (
             StatusCode::FORBIDDEN,
             "refused: the sign-out form did not carry this page's CSRF token",
