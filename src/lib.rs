@@ -22,6 +22,7 @@
 //! - [`dashboard`]: the web UI under `/ui/` (Datastar over SSE).
 //! - [`daemon`]: wiring and graceful shutdown.
 //! - [`client`]: typed client of the API over the unix socket or TCP.
+//! - [`lines`]: byte streams into lines (NDJSON answers, followed logs).
 //! - [`cli`]: clap commands; reaches the daemon only through `client`.
 
 pub mod api;
@@ -34,6 +35,7 @@ pub mod doctor;
 pub mod events;
 pub mod fsutil;
 pub mod health;
+pub mod lines;
 pub mod manager;
 pub mod model;
 pub mod pocketbase;
