@@ -19,6 +19,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use axum::serve::IncomingStream;
 use axum::Router;
 use subtle::ConstantTimeEq;
@@ -51,6 +52,7 @@ impl Connected<IncomingStream<'_, UnixListener>> for UnixPeer {
 
 fn routes(state: AppState) -> Router {
     Router::new()
+        .route("/api/v1/openapi.json", get(openapi::document))
         .merge(instances::routes())
         .merge(compat::routes())
         .with_state(state)

@@ -10,9 +10,9 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::artifact::{Artifact, Location, Member};
 use super::error::ReleaseError;
 use super::http::Http;
-use super::source::{Artifact, Location, Member};
 use crate::fsutil::{AtomicFile, Staged};
 
 /// The binary is ~30 MB; anything far larger is not a PocketBase release
