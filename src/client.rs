@@ -556,31 +556,7 @@ fn segment(raw: &str) -> String {
 
 /// Read a body stream line by line (NDJSON).
 fn lines(stream: ByteStream) -> impl Stream<Item = Result<String, ClientError>> {
-    futures::stream::unfold(
-        (stream, Vec::<u8>::new(), false),
-        |(mut stream, mut buf, mut done)| async move {
-            loop {
-                if let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = buf.drain(..=pos).collect();
-                    let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
-                    return Some((Ok(text), (stream, buf, done)));
-                }
-                if done {
-                    if buf.is_empty() {
-                        return None;
-                    }
-                    let text = String::from_utf8_lossy(&buf).into_owned();
-                    buf.clear();
-                    return Some((Ok(text), (stream, buf, done)));
-                }
-                match stream.next().await {
-                    Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
-                    Some(Err(e)) => return Some((Err(e), (stream, buf, true))),
-                    None => done = true,
-                }
-            }
-        },
-    )
+    crate::lines::lines(stream, crate::lines::LineCodec::new())
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //!
 //! - [`model`]: the pure domain — names, ports, versions, states, policies.
 //! - [`config`]: flags + environment into one validated daemon `Config`.
+//! - [`fsutil`]: atomic file writes (temporary file, fsync, rename, fsync).
 //! - [`store`]: SQLite state, audit log and config history; the only SQL.
 //! - [`release`]: PocketBase releases — resolve, download, verify, cache.
 //! - [`runtime`]: how instance processes run (the embedded supervisor).
@@ -21,6 +22,7 @@
 //! - [`dashboard`]: the web UI under `/ui/` (Datastar over SSE).
 //! - [`daemon`]: wiring and graceful shutdown.
 //! - [`client`]: typed client of the API over the unix socket or TCP.
+//! - [`lines`]: byte streams into lines (NDJSON answers, followed logs).
 //! - [`cli`]: clap commands; reaches the daemon only through `client`.
 
 pub mod api;
@@ -31,7 +33,9 @@ pub mod daemon;
 pub mod dashboard;
 pub mod doctor;
 pub mod events;
+pub mod fsutil;
 pub mod health;
+pub mod lines;
 pub mod manager;
 pub mod model;
 pub mod pocketbase;

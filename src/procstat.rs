@@ -15,6 +15,10 @@
 //! [`ProcStats`]. A pid reused by another process is recognised by its start
 //! time and counted as a first sample.
 //!
+//! The parser of `/proc/<pid>/stat` ([`parse_stat_line`]) is also the
+//! embedded supervisor's, which reads the state, process group and start
+//! time from it.
+//!
 //! Split as the rest of the code: the parsers ([`parse_stat`],
 //! [`parse_statm_rss`], [`parse_uptime`]) and the math ([`cpu_percent`],
 //! [`process_uptime`], [`stats`]) are pure and unit-tested with fixed texts;
@@ -23,6 +27,52 @@
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+
+/// The fields of `/proc/<pid>/stat` this program reads: the supervisor's
+/// (state, process group, start time) and the dashboard's (CPU times).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatLine {
+    /// Field 3: `R`, `S`, `D`, `Z`, `X`, …
+    pub state: char,
+    /// Field 5: the process group id.
+    pub pgrp: i32,
+    /// Field 14: time scheduled in user mode, in clock ticks.
+    pub utime: u64,
+    /// Field 15: time scheduled in kernel mode, in clock ticks.
+    pub stime: u64,
+    /// Field 22: when the process started, in clock ticks after boot.
+    pub starttime: u64,
+}
+
+/// Parses the text of `/proc/<pid>/stat`: the one parser of that file.
+///
+/// Field 2 (`comm`) is in parentheses and may itself hold spaces, `(` and
+/// `)` (a process names itself), so the fields after it are found after
+/// the *last* `)`. Returns `None` on anything malformed.
+pub fn parse_stat_line(text: &str) -> Option<StatLine> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    if close < open {
+        return None;
+    }
+    // Fields 3.. (1-based, as in proc(5)): index 0 here is field 3 (state).
+    let fields: Vec<&str> = text[close + 1..].split_ascii_whitespace().collect();
+    let field = |n: usize| -> Option<&str> { fields.get(n.checked_sub(3)?).copied() };
+    let number = |n: usize| -> Option<u64> { field(n)?.parse().ok() };
+    Some(StatLine {
+        state: field(3)?.chars().next()?,
+        pgrp: field(5)?.parse().ok()?,
+        utime: number(14)?,
+        stime: number(15)?,
+        starttime: number(22)?,
+    })
+}
+
+/// Reads and parses `/proc/<pid>/stat`; `None` when the process does not
+/// exist (any more) or the file cannot be parsed.
+pub fn read_stat_line(pid: u32) -> Option<StatLine> {
+    parse_stat_line(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
 
 /// The CPU and start times of one process, from `/proc/<pid>/stat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,25 +85,20 @@ pub struct StatTimes {
     pub starttime: u64,
 }
 
-/// Parses the text of `/proc/<pid>/stat`.
-///
-/// Field 2 (`comm`) is in parentheses and may itself hold spaces and `)`,
-/// so the fields after it are found after the last `)`. Returns `None` on
-/// anything malformed.
-pub fn parse_stat(text: &str) -> Option<StatTimes> {
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    if close < open {
-        return None;
+impl From<StatLine> for StatTimes {
+    fn from(line: StatLine) -> StatTimes {
+        StatTimes {
+            utime: line.utime,
+            stime: line.stime,
+            starttime: line.starttime,
+        }
     }
-    // Fields 3.. (1-based, as in proc(5)): index 0 here is field 3 (state).
-    let fields: Vec<&str> = text[close + 1..].split_whitespace().collect();
-    let field = |n: usize| -> Option<u64> { fields.get(n.checked_sub(3)?)?.parse().ok() };
-    Some(StatTimes {
-        utime: field(14)?,
-        stime: field(15)?,
-        starttime: field(22)?,
-    })
+}
+
+/// The CPU and start times in the text of `/proc/<pid>/stat` (see
+/// [`parse_stat_line`]).
+pub fn parse_stat(text: &str) -> Option<StatTimes> {
+    parse_stat_line(text).map(StatTimes::from)
 }
 
 /// Parses the text of `/proc/<pid>/statm` into the resident set size in
@@ -155,9 +200,8 @@ fn page_size() -> u64 {
 }
 
 fn read_sample_with(pid: u32, uptime_secs: f64, page_size: u64) -> Option<ProcSample> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let times = StatTimes::from(read_stat_line(pid)?);
     let taken_at = Instant::now();
-    let times = parse_stat(&stat)?;
     let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
     Some(ProcSample {
         pid,
@@ -310,6 +354,66 @@ mod tests {
         for garbage in ["", "()", ")(", "garbage", "\u{0}\u{fffd}(", "1 (a) S"] {
             assert_eq!(parse_stat(garbage), None, "{garbage:?}");
         }
+    }
+
+    fn start_of(comm: &str) -> Option<(char, i32, u64)> {
+        let text = STAT.replace("(bash)", comm);
+        parse_stat_line(&text).map(|s| (s.state, s.pgrp, s.starttime))
+    }
+
+    #[test]
+    fn stat_line_has_every_field_we_read() {
+        assert_eq!(
+            parse_stat_line(STAT),
+            Some(StatLine {
+                state: 'S',
+                pgrp: 1234,
+                utime: 150,
+                stime: 42,
+                starttime: 987654
+            })
+        );
+    }
+
+    #[test]
+    fn stat_line_survives_hostile_command_names() {
+        let fine = Some(('S', 1234, 987654));
+        for comm in [
+            "(bash)",
+            "()",
+            "( )",
+            "(a b)",
+            "(a) b)",
+            "(a) S 1 2 3)",
+            "())",
+            "(()",
+            "((a) b) c)",
+            "(pocket base) )",
+            "(x) Z 1 77 77 0)",
+            "(\u{1b}[31m)",
+            "(tab\there)",
+            "(пб)",
+            "(a\nb)",
+        ] {
+            assert_eq!(start_of(comm), fine, "{comm:?}");
+        }
+        // A name that fakes the fields after it cannot shift them: the
+        // real ones start after the last `)`.
+        let text = "9 (x) R 1 5 5 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 111) S 1 6 6 0 -1 0 0 0 0 0 \
+            7 8 0 0 20 0 1 0 222 0 0";
+        let line = parse_stat_line(text).unwrap();
+        assert_eq!((line.state, line.pgrp), ('S', 6));
+        assert_eq!((line.utime, line.stime, line.starttime), (7, 8, 222));
+        // Cut inside the name, or no name at all.
+        assert_eq!(start_of("(a"), None);
+        assert_eq!(parse_stat_line("9 x) R 1 5"), None);
+        assert_eq!(parse_stat_line(")9 (x"), None);
+        // A state that is not there, a process group that is not a number.
+        assert_eq!(parse_stat_line("9 (x)"), None);
+        assert_eq!(
+            parse_stat_line(&STAT.replace(" 1 1234 1234 ", " 1 g 1234 ")),
+            None
+        );
     }
 
     #[test]

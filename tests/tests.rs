@@ -15,4 +15,5 @@ mod routing;
 mod supervisor;
 mod systemd;
 mod systemd_daemon;
+mod tidy;
 mod validation;

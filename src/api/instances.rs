@@ -46,7 +46,6 @@ where
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/health", get(daemon_health))
-        .route("/api/v1/openapi.json", get(super::openapi::document))
         .route(
             "/api/v1/instances",
             get(list_instances).post(create_instance),

@@ -19,8 +19,10 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use axum::serve::IncomingStream;
 use axum::Router;
+use subtle::ConstantTimeEq;
 use tokio::net::UnixListener;
 
 use crate::manager::{Actor, Manager};
@@ -50,6 +52,7 @@ impl Connected<IncomingStream<'_, UnixListener>> for UnixPeer {
 
 fn routes(state: AppState) -> Router {
     Router::new()
+        .route("/api/v1/openapi.json", get(openapi::document))
         .merge(instances::routes())
         .merge(compat::routes())
         .with_state(state)
@@ -81,12 +84,11 @@ async fn unix_actor(req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-/// Compare without leaking the position of the first difference.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Compare secrets (the API token; the dashboard's session fingerprints
+/// and CSRF tokens) in constant time, so that how long a refusal takes
+/// tells nothing about how much of a guess was right.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.ct_eq(b).into()
 }
 
 async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {

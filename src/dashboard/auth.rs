@@ -24,6 +24,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method};
 use chrono::{DateTime, Duration, Utc};
 use sha2::{Digest, Sha256};
 
+use crate::api::constant_time_eq;
 use crate::store::SessionRecord;
 
 /// The session cookie's name.
@@ -105,14 +106,6 @@ pub fn session_valid(record: &SessionRecord, token: &str, now: DateTime<Utc>) ->
             record.token_fp.as_bytes(),
             token_fingerprint(token).as_bytes(),
         )
-}
-
-/// Compare without leaking the position of the first difference.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Whether this method changes state (and so needs the CSRF token).

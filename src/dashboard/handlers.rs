@@ -26,12 +26,16 @@ use super::fleet::{Counts, FleetRow, Sent, ViewParams};
 use super::views::{self, FleetPage, InstancePage, InstanceSummary};
 use super::Dashboard;
 use crate::events::Event;
+use crate::lines::LineCodec;
 use crate::manager::{Actor, BinaryChoice, CreateFields, CreateRequest};
 use crate::model::version::VersionRequest;
 use crate::model::InstanceName;
 
 /// How many log lines a page starts with, and keeps.
 const LOG_LINES: usize = 200;
+/// A runaway log line without a newline is shown in pieces of about this
+/// many bytes, not held.
+const LOG_LINE_HELD: usize = 16 * 1024;
 
 fn patch(markup: Markup) -> DatastarEvent {
     MergeFragments::new(markup.into_string()).into_event()
@@ -194,7 +198,7 @@ pub async fn login(
     }
     let actor = Actor(format!("dashboard@{}", peer.ip()));
     let presented = form.token.trim();
-    if !auth::constant_time_eq(presented.as_bytes(), d.token.as_bytes()) {
+    if !crate::api::constant_time_eq(presented.as_bytes(), d.token.as_bytes()) {
         d.manager.audit(
             &actor,
             AuditAction::SignIn,
@@ -262,7 +266,7 @@ pub async fn logout(
     headers: HeaderMap,
     Form(form): Form<LogoutForm>,
 ) -> Response {
-    if !auth::constant_time_eq(form.csrf.as_bytes(), session.csrf.as_bytes()) {
+    if !crate::api::constant_time_eq(form.csrf.as_bytes(), session.csrf.as_bytes()) {
         return (
             StatusCode::FORBIDDEN,
             "refused: the sign-out form did not carry this page's CSRF token",
@@ -653,24 +657,6 @@ pub async fn instance_page(
     .into_response()
 }
 
-/// Split appended log bytes into whole lines, keeping a partial last line
-/// for the next read.
-fn split_lines(carry: &mut Vec<u8>, bytes: &[u8]) -> Vec<String> {
-    carry.extend_from_slice(bytes);
-    let mut lines = Vec::new();
-    while let Some(pos) = carry.iter().position(|b| *b == b'\n') {
-        let line: Vec<u8> = carry.drain(..=pos).collect();
-        let text = String::from_utf8_lossy(&line[..line.len() - 1]);
-        lines.push(text.trim_end_matches('\r').to_string());
-    }
-    // A runaway line without a newline is shown in pieces, not held.
-    if carry.len() > 16 * 1024 {
-        lines.push(String::from_utf8_lossy(carry).into_owned());
-        carry.clear();
-    }
-    lines
-}
-
 pub async fn instance_stream(State(d): State<Dashboard>, Path(name): Path<String>) -> Response {
     if InstanceName::parse(&name).is_err() || d.manager.get(&name).is_err() {
         return sse_refusal(
@@ -683,13 +669,20 @@ pub async fn instance_stream(State(d): State<Dashboard>, Path(name): Path<String
     let mut stats = d.stats.subscribe();
     let mut stop = d.stop.clone();
     stream(move |tx| async move {
-        // The log's tail, then what is appended to it from now on.
+        // The log's tail, then its new lines as they are appended.
         let (mut kept, mut log): (VecDeque<String>, _) =
             match d.manager.follow_log(&name, LOG_LINES).await {
-                Ok(follow) => (follow.tail.into(), follow.appended),
+                Ok(follow) => (
+                    follow.tail.into(),
+                    crate::lines::lines(
+                        follow.appended.map(Ok::<_, std::convert::Infallible>),
+                        LineCodec::for_display(LOG_LINE_HELD),
+                    )
+                    .ready_chunks(LOG_LINES)
+                    .boxed(),
+                ),
                 Err(_) => (VecDeque::new(), futures::stream::pending().boxed()),
             };
-        let mut carry = Vec::new();
         let mut appended = 0usize;
         let mut last_summary = String::new();
         let mut last_health = String::new();
@@ -760,9 +753,9 @@ pub async fn instance_stream(State(d): State<Dashboard>, Path(name): Path<String
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
-                chunk = log.next() => {
-                    let Some(bytes) = chunk else { continue };
-                    let lines = split_lines(&mut carry, &bytes);
+                batch = log.next() => {
+                    let Some(batch) = batch else { continue };
+                    let lines: Vec<String> = batch.into_iter().flatten().collect();
                     if lines.is_empty() { continue; }
                     for l in &lines {
                         if kept.len() == LOG_LINES { kept.pop_front(); }
@@ -973,29 +966,5 @@ pub async fn audit_page(
             Html(views::audit_page(&s.csrf, &entries, older).into_string()).into_response()
         }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn log_lines_are_split_across_reads() {
-        let mut carry = Vec::new();
-        assert_eq!(split_lines(&mut carry, b"one\ntw"), vec!["one"]);
-        assert_eq!(
-            split_lines(&mut carry, b"o\r\nthree\n"),
-            vec!["two", "three"]
-        );
-        assert!(carry.is_empty());
-        assert_eq!(
-            split_lines(&mut carry, b"\xff\xfe bad utf8\n"),
-            vec!["\u{fffd}\u{fffd} bad utf8"]
-        );
-        let long = vec![b'x'; 20 * 1024];
-        let out = split_lines(&mut carry, &long);
-        assert_eq!(out.len(), 1);
-        assert!(carry.is_empty());
     }
 }

@@ -88,21 +88,19 @@ impl Manager {
 }
 
 /// Write `dir` as `name/…` into a gzip-compressed tar at `target`,
-/// atomically (temp file + rename).
+/// atomically (temp file, fsync, rename, directory fsync).
 pub(super) fn archive_dir_to(dir: &Path, name: &str, target: &Path) -> std::io::Result<()> {
-    let parent = target.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent)?;
-    let tmp = tempfile::NamedTempFile::new_in(parent)?;
-    {
-        let gz = flate2::write::GzEncoder::new(tmp.as_file(), flate2::Compression::default());
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    crate::fsutil::atomic_write_with(target, |file| {
+        let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
         let mut tar = tar::Builder::new(gz);
         tar.follow_symlinks(false);
         if dir.exists() {
             tar.append_dir_all(name, dir)?;
         }
         tar.into_inner()?.finish()?;
-    }
-    tmp.as_file().sync_all()?;
-    tmp.persist(target).map_err(|e| e.error)?;
-    Ok(())
+        Ok(())
+    })
 }

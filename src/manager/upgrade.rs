@@ -260,11 +260,7 @@ impl UpgradeMarker {
 
     pub(super) fn write(&self, dir: &Path) -> std::io::Result<()> {
         let text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        let tmp = tempfile::NamedTempFile::new_in(dir)?;
-        std::fs::write(tmp.path(), text)?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(dir.join(Self::FILE)).map_err(|e| e.error)?;
-        Ok(())
+        crate::fsutil::atomic_write(&dir.join(Self::FILE), &text)
     }
 
     pub(super) fn read(dir: &Path) -> Option<UpgradeMarker> {

@@ -25,6 +25,7 @@ use semver::Version;
 use super::error::ReleaseError;
 use super::spec::Arch;
 use super::Installed;
+use crate::fsutil::{self, AtomicFile, Staged};
 
 const BINARY: &str = "pocketbase";
 const META: &str = "meta.json";
@@ -143,31 +144,30 @@ impl Cache {
     pub fn commit(
         &self,
         dir: &Path,
-        binary: tempfile::TempPath,
+        binary: Staged,
         meta: &Meta,
     ) -> Result<Installed, ReleaseError> {
         fs::create_dir_all(dir).map_err(|e| ReleaseError::io("create", dir, e))?;
         let tmp = self.tmp_dir();
-        let mut meta_file = tempfile::Builder::new()
-            .prefix("meta-")
-            .tempfile_in(&tmp)
+        let mut meta_file = AtomicFile::in_dir(&tmp, "meta-")
             .map_err(|e| ReleaseError::io("create a temporary file in", &tmp, e))?;
         let json = serde_json::to_vec_pretty(meta)
             .map_err(|e| ReleaseError::Internal(format!("cannot encode release metadata: {e}")))?;
-        meta_file
+        let meta_temp = meta_file.path().to_path_buf();
+        let meta_file = meta_file
             .write_all(&json)
-            .and_then(|()| meta_file.as_file().sync_all())
-            .map_err(|e| ReleaseError::io("write", meta_file.path().to_path_buf(), e))?;
+            .and_then(|()| meta_file.finish())
+            .map_err(|e| ReleaseError::io("write", meta_temp, e))?;
         let meta_path = dir.join(META);
         meta_file
             .persist(&meta_path)
-            .map_err(|e| ReleaseError::io("write", &meta_path, e.error))?;
+            .map_err(|e| ReleaseError::io("write", &meta_path, e))?;
         let binary_path = dir.join(BINARY);
         binary
             .persist(&binary_path)
-            .map_err(|e| ReleaseError::io("install", &binary_path, e.error))?;
+            .map_err(|e| ReleaseError::io("install", &binary_path, e))?;
         // Make the renames themselves durable.
-        if let Err(e) = fs::File::open(dir).and_then(|d| d.sync_all()) {
+        if let Err(e) = fsutil::sync_dir(dir) {
             tracing::debug!(dir = %dir.display(), error = %e, "cannot sync the install directory");
         }
         Ok(Installed {

@@ -6,10 +6,10 @@ use reqwest::header::{HeaderName, ACCEPT, AUTHORIZATION};
 use semver::Version;
 use serde::Deserialize;
 
+use super::artifact::{release_zip_name, Artifact, Location, Member};
 use super::checksums;
 use super::error::ReleaseError;
 use super::http::{status_error, Fetched, Http};
-use super::source::{release_zip_name, Artifact, Location, Member};
 use super::spec::Arch;
 
 /// GitHub allows at most 100 releases per page.

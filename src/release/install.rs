@@ -5,15 +5,15 @@
 
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::artifact::{Artifact, Location, Member};
 use super::error::ReleaseError;
 use super::http::Http;
-use super::source::{Artifact, Location, Member};
+use crate::fsutil::{AtomicFile, Staged};
 
 /// The binary is ~30 MB; anything far larger is not a PocketBase release
 /// (or is a decompression bomb).
@@ -102,7 +102,7 @@ pub(crate) fn extract_binary(
     tmp_dir: &Path,
     source_name: &str,
     file_name: &str,
-) -> Result<(tempfile::TempPath, String), ReleaseError> {
+) -> Result<(Staged, String), ReleaseError> {
     let bad = |reason: String| ReleaseError::BadArchive {
         source_name: source_name.to_string(),
         file: file_name.to_string(),
@@ -127,9 +127,7 @@ pub(crate) fn extract_binary(
             entry.size()
         )));
     }
-    let mut out = tempfile::Builder::new()
-        .prefix("binary-")
-        .tempfile_in(tmp_dir)
+    let mut out = AtomicFile::in_dir(tmp_dir, "binary-")
         .map_err(|e| ReleaseError::io("create a temporary file in", tmp_dir, e))?;
     let out_path = out.path().to_path_buf();
     let mut hasher = Sha256::new();
@@ -157,9 +155,9 @@ pub(crate) fn extract_binary(
     if written == 0 {
         return Err(bad(format!("{} inside is empty", member.describe())));
     }
-    out.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o755))
-        .and_then(|()| out.as_file().sync_all())
+    let out = out
+        .set_mode(0o755)
+        .and_then(|()| out.finish())
         .map_err(|e| ReleaseError::io("write", &out_path, e))?;
-    Ok((out.into_temp_path(), hex::encode(hasher.finalize())))
+    Ok((out, hex::encode(hasher.finalize())))
 }

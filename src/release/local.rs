@@ -13,6 +13,7 @@ use semver::Version;
 use sha2::{Digest, Sha256};
 
 use super::error::ReleaseError;
+use crate::fsutil::{AtomicFile, Staged};
 use crate::model::names::shown;
 
 /// `pocketbase --version` answers at once; a program that does not is not
@@ -61,14 +62,9 @@ pub(crate) fn check_file(path: &Path) -> Result<(), ReleaseError> {
 /// Copy `source` into an executable, synced temp file under `tmp_dir`,
 /// returning it closed (so that it can be executed) with its sha256.
 /// Blocking: run it on a blocking thread.
-pub(crate) fn copy_in(
-    source: &Path,
-    tmp_dir: &Path,
-) -> Result<(tempfile::TempPath, String), ReleaseError> {
+pub(crate) fn copy_in(source: &Path, tmp_dir: &Path) -> Result<(Staged, String), ReleaseError> {
     let mut input = File::open(source).map_err(|e| bad(source, format!("cannot open it ({e})")))?;
-    let mut out = tempfile::Builder::new()
-        .prefix("local-")
-        .tempfile_in(tmp_dir)
+    let mut out = AtomicFile::in_dir(tmp_dir, "local-")
         .map_err(|e| ReleaseError::io("create a temporary file in", tmp_dir, e))?;
     let out_path = out.path().to_path_buf();
     let mut hasher = Sha256::new();
@@ -84,11 +80,11 @@ pub(crate) fn copy_in(
         out.write_all(&buf[..n])
             .map_err(|e| ReleaseError::io("write", &out_path, e))?;
     }
-    out.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o755))
-        .and_then(|()| out.as_file().sync_all())
+    let out = out
+        .set_mode(0o755)
+        .and_then(|()| out.finish())
         .map_err(|e| ReleaseError::io("write", &out_path, e))?;
-    Ok((out.into_temp_path(), hex::encode(hasher.finalize())))
+    Ok((out, hex::encode(hasher.finalize())))
 }
 
 /// Run `binary --version` and read the version from its answer.

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 
 use semver::Version;
 
+use super::artifact::{release_zip_name, Artifact, Location, Member};
 use super::checksums;
 use super::error::ReleaseError;
 use super::http::{status_error, Http};
-use super::source::{release_zip_name, Artifact, Location, Member};
 use super::spec::Arch;
 
 pub(crate) struct MirrorDir {

@@ -16,6 +16,7 @@
 //! index's hash) before anything is extracted, and binaries appear at their
 //! final path only by an atomic rename (see `cache`).
 
+mod artifact;
 mod cache;
 mod checksums;
 mod error;

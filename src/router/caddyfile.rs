@@ -24,6 +24,7 @@ use self::blocks::{
 };
 use super::caddy::CaddyTls;
 use super::{Drift, ReconcileReport, Route, Router, RouterError};
+use crate::fsutil::{self, AtomicFile, Staged};
 use crate::model::InstanceName;
 
 /// How long `caddy validate` or the reload command may take.
@@ -202,7 +203,7 @@ impl CaddyfileRouter {
             return Ok(false);
         }
         temp.persist(&path)
-            .map_err(|e| self.io_error("cannot replace", e.error))?;
+            .map_err(|e| self.io_error("cannot replace", e))?;
         sync_dir(&path);
         let (ok, output) = run(&self.reload_command()).await;
         if ok {
@@ -210,10 +211,7 @@ impl CaddyfileRouter {
         }
         let restored = match previous {
             Some(bytes) => match self.write_temp(bytes).await {
-                Ok(t) => t
-                    .persist(&path)
-                    .map(|_| ())
-                    .map_err(|e| e.error.to_string()),
+                Ok(t) => t.persist(&path).map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             },
             None => std::fs::remove_file(&path).map_err(|e| e.to_string()),
@@ -231,8 +229,8 @@ impl CaddyfileRouter {
 
     /// A temporary file in the Caddyfile's directory (so that the rename is
     /// atomic and relative imports resolve alike) holding `bytes`, with the
-    /// Caddyfile's mode and owner.
-    async fn write_temp(&self, bytes: &[u8]) -> Result<tempfile::NamedTempFile, RouterError> {
+    /// Caddyfile's mode and owner, synced.
+    async fn write_temp(&self, bytes: &[u8]) -> Result<Staged, RouterError> {
         let path = self.cfg().path.clone();
         let bytes = bytes.to_vec();
         let this = self.clone();
@@ -243,18 +241,15 @@ impl CaddyfileRouter {
                 _ => PathBuf::from("."),
             };
             std::fs::create_dir_all(&dir).map_err(|e| this.io_error("cannot create the directory of", e))?;
-            let mut temp = tempfile::Builder::new()
-                .prefix(".Caddyfile.pockestrator-")
-                .tempfile_in(&dir)
+            let mut temp = AtomicFile::beside(&path)
                 .map_err(|e| this.io_error("cannot create a temporary file next to", e))?;
             temp.write_all(&bytes)
-                .and_then(|_| temp.as_file().sync_all())
                 .map_err(|e| this.io_error("cannot write a temporary file next to", e))?;
             let (mode, owner) = match std::fs::metadata(&path) {
                 Ok(m) => (m.permissions().mode() & 0o7777, Some((m.uid(), m.gid()))),
                 Err(_) => (NEW_FILE_MODE, None),
             };
-            std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(mode))
+            temp.set_mode(mode)
                 .map_err(|e| this.io_error("cannot set the mode of a temporary file next to", e))?;
             if let Some((uid, gid)) = owner {
                 let meta = temp
@@ -270,7 +265,8 @@ impl CaddyfileRouter {
                     }
                 }
             }
-            Ok(temp)
+            temp.finish()
+                .map_err(|e| this.io_error("cannot write a temporary file next to", e))
         })
         .await
         .map_err(|e| RouterError::Other(format!("writing the Caddyfile failed: {e}")))?
@@ -413,9 +409,7 @@ fn one_line(s: &str) -> String {
 /// Make a rename in the Caddyfile's directory durable (best effort).
 fn sync_dir(path: &Path) {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
+        let _ = fsutil::sync_dir(dir);
     }
 }
 

@@ -6,11 +6,13 @@
 //! since boot), and a process is only taken for ours when both match.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+
+use crate::procstat::{self, StatLine};
 
 /// The fields of `/proc/PID/stat` the supervisor needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,28 +32,21 @@ impl ProcStat {
     }
 }
 
-/// Parse the text of `/proc/PID/stat`. The second field (the command name
-/// in parentheses) may itself contain spaces and parentheses, so the fixed
-/// fields are found after the *last* `)`.
-pub fn parse_stat(text: &str) -> Option<ProcStat> {
-    let close = text.rfind(')')?;
-    let rest = text.get(close + 1..)?;
-    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
-    // fields[0] is field 3 (state), so field N sits at index N - 3.
-    let state = fields.first()?.chars().next()?;
-    let pgrp = fields.get(5 - 3)?.parse().ok()?;
-    let starttime = fields.get(22 - 3)?.parse().ok()?;
-    Some(ProcStat {
-        state,
-        pgrp,
-        starttime,
-    })
+impl From<StatLine> for ProcStat {
+    fn from(line: StatLine) -> ProcStat {
+        ProcStat {
+            state: line.state,
+            pgrp: line.pgrp,
+            starttime: line.starttime,
+        }
+    }
 }
 
-/// Read `/proc/PID/stat`; `None` when the process does not exist (any more).
+/// Read `/proc/PID/stat` (parsed by [`procstat::parse_stat_line`], which
+/// copes with spaces and parentheses in the command name); `None` when the
+/// process does not exist (any more).
 pub fn read_stat(pid: u32) -> Option<ProcStat> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&text)
+    procstat::read_stat_line(pid).map(ProcStat::from)
 }
 
 /// Whether `pid` names a live (not zombie) process.
@@ -87,25 +82,10 @@ impl PidRecord {
     }
 }
 
-/// Write the pidfile atomically: a temporary file beside it, then a rename,
-/// so a reader never sees half a line.
+/// Write the pidfile (0644) atomically: a temporary file beside it, then a
+/// rename, so a reader never sees half a line.
 pub fn write_pidfile(path: &Path, record: PidRecord) -> io::Result<()> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "pid".to_string());
-    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(record.render().as_bytes())?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    crate::fsutil::atomic_write_mode(path, record.render().as_bytes(), 0o644)
 }
 
 /// Read and parse a pidfile. `Ok(None)` when it is missing or unreadable as
@@ -159,6 +139,11 @@ pub fn start_time_to_wall(starttime: u64) -> Option<DateTime<Utc>> {
 mod tests {
     use super::*;
     use expect_test::{expect, Expect};
+
+    /// What the supervisor sees of a `/proc/PID/stat` text.
+    fn parse_stat(text: &str) -> Option<ProcStat> {
+        procstat::parse_stat_line(text).map(ProcStat::from)
+    }
 
     fn check_stat(text: &str, expect: Expect) {
         expect.assert_eq(&format!("{:?}", parse_stat(text)));

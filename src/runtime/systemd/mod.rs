@@ -24,8 +24,7 @@ pub mod systemctl;
 pub mod unit;
 
 use std::collections::HashMap;
-use std::io::{self, Write as _};
-use std::os::unix::fs::PermissionsExt;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -500,18 +499,8 @@ pub async fn ensure_system_user(user: &str) -> io::Result<bool> {
 
 fn write_atomically(dir: &Path, path: &Path, text: &str) -> io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    // A dot-file without the .service suffix: systemd never loads it.
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".pockestrator-unit-")
-        .suffix(".tmp")
-        .tempfile_in(dir)?;
-    tmp.write_all(text.as_bytes())?;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(())
+    // The temporary file is a dot-file ending in .tmp: systemd never loads it.
+    crate::fsutil::atomic_write_mode(path, text.as_bytes(), 0o644)
 }
 
 fn short(hash: &str) -> &str {
