@@ -83,3 +83,26 @@ pub fn fake_binary(dir: &std::path::Path, version: &str, body: &str) -> PathBuf 
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     path
 }
+
+/// The file where tests that cannot run here record why, one line each
+/// (`scripts/test` prints them and counts them as skipped, not passed).
+pub fn skip_file() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("skipped-tests.txt")
+}
+
+/// Record that `test` cannot run on this machine and why, and say so on
+/// stderr. The caller returns right after: the test is counted as skipped
+/// by `scripts/test`, never as passed.
+pub fn skip(test: &str, reason: &str) {
+    use std::io::Write;
+    let line = format!("{test}: {}", reason.replace('\n', " "));
+    eprintln!("SKIPPED {line}");
+    let appended = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(skip_file())
+        .and_then(|mut f| writeln!(f, "{line}"));
+    if let Err(e) = appended {
+        panic!("cannot record the skip of {test} in {}: {e}", skip_file().display());
+    }
+}
