@@ -21,10 +21,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::api::dto::{
-    AddDomain, ConfigHistory, CreateInstance, CreatedDto, DeletedDto, DoctorReport, DomainList,
-    ErrorBody, EventList, ImportReport, ImportRequest, InstallProgress, InstallVersion,
-    InstanceDto, InstanceList, LogLines, SetSuperuser, SuperuserDto, UpdateInstance,
-    UpgradeInstance, VersionList,
+    AddDomain, BackupDto, BackupList, ConfigHistory, CreateBackup, CreateInstance, CreatedDto,
+    DeletedBackup, DeletedDto, DoctorReport, DomainList, ErrorBody, EventList, ImportReport,
+    ImportRequest, InstallProgress, InstallVersion, InstanceDto, InstanceList, LogLines,
+    RestoreBackup, SetSuperuser, SuperuserDto, UpdateInstance, UpgradeInstance, VersionList,
 };
 
 /// Where the daemon is.
@@ -419,6 +419,44 @@ impl Client {
     pub async fn import(&self, body: &ImportRequest) -> Result<ImportReport, ClientError> {
         self.call(Method::POST, IMPORT, Some(body)).await
     }
+
+    /// The backups of an instance: `GET /api/v1/instances/{name}/backups`.
+    pub async fn backups(&self, name: &str) -> Result<BackupList, ClientError> {
+        self.get(&instance_sub(name, "backups")).await
+    }
+
+    /// Back an instance up: `POST /api/v1/instances/{name}/backups`.
+    pub async fn create_backup(
+        &self,
+        name: &str,
+        body: &CreateBackup,
+    ) -> Result<BackupDto, ClientError> {
+        self.call(Method::POST, &instance_sub(name, "backups"), Some(body))
+            .await
+    }
+
+    /// Delete a backup: `DELETE /api/v1/instances/{name}/backups/{id}`.
+    pub async fn delete_backup(&self, name: &str, id: &str) -> Result<DeletedBackup, ClientError> {
+        self.call::<(), _>(Method::DELETE, &backup_path(name, id), None)
+            .await
+    }
+
+    /// Restore from a backup, in place or into a clone:
+    /// `POST /api/v1/instances/{name}/backups/{id}/restore`.
+    pub async fn restore_backup(
+        &self,
+        name: &str,
+        id: &str,
+        body: &RestoreBackup,
+    ) -> Result<InstanceDto, ClientError> {
+        let path = format!("{}/restore", backup_path(name, id));
+        self.call(Method::POST, &path, Some(body)).await
+    }
+}
+
+/// `/api/v1/instances/{name}/backups/{id}`.
+fn backup_path(name: &str, id: &str) -> String {
+    format!("{}/{}", instance_sub(name, "backups"), segment(id))
 }
 
 const INSTANCES: &str = "/api/v1/instances";

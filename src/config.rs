@@ -231,6 +231,11 @@ impl Layout {
     pub fn archive(&self) -> PathBuf {
         self.root.join("archive")
     }
+    /// Where backups go by default: `backups/<instance>/`.
+    pub fn backups(&self) -> PathBuf {
+        self.root.join("backups")
+    }
+
     pub fn releases(&self) -> PathBuf {
         self.root.join("releases")
     }

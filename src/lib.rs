@@ -26,6 +26,7 @@
 //! - [`cli`]: clap commands; reaches the daemon only through `client`.
 
 pub mod api;
+pub mod archive;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod backup;
 mod caddy;
 mod compat;
 mod daemon;

@@ -517,3 +517,73 @@ mod tests {
         assert!(serde_json::from_str::<UpdateInstance>(r#"{"domian":"x"}"#).is_err());
     }
 }
+
+/// One backup of an instance.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct BackupDto {
+    pub id: String,
+    pub instance: String,
+    pub created_at: DateTime<Utc>,
+    /// The archive's size in bytes.
+    pub size: u64,
+    /// The archive's sha256, hex.
+    pub sha256: String,
+    /// Where it went: `file:///…`, or `pocketbase` for a backup PocketBase
+    /// made itself in its `pb_data/backups/`.
+    pub destination: String,
+    /// The archive's path on the daemon's host.
+    pub location: String,
+    /// The PocketBase version the instance ran.
+    pub version: String,
+    /// `manual`, `pre-restore` or `pocketbase`.
+    pub trigger: String,
+}
+
+impl From<&crate::store::BackupRecord> for BackupDto {
+    fn from(b: &crate::store::BackupRecord) -> Self {
+        Self {
+            id: b.id.to_string(),
+            instance: b.instance.to_string(),
+            created_at: b.created_at,
+            size: b.size,
+            sha256: b.sha256.clone(),
+            destination: b.destination.clone(),
+            location: b.location.display().to_string(),
+            version: b.version.to_string(),
+            trigger: b.trigger.as_str().to_string(),
+        }
+    }
+}
+
+/// The backups of an instance, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BackupList {
+    pub name: String,
+    pub backups: Vec<BackupDto>,
+}
+
+/// `POST /api/v1/instances/{name}/backups`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBackup {
+    /// A directory for the archive (an absolute path or `file:///path`);
+    /// default: `backups/NAME/` in the daemon's data dir.
+    pub to: Option<String>,
+}
+
+/// `POST /api/v1/instances/{name}/backups/{id}/restore`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreBackup {
+    /// Restore into a new instance of this name (a clone) instead of in
+    /// place.
+    #[serde(rename = "as")]
+    pub as_name: Option<String>,
+}
+
+/// The answer to a backup's delete.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeletedBackup {
+    pub name: String,
+    pub id: String,
+}

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::dto::{ErrorBody, ErrorDetail};
+use crate::archive::ArchiveError;
 use crate::manager::ManagerError;
 use crate::model::ports::PortError;
 use crate::pocketbase::PocketBaseError;
@@ -60,6 +61,12 @@ pub fn http_status(e: &ManagerError) -> StatusCode {
         | ManagerError::PocketBase(PocketBaseError::ShortPassword)
         | ManagerError::PocketBase(PocketBaseError::LongPassword)
         | ManagerError::Limit(_)
+        | ManagerError::Backup(_)
+        | ManagerError::Archive(
+            ArchiveError::Unreadable { .. }
+            | ArchiveError::Mismatch { .. }
+            | ArchiveError::UnsafeMember { .. },
+        )
         | ManagerError::Invalid(_) => 400,
         ManagerError::Port(PortError::OutOfRange(_)) => 400,
         ManagerError::Port(PortError::Exhausted { .. }) => 503,
@@ -91,6 +98,9 @@ pub fn code(e: &ManagerError) -> &'static str {
         | ManagerError::PocketBase(PocketBaseError::LongPassword) => "invalid_password",
         ManagerError::PocketBase(_) => "pocketbase_error",
         ManagerError::Invalid(_) | ManagerError::Limit(_) => "invalid_request",
+        ManagerError::Backup(_) => "invalid_backup",
+        ManagerError::Archive(ArchiveError::Io { .. }) => "io_error",
+        ManagerError::Archive(_) => "invalid_archive",
         ManagerError::NotFound(_) => "not_found",
         ManagerError::Conflict(_) => "conflict",
         ManagerError::Store(StoreError::NameTaken(_)) => "name_taken",

@@ -6,6 +6,7 @@
 //! [`crate::manager::Manager`], and encode the answer. Errors go through
 //! the single mapping in [`error`].
 
+pub mod backups;
 pub mod compat;
 pub mod dto;
 pub mod error;
@@ -54,6 +55,7 @@ fn routes(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/openapi.json", get(openapi::document))
         .merge(instances::routes())
+        .merge(backups::routes())
         .merge(compat::routes())
         .with_state(state)
 }

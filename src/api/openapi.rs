@@ -5,6 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use super::backups as b;
 use super::dto::*;
 use super::instances as h;
 
@@ -18,6 +19,7 @@ use super::instances as h;
         h::instance_history, h::list_domains, h::add_domain, h::remove_domain, h::doctor,
         h::doctor_repair, h::tls_ask, h::import,
         h::list_versions, h::install_version, h::list_events, h::event_stream,
+        b::list_backups, b::create_backup, b::delete_backup, b::restore_backup,
     ),
     components(schemas(
         InstanceDto, CreateInstance, CreatedDto, SuperuserDto, UpdateInstance, UpgradeInstance,
@@ -25,6 +27,7 @@ use super::instances as h;
         InstallVersion, InstallProgress, EventList, ConfigChangeDto, ConfigHistory,
         RouteStatus, AddDomain, DomainList, DriftDto, DoctorReport, RepairDto, CheckDto, ImportRequest, ImportOutcomeDto, ImportReport, DaemonHealth, ErrorBody, ErrorDetail,
         EventDto, StreamEvent, DownloadDto, crate::model::Status,
+        BackupDto, BackupList, CreateBackup, RestoreBackup, DeletedBackup,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

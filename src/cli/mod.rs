@@ -6,6 +6,7 @@
 //! the daemon only through [`crate::client`]; they never open the store or
 //! touch processes.
 
+mod backup;
 mod commands;
 mod serve;
 pub mod table;
@@ -158,6 +159,10 @@ pub enum Command {
     Import(commands::ImportArgs),
     /// Create or reset an instance's superuser.
     Superuser(commands::SuperuserArgs),
+    /// Backups of an instance: create, list, restore (in place or as a
+    /// clone), delete.
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
     /// Print the bearer token of the TCP API (read from the data dir).
     Token,
 }
@@ -214,6 +219,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Doctor(args) => commands::doctor(g, args).await,
         Command::Import(args) => commands::import(g, args).await,
         Command::Superuser(args) => commands::superuser(g, args).await,
+        Command::Backup(cmd) => backup::run(g, cmd).await,
     }
 }
 

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::api::dto::{
-    ConfigChangeDto, DoctorReport, EventDto, ImportReport, InstanceDto, VersionList,
+    BackupDto, ConfigChangeDto, DoctorReport, EventDto, ImportReport, InstanceDto, VersionList,
 };
 
 /// Columns aligned with two spaces, no trailing spaces.
@@ -198,6 +198,38 @@ pub fn history(list: &[ConfigChangeDto]) -> String {
         })
         .collect();
     table(&["TIME (UTC)", "ACTOR", "FIELD", "FROM", "TO"], &rows)
+}
+
+pub fn backups(list: &[BackupDto]) -> String {
+    if list.is_empty() {
+        return "no backups\n".to_string();
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|b| {
+            vec![
+                b.id.clone(),
+                b.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                b.size.to_string(),
+                b.version.clone(),
+                b.trigger.clone(),
+                b.destination.clone(),
+                b.sha256.chars().take(12).collect(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "TIME (UTC)",
+            "BYTES",
+            "VERSION",
+            "MADE BY",
+            "DESTINATION",
+            "SHA256",
+        ],
+        &rows,
+    )
 }
 
 pub fn doctor(r: &DoctorReport) -> String {

@@ -3,7 +3,7 @@
 
 use crate::model::ports::PortError;
 use crate::model::version::VersionError;
-use crate::model::{LimitError, NameError};
+use crate::model::{BackupError, LimitError, NameError};
 use crate::pocketbase::PocketBaseError;
 use crate::release::ReleaseError;
 use crate::runtime::RuntimeError;
@@ -20,6 +20,10 @@ pub enum ManagerError {
     Version(#[from] VersionError),
     #[error(transparent)]
     Limit(#[from] LimitError),
+    #[error(transparent)]
+    Backup(#[from] BackupError),
+    #[error(transparent)]
+    Archive(#[from] crate::archive::ArchiveError),
     #[error(transparent)]
     PocketBase(#[from] PocketBaseError),
     #[error("{0}")]

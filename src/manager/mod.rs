@@ -13,6 +13,7 @@
 //! creates get distinct ports. No lock is held across another instance's
 //! lock, so there is no lock ordering to get wrong.
 
+mod backup;
 mod create;
 mod delete;
 mod error;

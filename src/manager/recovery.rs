@@ -5,6 +5,7 @@
 use crate::model::AuditAction;
 use std::path::Path;
 
+use super::backup::RestoreMarker;
 use super::upgrade::UpgradeMarker;
 use super::{Actor, Manager, Result};
 use crate::model::{DesiredState, Status};
@@ -56,6 +57,10 @@ impl Manager {
             );
             return Ok(());
         }
+        let rec = match RestoreMarker::read(&rec.dir) {
+            Some(marker) => self.finish_interrupted_restore(rec, marker, actor).await?,
+            None => rec,
+        };
         let rec = match UpgradeMarker::read(Path::new(&rec.dir)) {
             Some(marker) => self.finish_interrupted_upgrade(rec, marker, actor).await?,
             None => rec,

@@ -55,6 +55,9 @@ actions! {
     Import => "import", "An instance made by seed 000's script was taken over.";
     SignIn => "sign-in", "A dashboard sign-in, or a refused one.";
     SignOut => "sign-out", "A dashboard sign-out.";
+    Backup => "backup", "A backup of an instance was made.";
+    BackupDelete => "backup-delete", "A backup was deleted.";
+    Restore => "restore", "An instance was restored from a backup (or a clone made from one).";
 }
 
 impl fmt::Display for AuditAction {

@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod backoff;
+pub mod backup;
 pub mod limits;
 pub mod names;
 pub mod ports;
@@ -15,6 +16,7 @@ pub mod status;
 pub mod version;
 
 pub use audit::{AuditAction, AuditOutcome};
+pub use backup::{BackupError, BackupId, BackupTrigger, Destination};
 pub use limits::{CpuQuota, LimitError, MemoryMax, ResourceLimits};
 pub use names::{Domain, InstanceName, NameError, UserId};
 pub use status::{DesiredState, Status};

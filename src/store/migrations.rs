@@ -92,6 +92,22 @@ const MIGRATIONS: &[&str] = &[
         expires_at TEXT NOT NULL
     );
     "#,
+    // 6: backups of instances: where each archive is and what it holds.
+    // Not tied to the instance row: a backup outlives its instance.
+    r#"
+    CREATE TABLE backups (
+        instance    TEXT NOT NULL,
+        id          TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        size        INTEGER NOT NULL,
+        sha256      TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        location    TEXT NOT NULL,
+        version     TEXT NOT NULL,
+        trigger     TEXT NOT NULL,
+        PRIMARY KEY (instance, id)
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

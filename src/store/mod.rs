@@ -13,7 +13,10 @@
 //! database. FULL would fsync on every commit, which made bringing up many
 //! instances at once wait on the disk.
 
+mod backups;
 mod migrations;
+
+pub use backups::{integrity_check, rotate_auth_secrets, snapshot_database, BackupRecord};
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

@@ -1,0 +1,108 @@
+//! `/api/v1/instances/{name}/backups`: create, list, delete and restore an
+//! instance's backups (the operations are `manager::backup`).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use axum::{Extension, Json, Router};
+use bytes::Bytes;
+
+use super::dto::{
+    BackupDto, BackupList, CreateBackup, DeletedBackup, ErrorBody, InstanceDto, RestoreBackup,
+};
+use super::error::ApiError;
+use super::instances::instance_dto;
+use super::AppState;
+use crate::manager::Actor;
+
+type ApiResult<T> = Result<T, ApiError>;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/v1/instances/{name}/backups",
+            get(list_backups).post(create_backup),
+        )
+        .route(
+            "/api/v1/instances/{name}/backups/{id}",
+            delete(delete_backup),
+        )
+        .route(
+            "/api/v1/instances/{name}/backups/{id}/restore",
+            post(restore_backup),
+        )
+}
+
+#[utoipa::path(get, path = "/api/v1/instances/{name}/backups", tag = "backups",
+    params(("name" = String, Path)),
+    responses((status = 200, body = BackupList), (status = 404, body = ErrorBody)))]
+pub async fn list_backups(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<BackupList>> {
+    let backups = state.manager.backups(&name).await?;
+    Ok(Json(BackupList {
+        name,
+        backups: backups.iter().map(BackupDto::from).collect(),
+    }))
+}
+
+#[utoipa::path(post, path = "/api/v1/instances/{name}/backups", tag = "backups",
+    params(("name" = String, Path)), request_body = CreateBackup,
+    responses((status = 201, body = BackupDto), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 500, body = ErrorBody)))]
+pub async fn create_backup(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<BackupDto>)> {
+    let to = optional_json::<CreateBackup>(&body)?.to;
+    let backup = state
+        .manager
+        .backup_create(&name, to.as_deref(), &actor)
+        .await?;
+    Ok((StatusCode::CREATED, Json(BackupDto::from(&backup))))
+}
+
+#[utoipa::path(delete, path = "/api/v1/instances/{name}/backups/{id}", tag = "backups",
+    params(("name" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = DeletedBackup), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub async fn delete_backup(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult<Json<DeletedBackup>> {
+    state.manager.backup_delete(&name, &id, &actor).await?;
+    Ok(Json(DeletedBackup { name, id }))
+}
+
+#[utoipa::path(post, path = "/api/v1/instances/{name}/backups/{id}/restore", tag = "backups",
+    params(("name" = String, Path), ("id" = String, Path)), request_body = RestoreBackup,
+    responses((status = 200, body = InstanceDto, description = "The restored instance (or the new clone)"),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 500, body = ErrorBody)))]
+pub async fn restore_backup(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path((name, id)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<Json<InstanceDto>> {
+    let as_name = optional_json::<RestoreBackup>(&body)?.as_name;
+    let rec = state
+        .manager
+        .backup_restore(&name, &id, as_name.as_deref(), &actor)
+        .await?;
+    Ok(Json(instance_dto(&state, &rec)?))
+}
+
+/// A JSON body that may be left out (then every field takes its default).
+fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> ApiResult<T> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}

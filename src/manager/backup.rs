@@ -1,0 +1,625 @@
+//! Backups of one instance: create (consistent while it runs, and while it
+//! is stopped without starting it), list, delete, and restore — in place,
+//! or into a new instance (a clone).
+//!
+//! A backup copies `data.db` and `auxiliary.db` with SQLite's online
+//! backup API (one read snapshot each; writers are not blocked), then zips
+//! them with `storage/` and the instance's hooks, migrations, public files
+//! and record (see [`crate::archive`]). A restore verifies the archive
+//! before it touches anything, extracts it beside the instance, checks
+//! both databases' integrity, stops the instance, swaps the directories
+//! (each a rename), switches to the backup's PocketBase version if it
+//! differs, starts it and waits for health; any failure puts the previous
+//! files and version back. A marker file records a restore in progress, so
+//! a daemon that dies in the middle puts the old state back on its next
+//! start: never a mix of the two.
+
+use std::path::{Path, PathBuf};
+
+use chrono::Utc;
+use semver::Version;
+
+use super::create::CreateRequest;
+use super::install::BinaryChoice;
+use super::{Actor, Manager, ManagerError, Result};
+use crate::archive::{self, InstanceSnapshot, Sources};
+use crate::model::version::VersionRequest;
+use crate::model::{AuditAction, BackupId, BackupTrigger, DesiredState, Destination, Status};
+use crate::runtime::Runtime;
+use crate::store::{BackupRecord, InstanceRecord};
+
+/// The instance directories a restore swaps, and whether an archive must
+/// hold them (`pb_data` always; the others only in pockestrator archives).
+const PARTS: [&str; 4] = ["pb_data", "pb_hooks", "pb_migrations", "pb_public"];
+
+/// A restore in progress, recorded in the instance directory before the
+/// first directory is moved.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(super) struct RestoreMarker {
+    backup: String,
+    /// Where the instance's own directories were moved to.
+    aside: PathBuf,
+    from_version: Version,
+    from_binary: PathBuf,
+}
+
+impl RestoreMarker {
+    const FILE: &'static str = "restore-in-progress.json";
+
+    fn write(&self, dir: &Path) -> std::io::Result<()> {
+        let text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        crate::fsutil::atomic_write(&dir.join(Self::FILE), &text)
+    }
+
+    pub(super) fn read(dir: &Path) -> Option<RestoreMarker> {
+        let text = std::fs::read(dir.join(Self::FILE)).ok()?;
+        match serde_json::from_slice(&text) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), error = %e, "unreadable restore marker: left in place");
+                None
+            }
+        }
+    }
+
+    fn clear(dir: &Path) {
+        if let Err(e) = std::fs::remove_file(dir.join(Self::FILE)) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::error!(dir = %dir.display(), error = %e, "cannot remove the restore marker");
+            }
+        }
+    }
+}
+
+/// Run blocking file work off the async threads.
+async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ManagerError::Internal(format!("{what} task failed: {e}")))?
+}
+
+impl Manager {
+    /// Back an instance up to `to` (default: `backups/NAME/` in the data
+    /// dir). Works whatever the instance's state, without starting it.
+    pub async fn backup_create(
+        &self,
+        name: &str,
+        to: Option<&str>,
+        actor: &Actor,
+    ) -> Result<BackupRecord> {
+        let result = self
+            .backup_create_inner(name, to, BackupTrigger::Manual)
+            .await;
+        self.audited(actor, AuditAction::Backup, name, result, |b| {
+            format!(
+                "{} ({} bytes, sha256 {}) to {}",
+                b.id, b.size, b.sha256, b.destination
+            )
+        })
+    }
+
+    async fn backup_create_inner(
+        &self,
+        name: &str,
+        to: Option<&str>,
+        trigger: BackupTrigger,
+    ) -> Result<BackupRecord> {
+        let destination = match to {
+            Some(raw) => Destination::parse(raw)?,
+            None => Destination::Local(self.layout.backups().join(name)),
+        };
+        let lock = self.lock_for(name);
+        let _guard = lock.lock().await;
+        let rec = self.get(name)?;
+        self.backup_locked(&rec, &destination, trigger).await
+    }
+
+    /// A backup of an instance whose lock the caller holds.
+    async fn backup_locked(
+        &self,
+        rec: &InstanceRecord,
+        destination: &Destination,
+        trigger: BackupTrigger,
+    ) -> Result<BackupRecord> {
+        let now = Utc::now();
+        let id = BackupId::new(&now.format("%Y%m%d-%H%M%S").to_string(), rand::random())?;
+        let Destination::Local(dir) = destination;
+        let target = dir.join(id.file_name());
+        let snapshot = InstanceSnapshot {
+            name: rec.name.to_string(),
+            version: rec.version.to_string(),
+            domain: rec.domain.as_ref().map(|d| d.to_string()),
+            custom_domains: self.store.domains(&rec.name)?,
+            max_body_bytes: rec.max_body_bytes,
+            memory_max: rec.limits.memory_max.as_ref().map(|m| m.to_string()),
+            cpu_quota: rec.limits.cpu_quota.as_ref().map(|q| q.to_string()),
+            superuser_email: rec.superuser_email.clone(),
+        };
+        let spec = self.spec(rec);
+        let (data, instance_dir) = (spec.data_dir(), rec.dir.clone());
+        let (id_text, dir_c, target_c) = (id.to_string(), dir.clone(), target.clone());
+        let written = blocking("backup", move || {
+            std::fs::create_dir_all(&dir_c).map_err(|source| ManagerError::Io {
+                context: format!("cannot create the backup directory {}", dir_c.display()),
+                source,
+            })?;
+            let staging = tempfile::Builder::new()
+                .prefix(".backup-")
+                .tempdir_in(&dir_c)
+                .map_err(|source| ManagerError::Io {
+                    context: format!("cannot stage a backup in {}", dir_c.display()),
+                    source,
+                })?;
+            let mut databases = Vec::new();
+            for db in ["data.db", "auxiliary.db"] {
+                let src = data.join(db);
+                if !src.exists() {
+                    continue;
+                }
+                let copy = staging.path().join(db);
+                crate::store::snapshot_database(&src, &copy)?;
+                databases.push((db.to_string(), copy));
+            }
+            if databases.is_empty() {
+                return Err(ManagerError::Conflict(format!(
+                    "{} has no data.db yet: start it once before backing it up",
+                    data.display()
+                )));
+            }
+            let sources = Sources {
+                databases,
+                storage: data.join("storage"),
+                hooks: instance_dir.join("pb_hooks"),
+                migrations: instance_dir.join("pb_migrations"),
+                public: instance_dir.join("pb_public"),
+            };
+            // The staging copies go with `staging` whatever happens; a
+            // failed write leaves no partial archive (atomic write).
+            Ok(archive::write(
+                &target_c, &id_text, &snapshot, &sources, now,
+            )?)
+        })
+        .await?;
+        let record = BackupRecord {
+            instance: rec.name.clone(),
+            id,
+            created_at: now,
+            size: written.size,
+            sha256: written.sha256,
+            destination: destination.to_text(),
+            location: target,
+            version: rec.version.clone(),
+            trigger,
+        };
+        self.store.insert_backup(&record)?;
+        Ok(record)
+    }
+
+    /// The backups of an instance, newest first: pockestrator's, and those
+    /// PocketBase made itself in its `pb_data/backups/`. The backups of a
+    /// deleted instance are still listed.
+    pub async fn backups(&self, name: &str) -> Result<Vec<BackupRecord>> {
+        let mut out = self.store.list_backups(name)?;
+        if let Ok(rec) = self.get(name) {
+            let dir = self.spec(&rec).data_dir().join("backups");
+            let (instance, version) = (rec.name.clone(), rec.version.clone());
+            let found = blocking("backup listing", move || {
+                Ok(pocketbase_backups(&dir, &instance, &version))
+            })
+            .await?;
+            out.extend(found);
+            out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        } else if out.is_empty() {
+            return Err(ManagerError::NotFound(super::shown_name(name)));
+        }
+        Ok(out)
+    }
+
+    /// Find one backup of an instance by id.
+    async fn find_backup(&self, name: &str, id: &BackupId) -> Result<BackupRecord> {
+        self.backups(name)
+            .await?
+            .into_iter()
+            .find(|b| b.id == *id)
+            .ok_or_else(|| {
+                ManagerError::NotFound(format!(
+                    "backup {id} of {name}: see `pockestrator backup list {name}`"
+                ))
+            })
+    }
+
+    /// Delete a backup (its archive and its record).
+    pub async fn backup_delete(&self, name: &str, id: &str, actor: &Actor) -> Result<()> {
+        let result = async {
+            let id = BackupId::parse(id)?;
+            let backup = self.find_backup(name, &id).await?;
+            let location = backup.location.clone();
+            blocking("backup removal", move || {
+                match std::fs::remove_file(&location) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(ManagerError::Io {
+                        context: format!("cannot remove {}", location.display()),
+                        source: e,
+                    }),
+                    _ => Ok(()),
+                }
+            })
+            .await?;
+            self.store.delete_backup(name, id.as_str())?;
+            Ok(id)
+        }
+        .await;
+        self.audited(actor, AuditAction::BackupDelete, name, result, |id| {
+            format!("backup {id} deleted")
+        })
+        .map(drop)
+    }
+
+    /// Restore an instance from one of its backups, in place; or, with
+    /// `as_name`, into a new instance of that name (a clone), leaving the
+    /// original untouched.
+    pub async fn backup_restore(
+        &self,
+        name: &str,
+        id: &str,
+        as_name: Option<&str>,
+        actor: &Actor,
+    ) -> Result<InstanceRecord> {
+        let target = as_name.unwrap_or(name).to_string();
+        let result = async {
+            let id = BackupId::parse(id)?;
+            let backup = self.find_backup(name, &id).await?;
+            let archive_path = backup.location.clone();
+            let verified = {
+                let p = archive_path.clone();
+                blocking("archive check", move || Ok(archive::verify(&p)?)).await?
+            };
+            let version = match &verified.manifest {
+                Some(m) => Version::parse(&m.instance.version).map_err(|_| {
+                    ManagerError::Invalid(format!(
+                        "the backup's manifest names version {:?}, which is not a version",
+                        m.instance.version
+                    ))
+                })?,
+                None => backup.version.clone(),
+            };
+            if let Some(new_name) = as_name {
+                let snap = verified.manifest.as_ref().map(|m| m.instance.clone());
+                let req = CreateRequest {
+                    name: new_name.to_string(),
+                    binary: BinaryChoice::Release(VersionRequest::Exact(version.clone())),
+                    port: None,
+                    domain: None,
+                    superuser_email: None,
+                    superuser_password: None,
+                    max_body_bytes: snap.as_ref().and_then(|s| s.max_body_bytes),
+                    memory_max: snap.as_ref().and_then(|s| s.memory_max.clone()),
+                    cpu_quota: snap.as_ref().and_then(|s| s.cpu_quota.clone()),
+                };
+                self.create(req, actor).await?;
+            }
+            let restored = async {
+                let lock = self.lock_for(&target);
+                let _guard = lock.lock().await;
+                let rec = self.get(&target)?;
+                self.restore_locked(rec, &archive_path, &id, version, as_name.is_some())
+                    .await
+            }
+            .await;
+            if restored.is_err() && as_name.is_some() {
+                // A clone that could not be filled is not left behind empty.
+                if let Err(e) = self.delete(&target, true, &Actor::daemon()).await {
+                    tracing::warn!(instance = %target, error = %e, "cannot remove a failed clone");
+                }
+            }
+            restored
+        }
+        .await;
+        self.audited(
+            actor,
+            AuditAction::Restore,
+            &target,
+            result,
+            |r| match as_name {
+                Some(_) => format!(
+                    "cloned from backup {id} of {name}; at version {}",
+                    r.version
+                ),
+                None => format!("restored from backup {id}; at version {}", r.version),
+            },
+        )
+    }
+
+    /// The restore proper, under the instance's lock.
+    async fn restore_locked(
+        &self,
+        rec: InstanceRecord,
+        archive_path: &Path,
+        id: &BackupId,
+        version: Version,
+        clone: bool,
+    ) -> Result<InstanceRecord> {
+        let name = rec.name.clone();
+        let dir = rec.dir.clone();
+        let stamp = Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
+        let staging = dir.join(format!(".restore-{id}-{stamp}"));
+        let aside = dir.join(format!(".before-restore-{stamp}"));
+        // 1. Extract and check, with the instance still running as it was.
+        let extracted = {
+            let (a, s) = (archive_path.to_path_buf(), staging.clone());
+            blocking("archive extraction", move || {
+                let x = archive::extract(&a, &s)?;
+                for db in ["data.db", "auxiliary.db"] {
+                    let path = x.data.join(db);
+                    if !path.exists() {
+                        continue;
+                    }
+                    if let Err(found) = crate::store::integrity_check(&path)? {
+                        return Err(ManagerError::Invalid(format!(
+                            "the backup's {db} fails SQLite's integrity check ({found}): nothing was changed"
+                        )));
+                    }
+                }
+                if clone {
+                    crate::store::rotate_auth_secrets(&x.data.join("data.db"))?;
+                }
+                Ok(x)
+            })
+            .await
+        };
+        let extracted = match extracted {
+            Ok(x) => x,
+            Err(e) => {
+                remove_tree(staging).await;
+                return Err(e);
+            }
+        };
+        // 2. The backup's PocketBase, before anything is stopped.
+        let binary = if version == rec.version {
+            rec.binary_path.clone()
+        } else {
+            match self
+                .install(&BinaryChoice::Release(VersionRequest::Exact(
+                    version.clone(),
+                )))
+                .await
+            {
+                Ok(installed) => installed.binary,
+                Err(e) => {
+                    remove_tree(staging).await;
+                    return Err(e);
+                }
+            }
+        };
+        // 3. Stop, swap, switch.
+        let was_running = rec.desired == DesiredState::Running;
+        if let Err(e) = self.sync_route(&name).await {
+            tracing::warn!(instance = %name, error = %e, "route not updated before the restore");
+        }
+        self.runtime.stop(&name).await?;
+        self.set_state(&name, Status::Stopped, None, rec.restarts, None);
+        let marker = RestoreMarker {
+            backup: id.to_string(),
+            aside: aside.clone(),
+            from_version: rec.version.clone(),
+            from_binary: rec.binary_path.clone(),
+        };
+        marker.write(&dir).map_err(|source| ManagerError::Io {
+            context: format!("cannot record the restore of {name}"),
+            source,
+        })?;
+        let parts: Vec<(&'static str, PathBuf)> = [
+            ("pb_data", Some(extracted.data.clone())),
+            ("pb_hooks", extracted.hooks.clone()),
+            ("pb_migrations", extracted.migrations.clone()),
+            ("pb_public", extracted.public.clone()),
+        ]
+        .into_iter()
+        .filter_map(|(part, from)| from.map(|f| (part, f)))
+        .collect();
+        let swapped = {
+            let (dir, aside) = (dir.clone(), aside.clone());
+            blocking("directory swap", move || {
+                swap_in(&dir, &aside, &parts).map_err(|source| ManagerError::Io {
+                    context: format!("cannot swap the restored files into {}", dir.display()),
+                    source,
+                })
+            })
+            .await
+        };
+        let mut restored = rec.clone();
+        restored.version = version;
+        restored.binary_path = binary;
+        let outcome = match swapped {
+            Ok(()) => {
+                self.store.update_config(&restored, "restore")?;
+                self.give_to_unit_user(&dir).await?;
+                if was_running {
+                    let spec = self.spec(&restored);
+                    match self.runtime.start(spec.clone()).await {
+                        Ok(_) => self.wait_healthy(&spec).await.map(Some),
+                        Err(e) => Err(e.into()),
+                    }
+                } else {
+                    Ok(None)
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(pid) => {
+                RestoreMarker::clear(&dir);
+                remove_tree(aside).await;
+                remove_tree(staging).await;
+                match pid {
+                    Some(pid) => {
+                        self.set_state(&name, Status::Running, Some(pid), rec.restarts, None)
+                    }
+                    None => self.set_state(&name, Status::Stopped, None, rec.restarts, None),
+                }
+                self.record_unit_hash(&name);
+                self.sync_route_now(&name).await;
+                self.get(&name)
+            }
+            Err(e) => {
+                let reason = match &e {
+                    ManagerError::StartFailed { reason, .. } => reason.clone(),
+                    other => other.to_string(),
+                };
+                tracing::warn!(instance = %name, %reason, "restore failed, putting the previous files back");
+                let _ = self.runtime.stop(&name).await;
+                self.put_back(&rec, &marker).await?;
+                remove_tree(staging).await;
+                if was_running {
+                    let spec = self.spec(&rec);
+                    self.runtime.start(spec.clone()).await?;
+                    let pid = self.wait_healthy(&spec).await?;
+                    self.set_state(&name, Status::Running, Some(pid), rec.restarts, None);
+                }
+                self.sync_route_now(&name).await;
+                Err(ManagerError::Conflict(format!(
+                    "restore of {name} from backup {id} failed ({reason}); its previous files and version are back in place"
+                )))
+            }
+        }
+    }
+
+    /// Undo a restore: the instance's own directories back from `aside`,
+    /// its version and binary back in the record.
+    async fn put_back(&self, rec: &InstanceRecord, marker: &RestoreMarker) -> Result<()> {
+        let (dir, aside) = (rec.dir.clone(), marker.aside.clone());
+        blocking("restore roll-back", move || {
+            swap_back(&dir, &aside).map_err(|source| ManagerError::Io {
+                context: format!(
+                    "cannot put the previous files of {} back from {}",
+                    dir.display(),
+                    aside.display()
+                ),
+                source,
+            })
+        })
+        .await?;
+        let mut back = rec.clone();
+        back.version = marker.from_version.clone();
+        back.binary_path = marker.from_binary.clone();
+        self.store.update_config(&back, "restore")?;
+        RestoreMarker::clear(&rec.dir);
+        self.give_to_unit_user(&rec.dir).await
+    }
+
+    /// A daemon that stopped in the middle of a restore: put the previous
+    /// state back, whole. Returns the record to recover with.
+    pub(super) async fn finish_interrupted_restore(
+        &self,
+        rec: InstanceRecord,
+        marker: RestoreMarker,
+        actor: &Actor,
+    ) -> Result<InstanceRecord> {
+        if let Ok(Some(_)) = self.runtime.adopt(self.spec(&rec)).await {
+            self.runtime.stop(&rec.name).await?;
+        }
+        self.put_back(&rec, &marker).await?;
+        self.audit(
+            actor,
+            AuditAction::Restore,
+            Some(&rec.name),
+            Err(format!(
+                "the restore from backup {} was interrupted by a daemon stop: its previous files and version {} are back in place",
+                marker.backup, marker.from_version
+            )),
+        );
+        Ok(self.store.get_instance(&rec.name)?.unwrap_or(rec))
+    }
+}
+
+/// Move each of the instance's `parts` aside and the restored one in. A
+/// part already aside stays there (a second call after a crash).
+fn swap_in(dir: &Path, aside: &Path, parts: &[(&str, PathBuf)]) -> std::io::Result<()> {
+    std::fs::create_dir_all(aside)?;
+    for (part, from) in parts {
+        let current = dir.join(part);
+        if current.exists() {
+            std::fs::rename(&current, aside.join(part))?;
+        }
+        std::fs::rename(from, &current)?;
+    }
+    crate::fsutil::sync_dir(dir)
+}
+
+/// Put every part found in `aside` back in place of what is there now.
+fn swap_back(dir: &Path, aside: &Path) -> std::io::Result<()> {
+    for part in PARTS {
+        let saved = aside.join(part);
+        if !saved.exists() {
+            continue;
+        }
+        let current = dir.join(part);
+        if current.exists() {
+            let failed = aside.join(format!("{part}.restored"));
+            std::fs::rename(&current, &failed)?;
+        }
+        std::fs::rename(&saved, &current)?;
+    }
+    crate::fsutil::sync_dir(dir)?;
+    match std::fs::remove_dir_all(aside) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+async fn remove_tree(path: PathBuf) {
+    let shown = path.display().to_string();
+    let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&path)).await;
+    if let Ok(Err(e)) = removed {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(dir = %shown, error = %e, "cannot remove a restore's leftovers");
+        }
+    }
+}
+
+/// The backups PocketBase made itself, in `pb_data/backups/`: only those
+/// whose file name is a valid backup id.
+fn pocketbase_backups(
+    dir: &Path,
+    instance: &crate::model::InstanceName,
+    version: &Version,
+) -> Vec<BackupRecord> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(file) = path.file_name().and_then(|f| f.to_str()) else {
+            continue;
+        };
+        if !file.ends_with(".zip") {
+            continue;
+        }
+        let Ok(id) = BackupId::parse(file) else {
+            continue;
+        };
+        let Ok(meta) = entry.metadata() else { continue };
+        let created_at = meta
+            .modified()
+            .map(chrono::DateTime::<Utc>::from)
+            .unwrap_or_else(|_| Utc::now());
+        let Ok((size, sha256)) = archive::hash_file(&path) else {
+            continue;
+        };
+        out.push(BackupRecord {
+            instance: instance.clone(),
+            id,
+            created_at,
+            size,
+            sha256,
+            destination: "pocketbase".to_string(),
+            location: path,
+            version: version.clone(),
+            trigger: BackupTrigger::PocketBase,
+        });
+    }
+    out
+}
