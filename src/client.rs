@@ -24,7 +24,8 @@ use crate::api::dto::{
     AddDomain, BackupDto, BackupList, ConfigHistory, CreateBackup, CreateInstance, CreatedDto,
     DeletedBackup, DeletedDto, DoctorReport, DomainList, ErrorBody, EventList, ImportReport,
     ImportRequest, InstallProgress, InstallVersion, InstanceDto, InstanceList, LogLines,
-    RestoreBackup, SetSuperuser, SuperuserDto, UpdateInstance, UpgradeInstance, VersionList,
+    RestoreBackup, ScheduleState, SetSchedule, SetSuperuser, SuperuserDto, UpdateInstance,
+    UpgradeInstance, VersionList,
 };
 
 /// Where the daemon is.
@@ -451,6 +452,33 @@ impl Client {
     ) -> Result<InstanceDto, ClientError> {
         let path = format!("{}/restore", backup_path(name, id));
         self.call(Method::POST, &path, Some(body)).await
+    }
+}
+
+impl Client {
+    /// An instance's backup schedule: `GET /api/v1/instances/{name}/backup-schedule`.
+    pub async fn backup_schedule(&self, name: &str) -> Result<ScheduleState, ClientError> {
+        self.get(&instance_sub(name, "backup-schedule")).await
+    }
+
+    /// Set it: `PUT /api/v1/instances/{name}/backup-schedule`.
+    pub async fn set_backup_schedule(
+        &self,
+        name: &str,
+        body: &SetSchedule,
+    ) -> Result<ScheduleState, ClientError> {
+        self.call(
+            Method::PUT,
+            &instance_sub(name, "backup-schedule"),
+            Some(body),
+        )
+        .await
+    }
+
+    /// Remove it: `DELETE /api/v1/instances/{name}/backup-schedule`.
+    pub async fn remove_backup_schedule(&self, name: &str) -> Result<ScheduleState, ClientError> {
+        self.call::<(), _>(Method::DELETE, &instance_sub(name, "backup-schedule"), None)
+            .await
     }
 }
 

@@ -167,6 +167,9 @@ pub struct Config {
     pub routing: RoutingConfig,
     pub runtime: RuntimeKind,
     pub systemd: SystemdSettings,
+    /// The backup schedule (a cron expression) every new instance gets,
+    /// with the default retention; `None`: none.
+    pub backup_schedule: Option<String>,
 }
 
 impl Config {
@@ -189,6 +192,7 @@ impl Config {
             routing: RoutingConfig::default(),
             runtime: RuntimeKind::Embedded,
             systemd: SystemdSettings::default(),
+            backup_schedule: None,
             data_dir,
         }
     }

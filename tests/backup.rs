@@ -496,3 +496,117 @@ async fn a_daemon_killed_mid_restore_puts_the_old_state_back() {
         "{audit:?}"
     );
 }
+
+fn scheduled(d: &Daemon, name: &str) -> Vec<String> {
+    d.cli_json(&["backup", "list", name])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["trigger"] == "schedule")
+        .map(|b| b["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schedules_run_while_stopped_and_keep_what_the_retention_says() {
+    let d = Daemon::start().await;
+    let s = shop(&d, "sched").await;
+    note(s.port, "n", b"x").await;
+    d.cli_json(&["stop", "sched"]);
+    let manual = backup_id(&d.cli_json(&["backup", "create", "sched"]));
+    let set = d.cli_json(&[
+        "backup",
+        "schedule",
+        "sched",
+        "--cron",
+        "*/2 * * * * *",
+        "--keep-last",
+        "2",
+        "--keep-daily",
+        "0",
+        "--keep-weekly",
+        "0",
+        "--keep-monthly",
+        "0",
+    ]);
+    assert_eq!(set["schedule"]["cron"], "*/2 * * * * *", "{set}");
+    // Several runs, then retention holds the scheduled ones at two.
+    wait_until(
+        Duration::from_secs(30),
+        "three scheduled backups",
+        || async {
+            let runs = d
+                .audit("sched")
+                .await
+                .iter()
+                .filter(|(a, r)| a == "backup" && r == "ok")
+                .count();
+            (runs >= 4).then_some(())
+        },
+    )
+    .await;
+    let kept = wait_until(Duration::from_secs(10), "retention to hold", || async {
+        let ids = scheduled(&d, "sched");
+        (ids.len() == 2).then_some(ids)
+    })
+    .await;
+    assert_eq!(kept.len(), 2);
+    let all = d.cli_json(&["backup", "list", "sched"]);
+    assert!(
+        all.as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["id"] == manual.as_str()),
+        "a backup made by hand is never pruned: {all}"
+    );
+    let status = d.cli_json(&["status", "sched"]);
+    assert_eq!(
+        status["status"], "stopped",
+        "scheduled backups do not start it"
+    );
+    let off = d.cli_json(&["backup", "schedule", "sched", "--off"]);
+    assert!(off["schedule"].is_null());
+    let (code, v) = d
+        .api(
+            reqwest::Method::PUT,
+            "/api/v1/instances/sched/backup-schedule",
+            Some(json!({"cron": "every day"})),
+        )
+        .await;
+    assert_eq!(code, 400, "{v}");
+    assert_eq!(v["error"]["code"], "invalid_schedule");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_missed_while_the_daemon_was_down_runs_once_at_start() {
+    let mut d = Daemon::start_with(&["--backup-schedule", "0 3 * * *"], &[]).await;
+    shop(&d, "late").await;
+    let s = d.cli_json(&["backup", "schedule", "late"]);
+    assert_eq!(
+        s["schedule"]["cron"], "0 3 * * *",
+        "the fleet's default: {s}"
+    );
+    assert!(scheduled(&d, "late").is_empty());
+    d.kill9();
+    // Two days without the daemon: two 03:00 runs missed.
+    let db = rusqlite::Connection::open(d.data_dir().join("state.db")).unwrap();
+    let two_days_ago = (chrono::Utc::now() - chrono::Duration::days(2))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    db.execute(
+        "UPDATE backup_schedules SET last_run = ?1 WHERE instance = 'late'",
+        [two_days_ago],
+    )
+    .unwrap();
+    drop(db);
+    d.restart().await;
+    wait_until(Duration::from_secs(20), "the missed run", || async {
+        (!scheduled(&d, "late").is_empty()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        scheduled(&d, "late").len(),
+        1,
+        "missed runs run once, not twice"
+    );
+}

@@ -9,11 +9,13 @@ use bytes::Bytes;
 
 use super::dto::{
     BackupDto, BackupList, CreateBackup, DeletedBackup, ErrorBody, InstanceDto, RestoreBackup,
+    ScheduleDto, ScheduleState, SetSchedule,
 };
 use super::error::ApiError;
-use super::instances::instance_dto;
+use super::instances::{instance_dto, ApiJson};
 use super::AppState;
-use crate::manager::Actor;
+use crate::manager::{Actor, ScheduleRequest};
+use crate::model::Retention;
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -31,6 +33,73 @@ pub fn routes() -> Router<AppState> {
             "/api/v1/instances/{name}/backups/{id}/restore",
             post(restore_backup),
         )
+        .route(
+            "/api/v1/instances/{name}/backup-schedule",
+            get(get_schedule).put(set_schedule).delete(delete_schedule),
+        )
+}
+
+#[utoipa::path(get, path = "/api/v1/instances/{name}/backup-schedule", tag = "backups",
+    params(("name" = String, Path)),
+    responses((status = 200, body = ScheduleState), (status = 404, body = ErrorBody)))]
+pub async fn get_schedule(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<ScheduleState>> {
+    let schedule = state.manager.backup_schedule(&name)?;
+    Ok(Json(ScheduleState {
+        name,
+        schedule: schedule.as_ref().map(ScheduleDto::from),
+    }))
+}
+
+#[utoipa::path(put, path = "/api/v1/instances/{name}/backup-schedule", tag = "backups",
+    params(("name" = String, Path)), request_body = SetSchedule,
+    responses((status = 200, body = ScheduleState), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub async fn set_schedule(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<SetSchedule>,
+) -> ApiResult<Json<ScheduleState>> {
+    let d = Retention::default();
+    let req = ScheduleRequest {
+        cron: body.cron,
+        retention: Retention {
+            keep_last: body.keep_last.unwrap_or(d.keep_last),
+            keep_daily: body.keep_daily.unwrap_or(d.keep_daily),
+            keep_weekly: body.keep_weekly.unwrap_or(d.keep_weekly),
+            keep_monthly: body.keep_monthly.unwrap_or(d.keep_monthly),
+        },
+        to: body.to,
+    };
+    let schedule = state
+        .manager
+        .set_backup_schedule(&name, Some(req), &actor)
+        .await?;
+    Ok(Json(ScheduleState {
+        name,
+        schedule: schedule.as_ref().map(ScheduleDto::from),
+    }))
+}
+
+#[utoipa::path(delete, path = "/api/v1/instances/{name}/backup-schedule", tag = "backups",
+    params(("name" = String, Path)),
+    responses((status = 200, body = ScheduleState), (status = 404, body = ErrorBody)))]
+pub async fn delete_schedule(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<ScheduleState>> {
+    state
+        .manager
+        .set_backup_schedule(&name, None, &actor)
+        .await?;
+    Ok(Json(ScheduleState {
+        name,
+        schedule: None,
+    }))
 }
 
 #[utoipa::path(get, path = "/api/v1/instances/{name}/backups", tag = "backups",

@@ -587,3 +587,56 @@ pub struct DeletedBackup {
     pub name: String,
     pub id: String,
 }
+
+/// An instance's backup schedule.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ScheduleDto {
+    /// A cron expression, evaluated in UTC.
+    pub cron: String,
+    pub keep_last: u32,
+    pub keep_daily: u32,
+    pub keep_weekly: u32,
+    pub keep_monthly: u32,
+    /// Where its backups go; `null`: `backups/NAME/` in the data dir.
+    pub to: Option<String>,
+    /// When it last ran (or was set).
+    pub last_run: DateTime<Utc>,
+    /// When it runs next.
+    pub next_run: Option<DateTime<Utc>>,
+}
+
+impl From<&crate::store::ScheduleRecord> for ScheduleDto {
+    fn from(s: &crate::store::ScheduleRecord) -> Self {
+        Self {
+            cron: s.cron.as_str().to_string(),
+            keep_last: s.retention.keep_last,
+            keep_daily: s.retention.keep_daily,
+            keep_weekly: s.retention.keep_weekly,
+            keep_monthly: s.retention.keep_monthly,
+            to: s.destination.clone(),
+            last_run: s.last_run,
+            next_run: s.cron.next_after(s.last_run),
+        }
+    }
+}
+
+/// `GET|PUT|DELETE /api/v1/instances/{name}/backup-schedule`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ScheduleState {
+    pub name: String,
+    /// `null`: no schedule.
+    pub schedule: Option<ScheduleDto>,
+}
+
+/// `PUT /api/v1/instances/{name}/backup-schedule`; the keep counts default
+/// to 7 last, 7 daily, 4 weekly, 12 monthly.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetSchedule {
+    pub cron: String,
+    pub keep_last: Option<u32>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+    pub to: Option<String>,
+}

@@ -62,6 +62,7 @@ pub fn http_status(e: &ManagerError) -> StatusCode {
         | ManagerError::PocketBase(PocketBaseError::LongPassword)
         | ManagerError::Limit(_)
         | ManagerError::Backup(_)
+        | ManagerError::Schedule(_)
         | ManagerError::Archive(
             ArchiveError::Unreadable { .. }
             | ArchiveError::Mismatch { .. }
@@ -99,6 +100,7 @@ pub fn code(e: &ManagerError) -> &'static str {
         ManagerError::PocketBase(_) => "pocketbase_error",
         ManagerError::Invalid(_) | ManagerError::Limit(_) => "invalid_request",
         ManagerError::Backup(_) => "invalid_backup",
+        ManagerError::Schedule(_) => "invalid_schedule",
         ManagerError::Archive(ArchiveError::Io { .. }) => "io_error",
         ManagerError::Archive(_) => "invalid_archive",
         ManagerError::NotFound(_) => "not_found",

@@ -20,6 +20,7 @@ use super::instances as h;
         h::doctor_repair, h::tls_ask, h::import,
         h::list_versions, h::install_version, h::list_events, h::event_stream,
         b::list_backups, b::create_backup, b::delete_backup, b::restore_backup,
+        b::get_schedule, b::set_schedule, b::delete_schedule,
     ),
     components(schemas(
         InstanceDto, CreateInstance, CreatedDto, SuperuserDto, UpdateInstance, UpgradeInstance,
@@ -28,6 +29,7 @@ use super::instances as h;
         RouteStatus, AddDomain, DomainList, DriftDto, DoctorReport, RepairDto, CheckDto, ImportRequest, ImportOutcomeDto, ImportReport, DaemonHealth, ErrorBody, ErrorDetail,
         EventDto, StreamEvent, DownloadDto, crate::model::Status,
         BackupDto, BackupList, CreateBackup, RestoreBackup, DeletedBackup,
+        ScheduleDto, ScheduleState, SetSchedule,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

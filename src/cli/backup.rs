@@ -7,7 +7,7 @@ use clap::Subcommand;
 
 use super::commands::print_json;
 use super::{table, GlobalArgs};
-use crate::api::dto::{CreateBackup, RestoreBackup};
+use crate::api::dto::{CreateBackup, RestoreBackup, SetSchedule};
 
 #[derive(Debug, Subcommand)]
 pub enum BackupCommand {
@@ -47,6 +47,38 @@ pub enum BackupCommand {
     /// Delete a backup's archive and record.
     #[command(alias = "rm")]
     Delete { name: String, id: String },
+    /// Show, set or remove an instance's backup schedule.
+    ///
+    /// Scheduled backups run whatever the instance's state (a stopped
+    /// instance is not started); a run missed while the daemon was down
+    /// runs once when it comes back. After each run, scheduled backups
+    /// beyond the retention are deleted: the newest --keep-last, plus the
+    /// newest of each of the last --keep-daily days, --keep-weekly weeks and
+    /// --keep-monthly months. Backups made by hand are never pruned.
+    Schedule(ScheduleArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ScheduleArgs {
+    name: String,
+    /// When to back up: a cron expression in UTC, five fields (e.g.
+    /// "0 3 * * *": 03:00 every day) or six with seconds first.
+    #[arg(long, value_name = "EXPR", conflicts_with = "off")]
+    cron: Option<String>,
+    #[arg(long, value_name = "N", default_value_t = 7)]
+    keep_last: u32,
+    #[arg(long, value_name = "N", default_value_t = 7)]
+    keep_daily: u32,
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    keep_weekly: u32,
+    #[arg(long, value_name = "N", default_value_t = 12)]
+    keep_monthly: u32,
+    /// A directory for the scheduled backups (default: backups/NAME/).
+    #[arg(long, value_name = "DEST")]
+    to: Option<String>,
+    /// Remove the schedule (its backups stay).
+    #[arg(long)]
+    off: bool,
 }
 
 pub async fn run(g: &GlobalArgs, cmd: BackupCommand) -> anyhow::Result<ExitCode> {
@@ -88,6 +120,43 @@ pub async fn run(g: &GlobalArgs, cmd: BackupCommand) -> anyhow::Result<ExitCode>
                     "made {target} from backup {id} of {name}: {} at version {} on port {}",
                     rec.status, rec.version, rec.port
                 );
+            }
+        }
+        BackupCommand::Schedule(a) => {
+            let state = if a.off {
+                client.remove_backup_schedule(&a.name).await?
+            } else if let Some(cron) = a.cron {
+                let body = SetSchedule {
+                    cron,
+                    keep_last: Some(a.keep_last),
+                    keep_daily: Some(a.keep_daily),
+                    keep_weekly: Some(a.keep_weekly),
+                    keep_monthly: Some(a.keep_monthly),
+                    to: a.to,
+                };
+                client.set_backup_schedule(&a.name, &body).await?
+            } else {
+                client.backup_schedule(&a.name).await?
+            };
+            if g.json {
+                print_json(&state)?;
+            } else {
+                match &state.schedule {
+                    None => println!("{} has no backup schedule", state.name),
+                    Some(s) => println!(
+                        "{}: backups at {:?} (UTC), next {}; keeps the last {}, {} daily, {} weekly, {} monthly; to {}",
+                        state.name,
+                        s.cron,
+                        s.next_run
+                            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                            .unwrap_or_else(|| "never".to_string()),
+                        s.keep_last,
+                        s.keep_daily,
+                        s.keep_weekly,
+                        s.keep_monthly,
+                        s.to.as_deref().unwrap_or("the default directory"),
+                    ),
+                }
             }
         }
         BackupCommand::Delete { name, id } => {

@@ -56,6 +56,12 @@ pub struct ServeArgs {
     /// Consecutive failed health checks of a live instance before it is restarted.
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub health_failures: u32,
+    /// A backup schedule every new instance gets (a cron expression, e.g.
+    /// "0 3 * * *" for 03:00 UTC every day), kept by the default retention
+    /// (last 7, 7 daily, 4 weekly, 12 monthly). Change one instance's with
+    /// `pockestrator backup schedule NAME`.
+    #[arg(long, value_name = "CRON")]
+    pub backup_schedule: Option<String>,
     /// How long a starting instance may take to become healthy.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub start_timeout: Duration,
@@ -174,6 +180,11 @@ pub fn config(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<Config> {
         anyhow::bail!("--health-interval must be at least 100ms");
     }
     cfg.health_interval = args.health_interval;
+    if let Some(cron) = &args.backup_schedule {
+        crate::model::CronExpr::parse(cron)
+            .map_err(|e| anyhow::anyhow!("--backup-schedule: {e}"))?;
+    }
+    cfg.backup_schedule = args.backup_schedule;
     cfg.health_failures_before_restart = args.health_failures.max(1);
     cfg.start_timeout = args.start_timeout;
     cfg.stop_timeout = args.stop_timeout;

@@ -90,9 +90,19 @@ impl Manager {
         to: Option<&str>,
         actor: &Actor,
     ) -> Result<BackupRecord> {
-        let result = self
-            .backup_create_inner(name, to, BackupTrigger::Manual)
-            .await;
+        self.backup_create_as(name, to, BackupTrigger::Manual, actor)
+            .await
+    }
+
+    /// [`Manager::backup_create`], saying why it was made.
+    pub(super) async fn backup_create_as(
+        &self,
+        name: &str,
+        to: Option<&str>,
+        trigger: BackupTrigger,
+        actor: &Actor,
+    ) -> Result<BackupRecord> {
+        let result = self.backup_create_inner(name, to, trigger).await;
         self.audited(actor, AuditAction::Backup, name, result, |b| {
             format!(
                 "{} ({} bytes, sha256 {}) to {}",

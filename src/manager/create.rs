@@ -266,6 +266,7 @@ impl Manager {
                 self.store.update_config(&ready, &actor.0)?;
                 self.set_state(&rec.name, Status::Running, Some(pid), 0, None);
                 self.record_unit_hash(&rec.name);
+                self.apply_default_schedule(&rec.name);
                 if let Some((email, password)) = &superuser {
                     self.trust_router(&rec, &installed.version, email, password)
                         .await;

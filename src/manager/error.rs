@@ -3,7 +3,7 @@
 
 use crate::model::ports::PortError;
 use crate::model::version::VersionError;
-use crate::model::{BackupError, LimitError, NameError};
+use crate::model::{BackupError, LimitError, NameError, ScheduleError};
 use crate::pocketbase::PocketBaseError;
 use crate::release::ReleaseError;
 use crate::runtime::RuntimeError;
@@ -22,6 +22,8 @@ pub enum ManagerError {
     Limit(#[from] LimitError),
     #[error(transparent)]
     Backup(#[from] BackupError),
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
     #[error(transparent)]
     Archive(#[from] crate::archive::ArchiveError),
     #[error(transparent)]

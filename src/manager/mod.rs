@@ -26,6 +26,7 @@ mod lifecycle;
 mod logs;
 mod recovery;
 mod routing;
+mod schedule;
 mod sessions;
 mod snapshot;
 mod superuser;
@@ -42,6 +43,7 @@ pub use error::ManagerError;
 pub(crate) use error::Result;
 pub use install::BinaryChoice;
 pub use logs::{tail_lines, LogFollow};
+pub use schedule::ScheduleRequest;
 pub use update::UpdateRequest;
 
 use crate::config::{Config, Layout};
@@ -86,6 +88,8 @@ pub struct Manager {
     /// Held for the whole of one route sync (read the record, put the
     /// route), so that the last sync to run always put the latest state.
     route_sync: tokio::sync::Mutex<()>,
+    /// Wakes the backup loop when a schedule changed.
+    schedules_changed: tokio::sync::Notify,
     /// Names whose route may have changed, for the route loop.
     route_tx: tokio::sync::mpsc::UnboundedSender<String>,
     route_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
@@ -121,6 +125,7 @@ impl Manager {
             router,
             last_routes: Mutex::new(HashMap::new()),
             route_sync: tokio::sync::Mutex::new(()),
+            schedules_changed: tokio::sync::Notify::new(),
             route_tx,
             route_rx: Mutex::new(Some(route_rx)),
         }))

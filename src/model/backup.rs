@@ -110,6 +110,8 @@ impl Destination {
 pub enum BackupTrigger {
     /// Asked for (CLI, API, dashboard).
     Manual,
+    /// Made by the instance's backup schedule (and pruned by its retention).
+    Schedule,
     /// Taken of the current data right before a restore replaced it.
     PreRestore,
     /// Made by PocketBase itself (its `pb_data/backups/`), found there.
@@ -120,6 +122,7 @@ impl BackupTrigger {
     pub fn as_str(self) -> &'static str {
         match self {
             BackupTrigger::Manual => "manual",
+            BackupTrigger::Schedule => "schedule",
             BackupTrigger::PreRestore => "pre-restore",
             BackupTrigger::PocketBase => "pocketbase",
         }
@@ -128,6 +131,7 @@ impl BackupTrigger {
     pub fn parse(raw: &str) -> Option<Self> {
         match raw {
             "manual" => Some(BackupTrigger::Manual),
+            "schedule" => Some(BackupTrigger::Schedule),
             "pre-restore" => Some(BackupTrigger::PreRestore),
             "pocketbase" => Some(BackupTrigger::PocketBase),
             _ => None,
@@ -201,6 +205,7 @@ mod tests {
     fn triggers_round_trip() {
         for t in [
             BackupTrigger::Manual,
+            BackupTrigger::Schedule,
             BackupTrigger::PreRestore,
             BackupTrigger::PocketBase,
         ] {

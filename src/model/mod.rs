@@ -12,6 +12,7 @@ pub mod limits;
 pub mod names;
 pub mod ports;
 pub mod routing;
+pub mod schedule;
 pub mod status;
 pub mod version;
 
@@ -19,4 +20,5 @@ pub use audit::{AuditAction, AuditOutcome};
 pub use backup::{BackupError, BackupId, BackupTrigger, Destination};
 pub use limits::{CpuQuota, LimitError, MemoryMax, ResourceLimits};
 pub use names::{Domain, InstanceName, NameError, UserId};
+pub use schedule::{CronExpr, Retention, ScheduleError};
 pub use status::{DesiredState, Status};

@@ -10,7 +10,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use semver::Version;
 
 use super::{parse_ts, ts, Store, StoreError};
-use crate::model::{BackupId, BackupTrigger, InstanceName};
+use crate::model::{BackupId, BackupTrigger, CronExpr, InstanceName, Retention};
 
 /// One backup as recorded.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,6 +85,111 @@ impl Store {
             [instance, id],
         )?;
         Ok(n > 0)
+    }
+}
+
+/// An instance's backup schedule as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleRecord {
+    pub instance: InstanceName,
+    pub cron: CronExpr,
+    pub retention: Retention,
+    /// Where its backups go; `None`: the default directory.
+    pub destination: Option<String>,
+    pub last_run: DateTime<Utc>,
+}
+
+impl Store {
+    /// Set (or replace) an instance's backup schedule.
+    pub fn set_schedule(&self, s: &ScheduleRecord) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO backup_schedules (instance, cron, keep_last, keep_daily, keep_weekly, keep_monthly, destination, last_run) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+             ON CONFLICT (instance) DO UPDATE SET cron = ?2, keep_last = ?3, keep_daily = ?4, \
+             keep_weekly = ?5, keep_monthly = ?6, destination = ?7, last_run = ?8",
+            params![
+                s.instance.as_str(),
+                s.cron.as_str(),
+                s.retention.keep_last,
+                s.retention.keep_daily,
+                s.retention.keep_weekly,
+                s.retention.keep_monthly,
+                s.destination,
+                ts(s.last_run),
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_schedule(&self, instance: &str) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            "DELETE FROM backup_schedules WHERE instance = ?1",
+            [instance],
+        )?;
+        Ok(n > 0)
+    }
+
+    pub fn set_schedule_run(&self, instance: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE backup_schedules SET last_run = ?2 WHERE instance = ?1",
+            params![instance, ts(at)],
+        )?;
+        Ok(())
+    }
+
+    /// Every schedule, or one instance's.
+    pub fn schedules(&self, instance: Option<&str>) -> Result<Vec<ScheduleRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT instance, cron, keep_last, keep_daily, keep_weekly, keep_monthly, destination, last_run \
+             FROM backup_schedules WHERE (?1 IS NULL OR instance = ?1) ORDER BY instance",
+        )?;
+        let rows = stmt.query_map([instance], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, u32>(2)?,
+                r.get::<_, u32>(3)?,
+                r.get::<_, u32>(4)?,
+                r.get::<_, u32>(5)?,
+                r.get::<_, Option<String>>(6)?,
+                r.get::<_, String>(7)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (
+                instance,
+                cron,
+                keep_last,
+                keep_daily,
+                keep_weekly,
+                keep_monthly,
+                destination,
+                last_run,
+            ) = row?;
+            let label = format!("backup schedule of {instance}");
+            let corrupt = |field: &'static str, value: &str| StoreError::Corrupt {
+                row: label.clone(),
+                field,
+                value: value.to_string(),
+            };
+            out.push(ScheduleRecord {
+                instance: InstanceName::parse(&instance)
+                    .map_err(|_| corrupt("backup_schedules.instance", &instance))?,
+                cron: CronExpr::parse(&cron)
+                    .map_err(|_| corrupt("backup_schedules.cron", &cron))?,
+                retention: Retention {
+                    keep_last,
+                    keep_daily,
+                    keep_weekly,
+                    keep_monthly,
+                },
+                destination,
+                last_run: parse_ts(&label, "backup_schedules.last_run", last_run)?,
+            });
+        }
+        Ok(out)
     }
 }
 

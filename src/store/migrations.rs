@@ -107,6 +107,18 @@ const MIGRATIONS: &[&str] = &[
         trigger     TEXT NOT NULL,
         PRIMARY KEY (instance, id)
     );
+    -- Each instance's backup schedule; `last_run` is when it last ran (or
+    -- when it was set), so runs missed while the daemon was down run once.
+    CREATE TABLE backup_schedules (
+        instance     TEXT PRIMARY KEY NOT NULL REFERENCES instances (name) ON DELETE CASCADE,
+        cron         TEXT NOT NULL,
+        keep_last    INTEGER NOT NULL,
+        keep_daily   INTEGER NOT NULL,
+        keep_weekly  INTEGER NOT NULL,
+        keep_monthly INTEGER NOT NULL,
+        destination  TEXT,
+        last_run     TEXT NOT NULL
+    );
     "#,
 ];
 

@@ -16,7 +16,9 @@
 mod backups;
 mod migrations;
 
-pub use backups::{integrity_check, rotate_auth_secrets, snapshot_database, BackupRecord};
+pub use backups::{
+    integrity_check, rotate_auth_secrets, snapshot_database, BackupRecord, ScheduleRecord,
+};
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
