@@ -19,6 +19,9 @@
 //! dropped at the next scrape ([`Metrics::forget_except`]), so a deleted
 //! instance leaves no series behind.
 //!
+//! Every per-instance series carries the instance's name in the `name`
+//! label (see [`NAME_LABEL`] for why not `instance`).
+//!
 //! This module uses nothing of ours but the pure model and `procstat`: the
 //! manager and the router take a handle of it, never the other way round.
 
@@ -44,6 +47,13 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
+
+/// The label that holds an instance's name on every per-instance series.
+/// Not `instance`: Prometheus gives every scraped series an `instance`
+/// label of its own (the target's address), and an exported one of that
+/// name would be renamed `exported_instance` under the default
+/// `honor_labels: false`. node_exporter's systemd units use `name` alike.
+const NAME_LABEL: &str = "name";
 
 /// The status classes the proxy counts by, in the `code` label.
 const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -84,7 +94,7 @@ impl Metrics {
         let histogram = |name: &str, help: &str| {
             HistogramVec::new(
                 HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
-                &["instance"],
+                &[NAME_LABEL],
             )
         };
         let inner = Inner {
@@ -97,7 +107,7 @@ impl Metrics {
                     "pockestrator_proxy_requests_total",
                     "Requests for the instance through the embedded proxy, by status class of the answer.",
                 ),
-                &["instance", "code"],
+                &[NAME_LABEL, "code"],
             )?,
             proxy_request_duration: histogram(
                 "pockestrator_proxy_request_duration_seconds",
@@ -289,7 +299,7 @@ fn snapshot_collectors(snapshot: &Snapshot) -> Result<Vec<Box<dyn Collector>>, M
             "pockestrator_instance_status",
             "The instance's state: 1 for the state it is in, 0 for the others.",
         ),
-        &["instance", "status"],
+        &[NAME_LABEL, "status"],
     )?;
     // Counters, as their `_total` says, though read rather than counted
     // here: each scrape builds them afresh at the value the record holds.
@@ -298,21 +308,21 @@ fn snapshot_collectors(snapshot: &Snapshot) -> Result<Vec<Box<dyn Collector>>, M
             "pockestrator_instance_restarts_total",
             "Restarts of the instance after a crash or failed health checks.",
         ),
-        &["instance"],
+        &[NAME_LABEL],
     )?;
     let cpu = CounterVec::new(
         Opts::new(
             "pockestrator_instance_cpu_seconds_total",
             "User and system CPU time of the instance's current process.",
         ),
-        &["instance"],
+        &[NAME_LABEL],
     )?;
     let memory = IntGaugeVec::new(
         Opts::new(
             "pockestrator_instance_resident_memory_bytes",
             "Resident memory of the instance's process.",
         ),
-        &["instance"],
+        &[NAME_LABEL],
     )?;
     for instance in &snapshot.instances {
         let name = instance.name.as_str();
@@ -472,73 +482,73 @@ mod tests {
             pockestrator_daemon_tasks 9
             # HELP pockestrator_instance_cpu_seconds_total User and system CPU time of the instance's current process.
             # TYPE pockestrator_instance_cpu_seconds_total counter
-            pockestrator_instance_cpu_seconds_total{instance="blog"} 1.25
+            pockestrator_instance_cpu_seconds_total{name="blog"} 1.25
             # HELP pockestrator_instance_health_check_duration_seconds Time a health probe of the instance (GET /api/health) took to answer.
             # TYPE pockestrator_instance_health_check_duration_seconds histogram
-            pockestrator_instance_health_check_duration_seconds_bucket{instance="blog",le="0.0005"} 0
-            pockestrator_instance_health_check_duration_seconds_bucket{instance="blog",le="0.001"} 0
-            pockestrator_instance_health_check_duration_seconds_bucket{instance="blog",le="0.0025"} 1
-            pockestrator_instance_health_check_duration_seconds_bucket{instance="blog",le="0.005"} 1
-            pockestrator_instance_health_check_duration_seconds_bucket{instance="blog",le="0.01"} 1
-            pockestrator_instance_health_check_duration_seconds_bucket{instance="blog",le="0.025"} 1
-            pockestrator_instance_health_check_duration_seconds_bucket{instance="blog",le="0.05"} 2
-            pockestrator_instance_health_check_duration_seconds_bucket{instance="blog",le="0.1"} 2
-            pockestrator_instance_health_check_duration_seconds_bucket{instance="blog",le="0.25"} 2
-            pockestrator_instance_health_check_duration_seconds_bucket{instance="blog",le="0.5"} 2
-            pockestrator_instance_health_check_duration_seconds_bucket{instance="blog",le="1"} 2
-            pockestrator_instance_health_check_duration_seconds_bucket{instance="blog",le="2.5"} 2
-            pockestrator_instance_health_check_duration_seconds_bucket{instance="blog",le="5"} 2
-            pockestrator_instance_health_check_duration_seconds_bucket{instance="blog",le="10"} 2
-            pockestrator_instance_health_check_duration_seconds_bucket{instance="blog",le="30"} 2
-            pockestrator_instance_health_check_duration_seconds_bucket{instance="blog",le="+Inf"} 2
-            pockestrator_instance_health_check_duration_seconds_sum{instance="blog"} 0.041800000000000004
-            pockestrator_instance_health_check_duration_seconds_count{instance="blog"} 2
+            pockestrator_instance_health_check_duration_seconds_bucket{name="blog",le="0.0005"} 0
+            pockestrator_instance_health_check_duration_seconds_bucket{name="blog",le="0.001"} 0
+            pockestrator_instance_health_check_duration_seconds_bucket{name="blog",le="0.0025"} 1
+            pockestrator_instance_health_check_duration_seconds_bucket{name="blog",le="0.005"} 1
+            pockestrator_instance_health_check_duration_seconds_bucket{name="blog",le="0.01"} 1
+            pockestrator_instance_health_check_duration_seconds_bucket{name="blog",le="0.025"} 1
+            pockestrator_instance_health_check_duration_seconds_bucket{name="blog",le="0.05"} 2
+            pockestrator_instance_health_check_duration_seconds_bucket{name="blog",le="0.1"} 2
+            pockestrator_instance_health_check_duration_seconds_bucket{name="blog",le="0.25"} 2
+            pockestrator_instance_health_check_duration_seconds_bucket{name="blog",le="0.5"} 2
+            pockestrator_instance_health_check_duration_seconds_bucket{name="blog",le="1"} 2
+            pockestrator_instance_health_check_duration_seconds_bucket{name="blog",le="2.5"} 2
+            pockestrator_instance_health_check_duration_seconds_bucket{name="blog",le="5"} 2
+            pockestrator_instance_health_check_duration_seconds_bucket{name="blog",le="10"} 2
+            pockestrator_instance_health_check_duration_seconds_bucket{name="blog",le="30"} 2
+            pockestrator_instance_health_check_duration_seconds_bucket{name="blog",le="+Inf"} 2
+            pockestrator_instance_health_check_duration_seconds_sum{name="blog"} 0.041800000000000004
+            pockestrator_instance_health_check_duration_seconds_count{name="blog"} 2
             # HELP pockestrator_instance_resident_memory_bytes Resident memory of the instance's process.
             # TYPE pockestrator_instance_resident_memory_bytes gauge
-            pockestrator_instance_resident_memory_bytes{instance="blog"} 26214400
+            pockestrator_instance_resident_memory_bytes{name="blog"} 26214400
             # HELP pockestrator_instance_restarts_total Restarts of the instance after a crash or failed health checks.
             # TYPE pockestrator_instance_restarts_total counter
-            pockestrator_instance_restarts_total{instance="blog"} 2
-            pockestrator_instance_restarts_total{instance="shop"} 0
+            pockestrator_instance_restarts_total{name="blog"} 2
+            pockestrator_instance_restarts_total{name="shop"} 0
             # HELP pockestrator_instance_status The instance's state: 1 for the state it is in, 0 for the others.
             # TYPE pockestrator_instance_status gauge
-            pockestrator_instance_status{instance="blog",status="failed"} 0
-            pockestrator_instance_status{instance="blog",status="running"} 1
-            pockestrator_instance_status{instance="blog",status="starting"} 0
-            pockestrator_instance_status{instance="blog",status="stopped"} 0
-            pockestrator_instance_status{instance="blog",status="unhealthy"} 0
-            pockestrator_instance_status{instance="shop",status="failed"} 0
-            pockestrator_instance_status{instance="shop",status="running"} 0
-            pockestrator_instance_status{instance="shop",status="starting"} 0
-            pockestrator_instance_status{instance="shop",status="stopped"} 1
-            pockestrator_instance_status{instance="shop",status="unhealthy"} 0
+            pockestrator_instance_status{name="blog",status="failed"} 0
+            pockestrator_instance_status{name="blog",status="running"} 1
+            pockestrator_instance_status{name="blog",status="starting"} 0
+            pockestrator_instance_status{name="blog",status="stopped"} 0
+            pockestrator_instance_status{name="blog",status="unhealthy"} 0
+            pockestrator_instance_status{name="shop",status="failed"} 0
+            pockestrator_instance_status{name="shop",status="running"} 0
+            pockestrator_instance_status{name="shop",status="starting"} 0
+            pockestrator_instance_status{name="shop",status="stopped"} 1
+            pockestrator_instance_status{name="shop",status="unhealthy"} 0
             # HELP pockestrator_proxy_request_duration_seconds Time from a request's arrival at the embedded proxy to its response head.
             # TYPE pockestrator_proxy_request_duration_seconds histogram
-            pockestrator_proxy_request_duration_seconds_bucket{instance="blog",le="0.0005"} 0
-            pockestrator_proxy_request_duration_seconds_bucket{instance="blog",le="0.001"} 2
-            pockestrator_proxy_request_duration_seconds_bucket{instance="blog",le="0.0025"} 2
-            pockestrator_proxy_request_duration_seconds_bucket{instance="blog",le="0.005"} 3
-            pockestrator_proxy_request_duration_seconds_bucket{instance="blog",le="0.01"} 3
-            pockestrator_proxy_request_duration_seconds_bucket{instance="blog",le="0.025"} 3
-            pockestrator_proxy_request_duration_seconds_bucket{instance="blog",le="0.05"} 3
-            pockestrator_proxy_request_duration_seconds_bucket{instance="blog",le="0.1"} 3
-            pockestrator_proxy_request_duration_seconds_bucket{instance="blog",le="0.25"} 3
-            pockestrator_proxy_request_duration_seconds_bucket{instance="blog",le="0.5"} 3
-            pockestrator_proxy_request_duration_seconds_bucket{instance="blog",le="1"} 3
-            pockestrator_proxy_request_duration_seconds_bucket{instance="blog",le="2.5"} 4
-            pockestrator_proxy_request_duration_seconds_bucket{instance="blog",le="5"} 4
-            pockestrator_proxy_request_duration_seconds_bucket{instance="blog",le="10"} 4
-            pockestrator_proxy_request_duration_seconds_bucket{instance="blog",le="30"} 4
-            pockestrator_proxy_request_duration_seconds_bucket{instance="blog",le="+Inf"} 4
-            pockestrator_proxy_request_duration_seconds_sum{instance="blog"} 2.005
-            pockestrator_proxy_request_duration_seconds_count{instance="blog"} 4
+            pockestrator_proxy_request_duration_seconds_bucket{name="blog",le="0.0005"} 0
+            pockestrator_proxy_request_duration_seconds_bucket{name="blog",le="0.001"} 2
+            pockestrator_proxy_request_duration_seconds_bucket{name="blog",le="0.0025"} 2
+            pockestrator_proxy_request_duration_seconds_bucket{name="blog",le="0.005"} 3
+            pockestrator_proxy_request_duration_seconds_bucket{name="blog",le="0.01"} 3
+            pockestrator_proxy_request_duration_seconds_bucket{name="blog",le="0.025"} 3
+            pockestrator_proxy_request_duration_seconds_bucket{name="blog",le="0.05"} 3
+            pockestrator_proxy_request_duration_seconds_bucket{name="blog",le="0.1"} 3
+            pockestrator_proxy_request_duration_seconds_bucket{name="blog",le="0.25"} 3
+            pockestrator_proxy_request_duration_seconds_bucket{name="blog",le="0.5"} 3
+            pockestrator_proxy_request_duration_seconds_bucket{name="blog",le="1"} 3
+            pockestrator_proxy_request_duration_seconds_bucket{name="blog",le="2.5"} 4
+            pockestrator_proxy_request_duration_seconds_bucket{name="blog",le="5"} 4
+            pockestrator_proxy_request_duration_seconds_bucket{name="blog",le="10"} 4
+            pockestrator_proxy_request_duration_seconds_bucket{name="blog",le="30"} 4
+            pockestrator_proxy_request_duration_seconds_bucket{name="blog",le="+Inf"} 4
+            pockestrator_proxy_request_duration_seconds_sum{name="blog"} 2.005
+            pockestrator_proxy_request_duration_seconds_count{name="blog"} 4
             # HELP pockestrator_proxy_requests_total Requests for the instance through the embedded proxy, by status class of the answer.
             # TYPE pockestrator_proxy_requests_total counter
-            pockestrator_proxy_requests_total{code="1xx",instance="blog"} 0
-            pockestrator_proxy_requests_total{code="2xx",instance="blog"} 1
-            pockestrator_proxy_requests_total{code="3xx",instance="blog"} 0
-            pockestrator_proxy_requests_total{code="4xx",instance="blog"} 1
-            pockestrator_proxy_requests_total{code="5xx",instance="blog"} 1
+            pockestrator_proxy_requests_total{code="1xx",name="blog"} 0
+            pockestrator_proxy_requests_total{code="2xx",name="blog"} 1
+            pockestrator_proxy_requests_total{code="3xx",name="blog"} 0
+            pockestrator_proxy_requests_total{code="4xx",name="blog"} 1
+            pockestrator_proxy_requests_total{code="5xx",name="blog"} 1
             # HELP process_cpu_seconds_total User and system CPU time of the daemon.
             # TYPE process_cpu_seconds_total counter
             process_cpu_seconds_total 0.5
@@ -562,14 +572,14 @@ mod tests {
         metrics.forget_except(&BTreeSet::from(["shop"]));
         let text = render(&metrics, &snapshot).unwrap();
         assert!(!text.contains("\"blog\""), "{text}");
-        assert!(text.contains("instance=\"shop\""), "{text}");
+        assert!(text.contains("name=\"shop\""), "{text}");
         assert!(metrics.recorded().is_empty());
         // Recording again brings the instance back.
         metrics.observe_health_check("blog", Duration::from_millis(1));
         let text = render(&metrics, &snapshot).unwrap();
         assert!(
             text.contains(
-                "pockestrator_instance_health_check_duration_seconds_count{instance=\"blog\"} 1"
+                "pockestrator_instance_health_check_duration_seconds_count{name=\"blog\"} 1"
             ),
             "{text}"
         );
