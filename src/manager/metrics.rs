@@ -7,17 +7,22 @@ use std::collections::BTreeSet;
 use super::{Manager, ManagerError, Result};
 use crate::metrics::{self, InstanceSample, Snapshot};
 use crate::model::Status;
+use crate::store::Phase;
 
 impl Manager {
     /// The metrics text for one scrape. Reading it changes nothing but the
     /// recorded series of instances that no longer exist, which are
     /// dropped.
     pub async fn metrics_text(&self) -> Result<String> {
-        let records = self.list()?;
+        // Series are kept for every row, a create still under way included
+        // (its route may count requests already); only ready instances are
+        // shown, as `list` shows them.
+        let records = self.store.list_instances()?;
         let live: BTreeSet<&str> = records.iter().map(|r| r.name.as_str()).collect();
         self.metrics.forget_except(&live);
         let instances: Vec<(String, Status, u32, Option<u32>)> = records
             .iter()
+            .filter(|r| r.phase == Phase::Ready)
             .map(|r| (r.name.as_str().to_string(), r.status, r.restarts, r.pid))
             .collect();
         // Tasks are the runtime's to count, from inside it; the rest is
