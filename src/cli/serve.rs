@@ -45,8 +45,8 @@ pub struct ServeArgs {
     )]
     pub listen: String,
     /// A second TCP listener that serves only Prometheus metrics, without
-    /// a token: point a scraper at `http://ADDR/metrics` and it needs no
-    /// API token. What it shows (instance names, states, request counts)
+    /// a token, e.g. `127.0.0.1:9100`: point a scraper at
+    /// `http://ADDR/metrics` and it needs no API token. What it shows (instance names, states, request counts)
     /// is for your monitoring only, so bind it to loopback or a private
     /// network. Without this flag, `GET /metrics` is on `--listen` behind
     /// the bearer token.
