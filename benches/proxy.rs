@@ -2,7 +2,8 @@
 //! PocketBase, in one run.
 //!
 //! Starts PocketBase 0.40.6 with a public `posts` collection of 50 records,
-//! the embedded proxy ([`ProxyRouter::serve`], in this process) and Caddy
+//! the embedded proxy ([`ProxyRouter::serve`], in this process, counting
+//! its requests into the metrics as the daemon's does) and Caddy
 //! (`reverse_proxy` with seed 000's body limit and read timeout), then runs
 //! `wrk -t2 -c32 -d10s --latency` against
 //! `/api/collections/posts/records?perPage=20` directly, through the
@@ -31,6 +32,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
+use pockestrator::metrics::Metrics;
 use pockestrator::model::InstanceName;
 use pockestrator::router::embedded::{ProxyConfig, ProxyRouter};
 use pockestrator::router::{Route, Router, DEFAULT_MAX_BODY_BYTES, DEFAULT_READ_TIMEOUT};
@@ -198,7 +200,8 @@ async fn run() -> Result<()> {
     // The embedded proxy, in this process.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let embedded_port = listener.local_addr()?.port();
-    let router = ProxyRouter::new(ProxyConfig::default());
+    // Counting requests, as the daemon's proxy does.
+    let router = ProxyRouter::with_metrics(ProxyConfig::default(), Metrics::new()?);
     router
         .put(&Route {
             name: InstanceName::parse("bench")?,

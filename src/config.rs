@@ -153,6 +153,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The TCP API listener (bearer token required). `None`: socket only.
     pub listen: Option<SocketAddr>,
+    /// A listener serving only `GET /metrics`, without a token.
+    pub metrics_listen: Option<SocketAddr>,
     pub release_sources: Vec<SourceSpec>,
     pub health_interval: Duration,
     /// Consecutive failed health checks of a live process before it is
@@ -183,6 +185,7 @@ impl Config {
         };
         Self {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 9000))),
+            metrics_listen: None,
             release_sources: crate::release::default_sources(),
             health_interval: Duration::from_secs(10),
             health_failures_before_restart: 3,

@@ -7,7 +7,8 @@
 //! signal.
 //!
 //! Main loops, each a task stopped by the shutdown signal:
-//! - the HTTP servers (unix socket and TCP), graceful on shutdown;
+//! - the HTTP servers (unix socket, TCP, and the metrics listener),
+//!   graceful on shutdown;
 //! - `Manager::follow_runtime`: runtime events → store, audit, bus;
 //! - `Manager::health_loop`: `Manager::health_round` every `health_interval`.
 //!
@@ -28,6 +29,7 @@ use crate::config::{Config, Layout};
 use crate::config::{RouterKind, RuntimeKind};
 use crate::events::EventBus;
 use crate::manager::Manager;
+use crate::metrics::Metrics;
 use crate::release::{Arch, ReleaseConfig, Releases};
 use crate::router::caddy::{CaddyAdminConfig, CaddyAdminRouter};
 use crate::router::caddyfile::{CaddyfileConfig, CaddyfileRouter};
@@ -46,6 +48,8 @@ pub struct Listeners {
     pub tcp: Option<TcpListener>,
     /// The embedded proxy's listener (with `--router embedded`).
     pub proxy: Option<TcpListener>,
+    /// Prometheus's `GET /metrics` without a token (`--metrics-listen`).
+    pub metrics: Option<TcpListener>,
 }
 
 /// Build the runtime chosen in the configuration. With the systemd runtime
@@ -87,14 +91,22 @@ pub async fn build_runtime(cfg: &Config) -> anyhow::Result<AnyRuntime> {
 }
 
 /// Build the router chosen in the configuration. `ask_url` is where Caddy
-/// asks whether a custom domain may get a certificate.
-pub fn build_router(cfg: &Config, ask_url: Option<String>) -> anyhow::Result<AnyRouter> {
+/// asks whether a custom domain may get a certificate; the embedded proxy
+/// counts its requests into `metrics`.
+pub fn build_router(
+    cfg: &Config,
+    ask_url: Option<String>,
+    metrics: &Metrics,
+) -> anyhow::Result<AnyRouter> {
     let r = &cfg.routing;
     Ok(match r.kind {
-        RouterKind::Embedded => AnyRouter::Embedded(ProxyRouter::new(ProxyConfig {
-            trusted_proxies: r.trusted_proxies.clone(),
-            ..ProxyConfig::default()
-        })),
+        RouterKind::Embedded => AnyRouter::Embedded(ProxyRouter::with_metrics(
+            ProxyConfig {
+                trusted_proxies: r.trusted_proxies.clone(),
+                ..ProxyConfig::default()
+            },
+            metrics.clone(),
+        )),
         RouterKind::Caddy => AnyRouter::Caddy(CaddyAdminRouter::new(CaddyAdminConfig {
             admin: r.caddy_admin.clone(),
             listen: r.caddy_listen.clone(),
@@ -172,7 +184,8 @@ pub async fn run(
         Some(t) => Some(format!("http://{}/api/v1/tls/ask", t.local_addr()?)),
         None => None,
     };
-    let router = Arc::new(build_router(&cfg, ask_url)?);
+    let metrics = Metrics::new()?;
+    let router = Arc::new(build_router(&cfg, ask_url, &metrics)?);
     let manager = Manager::new(
         cfg.clone(),
         store,
@@ -180,6 +193,7 @@ pub async fn run(
         runtime.clone(),
         router.clone(),
         events,
+        metrics,
     )?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -216,6 +230,17 @@ pub async fn run(
             axum::serve(tcp, app)
                 .with_graceful_shutdown(async move {
                     let _ = tcp_stop.wait_for(|s| *s).await;
+                })
+                .await
+        })
+    });
+    let metrics_server = listeners.metrics.map(|listener| {
+        let app = api::metrics_router(state.clone());
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
                 })
                 .await
         })
@@ -297,6 +322,9 @@ pub async fn run(
         let _ = unix_server.await;
         if let Some(t) = tcp_server {
             let _ = t.await;
+        }
+        if let Some(m) = metrics_server {
+            let _ = m.await;
         }
     };
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), servers).await;
@@ -382,6 +410,12 @@ pub async fn serve(mut cfg: Config) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let metrics = match cfg.metrics_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr} for metrics: is another program using it? pass another --metrics-listen, or leave it out")
+        })?),
+        None => None,
+    };
     if let Some(t) = &tcp {
         eprintln!(
             "pockestrator: API on http://{} (bearer token: `pockestrator token`)",
@@ -390,6 +424,12 @@ pub async fn serve(mut cfg: Config) -> anyhow::Result<()> {
         eprintln!(
             "pockestrator: dashboard on http://{}/ui/ (sign in with the same token)",
             t.local_addr()?
+        );
+    }
+    if let Some(m) = &metrics {
+        eprintln!(
+            "pockestrator: metrics on http://{}/metrics (no token)",
+            m.local_addr()?
         );
     }
     if let Some(p) = &proxy {
@@ -418,7 +458,13 @@ pub async fn serve(mut cfg: Config) -> anyhow::Result<()> {
             _ = term.recv() => {}
         }
     };
-    let result = run(cfg, Listeners { unix, tcp, proxy }, shutdown).await;
+    let listeners = Listeners {
+        unix,
+        tcp,
+        proxy,
+        metrics,
+    };
+    let result = run(cfg, listeners, shutdown).await;
     let _ = std::fs::remove_file(socket_path);
     result
 }

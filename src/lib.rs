@@ -18,6 +18,7 @@
 //! - [`health`]: the probe loop.
 //! - [`doctor`]: checks of the host (disk, limits, inotify, Caddy, systemd).
 //! - [`procstat`]: per-process CPU, memory and uptime from `/proc`.
+//! - [`metrics`]: Prometheus metrics — recorded families and the scrape's text.
 //! - [`api`]: the axum HTTP API (`/api/v1`, seed 001's compatibility API).
 //! - [`dashboard`]: the web UI under `/ui/` (Datastar over SSE).
 //! - [`daemon`]: wiring and graceful shutdown.
@@ -38,6 +39,7 @@ pub mod fsutil;
 pub mod health;
 pub mod lines;
 pub mod manager;
+pub mod metrics;
 pub mod model;
 pub mod pocketbase;
 pub mod procstat;

@@ -10,6 +10,7 @@ mod compat;
 mod daemon;
 mod dashboard;
 mod dashboard_browser;
+mod metrics;
 mod proxy;
 mod release;
 mod routing;

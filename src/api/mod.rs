@@ -1,6 +1,9 @@
 //! The HTTP API: `/api/v1` (instances, logs, versions, events, OpenAPI
 //! document) and seed 001's per-user API, served by axum on the unix socket
-//! (no token) and the TCP listener (bearer token).
+//! (no token) and the TCP listener (bearer token); and Prometheus's
+//! `GET /metrics`, on the TCP listener (token) and on its own listener
+//! without one (`serve --metrics-listen`). `/metrics` is not part of
+//! `/api/v1`, so not in the OpenAPI document.
 //!
 //! Handlers are thin: they decode [`dto`] types, call the
 //! [`crate::manager::Manager`], and encode the answer. Errors go through
@@ -69,7 +72,25 @@ pub fn unix_router(state: AppState) -> Router {
 /// The router for the TCP listener: every request needs
 /// `Authorization: Bearer <token>`.
 pub fn tcp_router(state: AppState) -> Router {
-    routes(state.clone()).layer(middleware::from_fn_with_state(state, require_token))
+    routes(state.clone())
+        .merge(metrics_router(state.clone()))
+        .layer(middleware::from_fn_with_state(state, require_token))
+}
+
+/// `GET /metrics` alone, as `serve --metrics-listen` serves it (no token:
+/// that listener shows nothing else).
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// The Prometheus text exposition of the fleet and the daemon.
+async fn metrics(State(state): State<AppState>) -> Response {
+    match state.manager.metrics_text().await {
+        Ok(text) => ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
 }
 
 async fn unix_actor(req: Request, next: Next) -> Response {

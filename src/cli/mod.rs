@@ -254,4 +254,33 @@ mod tests {
             other => panic!("parsed as {other:?}"),
         }
     }
+
+    fn serve_config(args: &[&str]) -> anyhow::Result<crate::config::Config> {
+        let cli = Cli::try_parse_from(
+            ["pockestrator", "--data-dir", "/tmp/pk-cli-test", "serve"]
+                .iter()
+                .chain(args),
+        )?;
+        match cli.command {
+            Command::Serve(a) => serve::config(&cli.global, *a),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn metrics_listen_is_an_address_apart_from_listen() {
+        assert_eq!(serve_config(&[]).unwrap().metrics_listen, None);
+        let cfg = serve_config(&["--metrics-listen", "127.0.0.1:9100"]).unwrap();
+        assert_eq!(cfg.metrics_listen, Some("127.0.0.1:9100".parse().unwrap()));
+        // Port 0 on both: two listeners, each on a port of its own.
+        let cfg = serve_config(&["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"]);
+        assert!(cfg.is_ok());
+        let err = serve_config(&["--metrics-listen", "localhost"]).unwrap_err();
+        assert!(format!("{err:#}").contains("--metrics-listen"), "{err:#}");
+        let err = serve_config(&["--metrics-listen", "127.0.0.1:9000"]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("must differ from --listen"),
+            "{err:#}"
+        );
+    }
 }

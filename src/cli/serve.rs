@@ -44,6 +44,14 @@ pub struct ServeArgs {
         value_name = "ADDR"
     )]
     pub listen: String,
+    /// A second TCP listener that serves only Prometheus metrics, without
+    /// a token, e.g. `127.0.0.1:9100`: point a scraper at
+    /// `http://ADDR/metrics` and it needs no API token. What it shows (instance names, states, request counts)
+    /// is for your monitoring only, so bind it to loopback or a private
+    /// network. Without this flag, `GET /metrics` is on `--listen` behind
+    /// the bearer token.
+    #[arg(long, env = "POCKESTRATOR_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Where PocketBase releases come from, tried in order: `github`,
     /// `pypi` (honours PIP_INDEX_URL), a mirror URL or a directory in
     /// GitHub's asset layout (vX.Y.Z/pocketbase_X.Y.Z_linux_ARCH.zip +
@@ -166,6 +174,12 @@ pub fn config(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<Config> {
             anyhow::anyhow!("--listen {raw:?} is not an address: use e.g. 127.0.0.1:9000, or none")
         })?),
     };
+    cfg.metrics_listen = args.metrics_listen;
+    if cfg.listen.is_some_and(|a| a.port() != 0) && cfg.listen == cfg.metrics_listen {
+        anyhow::bail!(
+            "--metrics-listen must differ from --listen: /metrics is on --listen already (with the token)"
+        );
+    }
     if !args.release_sources.is_empty() {
         cfg.release_sources = args
             .release_sources

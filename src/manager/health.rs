@@ -56,6 +56,7 @@ impl Manager {
         let mut restarts = Vec::new();
         for ((rec, observed), (healthy, took)) in candidates.iter().zip(results) {
             checked.push((rec.name.clone(), now));
+            self.metrics.observe_health_check(&rec.name, took);
             {
                 let mut log = self.health_log.lock().unwrap_or_else(|p| p.into_inner());
                 health::remember(

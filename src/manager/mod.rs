@@ -24,6 +24,7 @@ pub mod import;
 mod install;
 mod lifecycle;
 mod logs;
+mod metrics;
 mod recovery;
 mod routing;
 mod schedule;
@@ -93,6 +94,8 @@ pub struct Manager {
     /// Names whose route may have changed, for the route loop.
     route_tx: tokio::sync::mpsc::UnboundedSender<String>,
     route_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
+    /// Where health probes are recorded, and what a scrape renders.
+    metrics: crate::metrics::Metrics,
 }
 
 impl Manager {
@@ -103,6 +106,7 @@ impl Manager {
         runtime: Arc<AnyRuntime>,
         router: Arc<AnyRouter>,
         events: EventBus,
+        metrics: crate::metrics::Metrics,
     ) -> Result<Arc<Self>> {
         let (route_tx, route_rx) = tokio::sync::mpsc::unbounded_channel();
         let http = reqwest::Client::builder()
@@ -128,6 +132,7 @@ impl Manager {
             schedules_changed: tokio::sync::Notify::new(),
             route_tx,
             route_rx: Mutex::new(Some(route_rx)),
+            metrics,
         }))
     }
 

@@ -27,7 +27,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -49,8 +49,9 @@ use tracing::{debug, warn};
 
 use self::body::UpstreamBody;
 use self::headers::Peer;
-use self::table::{HostConflict, Table};
+use self::table::{Entry, HostConflict, Table};
 use super::{Drift, ReconcileReport, Route, Router, RouterError};
+use crate::metrics::Metrics;
 use crate::model::InstanceName;
 
 /// How long requests in flight may take to finish once shutdown begins;
@@ -103,6 +104,9 @@ struct Shared {
     client: Client<HttpConnector, UpstreamBody>,
     trusted_proxies: Box<[IpAddr]>,
     retry_after: HeaderValue,
+    /// Where requests are counted per instance (each route holds its own
+    /// handles, made when the route is put).
+    metrics: Option<Metrics>,
 }
 
 /// One client connection: what its requests share.
@@ -123,8 +127,18 @@ impl std::fmt::Debug for ProxyRouter {
 }
 
 impl ProxyRouter {
-    /// A proxy with no routes yet.
+    /// A proxy with no routes yet, that counts nothing.
     pub fn new(config: ProxyConfig) -> Self {
+        Self::build(config, None)
+    }
+
+    /// A proxy with no routes yet that counts each request per instance
+    /// into `metrics` (`pockestrator_proxy_*`).
+    pub fn with_metrics(config: ProxyConfig, metrics: Metrics) -> Self {
+        Self::build(config, Some(metrics))
+    }
+
+    fn build(config: ProxyConfig, metrics: Option<Metrics>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(UPSTREAM_CONNECT_TIMEOUT));
@@ -145,6 +159,7 @@ impl ProxyRouter {
                 client,
                 trusted_proxies,
                 retry_after: HeaderValue::from(config.retry_after_secs),
+                metrics,
             }),
         }
     }
@@ -253,7 +268,8 @@ impl ProxyRouter {
 
 impl Router for ProxyRouter {
     async fn put(&self, route: &Route) -> Result<(), RouterError> {
-        self.change(|table| (Some(table.with_put(route.clone())), ()));
+        let metrics = self.shared.metrics.as_ref();
+        self.change(|table| (Some(table.with_put(route.clone(), metrics)), ()));
         Ok(())
     }
 
@@ -265,7 +281,8 @@ impl Router for ProxyRouter {
     async fn reconcile(&self, routes: &[Route]) -> Result<ReconcileReport, RouterError> {
         Ok(self.change(|table| {
             let report = table::plan(table, routes);
-            (Some(Table::build(routes.iter().cloned())), report)
+            let metrics = self.shared.metrics.as_ref();
+            (Some(Table::build(routes.iter().cloned(), metrics)), report)
         }))
     }
 
@@ -278,16 +295,18 @@ impl Router for ProxyRouter {
     }
 }
 
-/// Answer one request: route it, forward it, stream the answer back.
+/// Answer one request: route it, forward it, stream the answer back; and
+/// count it for its instance, timed to the response head.
 async fn handle(connection: &Connection, mut request: Request<Incoming>) -> Response<ProxyBody> {
+    let arrived = Instant::now();
     let shared = &*connection.shared;
     let upgrade = request.version() == Version::HTTP_11 && headers::is_upgrade(request.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-    let (mut parts, body) = request.into_parts();
+    let (parts, body) = request.into_parts();
 
     // Route: read the table once; the entry stays valid for this request
     // whatever happens to the table meanwhile.
-    let (entry, forwarded_host, host_from_uri) = {
+    let routed = {
         let Some(raw) = host::raw_host(&parts) else {
             return pages::bad_request();
         };
@@ -311,8 +330,44 @@ async fn handle(connection: &Connection, mut request: Request<Incoming>) -> Resp
                 None => return pages::bad_request(),
             }
         };
-        (entry, forwarded_host, host_from_uri)
+        Routed {
+            entry,
+            forwarded_host,
+            host_from_uri,
+        }
     };
+    let entry = Arc::clone(&routed.entry);
+    let response = forward(connection, routed, parts, body, client_upgrade).await;
+    if let Some(metrics) = &entry.metrics {
+        metrics.record(response.status().as_u16(), arrived.elapsed());
+    }
+    response
+}
+
+/// A request's route, found from its host.
+struct Routed {
+    entry: Arc<Entry>,
+    /// The `Host` the upstream is sent.
+    forwarded_host: HeaderValue,
+    /// Whether the host came from an absolute request URI.
+    host_from_uri: bool,
+}
+
+/// Forward a routed request to its instance and stream the answer back.
+async fn forward(
+    connection: &Connection,
+    routed: Routed,
+    mut parts: hyper::http::request::Parts,
+    body: Incoming,
+    client_upgrade: Option<OnUpgrade>,
+) -> Response<ProxyBody> {
+    let shared = &*connection.shared;
+    let upgrade = client_upgrade.is_some();
+    let Routed {
+        entry,
+        forwarded_host,
+        host_from_uri,
+    } = routed;
     let route = &entry.route;
     if !route.available {
         return pages::unavailable(&shared.retry_after);

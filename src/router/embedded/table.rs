@@ -13,6 +13,7 @@ use hyper::http::uri::Authority;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::metrics::{Metrics, ProxyInstanceMetrics};
 use crate::router::{Drift, DriftKind, ReconcileReport, Route};
 
 /// One route as the proxy uses it: the route and its upstream authority,
@@ -22,13 +23,21 @@ pub(super) struct Entry {
     pub(super) route: Route,
     /// `127.0.0.1:PORT`.
     pub(super) authority: Authority,
+    /// Where its requests are counted, looked up once here rather than per
+    /// request; `None` for a proxy built without metrics.
+    pub(super) metrics: Option<ProxyInstanceMetrics>,
 }
 
 impl Entry {
-    fn new(route: Route) -> Self {
+    fn new(route: Route, metrics: Option<&Metrics>) -> Self {
         let authority = Authority::from_maybe_shared(format!("127.0.0.1:{}", route.port))
             .unwrap_or_else(|_| Authority::from_static("127.0.0.1"));
-        Self { route, authority }
+        let metrics = metrics.map(|m| m.proxy_instance(route.name.as_str()));
+        Self {
+            route,
+            authority,
+            metrics,
+        }
     }
 }
 
@@ -51,10 +60,16 @@ pub(super) struct Table {
 impl Table {
     /// Build a table from routes; a later route with the same name replaces
     /// an earlier one.
-    pub(super) fn build(routes: impl IntoIterator<Item = Route>) -> (Self, Vec<HostConflict>) {
+    pub(super) fn build(
+        routes: impl IntoIterator<Item = Route>,
+        metrics: Option<&Metrics>,
+    ) -> (Self, Vec<HostConflict>) {
         let mut by_name = BTreeMap::new();
         for route in routes {
-            by_name.insert(route.name.as_str().to_string(), Arc::new(Entry::new(route)));
+            by_name.insert(
+                route.name.as_str().to_string(),
+                Arc::new(Entry::new(route, metrics)),
+            );
         }
         Self::index(by_name)
     }
@@ -86,9 +101,16 @@ impl Table {
     }
 
     /// This table with `route` added or replaced.
-    pub(super) fn with_put(&self, route: Route) -> (Self, Vec<HostConflict>) {
+    pub(super) fn with_put(
+        &self,
+        route: Route,
+        metrics: Option<&Metrics>,
+    ) -> (Self, Vec<HostConflict>) {
         let mut by_name = self.by_name.clone();
-        by_name.insert(route.name.as_str().to_string(), Arc::new(Entry::new(route)));
+        by_name.insert(
+            route.name.as_str().to_string(),
+            Arc::new(Entry::new(route, metrics)),
+        );
         Self::index(by_name)
     }
 
@@ -301,7 +323,7 @@ mod tests {
     }
 
     fn table(routes: &[Route]) -> Table {
-        Table::build(routes.iter().cloned()).0
+        Table::build(routes.iter().cloned(), None).0
     }
 
     fn check_plan(current: &[Route], desired: &[Route], expect: Expect) {
@@ -338,10 +360,13 @@ mod tests {
 
     #[test]
     fn contested_host_goes_to_the_first_name() {
-        let (t, conflicts) = Table::build([
-            route("shop", 8092, &["shop.localhost", "shared.example.com"]),
-            route("blog", 8091, &["blog.localhost", "shared.example.com"]),
-        ]);
+        let (t, conflicts) = Table::build(
+            [
+                route("shop", 8092, &["shop.localhost", "shared.example.com"]),
+                route("blog", 8091, &["blog.localhost", "shared.example.com"]),
+            ],
+            None,
+        );
         assert_eq!(
             t.lookup("shared.example.com").unwrap().route.name.as_str(),
             "blog"
@@ -359,7 +384,10 @@ mod tests {
     #[test]
     fn put_replaces_and_without_removes() {
         let t = table(&[route("blog", 8091, &["blog.localhost"])]);
-        let (t2, _) = t.with_put(route("blog", 8095, &["blog.localhost", "b.example.com"]));
+        let (t2, _) = t.with_put(
+            route("blog", 8095, &["blog.localhost", "b.example.com"]),
+            None,
+        );
         assert_eq!(t2.lookup("b.example.com").unwrap().route.port, 8095);
         // The old snapshot is untouched.
         assert_eq!(t.lookup("blog.localhost").unwrap().route.port, 8091);
