@@ -12,6 +12,7 @@ mod dashboard_browser;
 mod proxy;
 mod release;
 mod routing;
+mod sdk;
 mod supervisor;
 mod systemd;
 mod systemd_daemon;
