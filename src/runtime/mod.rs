@@ -94,6 +94,14 @@ impl LaunchSpec {
         ]
     }
 
+    /// Where the embedded supervisor keeps the `xdg-open` that PocketBase
+    /// finds first on its `PATH` (see `embedded::process`): PocketBase
+    /// started without a superuser tries to open its installer in a
+    /// browser, and never reaps the child it starts for that.
+    pub fn no_browser_dir(&self) -> PathBuf {
+        self.instance_dir.join(".pockestrator").join("no-browser")
+    }
+
     /// Create the instance's directories (like `mkdir -p`).
     pub fn create_layout(&self) -> io::Result<()> {
         for dir in [

@@ -35,6 +35,13 @@
 //! call fail rather than kill the process). `systemd-analyze security` rates
 //! the default unit 1.1 ("OK"), root 1.6; the seed's scores 9.6 ("UNSAFE").
 //!
+//! PocketBase started without a superuser tries to open its installer in a
+//! browser: it starts `xdg-open URL` and never waits for it, leaving a
+//! zombie behind. It has no setting for this, so the hardened unit makes
+//! `xdg-open` inaccessible (`InaccessiblePaths=`): PocketBase's lookup on
+//! its `PATH` then finds nothing, no child is made, and the installer's URL
+//! is still printed in its log.
+//!
 //! Every setting can be changed with [`UnitOptions::extra`]: a key we render
 //! is replaced, any other is added to `[Service]`.
 //!
@@ -357,7 +364,14 @@ fn hardening(
     set("AmbientCapabilities", "");
     set("DevicePolicy", "closed");
     set("KeyringMode", "private");
+    // PocketBase without a superuser starts `xdg-open` to show its
+    // installer and never reaps it: a zombie per start. Unreachable, it is
+    // not found on the PATH and no child is made (see the module doc).
+    set("InaccessiblePaths", NO_BROWSER_PATHS);
 }
+
+/// Where `xdg-open` may be on systemd's default `PATH`; `-`: if present.
+const NO_BROWSER_PATHS: &str = "-/usr/local/bin/xdg-open -/usr/bin/xdg-open";
 
 /// A path as text we can write into a unit file, or why not.
 fn path_text(what: &'static str, path: &Path, allow_spaces: bool) -> Result<String, UnitError> {
@@ -567,6 +581,7 @@ mod tests {
                 AmbientCapabilities=
                 DevicePolicy=closed
                 KeyringMode=private
+                InaccessiblePaths=-/usr/local/bin/xdg-open -/usr/bin/xdg-open
 
                 [Install]
                 WantedBy=multi-user.target
