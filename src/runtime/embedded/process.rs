@@ -12,7 +12,8 @@
 //! start left a zombie behind until PocketBase exited. PocketBase has no
 //! setting for this, and it looks `xdg-open` up on its `PATH`. So the
 //! instance's `PATH` starts with a directory of ours
-//! ([`LaunchSpec::no_browser_dir`]) whose `xdg-open` is an empty file
+//! ([`LaunchSpec::no_browser_dir`], [`LaunchSpec::path_without_browser`])
+//! whose `xdg-open` is an empty file
 //! marked executable: it is found first, the kernel refuses to execute it
 //! (`ENOEXEC`), Go reaps the failed child at once and PocketBase, which
 //! ignores the error, prints the installer's URL in its log as always.
@@ -24,7 +25,6 @@
 //! that becomes readable when the process exits.
 
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::process::Stdio;
 use std::time::Duration;
@@ -47,10 +47,9 @@ const POLL_WITHOUT_PIDFD: Duration = Duration::from_millis(100);
 pub fn spawn(spec: &LaunchSpec, nofile: u64) -> std::io::Result<(tokio::process::Child, u32)> {
     let log = logfile::open_for_append(&spec.log_file())?;
     let log_err = log.try_clone()?;
-    let no_browser = spec.no_browser_dir();
-    write_no_browser(&no_browser)?;
+    spec.write_no_browser()?;
     let mut command = tokio::process::Command::new(&spec.binary);
-    if let Some(path) = path_without_browser(&no_browser, std::env::var_os("PATH")) {
+    if let Some(path) = spec.path_without_browser(std::env::var_os("PATH")) {
         command.env("PATH", path);
     }
     command
@@ -76,38 +75,6 @@ pub fn spawn(spec: &LaunchSpec, nofile: u64) -> std::io::Result<(tokio::process:
         .id()
         .ok_or_else(|| std::io::Error::other("the process vanished before its pid was known"))?;
     Ok((child, pid))
-}
-
-/// The `PATH` when none is set, as a shell would use.
-const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
-
-/// Put the non-executable `xdg-open` in `dir` unless it is there.
-fn write_no_browser(dir: &std::path::Path) -> std::io::Result<()> {
-    let stub = dir.join("xdg-open");
-    match std::fs::metadata(&stub) {
-        Ok(meta) if meta.is_file() && meta.len() == 0 && meta.permissions().mode() & 0o111 != 0 => {
-            Ok(())
-        }
-        _ => {
-            std::fs::create_dir_all(dir)?;
-            crate::fsutil::atomic_write_mode(&stub, b"", 0o755)
-        }
-    }
-}
-
-/// The instance's `PATH`: `no_browser` first, then the daemon's own (or
-/// the default). `None` when `no_browser` cannot be on a `PATH` (it holds
-/// a `:`): the instance then gets the daemon's `PATH` unchanged.
-fn path_without_browser(
-    no_browser: &std::path::Path,
-    inherited: Option<std::ffi::OsString>,
-) -> Option<std::ffi::OsString> {
-    let inherited = inherited
-        .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| DEFAULT_PATH.into());
-    let mut dirs = vec![no_browser.to_path_buf()];
-    dirs.extend(std::env::split_paths(&inherited));
-    std::env::join_paths(dirs).ok()
 }
 
 /// Set both limits of `RLIMIT_NOFILE` to `nofile`. Without the privilege
@@ -238,57 +205,5 @@ impl Watched {
                 ExitInfo::default()
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::ffi::OsString;
-    use std::path::Path;
-
-    use super::*;
-
-    #[test]
-    fn the_no_browser_dir_comes_first_on_the_path() {
-        let dir = Path::new("/data/instances/shop/.pockestrator/no-browser");
-        assert_eq!(
-            path_without_browser(dir, Some(OsString::from("/usr/bin:/bin"))),
-            Some(OsString::from(
-                "/data/instances/shop/.pockestrator/no-browser:/usr/bin:/bin"
-            ))
-        );
-        for unset in [None, Some(OsString::new())] {
-            assert_eq!(
-                path_without_browser(dir, unset),
-                Some(OsString::from(
-                    "/data/instances/shop/.pockestrator/no-browser:/usr/local/bin:/usr/bin:/bin"
-                ))
-            );
-        }
-        // A directory with a `:` cannot be on a PATH: the PATH stays as it was.
-        assert_eq!(
-            path_without_browser(Path::new("/srv/a:b/no-browser"), None),
-            None
-        );
-    }
-
-    #[test]
-    fn the_stub_is_an_empty_executable_written_once() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join(".pockestrator/no-browser");
-        write_no_browser(&dir).unwrap();
-        let stub = dir.join("xdg-open");
-        let meta = std::fs::metadata(&stub).unwrap();
-        assert_eq!((meta.len(), meta.permissions().mode() & 0o777), (0, 0o755));
-        // A stub that was changed is put back; an intact one is left alone.
-        std::fs::write(&stub, "#!/bin/sh\n").unwrap();
-        write_no_browser(&dir).unwrap();
-        assert_eq!(std::fs::metadata(&stub).unwrap().len(), 0);
-        let before = std::fs::metadata(&stub).unwrap().modified().unwrap();
-        write_no_browser(&dir).unwrap();
-        assert_eq!(
-            std::fs::metadata(&stub).unwrap().modified().unwrap(),
-            before
-        );
     }
 }

@@ -40,7 +40,10 @@
 //! zombie behind. It has no setting for this, so the hardened unit makes
 //! `xdg-open` inaccessible (`InaccessiblePaths=`): PocketBase's lookup on
 //! its `PATH` then finds nothing, no child is made, and the installer's URL
-//! is still printed in its log.
+//! is still printed in its log. A unit without hardening (and so perhaps
+//! without mount namespaces) gets the embedded supervisor's remedy instead:
+//! a `PATH` whose first `xdg-open` is an empty file that cannot be run
+//! ([`LaunchSpec::write_no_browser`], written with the unit).
 //!
 //! Every setting can be changed with [`UnitOptions::extra`]: a key we render
 //! is replaced, any other is added to `[Service]`.
@@ -262,6 +265,13 @@ pub fn render_unit(spec: &LaunchSpec, opts: &UnitOptions) -> Result<String, Unit
     }
     if opts.hardening {
         hardening(&mut service, spec, opts, &binary, &instance_dir);
+    } else if let Some(path) = spec
+        .path_without_browser(None)
+        .and_then(|p| p.into_string().ok())
+    {
+        // Without a mount namespace to hide `xdg-open` in, the embedded
+        // supervisor's way: a PATH that finds ours first (see the module doc).
+        service.push(("Environment".into(), format!("PATH={}", specifiers(&path))));
     }
     for (key, value) in &opts.extra {
         check_override(key, value)?;
@@ -721,6 +731,7 @@ mod tests {
             LimitNOFILE=4096
             Restart=always
             RestartSec=1s
+            Environment=PATH=/var/lib/pockestrator/instances/moots/.pockestrator/no-browser:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin
 
             [Install]
             WantedBy=multi-user.target
