@@ -884,3 +884,128 @@ async fn an_upgrade_that_finished_before_a_daemon_crash_is_kept() {
         .join("instances/nearly/upgrade-in-progress.json")
         .exists());
 }
+
+/// The children of `pid` (any of its threads') as `(pid, state)`, from
+/// `/proc/*/stat`.
+fn children(pid: u32) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().unwrap_or_default().to_string();
+        if fields.next().and_then(|p| p.parse::<u32>().ok()) == Some(pid) {
+            found.push((child, state));
+        }
+    }
+    found
+}
+
+/// A browser launcher that does nothing and exits at once, found first on
+/// the daemon's PATH: this machine has no desktop to open a browser on,
+/// and a launcher that exits is what turns into a zombie.
+fn launcher_dir(root: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = root.join("launcher-bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    let launcher = dir.join("xdg-open");
+    std::fs::write(&launcher, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&launcher, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_without_a_superuser_leaves_no_zombie_browser_launcher() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = format!(
+        "{}:{}",
+        launcher_dir(tmp.path()).display(),
+        std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into())
+    );
+
+    // The control: PocketBase started by hand with that PATH launches the
+    // installer's browser and leaves the launcher a zombie.
+    let port = free_port();
+    let mut bare = std::process::Command::new(crate::support::pocketbase_bin(PB_NEW))
+        .arg("serve")
+        .arg(format!("--http=127.0.0.1:{port}"))
+        .arg(format!(
+            "--dir={}",
+            tmp.path().join("bare/pb_data").display()
+        ))
+        .env("PATH", &path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Reap<'a>(&'a mut std::process::Child);
+    impl Drop for Reap<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let bare = Reap(&mut bare);
+    let bare_pid = bare.0.id();
+    wait_until(
+        Duration::from_secs(30),
+        "the control's zombie launcher",
+        || async {
+            children(bare_pid)
+                .iter()
+                .any(|(_, s)| s == "Z")
+                .then_some(())
+        },
+    )
+    .await;
+    drop(bare);
+
+    // Through the daemon, with the same PATH: no zombie.
+    let d = Daemon::start_with(&[], &[("PATH", &path)]).await;
+    let port = free_port().to_string();
+    d.cli_json(&["create", "nosu", "--version", PB_NEW, "--port", &port]);
+    let v = d.wait_status("nosu", "running").await;
+    let pid = v["pid"].as_u64().expect("a running instance has a pid") as u32;
+    let log = d.data_dir().join("instances/nosu/logs/pocketbase.log");
+    wait_until(
+        Duration::from_secs(30),
+        "PocketBase to announce its installer",
+        || async {
+            std::fs::read_to_string(&log)
+                .ok()
+                .filter(|t| t.contains("/_/#/pbinstall/"))
+                .map(|_| ())
+        },
+    )
+    .await;
+    // The launch happens before the announcement; the control's zombie
+    // appeared within this long, so a quiet second here means none.
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    while std::time::Instant::now() < deadline {
+        let zombies: Vec<_> = children(pid)
+            .into_iter()
+            .filter(|(_, s)| s == "Z")
+            .collect();
+        assert!(zombies.is_empty(), "zombie children of {pid}: {zombies:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(alive(pid as i32));
+    let stub = d
+        .data_dir()
+        .join("instances/nosu/.pockestrator/no-browser/xdg-open");
+    assert_eq!(std::fs::metadata(&stub).unwrap().len(), 0);
+}

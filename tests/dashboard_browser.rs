@@ -398,6 +398,11 @@ async fn dashboard_in_a_real_browser() {
     let instance_shot = b.screenshot("instance.png").await;
     c.set_window_size(1280, 1000).await.unwrap();
 
+    // A running instance is offered Stop and Restart, not Start.
+    let offered = "return ['start', 'stop', 'restart']\
+        .filter(b => document.getElementById('action-' + b)).join(' ')";
+    assert_eq!(b.js(offered).await, "stop restart");
+
     // Stop from the page: the status turns `stopped` live, and the audit
     // table gains the stop.
     b.find("#action-stop").await.click().await.unwrap();
@@ -418,6 +423,10 @@ async fn dashboard_in_a_real_browser() {
     assert!(b.same_document().await, "the instance page reloaded");
     let (_, v) = d.get("/api/v1/instances/shop").await;
     assert_eq!(v["status"], "stopped", "{v}");
+    // The buttons followed the state live: only Start is left.
+    b.wait_for("#action-start", "Start offered once stopped")
+        .await;
+    assert_eq!(b.js(offered).await, "start");
 
     // Start again; the log tail follows the new process.
     b.find("#action-start").await.click().await.unwrap();

@@ -13,7 +13,7 @@ use crate::support::{deps_dir, free_port, wait_until, PB_NEW};
 
 /// GET through a router with a given Host header; the status, or 0 when
 /// the router cannot be reached.
-async fn via(http: &reqwest::Client, router: SocketAddr, host: &str, path: &str) -> u16 {
+pub(crate) async fn via(http: &reqwest::Client, router: SocketAddr, host: &str, path: &str) -> u16 {
     // Caddy swaps its listeners on config changes: a refused connection
     // is retried briefly; any HTTP answer is returned as it is.
     for _ in 0..40 {
@@ -261,15 +261,16 @@ async fn embedded_proxy_routes_by_name_and_custom_domain() {
     );
 }
 
-/// A real Caddy with only an admin endpoint, killed on drop.
-struct Caddy {
+/// A real Caddy with only an admin endpoint, killed on drop (the SDK
+/// tests put it in front of the daemon too).
+pub(crate) struct Caddy {
     child: Option<Child>,
     dir: tempfile::TempDir,
-    admin: SocketAddr,
+    pub(crate) admin: SocketAddr,
 }
 
 impl Caddy {
-    fn start() -> Caddy {
+    pub(crate) fn start() -> Caddy {
         let dir = tempfile::tempdir().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mut caddy = Caddy {
@@ -281,7 +282,7 @@ impl Caddy {
         caddy
     }
 
-    fn spawn(&mut self) {
+    pub(crate) fn spawn(&mut self) {
         let config = self.dir.path().join("caddy.json");
         std::fs::write(
             &config,
@@ -301,14 +302,14 @@ impl Caddy {
         self.child = Some(child);
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
 
-    async fn wait_admin(&self) {
+    pub(crate) async fn wait_admin(&self) {
         let url = format!("http://{}/config/", self.admin);
         wait_until(
             Duration::from_secs(20),

@@ -14,6 +14,7 @@ mod metrics;
 mod proxy;
 mod release;
 mod routing;
+mod sdk;
 mod supervisor;
 mod systemd;
 mod systemd_daemon;

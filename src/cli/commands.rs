@@ -311,18 +311,10 @@ pub async fn create(g: &GlobalArgs, args: CreateArgs) -> anyhow::Result<ExitCode
     if g.json {
         print_json(&created)?;
     } else {
-        let i = &created.instance;
-        println!(
-            "created {} (PocketBase {}) on {}: {}",
-            i.name, i.version, i.url, i.status
+        print!(
+            "{}",
+            table::created(&created, body.superuser_password.is_none())
         );
-        println!("admin UI: {}/_/", i.url);
-        if let Some(su) = &created.superuser {
-            println!("superuser: {}", su.email);
-            if body.superuser_password.is_none() {
-                println!("password:  {}   (shown once: store it now)", su.password);
-            }
-        }
     }
     Ok(ExitCode::SUCCESS)
 }

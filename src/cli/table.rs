@@ -5,7 +5,8 @@
 use chrono::{DateTime, Utc};
 
 use crate::api::dto::{
-    BackupDto, ConfigChangeDto, DoctorReport, EventDto, ImportReport, InstanceDto, VersionList,
+    BackupDto, ConfigChangeDto, CreatedDto, DoctorReport, EventDto, ImportReport, InstanceDto,
+    VersionList,
 };
 
 /// Columns aligned with two spaces, no trailing spaces.
@@ -84,6 +85,46 @@ pub fn instances(list: &[InstanceDto], now: DateTime<Utc>) -> String {
     )
 }
 
+/// The address a user opens: the first of the instance's URLs (the routed
+/// one when a router serves it), as the dashboard links it.
+fn routed_url(i: &InstanceDto) -> &str {
+    i.urls.first().unwrap_or(&i.url).trim_end_matches('/')
+}
+
+/// PocketBase's admin UI at the routed address.
+fn admin_ui(i: &InstanceDto) -> String {
+    format!("{}/_/", routed_url(i))
+}
+
+/// What `create` prints: the routed addresses first, the direct one (past
+/// the router) after them, and the superuser; the password only when it
+/// was generated, since it is shown this once.
+pub fn created(c: &CreatedDto, password_generated: bool) -> String {
+    let i = &c.instance;
+    let mut out = format!(
+        "created {} (PocketBase {}): {}\n",
+        i.name, i.version, i.status
+    );
+    let mut rows = vec![
+        ("admin UI", admin_ui(i)),
+        ("url", routed_url(i).to_string()),
+    ];
+    if routed_url(i) != i.url.trim_end_matches('/') {
+        rows.push(("direct", format!("{} (past the router)", i.url)));
+    }
+    if let Some(su) = &c.superuser {
+        rows.push(("superuser", su.email.clone()));
+        if password_generated {
+            rows.push((
+                "password",
+                format!("{}   (shown once: store it now)", su.password),
+            ));
+        }
+    }
+    out.push_str(&key_values(&rows));
+    out
+}
+
 pub fn instance(i: &InstanceDto, now: DateTime<Utc>) -> String {
     let mut rows = vec![
         ("name", i.name.clone()),
@@ -91,10 +132,7 @@ pub fn instance(i: &InstanceDto, now: DateTime<Utc>) -> String {
         ("version", i.version.clone()),
         ("port", i.port.to_string()),
         ("urls", i.urls.join(" ")),
-        (
-            "admin ui",
-            format!("{}/_/", i.urls.first().unwrap_or(&i.url)),
-        ),
+        ("admin ui", admin_ui(i)),
         ("base domain", dash(i.domain.as_deref())),
         (
             "domains",
@@ -143,6 +181,11 @@ pub fn instance(i: &InstanceDto, now: DateTime<Utc>) -> String {
     if let Some(e) = &i.last_error {
         rows.push(("last error", e.clone()));
     }
+    key_values(&rows)
+}
+
+/// A key/value block, the values aligned two spaces after the longest key.
+fn key_values(rows: &[(&str, String)]) -> String {
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     rows.iter()
         .map(|(k, v)| format!("{k:width$}  {v}\n"))
@@ -438,6 +481,43 @@ mod tests {
             last error   crashed 5 times in a row
         "#]]
         .assert_eq(&instance(&i, now));
+    }
+
+    #[test]
+    fn created_message() {
+        let mut c = CreatedDto {
+            instance: sample("moots", Status::Running, Some(12345)),
+            superuser: Some(crate::api::dto::SuperuserDto {
+                email: "admin@example.com".to_string(),
+                password: "generated-secret".to_string(),
+            }),
+        };
+        expect![[r#"
+            created moots (PocketBase 0.28.4): running
+            admin UI   http://moots.tigawanna.vip:8080/_/
+            url        http://moots.tigawanna.vip:8080
+            direct     http://127.0.0.1:8094 (past the router)
+            superuser  admin@example.com
+            password   generated-secret   (shown once: store it now)
+        "#]]
+        .assert_eq(&created(&c, true));
+        // A password the user chose is not echoed; without a router the
+        // direct address is the only one.
+        c.instance.urls = vec![c.instance.url.clone()];
+        expect![[r#"
+            created moots (PocketBase 0.28.4): running
+            admin UI   http://127.0.0.1:8094/_/
+            url        http://127.0.0.1:8094
+            superuser  admin@example.com
+        "#]]
+        .assert_eq(&created(&c, false));
+        c.superuser = None;
+        expect![[r#"
+            created moots (PocketBase 0.28.4): running
+            admin UI  http://127.0.0.1:8094/_/
+            url       http://127.0.0.1:8094
+        "#]]
+        .assert_eq(&created(&c, false));
     }
 
     #[test]

@@ -657,7 +657,11 @@ pub async fn instance_page(
     .into_response()
 }
 
-pub async fn instance_stream(State(d): State<Dashboard>, Path(name): Path<String>) -> Response {
+pub async fn instance_stream(
+    State(d): State<Dashboard>,
+    Extension(session): Extension<Session>,
+    Path(name): Path<String>,
+) -> Response {
     if InstanceName::parse(&name).is_err() || d.manager.get(&name).is_err() {
         return sse_refusal(
             StatusCode::NOT_FOUND,
@@ -685,6 +689,7 @@ pub async fn instance_stream(State(d): State<Dashboard>, Path(name): Path<String
             };
         let mut appended = 0usize;
         let mut last_summary = String::new();
+        let mut last_actions = String::new();
         let mut last_health = String::new();
         let mut first = true;
         let mut audit_dirty = true;
@@ -702,6 +707,13 @@ pub async fn instance_stream(State(d): State<Dashboard>, Path(name): Path<String
             if s != last_summary {
                 html.push_str(&s);
                 last_summary = s;
+            }
+            // The buttons follow the state: Start only when it does not run.
+            let a =
+                views::lifecycle_actions(&name, summary.row.status, &session.csrf).into_string();
+            if a != last_actions {
+                html.push_str(&a);
+                last_actions = a;
             }
             let h = views::health(&d.manager.health_history(&name)).into_string();
             if h != last_health {

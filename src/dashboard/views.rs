@@ -479,14 +479,7 @@ pub fn instance_page(p: &InstancePage<'_>) -> Markup {
                 }
                 section.panel aria-labelledby="actions-h" {
                     h2 #actions-h { "Actions" }
-                    div.actions {
-                        button #action-start type="button" data-indicator="_busy" data-attr-disabled="$_busy"
-                            data-on-click=(post(&format!("{base}/start"), p.csrf)) { "Start" }
-                        button #action-stop type="button" data-indicator="_busy2" data-attr-disabled="$_busy2"
-                            data-on-click=(post(&format!("{base}/stop"), p.csrf)) { "Stop" }
-                        button #action-restart type="button" data-indicator="_busy3" data-attr-disabled="$_busy3"
-                            data-on-click=(post(&format!("{base}/restart"), p.csrf)) { "Restart" }
-                    }
+                    (lifecycle_actions(name, p.summary.row.status, p.csrf))
                     div.actions style="margin-top:.75rem" {
                         div.field {
                             label for="upgrade-version" { "Upgrade to" }
@@ -586,6 +579,41 @@ pub fn instance_wiring(w: &Wiring) -> Markup {
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// The lifecycle actions a state offers: Start unless it runs, Stop unless
+/// it is stopped, Restart while it runs. `(start, stop, restart)`.
+pub fn lifecycle_offered(status: Status) -> (bool, bool, bool) {
+    match status {
+        Status::Running | Status::Unhealthy => (false, true, true),
+        Status::Starting => (false, true, false),
+        Status::Failed => (true, true, false),
+        Status::Stopped => (true, false, false),
+    }
+}
+
+/// Start, Stop and Restart as the instance's state offers them
+/// (`#lifecycle-actions`); re-sent by the page's stream when the state
+/// changes. `name` is a validated instance name.
+pub fn lifecycle_actions(name: &str, status: Status, csrf: &str) -> Markup {
+    let base = format!("/ui/instances/{name}");
+    let (start, stop, restart) = lifecycle_offered(status);
+    html! {
+        div #lifecycle-actions.actions {
+            @if start {
+                button #action-start type="button" data-indicator="_busy" data-attr-disabled="$_busy"
+                    data-on-click=(post(&format!("{base}/start"), csrf)) { "Start" }
+            }
+            @if stop {
+                button #action-stop type="button" data-indicator="_busy2" data-attr-disabled="$_busy2"
+                    data-on-click=(post(&format!("{base}/stop"), csrf)) { "Stop" }
+            }
+            @if restart {
+                button #action-restart type="button" data-indicator="_busy3" data-attr-disabled="$_busy3"
+                    data-on-click=(post(&format!("{base}/restart"), csrf)) { "Restart" }
             }
         }
     }
@@ -812,6 +840,31 @@ mod tests {
         };
         expect_test::expect![[r#"<div class="counts" id="counts" role="status" aria-live="polite"><div class="count" data-state="total"><span class="n" id="count-total">3</span><span class="l">total</span></div><div class="count" data-state="running"><span class="n" id="count-running">1</span><span class="l">running</span></div><div class="count" data-state="starting"><span class="n" id="count-starting">0</span><span class="l">starting</span></div><div class="count" data-state="unhealthy"><span class="n" id="count-unhealthy">0</span><span class="l">unhealthy</span></div><div class="count" data-state="failed"><span class="n" id="count-failed">1</span><span class="l">failed</span></div><div class="count" data-state="stopped"><span class="n" id="count-stopped">1</span><span class="l">stopped</span></div></div>"#]]
             .assert_eq(&counts(&c).into_string());
+    }
+
+    #[test]
+    fn lifecycle_buttons_follow_the_state() {
+        let offered: String = Status::ALL
+            .iter()
+            .map(|&status| {
+                let html = lifecycle_actions("shop", status, "abc123").into_string();
+                let buttons: Vec<&str> = ["start", "stop", "restart"]
+                    .into_iter()
+                    .filter(|b| html.contains(&format!("id=\"action-{b}\"")))
+                    .collect();
+                format!("{}: {}\n", status.as_str(), buttons.join(" "))
+            })
+            .collect();
+        expect_test::expect![[r#"
+            starting: stop
+            running: stop restart
+            unhealthy: stop restart
+            failed: start stop
+            stopped: start
+        "#]]
+        .assert_eq(&offered);
+        expect_test::expect![[r#"<div class="actions" id="lifecycle-actions"><button id="action-start" type="button" data-indicator="_busy" data-attr-disabled="$_busy" data-on-click="@post('/ui/instances/shop/start', {headers: {'X-CSRF-Token': 'abc123'}})">Start</button></div>"#]]
+        .assert_eq(&lifecycle_actions("shop", Status::Stopped, "abc123").into_string());
     }
 
     #[test]

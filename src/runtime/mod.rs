@@ -30,6 +30,9 @@ use serde::Serialize;
 use crate::model::backoff::BackoffPolicy;
 use crate::model::{InstanceName, ResourceLimits};
 
+/// The `PATH` when none is set: systemd's default for system services.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin";
+
 /// Everything needed to run one instance: which binary, where its files
 /// live, which port it listens on, and its own resource limits (applied by
 /// the systemd runtime).
@@ -92,6 +95,47 @@ impl LaunchSpec {
             flag("migrationsDir", self.migrations_dir()),
             flag("publicDir", self.public_dir()),
         ]
+    }
+
+    /// Where the embedded supervisor keeps the `xdg-open` that PocketBase
+    /// finds first on its `PATH` (see `embedded::process`): PocketBase
+    /// started without a superuser tries to open its installer in a
+    /// browser, and never reaps the child it starts for that.
+    pub fn no_browser_dir(&self) -> PathBuf {
+        self.instance_dir.join(".pockestrator").join("no-browser")
+    }
+
+    /// Put the non-executable `xdg-open` in [`Self::no_browser_dir`]
+    /// unless it is there: an empty file marked executable, which the
+    /// kernel refuses to run (`ENOEXEC`).
+    pub fn write_no_browser(&self) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = self.no_browser_dir();
+        let stub = dir.join("xdg-open");
+        match std::fs::metadata(&stub) {
+            Ok(meta)
+                if meta.is_file() && meta.len() == 0 && meta.permissions().mode() & 0o111 != 0 =>
+            {
+                Ok(())
+            }
+            _ => {
+                std::fs::create_dir_all(&dir)?;
+                crate::fsutil::atomic_write_mode(&stub, b"", 0o755)
+            }
+        }
+    }
+
+    /// The instance's `PATH`: [`Self::no_browser_dir`] first, then
+    /// `inherited` (or a default when unset). `None` when the directory
+    /// cannot be on a `PATH` (it holds a `:`): the `PATH` then stays as it
+    /// was.
+    pub fn path_without_browser(&self, inherited: Option<OsString>) -> Option<OsString> {
+        let inherited = inherited
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| DEFAULT_PATH.into());
+        let mut dirs = vec![self.no_browser_dir()];
+        dirs.extend(std::env::split_paths(&inherited));
+        std::env::join_paths(dirs).ok()
     }
 
     /// Create the instance's directories (like `mkdir -p`).
@@ -355,6 +399,56 @@ mod tests {
             port: 8091,
             limits: Default::default(),
         }
+    }
+
+    #[test]
+    fn the_no_browser_dir_comes_first_on_the_path() {
+        let spec = spec();
+        assert_eq!(
+            spec.path_without_browser(Some(OsString::from("/usr/bin:/bin"))),
+            Some(OsString::from(
+                "/var/lib/pockestrator/instances/moots/.pockestrator/no-browser:/usr/bin:/bin"
+            ))
+        );
+        for unset in [None, Some(OsString::new())] {
+            assert_eq!(
+                spec.path_without_browser(unset),
+                Some(OsString::from(
+                    "/var/lib/pockestrator/instances/moots/.pockestrator/no-browser:\
+                     /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin"
+                ))
+            );
+        }
+        // A directory with a `:` cannot be on a PATH: the PATH stays as it was.
+        let colon = LaunchSpec {
+            instance_dir: PathBuf::from("/srv/a:b"),
+            ..spec
+        };
+        assert_eq!(colon.path_without_browser(None), None);
+    }
+
+    #[test]
+    fn the_no_browser_stub_is_an_empty_executable_written_once() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let spec = LaunchSpec {
+            instance_dir: tmp.path().to_path_buf(),
+            ..spec()
+        };
+        spec.write_no_browser().unwrap();
+        let stub = spec.no_browser_dir().join("xdg-open");
+        let meta = std::fs::metadata(&stub).unwrap();
+        assert_eq!((meta.len(), meta.permissions().mode() & 0o777), (0, 0o755));
+        // A stub that was changed is put back; an intact one is left alone.
+        std::fs::write(&stub, "#!/bin/sh\n").unwrap();
+        spec.write_no_browser().unwrap();
+        assert_eq!(std::fs::metadata(&stub).unwrap().len(), 0);
+        let before = std::fs::metadata(&stub).unwrap().modified().unwrap();
+        spec.write_no_browser().unwrap();
+        assert_eq!(
+            std::fs::metadata(&stub).unwrap().modified().unwrap(),
+            before
+        );
     }
 
     #[test]

@@ -7,6 +7,18 @@
 //! file, never through a pipe to the daemon: the instance must outlive the
 //! daemon, and a Go program writing to a broken pipe dies of SIGPIPE.
 //!
+//! PocketBase started without a superuser tries to open its installer in a
+//! browser: it starts `xdg-open URL` and never waits for it, so every such
+//! start left a zombie behind until PocketBase exited. PocketBase has no
+//! setting for this, and it looks `xdg-open` up on its `PATH`. So the
+//! instance's `PATH` starts with a directory of ours
+//! ([`LaunchSpec::no_browser_dir`], [`LaunchSpec::path_without_browser`])
+//! whose `xdg-open` is an empty file
+//! marked executable: it is found first, the kernel refuses to execute it
+//! (`ENOEXEC`), Go reaps the failed child at once and PocketBase, which
+//! ignores the error, prints the installer's URL in its log as always.
+//! Everything else on the `PATH` (hooks run programs) is found as before.
+//!
 //! Exit detection never polls on a timer when the kernel can tell us: our
 //! own children are awaited (`wait`), and processes adopted after a daemon
 //! restart, which are no longer our children, are watched through a pidfd
@@ -35,7 +47,11 @@ const POLL_WITHOUT_PIDFD: Duration = Duration::from_millis(100);
 pub fn spawn(spec: &LaunchSpec, nofile: u64) -> std::io::Result<(tokio::process::Child, u32)> {
     let log = logfile::open_for_append(&spec.log_file())?;
     let log_err = log.try_clone()?;
+    spec.write_no_browser()?;
     let mut command = tokio::process::Command::new(&spec.binary);
+    if let Some(path) = spec.path_without_browser(std::env::var_os("PATH")) {
+        command.env("PATH", path);
+    }
     command
         .args(spec.args())
         .current_dir(&spec.instance_dir)

@@ -185,6 +185,12 @@ impl<S: Systemctl> SystemdRuntime<S> {
             path: path.clone(),
             source: io::Error::new(io::ErrorKind::InvalidInput, e),
         })?;
+        if !self.options_for(spec).hardening {
+            spec.write_no_browser().map_err(|source| RuntimeError::Io {
+                path: spec.no_browser_dir(),
+                source,
+            })?;
+        }
         write_atomically(&self.cfg.unit_dir, &path, &text).map_err(|source| RuntimeError::Io {
             path: path.clone(),
             source,

@@ -35,6 +35,16 @@
 //! call fail rather than kill the process). `systemd-analyze security` rates
 //! the default unit 1.1 ("OK"), root 1.6; the seed's scores 9.6 ("UNSAFE").
 //!
+//! PocketBase started without a superuser tries to open its installer in a
+//! browser: it starts `xdg-open URL` and never waits for it, leaving a
+//! zombie behind. It has no setting for this, so the hardened unit makes
+//! `xdg-open` inaccessible (`InaccessiblePaths=`): PocketBase's lookup on
+//! its `PATH` then finds nothing, no child is made, and the installer's URL
+//! is still printed in its log. A unit without hardening (and so perhaps
+//! without mount namespaces) gets the embedded supervisor's remedy instead:
+//! a `PATH` whose first `xdg-open` is an empty file that cannot be run
+//! ([`LaunchSpec::write_no_browser`], written with the unit).
+//!
 //! Every setting can be changed with [`UnitOptions::extra`]: a key we render
 //! is replaced, any other is added to `[Service]`.
 //!
@@ -255,6 +265,13 @@ pub fn render_unit(spec: &LaunchSpec, opts: &UnitOptions) -> Result<String, Unit
     }
     if opts.hardening {
         hardening(&mut service, spec, opts, &binary, &instance_dir);
+    } else if let Some(path) = spec
+        .path_without_browser(None)
+        .and_then(|p| p.into_string().ok())
+    {
+        // Without a mount namespace to hide `xdg-open` in, the embedded
+        // supervisor's way: a PATH that finds ours first (see the module doc).
+        service.push(("Environment".into(), format!("PATH={}", specifiers(&path))));
     }
     for (key, value) in &opts.extra {
         check_override(key, value)?;
@@ -357,7 +374,14 @@ fn hardening(
     set("AmbientCapabilities", "");
     set("DevicePolicy", "closed");
     set("KeyringMode", "private");
+    // PocketBase without a superuser starts `xdg-open` to show its
+    // installer and never reaps it: a zombie per start. Unreachable, it is
+    // not found on the PATH and no child is made (see the module doc).
+    set("InaccessiblePaths", NO_BROWSER_PATHS);
 }
+
+/// Where `xdg-open` may be on systemd's default `PATH`; `-`: if present.
+const NO_BROWSER_PATHS: &str = "-/usr/local/bin/xdg-open -/usr/bin/xdg-open";
 
 /// A path as text we can write into a unit file, or why not.
 fn path_text(what: &'static str, path: &Path, allow_spaces: bool) -> Result<String, UnitError> {
@@ -567,6 +591,7 @@ mod tests {
                 AmbientCapabilities=
                 DevicePolicy=closed
                 KeyringMode=private
+                InaccessiblePaths=-/usr/local/bin/xdg-open -/usr/bin/xdg-open
 
                 [Install]
                 WantedBy=multi-user.target
@@ -706,6 +731,7 @@ mod tests {
             LimitNOFILE=4096
             Restart=always
             RestartSec=1s
+            Environment=PATH=/var/lib/pockestrator/instances/moots/.pockestrator/no-browser:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin
 
             [Install]
             WantedBy=multi-user.target
