@@ -15,5 +15,6 @@ mod routing;
 mod supervisor;
 mod systemd;
 mod systemd_daemon;
+mod systemd_real;
 mod tidy;
 mod validation;

@@ -58,6 +58,7 @@ pub fn free_port() -> u16 {
 }
 
 pub mod daemon;
+pub mod systemd_host;
 
 /// The release mirror `scripts/fetch-test-deps` builds from the pinned
 /// binaries (GitHub's asset layout), so daemon tests install offline.
@@ -103,6 +104,9 @@ pub fn skip(test: &str, reason: &str) {
         .open(skip_file())
         .and_then(|mut f| writeln!(f, "{line}"));
     if let Err(e) = appended {
-        panic!("cannot record the skip of {test} in {}: {e}", skip_file().display());
+        panic!(
+            "cannot record the skip of {test} in {}: {e}",
+            skip_file().display()
+        );
     }
 }
