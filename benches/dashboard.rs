@@ -509,7 +509,7 @@ fn seed_data_dir(n: usize, pocketbase: &Path) -> Result<tempfile::TempDir> {
         .tempdir_in(&base)
         .with_context(|| format!("cannot create a temporary directory in {}", base.display()))?;
     let layout = Layout::new(dir.path());
-    pockestrator::daemon::prepare_data_dir(&layout)?;
+    pockestrator::daemon::prepare_data_dir(&layout, pockestrator::daemon::DataDirAccess::Private)?;
     let store = Store::open(&layout.state_db())?;
     let now = Utc::now();
     for i in 0..n {

@@ -52,8 +52,8 @@ pub struct Listeners {
     pub metrics: Option<TcpListener>,
 }
 
-/// Build the runtime chosen in the configuration. With the systemd runtime
-/// and a named unit user, that user is created if missing.
+/// Build the runtime chosen in the configuration (a named unit user was
+/// created by [`data_dir_access`]).
 pub async fn build_runtime(cfg: &Config) -> anyhow::Result<AnyRuntime> {
     Ok(match cfg.runtime {
         RuntimeKind::Embedded => AnyRuntime::Embedded(Supervisor::new(SupervisorConfig {
@@ -62,11 +62,6 @@ pub async fn build_runtime(cfg: &Config) -> anyhow::Result<AnyRuntime> {
         })),
         RuntimeKind::Systemd => {
             let s = &cfg.systemd;
-            if let UnitUser::Named(user) = &s.user {
-                crate::runtime::systemd::ensure_system_user(user)
-                    .await
-                    .with_context(|| format!("cannot create the system user {user} for the units: create it yourself, or pass --unit-user dynamic|root"))?;
-            }
             let options = UnitOptions {
                 user: s.user.clone(),
                 log: s.log.clone(),
@@ -143,8 +138,49 @@ pub fn ensure_token(layout: &Layout) -> anyhow::Result<String> {
     Ok(token)
 }
 
-/// Create the data dir (0700) and its subdirectories.
-pub fn prepare_data_dir(layout: &Layout) -> anyhow::Result<()> {
+/// Who besides the daemon may pass through the data dir (search, never
+/// list or read): units that systemd runs as another user must reach their
+/// instance directory and their release's binary inside it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataDirAccess {
+    /// Nobody: 0700 (the embedded supervisor, units run as root).
+    Private,
+    /// The named unit user's group: 0710, the data dir in that group.
+    Group(nix::unistd::Gid),
+    /// Everyone: 0711, for `DynamicUser=` units, whose users have no fixed
+    /// group.
+    Everyone,
+}
+
+/// The data dir's access for this configuration. With the systemd runtime
+/// and a named unit user, that user is created here if missing.
+pub async fn data_dir_access(cfg: &Config) -> anyhow::Result<DataDirAccess> {
+    if cfg.runtime != RuntimeKind::Systemd {
+        return Ok(DataDirAccess::Private);
+    }
+    match &cfg.systemd.user {
+        UnitUser::Root => Ok(DataDirAccess::Private),
+        UnitUser::Dynamic => Ok(DataDirAccess::Everyone),
+        UnitUser::Named(user) => {
+            crate::runtime::systemd::ensure_system_user(user)
+                .await
+                .with_context(|| format!("cannot create the system user {user} for the units: create it yourself, or pass --unit-user dynamic|root"))?;
+            let found = nix::unistd::User::from_name(user)
+                .with_context(|| format!("cannot look up the unit user {user}"))?
+                .ok_or_else(|| {
+                    anyhow::anyhow!("the unit user {user} does not exist: create it (useradd --system {user}) or pass --unit-user")
+                })?;
+            Ok(DataDirAccess::Group(found.gid))
+        }
+    }
+}
+
+/// Create the data dir and its subdirectories, and set who may pass
+/// through it ([`DataDirAccess`]). Whatever that is, nothing in it can be
+/// read by another user: the token, the socket and the state database are
+/// 0600 (SQLite gives its `-wal` and `-shm` files the database's mode), the
+/// archive 0700, and instance directories belong to the unit user.
+pub fn prepare_data_dir(layout: &Layout, access: DataDirAccess) -> anyhow::Result<()> {
     for dir in [
         layout.root.clone(),
         layout.instances(),
@@ -158,9 +194,42 @@ pub fn prepare_data_dir(layout: &Layout) -> anyhow::Result<()> {
             )
         })?;
     }
-    std::fs::set_permissions(&layout.root, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("cannot set the mode of {}", layout.root.display()))?;
-    Ok(())
+    let set_mode = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("cannot set the mode of {}", path.display()))
+    };
+    set_mode(&layout.archive(), 0o700)?;
+    let db = layout.state_db();
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&db)
+        .with_context(|| format!("cannot create {}", db.display()))?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = db.clone().into_os_string();
+        path.push(suffix);
+        let path = PathBuf::from(path);
+        match std::fs::symlink_metadata(&path) {
+            Ok(_) => set_mode(&path, 0o600)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+    let mode = match access {
+        DataDirAccess::Private => 0o700,
+        DataDirAccess::Group(gid) => {
+            nix::unistd::chown(&layout.root, None, Some(gid)).with_context(|| {
+                format!(
+                    "cannot give {} to the unit user's group",
+                    layout.root.display()
+                )
+            })?;
+            0o710
+        }
+        DataDirAccess::Everyone => 0o711,
+    };
+    set_mode(&layout.root, mode)
 }
 
 /// Run the daemon on the given listeners until `shutdown` resolves.
@@ -170,7 +239,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let layout = cfg.layout();
-    prepare_data_dir(&layout)?;
+    prepare_data_dir(&layout, data_dir_access(&cfg).await?)?;
     let token = ensure_token(&layout)?;
     let store = Arc::new(Store::open(&layout.state_db())?);
     let releases = Releases::new(ReleaseConfig {
@@ -392,7 +461,7 @@ pub async fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
 /// `pockestrator serve`: lock, bind, run until SIGINT or SIGTERM.
 pub async fn serve(mut cfg: Config) -> anyhow::Result<()> {
     let layout = cfg.layout();
-    prepare_data_dir(&layout)?;
+    prepare_data_dir(&layout, data_dir_access(&cfg).await?)?;
     let _lock = lock_data_dir(&layout)?;
     let unix = bind_socket(&layout.socket()).await?;
     let tcp = match cfg.listen {

@@ -485,15 +485,21 @@ async fn api_auth_errors_and_openapi() {
     assert_eq!(resp.status(), 401);
     let (code, _) = d.get("/api/v1/instances").await;
     assert_eq!(code, 200);
-    // The token file is private; the socket too.
+    // The token file is private; the socket and the state database too,
+    // the data dir and the archive of deleted instances are the daemon's.
     use std::os::unix::fs::PermissionsExt;
-    for file in ["token", "pockestrator.sock"] {
-        let mode = std::fs::metadata(d.data_dir().join(file))
+    let mode_of = |file: &str| {
+        std::fs::metadata(d.data_dir().join(file))
             .unwrap()
             .permissions()
             .mode()
-            & 0o777;
-        assert_eq!(mode, 0o600, "{file}");
+            & 0o777
+    };
+    for file in ["token", "pockestrator.sock", "state.db", "state.db-wal"] {
+        assert_eq!(mode_of(file), 0o600, "{file}");
+    }
+    for dir in ["", "archive"] {
+        assert_eq!(mode_of(dir), 0o700, "{dir:?}");
     }
     let out = d.cli(&["token"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), d.token);

@@ -1,11 +1,11 @@
 //! The systemd runtime: generated units checked by the real
 //! `systemd-analyze` (verify and the security score), the whole lifecycle
-//! against a recording `systemctl`, import of a tree laid out exactly as
-//! seed 000's script leaves it, and (where systemd runs) a real lifecycle.
+//! against a recording `systemctl`, and import of a tree laid out exactly as
+//! seed 000's script leaves it. The same under a real systemd is
+//! `systemd_real`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use expect_test::expect;
 use pockestrator::model::InstanceName;
@@ -22,7 +22,7 @@ const SYSTEMD_ANALYZE: &str = "/usr/bin/systemd-analyze";
 
 /// Seed 000's unit, verbatim, for a project at `home` (the script's
 /// `/home/ubuntu/${project_name}`).
-fn seed_unit(home: &str, port: u16) -> String {
+pub(crate) fn seed_unit(home: &str, port: u16) -> String {
     format!(
         r#"
 [Unit]
@@ -48,7 +48,7 @@ WantedBy = multi-user.target
 }
 
 /// Seed 000's Caddyfile block, as its script appends it.
-fn seed_site_block(project: &str, port: u16) -> String {
+pub(crate) fn seed_site_block(project: &str, port: u16) -> String {
     format!(
         r#"
 {project}.tigawanna.vip {{
@@ -289,7 +289,13 @@ fn runtime(unit_dir: &Path, pattern: &str) -> SystemdRuntime<RecordingSystemctl>
         SystemdConfig {
             unit_dir: unit_dir.to_path_buf(),
             unit_pattern: pattern.to_string(),
-            options: UnitOptions::default(),
+            // Root: what the calls are is checked here; a named user's
+            // access to its instance (which a 0700 temp dir would deny) is
+            // checked under a real systemd in `systemd_real`.
+            options: UnitOptions {
+                user: UnitUser::Root,
+                ..UnitOptions::default()
+            },
         },
         RecordingSystemctl::watching(unit_dir.to_path_buf()),
     )
@@ -443,11 +449,14 @@ async fn lifecycle_against_a_recording_systemctl() {
     let drift = rt.drift(&spec).unwrap();
     assert!(drift.ends_with("is missing"), "{drift}");
 
-    // Removing again, or stopping what does not exist, calls nothing.
+    // Removing again asks systemd whether it knows the unit from
+    // elsewhere, and does nothing; stopping what does not exist calls
+    // nothing.
     sc.clear();
     rt.remove(&name).await.unwrap();
     rt.stop(&name).await.unwrap();
-    assert!(sc.calls().is_empty());
+    expect!["show --property=LoadState,ActiveState,SubState,MainPID,NRestarts pockestrator-moots.service"]
+        .assert_eq(&sc.call_lines().join("\n"));
 }
 
 #[tokio::test]
@@ -456,10 +465,30 @@ async fn adoption_and_failures() {
     let units = tmp.path().join("units");
     let spec = spec(&pocketbase_bin(PB_NEW), &tmp.path().join("instances/moots"));
 
-    // No unit file: nothing to adopt, systemd is not asked.
+    // No unit, here or anywhere systemd looks: nothing to adopt.
     let rt = runtime(&units, "{name}-pocketbase.service");
     assert_eq!(rt.adopt(spec.clone()).await.unwrap(), None);
-    assert!(rt.systemctl().calls().is_empty());
+    assert!(rt.observe(&spec.name).is_none());
+
+    // A unit systemd loads from another directory (seed 000's script
+    // writes /lib/systemd/system) is adopted, and a removal stops and
+    // disables it but leaves its file alone: none of ours is written.
+    rt.systemctl().script_show(
+        "moots-pocketbase.service",
+        "LoadState=loaded\nActiveState=active\nSubState=running\nMainPID=555\nNRestarts=0\n",
+    );
+    assert_eq!(rt.adopt(spec.clone()).await.unwrap(), Some(555));
+    rt.systemctl().clear();
+    rt.remove(&spec.name).await.unwrap();
+    expect![[r#"
+        show --property=LoadState,ActiveState,SubState,MainPID,NRestarts moots-pocketbase.service
+        stop moots-pocketbase.service
+        show --property=LoadState,ActiveState,SubState,MainPID,NRestarts moots-pocketbase.service
+        disable moots-pocketbase.service
+        daemon-reload"#]]
+    .assert_eq(&rt.systemctl().call_lines().join("\n"));
+    assert!(!units.join("moots-pocketbase.service").exists());
+    rt.systemctl().unscript_show("moots-pocketbase.service");
 
     // A seed-style unit name, left running by a previous daemon.
     rt.write_unit(&spec).unwrap();
@@ -514,59 +543,6 @@ async fn real_systemctl_failures_are_reported() {
     };
     let err = sc.run(&["daemon-reload".to_string()]).await.unwrap_err();
     expect!["`systemctl daemon-reload` failed (exit status: 1): "].assert_eq(&err.to_string());
-}
-
-/// The whole lifecycle against a real systemd (PID 1), as root. Opt-in:
-/// `cargo test --test tests systemd::real -- --ignored` on such a host.
-#[tokio::test]
-#[ignore = "needs systemd as PID 1 and root; run with --ignored on such a host"]
-async fn real_systemd_lifecycle_where_available() {
-    assert!(
-        Path::new("/run/systemd/system").exists() && nix::unistd::Uid::effective().is_root(),
-        "this test needs systemd as PID 1 (/run/systemd/system) and root"
-    );
-    let tmp = tempfile::tempdir_in("/var/lib").unwrap();
-    let binary_dir = tmp.path().join("bin");
-    std::fs::create_dir_all(&binary_dir).unwrap();
-    let binary = binary_dir.join("pocketbase");
-    std::fs::copy(pocketbase_bin(PB_NEW), &binary).unwrap();
-    let name = InstanceName::parse(&format!("systest{}", std::process::id())).unwrap();
-    let spec = LaunchSpec {
-        name: name.clone(),
-        binary,
-        instance_dir: tmp.path().join("instances").join(name.as_str()),
-        port: crate::support::free_port(),
-        limits: Default::default(),
-    };
-    spec.create_layout().unwrap();
-    let rt = SystemdRuntime::new(
-        SystemdConfig {
-            unit_dir: PathBuf::from("/run/systemd/system"),
-            unit_pattern: "pockestrator-test-{name}.service".to_string(),
-            options: UnitOptions {
-                user: UnitUser::Root,
-                ..UnitOptions::default()
-            },
-        },
-        RealSystemctl::default(),
-    )
-    .unwrap();
-    let pid = rt.start(spec.clone()).await.unwrap();
-    assert!(pid > 0);
-    let url = format!("http://127.0.0.1:{}/api/health", spec.port);
-    crate::support::wait_until(Duration::from_secs(20), "health", || async {
-        reqwest::get(&url)
-            .await
-            .ok()
-            .filter(|r| r.status().is_success())
-    })
-    .await;
-    rt.refresh().await;
-    assert_eq!(rt.observe(&name).unwrap().phase, Phase::Running);
-    rt.stop(&name).await.unwrap();
-    assert_eq!(rt.observe(&name).unwrap().phase, Phase::Stopped);
-    rt.remove(&name).await.unwrap();
-    assert!(!rt.unit_path(&name).exists());
 }
 
 /// A tree laid out as seed 000's script leaves it, under `root`: the unit in

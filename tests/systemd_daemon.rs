@@ -1,9 +1,9 @@
-//! The daemon with `--runtime systemd`. There is no systemd as PID 1 on the
-//! machines the suite runs on, so `systemctl` is replaced by a small script
-//! that records every call and does what systemd would do with our unit
-//! files (start `ExecStart=` in `WorkingDirectory=`, stop it, answer
-//! `show`). The units themselves are checked with the real
-//! `systemd-analyze verify`.
+//! The daemon with `--runtime systemd`, against a small script in place of
+//! `systemctl` that records every call and does what systemd would do with
+//! our unit files (start `ExecStart=` in `WorkingDirectory=`, stop it,
+//! answer `show`): it checks the exact calls, in order, and runs as any
+//! user. The units themselves are checked with the real `systemd-analyze
+//! verify`; the same flows under a real systemd are `systemd_real`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -18,5 +18,6 @@ mod sdk;
 mod supervisor;
 mod systemd;
 mod systemd_daemon;
+mod systemd_real;
 mod tidy;
 mod validation;

@@ -27,7 +27,7 @@ impl Manager {
             )));
         };
         let (uid, gid, dir) = (found.uid, found.gid, dir.to_path_buf());
-        tokio::task::spawn_blocking(move || chown_tree(&dir, uid, gid))
+        tokio::task::spawn_blocking(move || crate::runtime::systemd::chown_tree(&dir, uid, gid))
             .await
             .map_err(|e| ManagerError::Invalid(format!("chown task failed: {e}")))?
             .map_err(|source| ManagerError::Io {
@@ -108,20 +108,4 @@ impl Manager {
         }
         Ok(repaired)
     }
-}
-
-/// Change the owner of a directory tree (symlinks themselves, not their
-/// targets).
-pub(super) fn chown_tree(
-    dir: &Path,
-    uid: nix::unistd::Uid,
-    gid: nix::unistd::Gid,
-) -> std::io::Result<()> {
-    std::os::unix::fs::lchown(dir, Some(uid.as_raw()), Some(gid.as_raw()))?;
-    if dir.is_dir() && !dir.is_symlink() {
-        for entry in std::fs::read_dir(dir)? {
-            chown_tree(&entry?.path(), uid, gid)?;
-        }
-    }
-    Ok(())
 }

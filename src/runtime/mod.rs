@@ -277,6 +277,13 @@ pub enum RuntimeError {
     Unkillable { name: InstanceName, pid: u32 },
     #[error("systemd failed for {unit}: {reason}; see `systemctl status {unit}` and `journalctl -u {unit}`")]
     Systemd { unit: String, reason: String },
+    #[error("the unit user {user} cannot reach {}: {} (mode {mode:o}) does not let it through; make it traversable (chmod o+x), move the instance, or run the daemon with --unit-user root", .target.display(), .blocker.display())]
+    Unreachable {
+        user: String,
+        target: PathBuf,
+        blocker: PathBuf,
+        mode: u32,
+    },
 }
 
 /// The seam every runtime implements (the embedded supervisor now, systemd

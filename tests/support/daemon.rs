@@ -1,7 +1,10 @@
 //! A real `pockestrator serve` in a temp data dir, driven over its TCP API
-//! and its CLI, with helpers to kill and restart it.
+//! and its CLI, with helpers to kill and restart it. The daemon can also run
+//! inside another root and namespaces ([`Inside`], e.g. a
+//! [`super::systemd_host::SystemdHost`]).
 
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -12,10 +15,22 @@ use super::wait_until;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_pockestrator");
 
+/// Where a daemon runs when it is not a plain child of the test: the
+/// command prefix that enters the other root's namespaces, and its data dir
+/// as the daemon sees it and as the test reaches it.
+pub struct Inside {
+    pub enter: Vec<std::ffi::OsString>,
+    pub data_dir: PathBuf,
+    pub data_dir_here: PathBuf,
+}
+
 /// One daemon process and its data dir. Dropping it kills the daemon and
-/// every instance it started.
+/// every instance it started (inside another root, the instances are that
+/// root's to end).
 pub struct Daemon {
+    /// The data dir, and the daemon's log; with [`Inside`] the log only.
     pub dir: tempfile::TempDir,
+    inside: Option<Inside>,
     pub addr: SocketAddr,
     /// The embedded proxy, when the daemon runs one.
     pub proxy: Option<SocketAddr>,
@@ -33,12 +48,22 @@ impl Daemon {
     }
 
     pub async fn start_with(extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+        Self::start_in(None, extra, env).await
+    }
+
+    /// A daemon run inside another root (see [`Inside`]).
+    pub async fn start_inside(inside: Inside, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+        Self::start_in(Some(inside), extra, env).await
+    }
+
+    async fn start_in(inside: Option<Inside>, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("pk")
             .tempdir_in("/tmp")
             .unwrap();
         let mut daemon = Daemon {
             dir,
+            inside,
             addr: "127.0.0.1:0".parse().unwrap(),
             proxy: None,
             token: String::new(),
@@ -54,8 +79,20 @@ impl Daemon {
         daemon
     }
 
+    /// The data dir, as the test reaches it.
     pub fn data_dir(&self) -> &Path {
-        self.dir.path()
+        match &self.inside {
+            Some(inside) => &inside.data_dir_here,
+            None => self.dir.path(),
+        }
+    }
+
+    /// The data dir, as the daemon sees it.
+    fn daemon_data_dir(&self) -> &Path {
+        match &self.inside {
+            Some(inside) => &inside.data_dir,
+            None => self.dir.path(),
+        }
     }
 
     fn log_path(&self) -> PathBuf {
@@ -75,9 +112,18 @@ impl Daemon {
             .unwrap();
         let start_len = log.metadata().unwrap().len() as usize;
         let mirror = super::mirror_dir();
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match &self.inside {
+            Some(inside) => {
+                let mut cmd = Command::new(&inside.enter[0]);
+                // nsenter forks the daemon and does not pass signals on:
+                // the group takes them both.
+                cmd.args(&inside.enter[1..]).arg(BIN).process_group(0);
+                cmd
+            }
+            None => Command::new(BIN),
+        };
         cmd.arg("--data-dir")
-            .arg(self.dir.path())
+            .arg(self.daemon_data_dir())
             .arg("serve")
             .arg("--listen")
             .arg("127.0.0.1:0")
@@ -147,7 +193,7 @@ impl Daemon {
                 .parse()
                 .ok()
         });
-        self.token = std::fs::read_to_string(self.dir.path().join("token"))
+        self.token = std::fs::read_to_string(self.data_dir().join("token"))
             .unwrap()
             .trim()
             .to_string();
@@ -156,6 +202,14 @@ impl Daemon {
     /// SIGKILL the daemon (its instances keep running).
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
+            if self.inside.is_some() {
+                // The group is the child's own and the child is not reaped
+                // yet, so the id cannot name anyone else's group.
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(child.id() as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -164,11 +218,12 @@ impl Daemon {
     /// SIGTERM the daemon and wait for it to exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("daemon running");
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        if self.inside.is_some() {
+            nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        } else {
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        }
         child.wait().unwrap()
     }
 
@@ -271,7 +326,7 @@ impl Daemon {
         use std::io::Write;
         let mut child = Command::new(BIN)
             .arg("--data-dir")
-            .arg(self.dir.path())
+            .arg(self.data_dir())
             .args(args)
             .stdin(if stdin.is_some() {
                 Stdio::piped()
@@ -322,9 +377,13 @@ impl Daemon {
         .await
     }
 
-    /// PIDs recorded in the instances' pidfiles.
+    /// PIDs recorded in the instances' pidfiles (none inside another root:
+    /// its PIDs are not this machine's).
     pub fn instance_pids(&self) -> Vec<i32> {
         let mut pids = Vec::new();
+        if self.inside.is_some() {
+            return pids;
+        }
         for root in [
             self.dir.path().join("instances"),
             self.dir.path().join("user_dbs"),

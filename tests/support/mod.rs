@@ -58,6 +58,7 @@ pub fn free_port() -> u16 {
 }
 
 pub mod daemon;
+pub mod systemd_host;
 
 /// The release mirror `scripts/fetch-test-deps` builds from the pinned
 /// binaries (GitHub's asset layout), so daemon tests install offline.

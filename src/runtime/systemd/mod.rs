@@ -25,6 +25,7 @@ pub mod unit;
 
 use std::collections::HashMap;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -181,10 +182,7 @@ impl<S: Systemctl> SystemdRuntime<S> {
     /// directory, renamed over the unit); returns the unit's hash.
     pub fn write_unit(&self, spec: &LaunchSpec) -> Result<String, RuntimeError> {
         let path = self.unit_path(&spec.name);
-        let text = self.render(spec).map_err(|e| RuntimeError::Io {
-            path: path.clone(),
-            source: io::Error::new(io::ErrorKind::InvalidInput, e),
-        })?;
+        let text = self.checked_render(spec)?;
         if !self.options_for(spec).hardening {
             spec.write_no_browser().map_err(|source| RuntimeError::Io {
                 path: spec.no_browser_dir(),
@@ -196,6 +194,14 @@ impl<S: Systemctl> SystemdRuntime<S> {
             source,
         })?;
         Ok(unit::unit_hash(&text))
+    }
+
+    /// [`SystemdRuntime::render`], its error as the runtime reports it.
+    fn checked_render(&self, spec: &LaunchSpec) -> Result<String, RuntimeError> {
+        self.render(spec).map_err(|e| RuntimeError::Io {
+            path: self.unit_path(&spec.name),
+            source: io::Error::new(io::ErrorKind::InvalidInput, e),
+        })
     }
 
     /// Put the unit file back as it should be and `daemon-reload`; the
@@ -254,12 +260,16 @@ impl<S: Systemctl> SystemdRuntime<S> {
     }
 
     /// Stop, disable and delete the instance's unit, then `daemon-reload`.
-    /// A unit that is already gone is fine.
+    /// A unit that is already gone is fine. A unit systemd loads from
+    /// another directory than ours (seed 000's script writes
+    /// `/lib/systemd/system`) is stopped and disabled, and its file left
+    /// where it is: it is not ours to delete.
     pub async fn remove(&self, name: &InstanceName) -> Result<(), RuntimeError> {
         let path = self.unit_path(name);
         let unit = self.unit_name(name);
-        if path.exists() {
-            self.stop(name).await?;
+        let present = path.exists() || self.show(name).await?.exists();
+        if present {
+            self.stop_unit(name).await?;
             self.call(name, &["disable".to_string(), unit]).await?;
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
@@ -297,11 +307,109 @@ impl<S: Systemctl> SystemdRuntime<S> {
         let _ = self.events.send(event);
     }
 
+    /// `systemctl stop`, then the state it leaves.
+    async fn stop_unit(&self, name: &InstanceName) -> Result<(), RuntimeError> {
+        let before = lock(&self.entries)
+            .get(name)
+            .and_then(|e| e.show.as_ref().and_then(|s| s.main_pid));
+        self.call(name, &["stop".to_string(), self.unit_name(name)])
+            .await?;
+        let after = self.show(name).await?;
+        if let Some(entry) = lock(&self.entries).get_mut(name) {
+            entry.show = Some(after);
+            entry.since = Utc::now();
+        }
+        if let Some(pid) = before {
+            self.emit(RuntimeEvent::Exited {
+                name: name.clone(),
+                pid,
+                code: None,
+                signal: None,
+                expected: true,
+            });
+        }
+        Ok(())
+    }
+
+    /// Make the instance's directory ready for its unit: the layout exists
+    /// (an imported instance of seed 000's has no `logs/`, where the unit
+    /// sends its output), and with a named unit user the tree is that
+    /// user's (an imported instance's was made by the script's root-run
+    /// unit) and the directories above it and its binary let the user
+    /// through. Ours pass at the cost of a few `stat`s; the tree is walked
+    /// only when one of its directories belongs to someone else.
+    async fn ready_instance_dir(&self, spec: &LaunchSpec) -> Result<(), RuntimeError> {
+        let io_error = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| RuntimeError::Io { path, source }
+        };
+        spec.create_layout().map_err(io_error(&spec.instance_dir))?;
+        let UnitUser::Named(user) = &self.cfg.options.user else {
+            return Ok(());
+        };
+        // A user that does not exist is systemd's to report (the daemon
+        // creates it at start).
+        let Some(found) = nix::unistd::User::from_name(user)
+            .map_err(|e| io_error(&spec.instance_dir)(io::Error::from(e)))?
+        else {
+            return Ok(());
+        };
+        let groups = nix::unistd::getgrouplist(
+            &std::ffi::CString::new(user.as_str())
+                .map_err(|e| io_error(&spec.instance_dir)(io::Error::other(e)))?,
+            found.gid,
+        )
+        .unwrap_or_else(|_| vec![found.gid])
+        .iter()
+        .map(|g| g.as_raw())
+        .collect::<Vec<u32>>();
+        for target in [&spec.instance_dir, &spec.binary] {
+            for dir in target.ancestors().skip(1) {
+                let meta = std::fs::metadata(dir).map_err(io_error(dir))?;
+                if !lets_through(
+                    meta.mode(),
+                    meta.uid(),
+                    meta.gid(),
+                    found.uid.as_raw(),
+                    &groups,
+                ) {
+                    return Err(RuntimeError::Unreachable {
+                        user: user.clone(),
+                        target: target.clone(),
+                        blocker: dir.to_path_buf(),
+                        mode: meta.mode() & 0o7777,
+                    });
+                }
+            }
+        }
+        let layout = [
+            spec.instance_dir.clone(),
+            spec.data_dir(),
+            spec.hooks_dir(),
+            spec.migrations_dir(),
+            spec.public_dir(),
+            spec.logs_dir(),
+        ];
+        let foreign = layout
+            .iter()
+            .any(|dir| std::fs::metadata(dir).map_or(true, |m| m.uid() != found.uid.as_raw()));
+        if foreign {
+            let (dir, uid, gid) = (spec.instance_dir.clone(), found.uid, found.gid);
+            tokio::task::spawn_blocking(move || chown_tree(&dir, uid, gid))
+                .await
+                .map_err(|e| io_error(&spec.instance_dir)(io::Error::other(e)))?
+                .map_err(io_error(&spec.instance_dir))?;
+        }
+        Ok(())
+    }
+
     /// Write the unit, reload systemd, then `verb` (`start` or `restart`)
     /// it; returns the main pid.
     async fn launch(&self, spec: LaunchSpec, verb: &str) -> Result<u32, RuntimeError> {
         let name = spec.name.clone();
         let unit = self.unit_name(&name);
+        self.checked_render(&spec)?;
+        self.ready_instance_dir(&spec).await?;
         self.write_unit(&spec)?;
         self.call(&name, &["daemon-reload".to_string()]).await?;
         self.call(&name, &["enable".to_string(), unit.clone()])
@@ -341,26 +449,7 @@ impl<S: Systemctl> Runtime for SystemdRuntime<S> {
         if !known && !self.unit_path(name).exists() {
             return Ok(());
         }
-        let before = lock(&self.entries)
-            .get(name)
-            .and_then(|e| e.show.as_ref().and_then(|s| s.main_pid));
-        self.call(name, &["stop".to_string(), self.unit_name(name)])
-            .await?;
-        let after = self.show(name).await?;
-        if let Some(entry) = lock(&self.entries).get_mut(name) {
-            entry.show = Some(after);
-            entry.since = Utc::now();
-        }
-        if let Some(pid) = before {
-            self.emit(RuntimeEvent::Exited {
-                name: name.clone(),
-                pid,
-                code: None,
-                signal: None,
-                expected: true,
-            });
-        }
-        Ok(())
+        self.stop_unit(name).await
     }
 
     async fn restart(&self, name: &InstanceName) -> Result<u32, RuntimeError> {
@@ -387,10 +476,12 @@ impl<S: Systemctl> Runtime for SystemdRuntime<S> {
     }
 
     async fn adopt(&self, spec: LaunchSpec) -> Result<Option<u32>, RuntimeError> {
-        if !self.unit_path(&spec.name).exists() {
+        // systemd is asked even when our unit directory has no file for it:
+        // an imported unit lives where seed 000's script wrote it.
+        let state = self.show(&spec.name).await?;
+        if !state.exists() {
             return Ok(None);
         }
-        let state = self.show(&spec.name).await?;
         let pid = match (state.active_state.as_str(), state.main_pid) {
             ("active", Some(pid)) => pid,
             _ => return Ok(None),
@@ -503,6 +594,31 @@ pub async fn ensure_system_user(user: &str) -> io::Result<bool> {
     }
 }
 
+/// Whether a directory of `mode`, owned by `owner` and `group`, lets the
+/// user `uid` (in `groups`) search it: the owner's, the group's or the
+/// others' bit, whichever class the user falls in, as the kernel decides.
+pub fn lets_through(mode: u32, owner: u32, group: u32, uid: u32, groups: &[u32]) -> bool {
+    if owner == uid {
+        mode & 0o100 != 0
+    } else if groups.contains(&group) {
+        mode & 0o010 != 0
+    } else {
+        mode & 0o001 != 0
+    }
+}
+
+/// Change the owner of a directory tree (symlinks themselves, not their
+/// targets).
+pub fn chown_tree(dir: &Path, uid: nix::unistd::Uid, gid: nix::unistd::Gid) -> io::Result<()> {
+    std::os::unix::fs::lchown(dir, Some(uid.as_raw()), Some(gid.as_raw()))?;
+    if dir.is_dir() && !dir.is_symlink() {
+        for entry in std::fs::read_dir(dir)? {
+            chown_tree(&entry?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
 fn write_atomically(dir: &Path, path: &Path, text: &str) -> io::Result<()> {
     std::fs::create_dir_all(dir)?;
     // The temporary file is a dot-file ending in .tmp: systemd never loads it.
@@ -597,6 +713,29 @@ mod tests {
         .unwrap();
         assert!(err.to_string().contains("the limit is 255"), "{err}");
         assert!(SystemdRuntime::new(cfg("{name}"), RecordingSystemctl::new()).is_err());
+    }
+
+    #[test]
+    fn search_permission_by_class() {
+        let (uid, group, other) = (999, 995, 1000);
+        // (mode, owner, group) → whether uid 999 in group 995 passes.
+        let cases = [
+            (0o700, uid, 0, true),
+            (0o070, uid, group, false),
+            (0o710, 0, group, true),
+            (0o700, 0, group, false),
+            (0o701, 0, group, false),
+            (0o711, 0, 0, true),
+            (0o750, other, other, false),
+            (0o755, other, other, true),
+        ];
+        for (mode, owner, grp, expected) in cases {
+            assert_eq!(
+                lets_through(mode, owner, grp, uid, &[group]),
+                expected,
+                "mode {mode:o} owner {owner} group {grp}"
+            );
+        }
     }
 
     #[tokio::test]

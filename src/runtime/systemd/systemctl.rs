@@ -93,8 +93,10 @@ impl Systemctl for RealSystemctl {
 
 /// A test double: records every call and plays a tiny systemd. `start`
 /// makes a unit active/running with a new pid, `stop` makes it
-/// inactive/dead; `show` answers from that state unless a text was scripted
-/// with [`RecordingSystemctl::script_show`]. Verbs listed with
+/// inactive/dead, `daemon-reload` forgets stopped units whose file is gone
+/// from the watched directory (systemd then reports them `not-found`);
+/// `show` answers from that state unless a text was scripted with
+/// [`RecordingSystemctl::script_show`]. Verbs listed with
 /// [`RecordingSystemctl::fail_on`] fail.
 #[derive(Debug, Default)]
 pub struct RecordingSystemctl {
@@ -181,8 +183,8 @@ impl Systemctl for RecordingSystemctl {
         });
         let mut rec = lock(&self.inner);
         rec.calls.push(args.to_vec());
-        if let Some(listing) = listing {
-            rec.dir_at_call.push(listing);
+        if let Some(listing) = &listing {
+            rec.dir_at_call.push(listing.clone());
         }
         let verb = args.first().map(String::as_str).unwrap_or("");
         if rec.failing.iter().any(|f| f == verb) {
@@ -212,6 +214,14 @@ impl Systemctl for RecordingSystemctl {
                         n_restarts: 0,
                     },
                 );
+                Ok(String::new())
+            }
+            "daemon-reload" => {
+                if let Some(names) = &listing {
+                    rec.units.retain(|unit, state| {
+                        state.active_state == "active" || names.contains(unit)
+                    });
+                }
                 Ok(String::new())
             }
             "stop" => {
