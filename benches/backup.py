@@ -341,7 +341,10 @@ class WriteLoad:
             over = [w for w in self.writes if w.sent < t1 and w.done > t0]
         done_in = [w for w in over if t0 <= w.done <= t1 and w.ok]
         lat = [w.latency for w in over]
+        worst = max(over, key=lambda w: w.latency, default=None)
         return {
+            # When the longest write was sent, from T0 (negative: before).
+            "longest_at": None if worst is None else worst.sent - t0,
             "rate": len(done_in) / (t1 - t0) if t1 > t0 else None,
             "median": statistics.median(lat) if lat else None,
             "longest": max(lat) if lat else None,
@@ -518,6 +521,12 @@ def run_size(args, work: Path, mb: int, port: int, res: SizeResult):
         pk_row.load = load.window(*pk_window)
         pb_row.load = load.window(*pb_window)
         res.rows += [base_row, pk_row, pb_row]
+        for row in (pk_row, pb_row):
+            ld = row.load
+            if ld["longest"] is not None and row.backup_s:
+                res.notes.append(
+                    f"{row.method}: its longest write ({ld['longest'] * 1000:.0f} ms) was sent "
+                    f"{ld['longest_at']:+.2f} s into the {row.backup_s:.2f} s call")
         total = load.window(t_base0, w_end)
         res.notes.append(f"write load: {total['n']} writes, {total['failed']} failed, "
                          f"{args.rate:g}/s asked over {args.threads} threads")
@@ -570,6 +579,7 @@ def merge(a: dict, b: dict) -> dict:
         "longest": max(v["longest"] for v in vals),
         "failed": sum(v["failed"] for v in vals),
         "n": sum(v["n"] for v in vals),
+        "longest_at": None,
     }
 
 
