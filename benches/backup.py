@@ -394,6 +394,56 @@ class HealthWatch:
         return False
 
 
+class PhaseWatch:
+    """Watch the backup directory while `backup create` runs, to tell its
+    phases apart: the database copies (a `.backup-*` staging dir with
+    data.db), the zip (a temporary file beside the archive), and after it
+    the archive's hash. Times from T0, polled every 10 ms."""
+
+    def __init__(self, backup_dir: Path, t0: float):
+        self.dir = backup_dir
+        self.t0 = t0
+        self.stop = threading.Event()
+        self.copy_seen = None
+        self.zip_seen = None
+        self.zip_gone = None
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        while not self.stop.is_set() and not STOP.is_set():
+            t = time.monotonic() - self.t0
+            try:
+                names = os.listdir(self.dir)
+            except OSError:
+                names = []
+            staging = any(n.startswith(".backup-") and os.path.exists(self.dir / n / "data.db")
+                          for n in names)
+            zipping = any(n.endswith(".zip.tmp") or (n.startswith(".") and n.endswith(".tmp"))
+                          for n in names)  # `.ID.zip.XXXXXX.tmp`
+            if staging and self.copy_seen is None:
+                self.copy_seen = t
+            if zipping and self.zip_seen is None:
+                self.zip_seen = t
+            if self.zip_seen is not None and not zipping and self.zip_gone is None:
+                self.zip_gone = t
+            self.stop.wait(0.01)
+
+    def describe(self, total: float) -> str:
+        def at(v):
+            return "?" if v is None else f"{v:+.2f} s"
+        return (f"database copies from {at(self.copy_seen)}, zip from {at(self.zip_seen)} "
+                f"to {at(self.zip_gone)}, then the archive's hash until {total:+.2f} s")
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        fleet.join_all([self.thread])
+        return False
+
+
 # --------------------------------------------------------------------------
 # One size
 
@@ -485,8 +535,10 @@ def run_size(args, work: Path, mb: int, port: int, res: SizeResult):
 
         log(f"{mb} MB: pockestrator backup create")
         t0 = time.monotonic()
-        backup = daemon.cli("backup", "create", INSTANCE, timeout=BACKUP_TIMEOUT)
-        t1 = time.monotonic()
+        with PhaseWatch(root / "backups" / INSTANCE, t0) as phases:
+            backup = daemon.cli("backup", "create", INSTANCE, timeout=BACKUP_TIMEOUT)
+            t1 = time.monotonic()
+        res.notes.append(f"pockestrator backup create: {phases.describe(t1 - t0)}")
         pk_row = Row("pockestrator backup create", t1 - t0, int(backup["size"]))
         pk_window = (t0, t1)
         log(f"{mb} MB: pockestrator: {t1 - t0:.2f} s, {int(backup['size']) / 1e6:.0f} MB")
