@@ -103,6 +103,9 @@ pub fn skip(test: &str, reason: &str) {
         .open(skip_file())
         .and_then(|mut f| writeln!(f, "{line}"));
     if let Err(e) = appended {
-        panic!("cannot record the skip of {test} in {}: {e}", skip_file().display());
+        panic!(
+            "cannot record the skip of {test} in {}: {e}",
+            skip_file().display()
+        );
     }
 }
