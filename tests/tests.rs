@@ -9,6 +9,7 @@ mod compat;
 mod daemon;
 mod dashboard;
 mod dashboard_browser;
+mod openapi_fuzz;
 mod proxy;
 mod release;
 mod routing;
