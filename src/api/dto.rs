@@ -602,4 +602,24 @@ mod tests {
         assert_eq!(set.domain, Some(Some("a.example.com".to_string())));
         assert!(serde_json::from_str::<UpdateInstance>(r#"{"domian":"x"}"#).is_err());
     }
+
+    /// JSON Schema's `integer` admits `8091.0`; so does the server.
+    #[test]
+    fn integral_floats_are_integers() {
+        let create = |port: &str| {
+            serde_json::from_str::<CreateInstance>(&format!(r#"{{"name":"a","port":{port}}}"#))
+                .map(|c| c.port)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(create("8091"), Ok(Some(8091)));
+        assert_eq!(create("8091.0"), Ok(Some(8091)));
+        assert_eq!(create("null"), Ok(None));
+        for bad in ["8091.5", "-1", "4294967296", "\"8091\""] {
+            assert!(create(bad).is_err(), "{bad} accepted");
+        }
+        let update: UpdateInstance = serde_json::from_str(r#"{"max_body_bytes":1e6}"#).unwrap();
+        assert_eq!(update.max_body_bytes, Some(Some(1_000_000)));
+        let update: UpdateInstance = serde_json::from_str(r#"{"max_body_bytes":null}"#).unwrap();
+        assert_eq!(update.max_body_bytes, Some(None));
+    }
 }

@@ -119,7 +119,23 @@ pub async fn document() -> Json<Value> {
     Json(document_value())
 }
 
+/// Links from seed 001's `init_pb` to the operations on the same user, so
+/// that a client (and a stateful fuzzer) can follow a user from its start.
+fn user_links() -> Value {
+    let same_user = json!({"user_id": "$request.path.user_id"});
+    json!({
+        "PbStatus": {"operationId": "pb_status", "parameters": same_user},
+        "StopPb": {"operationId": "stop_pb", "parameters": same_user},
+    })
+}
+
 fn refine(doc: &mut Value) {
+    if let Some(ok) = doc
+        .pointer_mut("/paths/~1api~1users~1{user_id}~1init_pb/post/responses/200")
+        .and_then(Value::as_object_mut)
+    {
+        ok.insert("links".into(), user_links());
+    }
     if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
         for (path, item) in paths.iter_mut() {
             let Some(item) = item.as_object_mut() else {
@@ -344,6 +360,11 @@ mod tests {
         assert_eq!(create["properties"]["port"]["maximum"], 65535);
         assert_eq!(create["additionalProperties"], false);
         assert!(create["allOf"].is_array());
+        let init = &doc["paths"]["/api/users/{user_id}/init_pb"]["post"];
+        assert_eq!(
+            init["responses"]["200"]["links"]["StopPb"]["operationId"],
+            "stop_pb"
+        );
         let start = &doc["paths"]["/api/v1/instances/{name}/start"]["post"];
         assert_eq!(
             start["parameters"][0]["schema"]["pattern"],
