@@ -134,9 +134,13 @@ pub fn write(
         source: io::Error::other(e),
     })?;
     crate::fsutil::atomic_write_with(target, |file| {
-        let mut zip = zip::ZipWriter::new(file);
+        let mut zip = zip::ZipWriter::new(PacedSync::new(file));
+        // PocketBase's own backups use the fastest deflate level too: the
+        // databases compress well even so, and a backup should not take
+        // the CPU from the instance it copies.
         let options = zip::write::SimpleFileOptions::default()
             .compression_method(zip::CompressionMethod::Deflated)
+            .compression_level(Some(1))
             .large_file(true)
             .unix_permissions(0o644);
         let mut members = Vec::with_capacity(files.len() + 1);
@@ -184,6 +188,45 @@ pub fn write(
     .map_err(io_err(format!("cannot write {}", target.display())))?;
     let (size, sha256) = hash_file(target)?;
     Ok(Written { size, sha256 })
+}
+
+/// A file written in bounded bursts: every [`PacedSync::EVERY`] bytes its
+/// data is flushed to disk, so a large archive never leaves gigabytes of
+/// dirty pages for one final fsync that every other writer on the disk
+/// (the instance's own commits) would queue behind.
+struct PacedSync<'a> {
+    file: &'a mut File,
+    unsynced: u64,
+}
+
+impl<'a> PacedSync<'a> {
+    const EVERY: u64 = 8 << 20;
+
+    fn new(file: &'a mut File) -> Self {
+        Self { file, unsynced: 0 }
+    }
+}
+
+impl Write for PacedSync<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.unsynced += n as u64;
+        if self.unsynced >= Self::EVERY {
+            self.file.sync_data()?;
+            self.unsynced = 0;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl io::Seek for PacedSync<'_> {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        self.file.seek(pos)
+    }
 }
 
 fn zip_io(e: zip::result::ZipError) -> io::Error {

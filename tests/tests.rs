@@ -11,6 +11,7 @@ mod daemon;
 mod dashboard;
 mod dashboard_browser;
 mod metrics;
+mod openapi_fuzz;
 mod proxy;
 mod release;
 mod routing;

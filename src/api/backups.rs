@@ -117,7 +117,8 @@ pub async fn list_backups(
 }
 
 #[utoipa::path(post, path = "/api/v1/instances/{name}/backups", tag = "backups",
-    params(("name" = String, Path)), request_body = CreateBackup,
+    params(("name" = String, Path)),
+    request_body(content = Option<CreateBackup>, description = "optional: an empty body or `null` backs up to the default directory"),
     responses((status = 201, body = BackupDto), (status = 400, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
               (status = 500, body = ErrorBody)))]
@@ -149,7 +150,8 @@ pub async fn delete_backup(
 }
 
 #[utoipa::path(post, path = "/api/v1/instances/{name}/backups/{id}/restore", tag = "backups",
-    params(("name" = String, Path), ("id" = String, Path)), request_body = RestoreBackup,
+    params(("name" = String, Path), ("id" = String, Path)),
+    request_body(content = Option<RestoreBackup>, description = "optional: an empty body or `null` restores in place"),
     responses((status = 200, body = InstanceDto, description = "The restored instance (or the new clone)"),
               (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody), (status = 500, body = ErrorBody)))]
@@ -172,6 +174,7 @@ fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> ApiRe
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body)
+    serde_json::from_slice::<Option<T>>(body)
+        .map(Option::unwrap_or_default)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }

@@ -18,6 +18,7 @@ use axum::{Extension, Json, Router};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::AppState;
 use crate::manager::{Actor, ManagerError};
@@ -39,7 +40,7 @@ pub fn is_compat_path(path: &str) -> bool {
 }
 
 /// An instance in seed 001's shape.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct UserInstance {
     pub user_id: String,
     pub port: u16,
@@ -51,7 +52,7 @@ pub struct UserInstance {
 }
 
 /// The listing entry of `GET /api/pb_instances` (no `db_path` there).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct UserInstanceSummary {
     pub user_id: String,
     pub port: u16,
@@ -59,6 +60,65 @@ pub struct UserInstanceSummary {
     pub status: String,
     pub created_at: DateTime<Utc>,
     pub last_health_check: Option<DateTime<Utc>>,
+}
+
+/// `POST /api/users/{id}/init_pb`'s body; an empty body means the same
+/// as `{"force_restart": false}`.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct InitRequest {
+    /// Restart the user's PocketBase if it already runs.
+    #[serde(default)]
+    pub force_restart: bool,
+}
+
+/// The answer to `init_pb`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct InitResponse {
+    pub success: bool,
+    pub message: String,
+    pub instance: UserInstance,
+}
+
+/// The answer to `pb_status`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct StatusResponse {
+    pub user_id: String,
+    pub instance: UserInstance,
+}
+
+/// The answer to `stop_pb`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct StopResponse {
+    pub success: bool,
+    pub message: String,
+}
+
+/// The answer to `GET /api/pb_instances`: every user's instance by user id.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct InstancesResponse {
+    pub instances: BTreeMap<String, UserInstanceSummary>,
+    pub count: usize,
+}
+
+/// The answer to `GET /health/pb`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HealthResponse {
+    /// Always `ok`.
+    pub status: String,
+    pub total_instances: usize,
+    pub running_instances: usize,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// Seed 001's error body.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CompatFailure {
+    /// Always `false`.
+    pub success: bool,
+    pub message: String,
+    /// Always `null`.
+    #[schema(value_type = Option<UserInstance>)]
+    pub instance: Option<UserInstance>,
 }
 
 fn user_instance(rec: &InstanceRecord) -> UserInstance {
@@ -86,11 +146,12 @@ pub struct Failure {
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(serde_json::json!({"success": false, "message": self.message, "instance": null})),
-        )
-            .into_response()
+        let body = CompatFailure {
+            success: false,
+            message: self.message,
+            instance: None,
+        };
+        (self.status, Json(body)).into_response()
     }
 }
 
@@ -122,69 +183,96 @@ fn unknown_user(user: &UserId) -> Failure {
     )
 }
 
-type Answer = Result<Json<serde_json::Value>, Failure>;
+type Answer<T> = Result<Json<T>, Failure>;
 
-#[derive(Debug, Default, Deserialize)]
-struct InitBody {
-    #[serde(default)]
-    force_restart: bool,
-}
-
-async fn init_pb(
+#[utoipa::path(post, path = "/api/users/{user_id}/init_pb", tag = "seed-001",
+    params(("user_id" = String, Path, max_length = 128)),
+    request_body(content = Option<InitRequest>, description = "optional: an empty body or `null` means `{\"force_restart\": false}`"),
+    responses((status = 200, body = InitResponse),
+              (status = 409, body = CompatFailure, description = "its directory or port is taken"),
+              (status = 502, body = CompatFailure, description = "the router refused the route"),
+              (status = 503, body = CompatFailure, description = "no free port is left")))]
+pub async fn init_pb(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     body: Bytes,
-) -> Answer {
+) -> Answer<InitResponse> {
     let user = parse_user(&id)?;
-    // The seed sends `{"force_restart": false}`; an empty body means the same.
-    let body: InitBody = if body.iter().all(u8::is_ascii_whitespace) {
-        InitBody::default()
+    // The seed sends `{"force_restart": false}`; an empty body or `null`
+    // means the same.
+    let body: InitRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        InitRequest::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| failure(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}")))?
+        let value: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| failure(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}")))?;
+        if value.is_null() {
+            InitRequest::default()
+        } else if !value.is_object() {
+            return Err(failure(
+                StatusCode::BAD_REQUEST,
+                "invalid JSON body: it must be an object",
+            ));
+        } else {
+            serde_json::from_value(value)
+                .map_err(|e| failure(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}")))?
+        }
     };
     let (rec, message) = state
         .manager
         .init_user(&user, body.force_restart, &actor)
         .await?;
-    Ok(Json(serde_json::json!({
-        "success": true,
-        "message": message,
-        "instance": user_instance(&rec),
-    })))
+    Ok(Json(InitResponse {
+        success: true,
+        message,
+        instance: user_instance(&rec),
+    }))
 }
 
-async fn pb_status(State(state): State<AppState>, Path(id): Path<String>) -> Answer {
+#[utoipa::path(get, path = "/api/users/{user_id}/pb_status", tag = "seed-001",
+    params(("user_id" = String, Path, max_length = 128)),
+    responses((status = 200, body = StatusResponse),
+              (status = 404, body = CompatFailure, description = "the user has no instance")))]
+pub async fn pb_status(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Answer<StatusResponse> {
     let user = parse_user(&id)?;
     let rec = state
         .manager
         .get_user(&user)?
         .ok_or_else(|| unknown_user(&user))?;
-    Ok(Json(serde_json::json!({
-        "user_id": user.as_str(),
-        "instance": user_instance(&rec),
-    })))
+    Ok(Json(StatusResponse {
+        user_id: user.as_str().to_string(),
+        instance: user_instance(&rec),
+    }))
 }
 
-async fn stop_pb(
+#[utoipa::path(post, path = "/api/users/{user_id}/stop_pb", tag = "seed-001",
+    params(("user_id" = String, Path, max_length = 128)),
+    responses((status = 200, body = StopResponse),
+              (status = 404, body = CompatFailure, description = "the user has no instance"),
+              (status = 502, body = CompatFailure, description = "the router refused the change")))]
+pub async fn stop_pb(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-) -> Answer {
+) -> Answer<StopResponse> {
     let user = parse_user(&id)?;
     let rec = state
         .manager
         .get_user(&user)?
         .ok_or_else(|| unknown_user(&user))?;
     state.manager.stop(&rec.name, &actor).await?;
-    Ok(Json(serde_json::json!({
-        "success": true,
-        "message": "PocketBase instance stopped successfully",
-    })))
+    Ok(Json(StopResponse {
+        success: true,
+        message: "PocketBase instance stopped successfully".to_string(),
+    }))
 }
 
-async fn pb_instances(State(state): State<AppState>) -> Answer {
+#[utoipa::path(get, path = "/api/pb_instances", tag = "seed-001",
+    responses((status = 200, body = InstancesResponse)))]
+pub async fn pb_instances(State(state): State<AppState>) -> Answer<InstancesResponse> {
     let records = state.manager.list_users()?;
     let instances: BTreeMap<String, UserInstanceSummary> = records
         .iter()
@@ -204,17 +292,20 @@ async fn pb_instances(State(state): State<AppState>) -> Answer {
         })
         .collect();
     let count = instances.len();
-    Ok(Json(
-        serde_json::json!({ "instances": instances, "count": count }),
-    ))
+    Ok(Json(InstancesResponse { instances, count }))
 }
 
-async fn health(State(state): State<AppState>) -> Answer {
+#[utoipa::path(get, path = "/health/pb", tag = "seed-001",
+    responses((status = 200, body = HealthResponse)))]
+pub async fn health(State(state): State<AppState>) -> Answer<HealthResponse> {
     let records = state.manager.list_users()?;
-    Ok(Json(serde_json::json!({
-        "status": "ok",
-        "total_instances": records.len(),
-        "running_instances": records.iter().filter(|r| r.status == Status::Running).count(),
-        "timestamp": Utc::now(),
-    })))
+    Ok(Json(HealthResponse {
+        status: "ok".to_string(),
+        total_instances: records.len(),
+        running_instances: records
+            .iter()
+            .filter(|r| r.status == Status::Running)
+            .count(),
+        timestamp: Utc::now(),
+    }))
 }

@@ -11,6 +11,68 @@ use utoipa::ToSchema;
 use crate::model::Status;
 use crate::store::InstanceRecord;
 
+/// The input rules of `crate::model` written as JSON Schema patterns, so
+/// that the OpenAPI document says exactly what the server accepts (the
+/// document puts them on the fields and parameters they govern).
+pub mod patterns {
+    /// `InstanceName`: a lowercase DNS label, not a reserved name.
+    pub const INSTANCE_NAME: &str = "^(?!catch-all$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
+    /// `Domain`: two or more DNS labels (any case), the last starting with
+    /// a letter, an optional trailing dot.
+    pub const DOMAIN: &str = "^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.?$";
+    /// `VersionRequest`: `latest` in any case, or `X.Y.Z` with an optional
+    /// `v` and pre-release.
+    pub const VERSION: &str = "^([Ll][Aa][Tt][Ee][Ss][Tt]|[vV]?(0|[1-9][0-9]{0,5})\\.(0|[1-9][0-9]{0,5})\\.(0|[1-9][0-9]{0,5})(-[A-Za-z][0-9A-Za-z]{0,15}(\\.(0|[1-9][0-9]{0,5}|[A-Za-z][0-9A-Za-z]{0,15})){0,3})?)$";
+    /// A binary on the daemon's host: an absolute path.
+    pub const ABSOLUTE_PATH: &str = "^/";
+    /// `pocketbase::check_email`.
+    pub const EMAIL: &str = "^[A-Za-z0-9!#$%&'*+/=?^_`{|}~][A-Za-z0-9!#$%&'*+/=?^_`{|}~-]*(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\\.)+[A-Za-z]([A-Za-z0-9-]*[A-Za-z])?$";
+    /// `pocketbase::check_password`: printable ASCII and spaces.
+    pub const PASSWORD: &str = "^[ -~]{8,71}$";
+    /// `MemoryMax`: bytes with an optional K, M, G, T or % suffix, or `infinity`.
+    pub const MEMORY_MAX: &str = "^(infinity|[0-9]{1,20}[KMGT%]?)$";
+    /// `UserId`: seed 001's user ids.
+    pub const USER_ID: &str = "^[A-Za-z0-9_-]{1,128}$";
+    /// `CpuQuota`: a percentage of one CPU, not 0%.
+    pub const CPU_QUOTA: &str = "^(?!0%$)[0-9]{1,6}%$";
+    /// `BackupId`: also a file name, with or without `.zip`.
+    pub const BACKUP_ID: &str = "^[a-z0-9][a-z0-9_-]{0,99}(\\.zip)?$";
+    /// `Destination`: an absolute directory or a `file://` URL of one,
+    /// without `..`, NUL or newlines.
+    pub const BACKUP_DESTINATION: &str = "^(file://)?/(?!(.*/)?\\.\\.(/|$))[^\\x00\\n]{0,4000}$";
+}
+
+/// A JSON number as JSON Schema's `integer` reads it: `8091` and `8091.0`
+/// are the same integer.
+fn whole_number<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    use serde::de::Error;
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Number {
+        Unsigned(u64),
+        Float(f64),
+    }
+    let n = match Option::<Number>::deserialize(d)? {
+        None => return Ok(None),
+        Some(Number::Unsigned(n)) => n,
+        Some(Number::Float(f)) if f.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(&f) => {
+            f as u64
+        }
+        Some(Number::Float(f)) => {
+            return Err(D::Error::custom(format!(
+                "{f} is not a whole number of 0 or more"
+            )))
+        }
+    };
+    T::try_from(n)
+        .map(Some)
+        .map_err(|_| D::Error::custom(format!("{n} is too large")))
+}
+
 /// One instance as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 pub struct InstanceDto {
@@ -98,18 +160,32 @@ impl InstanceDto {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateInstance {
+    /// A lowercase DNS label, unique across the fleet.
+    #[schema(min_length = 1, max_length = 63)]
     pub name: String,
-    /// A release version (`0.28.4`) or `latest` (the default).
+    /// A release version (`0.28.4`) or `latest` (the default); one the
+    /// release sources offer (`GET /api/v1/versions`), else 400
+    /// `unknown_version`. Not together with `binary`.
+    #[schema(max_length = 64)]
     pub version: Option<String>,
-    /// Path of a PocketBase binary on the daemon's host, instead of a release.
+    /// Absolute path of a PocketBase binary on the daemon's host, instead
+    /// of a release; one that runs and names its version, else 400.
     pub binary: Option<String>,
     /// Default: 8091, else one above the highest port in use.
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schema(minimum = 1024, maximum = 65535)]
     pub port: Option<u32>,
+    #[schema(max_length = 253)]
     pub domain: Option<String>,
+    #[schema(max_length = 254)]
     pub superuser_email: Option<String>,
-    /// Default: generated, and returned once in the response.
+    /// Default: generated, and returned once in the response. Only with
+    /// `superuser_email`.
+    #[schema(min_length = 8, max_length = 71)]
     pub superuser_password: Option<String>,
     /// Request body limit of its route in bytes (default: the router's, 10 MB).
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schema(minimum = 1000, maximum = 1000000000000_u64)]
     pub max_body_bytes: Option<u64>,
     /// systemd's `MemoryMax=`, e.g. `512M` (applied by the systemd runtime).
     pub memory_max: Option<String>,
@@ -144,8 +220,14 @@ pub struct UpdateInstance {
         deserialize_with = "some_or_null",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 253)]
     pub domain: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "whole_number",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 1024, maximum = 65535)]
     pub port: Option<u32>,
     /// Request body limit in bytes, or `null` for the router's default.
     #[serde(
@@ -153,7 +235,7 @@ pub struct UpdateInstance {
         deserialize_with = "some_or_null_u64",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(value_type = Option<u64>)]
+    #[schema(value_type = Option<u64>, minimum = 1000, maximum = 1000000000000_u64)]
     pub max_body_bytes: Option<Option<u64>>,
     /// `MemoryMax=`, or `null` to remove it.
     #[serde(
@@ -174,7 +256,7 @@ pub struct UpdateInstance {
 }
 
 fn some_or_null_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
-    Option::<u64>::deserialize(d).map(Some)
+    whole_number(d).map(Some)
 }
 
 fn some_or_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
@@ -185,7 +267,10 @@ fn some_or_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpgradeInstance {
+    /// A release version or `latest`.
+    #[schema(max_length = 64)]
     pub version: Option<String>,
+    /// Absolute path of a PocketBase binary on the daemon's host.
     pub binary: Option<String>,
 }
 
@@ -193,8 +278,10 @@ pub struct UpgradeInstance {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetSuperuser {
+    #[schema(max_length = 254)]
     pub email: String,
     /// Default: generated, and returned once.
+    #[schema(min_length = 8, max_length = 71)]
     pub password: Option<String>,
 }
 
@@ -237,11 +324,14 @@ pub struct VersionList {
     pub available_error: Option<String>,
 }
 
-/// `POST /api/v1/versions/install`: exactly one of the two.
+/// `POST /api/v1/versions/install`: at most one of the two (neither: `latest`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InstallVersion {
+    /// A release version or `latest`.
+    #[schema(max_length = 64)]
     pub version: Option<String>,
+    /// Absolute path of a PocketBase binary on the daemon's host.
     pub binary: Option<String>,
 }
 
@@ -408,6 +498,7 @@ pub struct DaemonHealth {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddDomain {
+    #[schema(max_length = 253)]
     pub domain: String,
 }
 
@@ -515,6 +606,26 @@ mod tests {
         let set: UpdateInstance = serde_json::from_str(r#"{"domain":"a.example.com"}"#).unwrap();
         assert_eq!(set.domain, Some(Some("a.example.com".to_string())));
         assert!(serde_json::from_str::<UpdateInstance>(r#"{"domian":"x"}"#).is_err());
+    }
+
+    /// JSON Schema's `integer` admits `8091.0`; so does the server.
+    #[test]
+    fn integral_floats_are_integers() {
+        let create = |port: &str| {
+            serde_json::from_str::<CreateInstance>(&format!(r#"{{"name":"a","port":{port}}}"#))
+                .map(|c| c.port)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(create("8091"), Ok(Some(8091)));
+        assert_eq!(create("8091.0"), Ok(Some(8091)));
+        assert_eq!(create("null"), Ok(None));
+        for bad in ["8091.5", "-1", "4294967296", "\"8091\""] {
+            assert!(create(bad).is_err(), "{bad} accepted");
+        }
+        let update: UpdateInstance = serde_json::from_str(r#"{"max_body_bytes":1e6}"#).unwrap();
+        assert_eq!(update.max_body_bytes, Some(Some(1_000_000)));
+        let update: UpdateInstance = serde_json::from_str(r#"{"max_body_bytes":null}"#).unwrap();
+        assert_eq!(update.max_body_bytes, Some(None));
     }
 }
 
@@ -633,10 +744,20 @@ pub struct ScheduleState {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetSchedule {
+    /// A cron expression in UTC: five fields, or six with seconds first.
+    #[schema(min_length = 1, max_length = 200)]
     pub cron: String,
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schema(minimum = 0, maximum = 10000)]
     pub keep_last: Option<u32>,
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schema(minimum = 0, maximum = 10000)]
     pub keep_daily: Option<u32>,
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schema(minimum = 0, maximum = 10000)]
     pub keep_weekly: Option<u32>,
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schema(minimum = 0, maximum = 10000)]
     pub keep_monthly: Option<u32>,
     pub to: Option<String>,
 }

@@ -1,7 +1,7 @@
 //! The one mapping from errors to HTTP answers: a status and
 //! `{"error":{"code":…,"message":…}}`.
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -60,6 +60,7 @@ pub fn http_status(e: &ManagerError) -> StatusCode {
         | ManagerError::PocketBase(PocketBaseError::BadEmail(_))
         | ManagerError::PocketBase(PocketBaseError::ShortPassword)
         | ManagerError::PocketBase(PocketBaseError::LongPassword)
+        | ManagerError::PocketBase(PocketBaseError::PasswordChars)
         | ManagerError::Limit(_)
         | ManagerError::Backup(_)
         | ManagerError::Schedule(_)
@@ -74,6 +75,10 @@ pub fn http_status(e: &ManagerError) -> StatusCode {
         ManagerError::Port(_) => 409,
         ManagerError::NotFound(_) => 404,
         ManagerError::Conflict(_) => 409,
+        // The new version did not come up with this instance's data and the
+        // old one runs again as before: the request conflicts with the
+        // instance's state, nothing on the server is broken.
+        ManagerError::UpgradeRolledBack { .. } => 409,
         ManagerError::Store(StoreError::NameTaken(_))
         | ManagerError::Store(StoreError::PortTaken(_))
         | ManagerError::Store(StoreError::UserTaken(_))
@@ -96,7 +101,8 @@ pub fn code(e: &ManagerError) -> &'static str {
         ManagerError::Version(_) => "invalid_version",
         ManagerError::PocketBase(PocketBaseError::BadEmail(_)) => "invalid_email",
         ManagerError::PocketBase(PocketBaseError::ShortPassword)
-        | ManagerError::PocketBase(PocketBaseError::LongPassword) => "invalid_password",
+        | ManagerError::PocketBase(PocketBaseError::LongPassword)
+        | ManagerError::PocketBase(PocketBaseError::PasswordChars) => "invalid_password",
         ManagerError::PocketBase(_) => "pocketbase_error",
         ManagerError::Invalid(_) | ManagerError::Limit(_) => "invalid_request",
         ManagerError::Backup(_) => "invalid_backup",
@@ -118,6 +124,12 @@ pub fn code(e: &ManagerError) -> &'static str {
         ManagerError::UpgradeRolledBack { .. } => "upgrade_rolled_back",
         ManagerError::Internal(_) => "internal_error",
         ManagerError::Io { .. } => "io_error",
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        Self::bad_request(format!("invalid query: {}", e.body_text()))
     }
 }
 

@@ -38,8 +38,36 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
-        let Json(v) = Json::<T>::from_request(req, state).await?;
-        Ok(ApiJson(v))
+        // Every body is a JSON object: serde would also read a struct from
+        // an array of its fields in order, which no client means.
+        let Json(v) = Json::<serde_json::Value>::from_request(req, state).await?;
+        if !v.is_object() {
+            return Err(ApiError::bad_request(
+                "invalid JSON body: it must be an object",
+            ));
+        }
+        serde_json::from_value(v)
+            .map(ApiJson)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// A query string whose decoding errors answer in our error shape.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let Query(v) = Query::<T>::from_request_parts(parts, state).await?;
+        Ok(ApiQuery(v))
     }
 }
 
@@ -143,7 +171,10 @@ pub async fn list_instances(State(state): State<AppState>) -> ApiResult<Json<Ins
 
 #[utoipa::path(post, path = "/api/v1/instances", tag = "instances", request_body = CreateInstance,
     responses((status = 201, body = CreatedDto), (status = 400, body = ErrorBody),
-              (status = 409, body = ErrorBody), (status = 500, body = ErrorBody)))]
+              (status = 409, body = ErrorBody, description = "the name, the port, the domain or the directory is taken"),
+              (status = 500, body = ErrorBody),
+              (status = 502, body = ErrorBody, description = "the router (Caddy) refused the route change"),
+              (status = 503, body = ErrorBody, description = "no free port is left")))]
 pub async fn create_instance(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -179,7 +210,7 @@ pub async fn create_instance(
 }
 
 #[utoipa::path(get, path = "/api/v1/instances/{name}", tag = "instances",
-    params(("name" = String, Path)),
+    params(("name" = String, Path, max_length = 63)),
     responses((status = 200, body = InstanceDto), (status = 404, body = ErrorBody)))]
 pub async fn get_instance(
     State(state): State<AppState>,
@@ -204,9 +235,10 @@ pub async fn get_instance(
 }
 
 #[utoipa::path(patch, path = "/api/v1/instances/{name}", tag = "instances",
-    params(("name" = String, Path)), request_body = UpdateInstance,
+    params(("name" = String, Path, max_length = 63)), request_body = UpdateInstance,
     responses((status = 200, body = InstanceDto), (status = 400, body = ErrorBody),
-              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 502, body = ErrorBody, description = "the router (Caddy) refused the route change")))]
 pub async fn update_instance(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -231,6 +263,7 @@ pub async fn update_instance(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeleteParams {
     /// Delete the data instead of archiving it.
     #[serde(default)]
@@ -238,13 +271,14 @@ pub struct DeleteParams {
 }
 
 #[utoipa::path(delete, path = "/api/v1/instances/{name}", tag = "instances",
-    params(("name" = String, Path), DeleteParams),
-    responses((status = 200, body = DeletedDto), (status = 404, body = ErrorBody)))]
+    params(("name" = String, Path, max_length = 63), DeleteParams),
+    responses((status = 200, body = DeletedDto), (status = 404, body = ErrorBody),
+              (status = 502, body = ErrorBody, description = "the router (Caddy) refused the route change")))]
 pub async fn delete_instance(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Path(name): Path<String>,
-    Query(params): Query<DeleteParams>,
+    ApiQuery(params): ApiQuery<DeleteParams>,
 ) -> ApiResult<Json<DeletedDto>> {
     let archive = state.manager.delete(&name, params.purge, &actor).await?;
     Ok(Json(DeletedDto {
@@ -255,9 +289,10 @@ pub async fn delete_instance(
 
 macro_rules! lifecycle_handler {
     ($fn:ident, $method:ident, $path:literal) => {
-        #[utoipa::path(post, path = $path, tag = "instances", params(("name" = String, Path)),
+        #[utoipa::path(post, path = $path, tag = "instances", params(("name" = String, Path, max_length = 63)),
                     responses((status = 200, body = InstanceDto), (status = 404, body = ErrorBody),
-                              (status = 500, body = ErrorBody)))]
+                              (status = 500, body = ErrorBody, description = "it did not start or stop; `start_failed` says why"),
+                              (status = 502, body = ErrorBody, description = "the router (Caddy) refused the route change")))]
         pub async fn $fn(
             State(state): State<AppState>,
             Extension(actor): Extension<Actor>,
@@ -278,10 +313,12 @@ lifecycle_handler!(
 );
 
 #[utoipa::path(post, path = "/api/v1/instances/{name}/upgrade", tag = "instances",
-    params(("name" = String, Path)), request_body = UpgradeInstance,
+    params(("name" = String, Path, max_length = 63)), request_body = UpgradeInstance,
     responses((status = 200, body = InstanceDto), (status = 400, body = ErrorBody),
-              (status = 404, body = ErrorBody), (status = 500, body = ErrorBody,
-               description = "failed; `upgrade_rolled_back` when the old version was restored")))]
+              (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "it already runs that binary, or `upgrade_rolled_back`: the new version did not come up and the old one runs again with its data as before"),
+              (status = 500, body = ErrorBody, description = "the upgrade failed and could not be rolled back"),
+              (status = 502, body = ErrorBody, description = "the release could not be fetched, or the router refused the route")))]
 pub async fn upgrade_instance(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -301,7 +338,7 @@ pub async fn upgrade_instance(
 }
 
 #[utoipa::path(post, path = "/api/v1/instances/{name}/superuser", tag = "instances",
-    params(("name" = String, Path)), request_body = SetSuperuser,
+    params(("name" = String, Path, max_length = 63)), request_body = SetSuperuser,
     responses((status = 200, body = SuperuserDto), (status = 400, body = ErrorBody),
               (status = 404, body = ErrorBody)))]
 pub async fn set_superuser(
@@ -321,7 +358,7 @@ pub async fn set_superuser(
 }
 
 #[utoipa::path(get, path = "/api/v1/instances/{name}/history", tag = "instances",
-    params(("name" = String, Path)),
+    params(("name" = String, Path, max_length = 63)),
     responses((status = 200, body = ConfigHistory), (status = 404, body = ErrorBody)))]
 pub async fn instance_history(
     State(state): State<AppState>,
@@ -337,24 +374,26 @@ pub async fn instance_history(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogParams {
-    /// How many of the last lines (default 100, at most 10000).
-    pub lines: Option<usize>,
+    /// How many of the last lines (default 100; more than 10000 read as 10000).
+    #[param(value_type = i64, required = false, minimum = 0, maximum = 4294967295_i64)]
+    pub lines: Option<u32>,
     /// Keep the answer open and stream new lines as plain text.
     #[serde(default)]
     pub follow: bool,
 }
 
 #[utoipa::path(get, path = "/api/v1/instances/{name}/logs", tag = "logs",
-    params(("name" = String, Path), LogParams),
+    params(("name" = String, Path, max_length = 63), LogParams),
     responses((status = 200, body = LogLines, description = "JSON, or `text/plain` streamed with follow=true"),
               (status = 404, body = ErrorBody)))]
 pub async fn instance_logs(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Query(params): Query<LogParams>,
+    ApiQuery(params): ApiQuery<LogParams>,
 ) -> ApiResult<Response> {
-    let n = params.lines.unwrap_or(100).min(10_000);
+    let n = params.lines.unwrap_or(100).min(10_000) as usize;
     if !params.follow {
         let lines = state.manager.log_tail(&name, n).await?;
         return Ok(Json(LogLines { name, lines }).into_response());
@@ -491,12 +530,16 @@ pub async fn install_version(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventParams {
     /// Only events of this instance.
+    #[param(value_type = String, required = false)]
     pub instance: Option<String>,
-    /// How many (default 100, at most 1000), newest first.
+    /// How many (default 100; more than 1000 read as 1000), newest first.
+    #[param(value_type = i64, required = false, minimum = 0, maximum = 4294967295_i64)]
     pub limit: Option<u32>,
     /// Only events older than this id (for paging).
+    #[param(value_type = i64, required = false)]
     pub before: Option<i64>,
 }
 
@@ -504,7 +547,7 @@ pub struct EventParams {
     responses((status = 200, body = EventList)))]
 pub async fn list_events(
     State(state): State<AppState>,
-    Query(params): Query<EventParams>,
+    ApiQuery(params): ApiQuery<EventParams>,
 ) -> ApiResult<Json<EventList>> {
     let limit = params.limit.unwrap_or(100).min(1000);
     let events = state
@@ -517,8 +560,10 @@ pub async fn list_events(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StreamParams {
     /// Only events of this instance.
+    #[param(value_type = String, required = false)]
     pub instance: Option<String>,
 }
 
@@ -527,7 +572,7 @@ pub struct StreamParams {
         description = "Server-sent events, one `StreamEvent` each: `event:` is its type (instance_state, instance_removed, audit, download), `data:` the event as JSON")))]
 pub async fn event_stream(
     State(state): State<AppState>,
-    Query(params): Query<StreamParams>,
+    ApiQuery(params): ApiQuery<StreamParams>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let rx = state.manager.events().subscribe();
     let stream = BroadcastStream::new(rx).filter_map(move |ev| {
@@ -548,7 +593,7 @@ pub async fn event_stream(
 }
 
 #[utoipa::path(get, path = "/api/v1/instances/{name}/domains", tag = "routing",
-    params(("name" = String, Path)),
+    params(("name" = String, Path, max_length = 63)),
     responses((status = 200, body = DomainList), (status = 404, body = ErrorBody)))]
 pub async fn list_domains(
     State(state): State<AppState>,
@@ -559,9 +604,11 @@ pub async fn list_domains(
 }
 
 #[utoipa::path(post, path = "/api/v1/instances/{name}/domains", tag = "routing",
-    params(("name" = String, Path)), request_body = AddDomain,
+    params(("name" = String, Path, max_length = 63)), request_body = AddDomain,
     responses((status = 200, body = DomainList), (status = 400, body = ErrorBody),
-              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+              (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "the domain already reaches an instance"),
+              (status = 502, body = ErrorBody, description = "the router (Caddy) refused the route change")))]
 pub async fn add_domain(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -576,8 +623,9 @@ pub async fn add_domain(
 }
 
 #[utoipa::path(delete, path = "/api/v1/instances/{name}/domains/{domain}", tag = "routing",
-    params(("name" = String, Path), ("domain" = String, Path)),
-    responses((status = 200, body = DomainList), (status = 404, body = ErrorBody)))]
+    params(("name" = String, Path, max_length = 63), ("domain" = String, Path, max_length = 253)),
+    responses((status = 200, body = DomainList), (status = 404, body = ErrorBody),
+              (status = 502, body = ErrorBody, description = "the router (Caddy) refused the route change")))]
 pub async fn remove_domain(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -654,6 +702,7 @@ pub async fn doctor_repair(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AskParams {
     pub domain: String,
 }
@@ -665,7 +714,10 @@ pub struct AskParams {
     security(()),
     responses((status = 200, description = "an instance answers at this domain"),
               (status = 404, description = "no instance answers at this domain")))]
-pub async fn tls_ask(State(state): State<AppState>, Query(params): Query<AskParams>) -> StatusCode {
+pub async fn tls_ask(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<AskParams>,
+) -> StatusCode {
     if state.manager.routes_host(&params.domain) {
         StatusCode::OK
     } else {
@@ -674,7 +726,8 @@ pub async fn tls_ask(State(state): State<AppState>, Query(params): Query<AskPara
 }
 
 #[utoipa::path(post, path = "/api/v1/import", tag = "instances", request_body = ImportRequest,
-    responses((status = 200, body = ImportReport), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = ImportReport), (status = 400, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "the daemon does not run the systemd runtime, or a unit is already managed")))]
 pub async fn import(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,

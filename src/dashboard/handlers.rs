@@ -641,6 +641,7 @@ pub async fn instance_page(
         .await
         .unwrap_or_default();
     let archive = d.manager.config().layout().archive();
+    let backups = d.manager.backups(&name).await.unwrap_or_default();
     Html(
         views::instance_page(&InstancePage {
             csrf: &s.csrf,
@@ -651,6 +652,7 @@ pub async fn instance_page(
             audit: &audit,
             log: &log,
             archive_dir: &archive.display().to_string(),
+            backups: &backups,
         })
         .into_string(),
     )
@@ -724,6 +726,9 @@ pub async fn instance_stream(
                 html.push_str(
                     &views::audit_table("instance-audit", &d.audit_of(&name), false).into_string(),
                 );
+                // Backups change only by audited operations.
+                let backups = d.manager.backups(&name).await.unwrap_or_default();
+                html.push_str(&views::backups_table(&backups).into_string());
                 audit_dirty = false;
             }
             if wiring_dirty {
@@ -815,6 +820,7 @@ enum InstanceAction {
     Restart,
     Upgrade,
     Delete,
+    Backup,
 }
 
 impl InstanceAction {
@@ -825,6 +831,7 @@ impl InstanceAction {
             "restart" => InstanceAction::Restart,
             "upgrade" => InstanceAction::Upgrade,
             "delete" => InstanceAction::Delete,
+            "backup" => InstanceAction::Backup,
             _ => return None,
         })
     }
@@ -837,6 +844,7 @@ impl InstanceAction {
             InstanceAction::Restart => "Restarting…",
             InstanceAction::Upgrade => "Upgrading…",
             InstanceAction::Delete => "Deleting (archiving the data first)…",
+            InstanceAction::Backup => "Backing up…",
         }
     }
 
@@ -848,6 +856,7 @@ impl InstanceAction {
             InstanceAction::Restart => "restarted",
             InstanceAction::Upgrade => "upgraded",
             InstanceAction::Delete => "deleted",
+            InstanceAction::Backup => "backed up",
         }
     }
 }
@@ -894,6 +903,13 @@ pub async fn instance_action(
                     .map_err(|e| e.to_string())
             })
         }
+        InstanceAction::Backup => tokio::spawn(async move {
+            manager
+                .backup_create(&name, None, &actor)
+                .await
+                .map(|b| format!("{name} backed up as {} ({} bytes).", b.id, b.size))
+                .map_err(|e| e.to_string())
+        }),
         InstanceAction::Delete => {
             if signals.confirm.trim() != name {
                 return result(

@@ -435,6 +435,7 @@ pub struct InstancePage<'a> {
     pub audit: &'a [AuditEntry],
     pub log: &'a [String],
     pub archive_dir: &'a str,
+    pub backups: &'a [crate::store::BackupRecord],
 }
 
 /// The facts at the top of an instance page (`#instance-summary`).
@@ -518,6 +519,18 @@ pub fn instance_page(p: &InstancePage<'_>) -> Markup {
                         h2 #health-h { "Health" }
                         (health(p.health))
                     }
+                }
+                section.panel aria-labelledby="backups-h" {
+                    h2 #backups-h { "Backups" }
+                    div.actions {
+                        button #action-backup type="button" data-indicator="_backingup" data-attr-disabled="$_backingup"
+                            data-on-click=(post(&format!("{base}/backup"), p.csrf)) { "Back up now" }
+                    }
+                    p.note {
+                        "A consistent copy of the databases, files, hooks and settings, made without stopping the instance. "
+                        "Restore one with " code { "pockestrator backup restore " (name) " ID" } "."
+                    }
+                    (backups_table(p.backups))
                 }
                 section.panel aria-labelledby="audit-h" {
                     h2 #audit-h { "Audit log" }
@@ -660,6 +673,49 @@ pub fn instance_summary(s: &InstanceSummary) -> Markup {
                 dt { "Created" } dd { (s.created_at.format("%Y-%m-%d %H:%M UTC")) }
             }
         }
+    }
+}
+
+/// An instance's backups, newest first (`#instance-backups`).
+pub fn backups_table(backups: &[crate::store::BackupRecord]) -> Markup {
+    html! {
+        div #instance-backups {
+            @if backups.is_empty() {
+                p.note { "No backups yet." }
+            } @else {
+                table {
+                    thead { tr { th { "ID" } th { "Made (UTC)" } th { "Size" } th { "Version" } th { "By" } th { "Where" } } }
+                    tbody {
+                        @for b in backups {
+                            tr {
+                                td data-label="ID" { code { (b.id.as_str()) } }
+                                td data-label="Made (UTC)" { (b.created_at.format("%Y-%m-%d %H:%M:%S").to_string()) }
+                                td data-label="Size" { (human_size(b.size)) }
+                                td data-label="Version" { (b.version.to_string()) }
+                                td data-label="By" { (b.trigger.as_str()) }
+                                td data-label="Where" style="white-space:normal" { (b.destination) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Bytes as a person reads them.
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
     }
 }
 

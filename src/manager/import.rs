@@ -74,7 +74,7 @@ impl Manager {
         actor: &Actor,
     ) -> Result<Vec<ImportOutcome>> {
         let AnyRuntime::Systemd(systemd) = self.runtime.as_ref() else {
-            return Err(ManagerError::Invalid(
+            return Err(ManagerError::Conflict(
                 "import takes over systemd units: run the daemon with --runtime systemd --unit-name '{name}-pocketbase.service'".to_string(),
             ));
         };

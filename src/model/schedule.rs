@@ -16,6 +16,12 @@ pub enum ScheduleError {
     BadCron { shown: String, why: String },
     #[error("a retention that keeps nothing would delete every scheduled backup: keep at least one (--keep-last 1)")]
     KeepsNothing,
+    #[error("keep counts go up to {max}: {field} {value} is more than any schedule needs")]
+    TooMany {
+        field: &'static str,
+        value: u32,
+        max: u32,
+    },
 }
 
 /// A cron expression that parsed.
@@ -85,7 +91,24 @@ impl Default for Retention {
 }
 
 impl Retention {
+    /// The largest keep count accepted.
+    pub const MAX_KEEP: u32 = 10_000;
+
     pub fn check(self) -> Result<Self, ScheduleError> {
+        for (field, value) in [
+            ("keep_last", self.keep_last),
+            ("keep_daily", self.keep_daily),
+            ("keep_weekly", self.keep_weekly),
+            ("keep_monthly", self.keep_monthly),
+        ] {
+            if value > Self::MAX_KEEP {
+                return Err(ScheduleError::TooMany {
+                    field,
+                    value,
+                    max: Self::MAX_KEEP,
+                });
+            }
+        }
         if self.keep_last + self.keep_daily + self.keep_weekly + self.keep_monthly == 0 {
             Err(ScheduleError::KeepsNothing)
         } else {

@@ -246,7 +246,7 @@ fn parse_backup(raw: RawBackup) -> Result<BackupRecord, StoreError> {
 /// while other processes may be writing to it: SQLite's online backup API
 /// in one step, which reads from a single snapshot (one read transaction)
 /// and, in WAL mode, never blocks writers. `src` is opened without
-/// creating anything; the copy is fsynced.
+/// creating anything; the copy is a scratch file and is not fsynced.
 pub fn snapshot_database(src: &Path, dst: &Path) -> Result<(), StoreError> {
     let open_error = |source| StoreError::Open {
         path: src.to_path_buf(),
@@ -262,6 +262,12 @@ pub fn snapshot_database(src: &Path, dst: &Path) -> Result<(), StoreError> {
         path: dst.to_path_buf(),
         source,
     })?;
+    // The copy is a scratch file on its way into the archive (which is
+    // hashed and fsynced itself): no journal and no fsync of it, so the
+    // copy does not flood the disk with a sync that PocketBase's own
+    // commits would wait behind.
+    to.pragma_update(None, "journal_mode", "OFF")?;
+    to.pragma_update(None, "synchronous", "OFF")?;
     {
         let backup = rusqlite::backup::Backup::new(&from, &mut to)?;
         // -1: every page in one step, so one read snapshot of the source.
@@ -275,15 +281,10 @@ pub fn snapshot_database(src: &Path, dst: &Path) -> Result<(), StoreError> {
             }
         }
     }
-    // The copy keeps the source's journal mode; leave it as one file.
+    // The copy keeps the source's journal mode (WAL): make it one file
+    // that opens anywhere, as PocketBase's own backups are.
     to.pragma_update(None, "journal_mode", "DELETE")?;
     drop(to);
-    std::fs::File::open(dst)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| StoreError::Open {
-            path: dst.to_path_buf(),
-            source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
-        })?;
     Ok(())
 }
 

@@ -1,0 +1,46 @@
+"""Schemathesis hooks for the OpenAPI fuzz test (tests/openapi_fuzz.rs).
+
+The served document says what any daemon accepts. Two things depend on the
+host the daemon runs on, so the fuzzer's copy is narrowed to this one:
+
+- which releases exist: a `version` is one the test's offline mirror holds
+  (any other is refused with 400 `unknown_version`, which the fuzzer then
+  checks as a negative case), and a `binary` is the real PocketBase binary
+  the test names;
+- `follow=true` on the logs keeps the answer open for good: that stream
+  has tests of its own, so the parameter is left out here;
+- backups are written where `to` says, on this host: the fuzzer's backups
+  go to the test's own directory; and a backup schedule's `cron` is any
+  cron expression, which no regex describes: the fuzzer picks from a few
+  valid ones (invalid ones answer 400 `invalid_schedule`, tested on their
+  own).
+"""
+
+import os
+
+import schemathesis
+
+RELEASES = [v for v in os.environ.get("POCKESTRATOR_FUZZ_RELEASES", "").split(",") if v]
+BINARY = os.environ.get("POCKESTRATOR_FUZZ_BINARY", "")
+BACKUP_DIR = os.environ.get("POCKESTRATOR_FUZZ_BACKUP_DIR", "")
+
+
+@schemathesis.hook
+def before_load_schema(ctx, raw_schema):
+    schemas = raw_schema.get("components", {}).get("schemas", {})
+    for name in ("CreateInstance", "UpgradeInstance", "InstallVersion"):
+        properties = schemas.get(name, {}).get("properties", {})
+        if RELEASES and "version" in properties:
+            properties["version"] = {"enum": RELEASES + [None]}
+        if BINARY and "binary" in properties:
+            properties["binary"] = {"enum": [BINARY, None]}
+    logs = raw_schema.get("paths", {}).get("/api/v1/instances/{name}/logs", {}).get("get")
+    if logs:
+        logs["parameters"] = [p for p in logs.get("parameters", []) if p.get("name") != "follow"]
+    for name in ("CreateBackup", "SetSchedule"):
+        properties = schemas.get(name, {}).get("properties", {})
+        if BACKUP_DIR and "to" in properties:
+            properties["to"] = {"enum": [BACKUP_DIR, "file://" + BACKUP_DIR, None]}
+    schedule = schemas.get("SetSchedule", {}).get("properties", {})
+    if "cron" in schedule:
+        schedule["cron"] = {"enum": ["0 3 * * *", "*/30 * * * * *", "15 4 * * MON"]}
