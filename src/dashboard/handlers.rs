@@ -21,6 +21,7 @@ use maud::Markup;
 use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc, watch};
 
+use super::actions::InstanceAction;
 use super::auth::{self, Session};
 use super::fleet::{Counts, FleetRow, Sent, ViewParams};
 use super::views::{self, FleetPage, InstancePage, InstanceSummary};
@@ -810,55 +811,6 @@ pub struct UpgradeSignal {
 pub struct InstanceSignals {
     upgrade: UpgradeSignal,
     confirm: String,
-}
-
-/// What the instance page's buttons ask for (`POST /ui/instances/{name}/{action}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum InstanceAction {
-    Start,
-    Stop,
-    Restart,
-    Upgrade,
-    Delete,
-    Backup,
-}
-
-impl InstanceAction {
-    fn parse(raw: &str) -> Option<Self> {
-        Some(match raw {
-            "start" => InstanceAction::Start,
-            "stop" => InstanceAction::Stop,
-            "restart" => InstanceAction::Restart,
-            "upgrade" => InstanceAction::Upgrade,
-            "delete" => InstanceAction::Delete,
-            "backup" => InstanceAction::Backup,
-            _ => return None,
-        })
-    }
-
-    /// What the page shows while it runs.
-    fn working(self) -> &'static str {
-        match self {
-            InstanceAction::Start => "Starting…",
-            InstanceAction::Stop => "Stopping…",
-            InstanceAction::Restart => "Restarting…",
-            InstanceAction::Upgrade => "Upgrading…",
-            InstanceAction::Delete => "Deleting (archiving the data first)…",
-            InstanceAction::Backup => "Backing up…",
-        }
-    }
-
-    /// The past tense of start, stop and restart, for the result line.
-    fn done(self) -> &'static str {
-        match self {
-            InstanceAction::Start => "started",
-            InstanceAction::Stop => "stopped",
-            InstanceAction::Restart => "restarted",
-            InstanceAction::Upgrade => "upgraded",
-            InstanceAction::Delete => "deleted",
-            InstanceAction::Backup => "backed up",
-        }
-    }
 }
 
 pub async fn instance_action(

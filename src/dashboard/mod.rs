@@ -18,6 +18,7 @@
 //! runs in its own task: a browser that goes away mid-create does not cut
 //! the create short.
 
+mod actions;
 pub mod assets;
 pub mod auth;
 pub mod fleet;
