@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::support::daemon::Daemon;
-use crate::support::{free_port, wait_until, PB_NEW};
+use crate::support::{quiet_port, wait_until, PB_NEW};
 
 const EMAIL: &str = "admin@example.com";
 
@@ -25,7 +25,7 @@ fn http() -> reqwest::Client {
 }
 
 async fn shop(d: &Daemon, name: &str) -> Shop {
-    let port = free_port().to_string();
+    let port = quiet_port().to_string();
     let created = d.cli_json(&[
         "create",
         name,
@@ -82,32 +82,43 @@ async fn auth(port: u64, password: &str) -> Option<String> {
     v["token"].as_str().map(str::to_string)
 }
 
-/// Create a note with an attached file (multipart, written by hand).
-async fn note(port: u64, title: &str, file: &[u8]) -> Value {
+/// One part of a multipart body: the field, its file name and content type
+/// if it is a file, and its content.
+type Part<'a> = (&'a str, Option<(&'a str, &'a str)>, &'a [u8]);
+
+/// A `multipart/form-data` body, written by hand: the content type and the
+/// bytes.
+fn multipart(parts: &[Part<'_>]) -> (String, Vec<u8>) {
     let boundary = "pockestrator-test-boundary";
     let mut body = Vec::new();
-    body.extend_from_slice(
-        format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\n{title}\r\n"
-        )
-        .as_bytes(),
-    );
-    body.extend_from_slice(
-        format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"doc\"; filename=\"doc.txt\"\r\nContent-Type: text/plain\r\n\r\n"
-        )
-        .as_bytes(),
-    );
-    body.extend_from_slice(file);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    for (field, file, content) in parts {
+        let disposition = match file {
+            Some((name, kind)) => {
+                format!("form-data; name=\"{field}\"; filename=\"{name}\"\r\nContent-Type: {kind}")
+            }
+            None => format!("form-data; name=\"{field}\""),
+        };
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n").as_bytes(),
+        );
+        body.extend_from_slice(content);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// Create a note with an attached file.
+async fn note(port: u64, title: &str, file: &[u8]) -> Value {
+    let (content_type, body) = multipart(&[
+        ("title", None, title.as_bytes()),
+        ("doc", Some(("doc.txt", "text/plain")), file),
+    ]);
     let r = http()
         .post(format!(
             "http://127.0.0.1:{port}/api/collections/notes/records"
         ))
-        .header(
-            "Content-Type",
-            format!("multipart/form-data; boundary={boundary}"),
-        )
+        .header("Content-Type", content_type)
         .body(body)
         .send()
         .await
@@ -308,21 +319,16 @@ async fn compatible_with_pocketbase_backups_both_ways() {
     let archive = std::fs::read(ours["location"].as_str().unwrap()).unwrap();
     note(s.port, "later", b"z").await;
     let token = auth(s.port, &s.password).await.unwrap();
-    let boundary = "pockestrator-upload";
     let file_name = format!("{}.zip", backup_id(&ours));
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{file_name}\"\r\nContent-Type: application/zip\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(&archive);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let (content_type, body) = multipart(&[(
+        "file",
+        Some((file_name.as_str(), "application/zip")),
+        &archive,
+    )]);
     let r = http()
         .post(format!("http://127.0.0.1:{}/api/backups/upload", s.port))
         .header("Authorization", &token)
-        .header(
-            "Content-Type",
-            format!("multipart/form-data; boundary={boundary}"),
-        )
+        .header("Content-Type", content_type)
         .body(body)
         .send()
         .await

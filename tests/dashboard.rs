@@ -347,21 +347,25 @@ async fn create_streams_its_progress_from_download_to_running() {
     );
 }
 
+async fn instance_page(d: &Daemon, cookie: &str) -> String {
+    client()
+        .get(d.url("/ui/instances/shelf"))
+        .header(COOKIE, cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn back_up_now_from_the_instance_page() {
     let d = Daemon::start().await;
     d.cli_json(&["create", "shelf", "--version", crate::support::PB_NEW]);
     let (_, cookie) = sign_in(&d, &[]).await;
     let csrf = csrf_of(&d, &cookie).await;
-    let page = client()
-        .get(d.url("/ui/instances/shelf"))
-        .header(COOKIE, &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = instance_page(&d, &cookie).await;
     assert!(page.contains("No backups yet."), "{page}");
     assert!(page.contains("id=\"action-backup\""), "{page}");
     let (status, body) = datastar_post(
@@ -376,15 +380,7 @@ async fn back_up_now_from_the_instance_page() {
     assert!(body.contains("shelf backed up as "), "{body}");
     let listed = d.cli_json(&["backup", "list", "shelf"]);
     let id = listed[0]["id"].as_str().unwrap().to_string();
-    let page = client()
-        .get(d.url("/ui/instances/shelf"))
-        .header(COOKIE, &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = instance_page(&d, &cookie).await;
     assert!(page.contains(&id), "the page lists the new backup: {page}");
     // Audited under the dashboard session's actor.
     let (_, events) = d.get("/api/v1/events?instance=shelf&limit=5").await;

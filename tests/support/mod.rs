@@ -57,6 +57,24 @@ pub fn free_port() -> u16 {
         .expect("bind 127.0.0.1:0")
 }
 
+/// A free port below the kernel's ephemeral range (32768 on), for an
+/// instance that is stopped and started again during a test: a port from
+/// [`free_port`] can be taken meanwhile as the local port of any outgoing
+/// connection on the machine. Never the same port twice in one test run.
+pub fn quiet_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = 20_000 + (std::process::id() % 6_000) as u16;
+    loop {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(offset < 6_000, "no quiet port left");
+        let port = start + offset;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 pub mod daemon;
 pub mod systemd_host;
 
