@@ -24,6 +24,25 @@ fn http() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
+/// Send a request to an instance, again while its port refuses
+/// connections: PocketBase executes itself anew when a file in `pb_hooks/`
+/// changes, and its port is closed for that moment (longer on a busy
+/// machine).
+async fn send(request: reqwest::RequestBuilder) -> reqwest::Response {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let attempt = request
+            .try_clone()
+            .expect("a request with a body in memory");
+        match attempt.send().await {
+            Err(e) if e.is_connect() && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            other => return other.unwrap(),
+        }
+    }
+}
+
 async fn shop(d: &Daemon, name: &str) -> Shop {
     let port = quiet_port().to_string();
     let created = d.cli_json(&[
@@ -114,15 +133,15 @@ async fn note(port: u64, title: &str, file: &[u8]) -> Value {
         ("title", None, title.as_bytes()),
         ("doc", Some(("doc.txt", "text/plain")), file),
     ]);
-    let r = http()
-        .post(format!(
-            "http://127.0.0.1:{port}/api/collections/notes/records"
-        ))
-        .header("Content-Type", content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let r = send(
+        http()
+            .post(format!(
+                "http://127.0.0.1:{port}/api/collections/notes/records"
+            ))
+            .header("Content-Type", content_type)
+            .body(body),
+    )
+    .await;
     assert!(
         r.status().is_success(),
         "create note: {}",
@@ -132,16 +151,13 @@ async fn note(port: u64, title: &str, file: &[u8]) -> Value {
 }
 
 async fn titles(port: u64) -> Vec<String> {
-    let v: Value = http()
-        .get(format!(
-            "http://127.0.0.1:{port}/api/collections/notes/records?sort=title&perPage=100"
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = send(http().get(format!(
+        "http://127.0.0.1:{port}/api/collections/notes/records?sort=title&perPage=100"
+    )))
+    .await
+    .json()
+    .await
+    .unwrap();
     v["items"]
         .as_array()
         .unwrap_or_else(|| panic!("no items: {v}"))
@@ -156,7 +172,7 @@ async fn file_of(port: u64, rec: &Value) -> Vec<u8> {
         rec["id"].as_str().unwrap(),
         rec["doc"].as_str().unwrap()
     );
-    let r = http().get(url).send().await.unwrap();
+    let r = send(http().get(url)).await;
     assert!(r.status().is_success(), "file download: {}", r.status());
     r.bytes().await.unwrap().to_vec()
 }

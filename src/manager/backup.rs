@@ -136,7 +136,12 @@ impl Manager {
     ) -> Result<BackupRecord> {
         let now = Utc::now();
         let id = BackupId::new(&now.format("%Y%m%d-%H%M%S").to_string(), rand::random())?;
-        let Destination::Local(dir) = destination;
+        let Destination::Local(dir) = destination else {
+            return Err(ManagerError::Invalid(format!(
+                "{}: only local directories take backups in this version",
+                destination.to_text()
+            )));
+        };
         let target = dir.join(id.file_name());
         let snapshot = InstanceSnapshot {
             name: rec.name.to_string(),

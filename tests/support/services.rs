@@ -1,0 +1,207 @@
+//! The real servers a test starts next to the daemon: an S3-compatible
+//! store (moto's server mode) and nats-server with JetStream. Each listens
+//! on a loopback port below the ephemeral range and is killed when dropped.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::{deps_dir, quiet_port, wait_until};
+
+/// `moto_server` from the venv `scripts/fetch-test-deps` makes, or `None`
+/// when it is missing (the caller skips, visibly).
+pub fn moto_bin() -> Option<PathBuf> {
+    let path = deps_dir().join("../venv-moto/bin/moto_server");
+    path.exists().then_some(path)
+}
+
+/// The pinned nats-server, or `None` when it was not fetched.
+pub fn nats_server_bin() -> Option<PathBuf> {
+    let path = deps_dir().join("nats-server");
+    path.exists().then_some(path)
+}
+
+/// The pinned Litestream, or `None` when it was not fetched.
+pub fn litestream_bin() -> Option<PathBuf> {
+    let path = deps_dir().join("litestream");
+    path.exists().then_some(path)
+}
+
+/// A running moto S3 server. Any access key is accepted.
+pub struct S3 {
+    child: Child,
+    pub port: u16,
+}
+
+impl S3 {
+    pub const ACCESS_KEY: &'static str = "AKIATESTPOCKESTRATOR";
+    pub const SECRET_KEY: &'static str = "pockestrator-test-secret-key-never-shown";
+    pub const REGION: &'static str = "us-east-1";
+
+    pub async fn start() -> Option<S3> {
+        let bin = moto_bin()?;
+        let port = quiet_port();
+        let child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let s3 = S3 { child, port };
+        let url = s3.endpoint();
+        wait_until(Duration::from_secs(30), "moto_server to answer", || {
+            let url = url.clone();
+            async move {
+                let r = http().get(format!("{url}/moto-api/")).send().await.ok()?;
+                r.status().is_success().then_some(())
+            }
+        })
+        .await;
+        Some(s3)
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Make a bucket (moto accepts the unsigned request).
+    pub async fn create_bucket(&self, bucket: &str) {
+        let r = http()
+            .put(format!("{}/{bucket}", self.endpoint()))
+            .send()
+            .await
+            .expect("create bucket");
+        assert!(r.status().is_success(), "create bucket: {}", r.status());
+    }
+
+    /// The object keys in a bucket under a prefix.
+    pub async fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let body = http()
+            .get(format!(
+                "{}/{bucket}?list-type=2&prefix={prefix}",
+                self.endpoint()
+            ))
+            .send()
+            .await
+            .expect("list bucket")
+            .text()
+            .await
+            .unwrap();
+        body.split("<Key>")
+            .skip(1)
+            .filter_map(|rest| rest.split("</Key>").next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The environment that gives pockestrator (and Litestream) the keys.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID".into(), Self::ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), Self::SECRET_KEY.into()),
+            ("AWS_REGION".into(), Self::REGION.into()),
+        ]
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running nats-server with JetStream, its store in a temp dir.
+pub struct Nats {
+    child: Option<Child>,
+    pub port: u16,
+    pub monitor_port: u16,
+    store: tempfile::TempDir,
+}
+
+impl Nats {
+    pub async fn start() -> Option<Nats> {
+        let bin = nats_server_bin()?;
+        let (port, monitor_port) = (quiet_port(), quiet_port());
+        let store = tempfile::tempdir().unwrap();
+        let mut nats = Nats {
+            child: None,
+            port,
+            monitor_port,
+            store,
+        };
+        nats.spawn(&bin);
+        nats.wait_ready().await;
+        Some(nats)
+    }
+
+    fn spawn(&mut self, bin: &std::path::Path) {
+        let child = Command::new(bin)
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-m",
+                &self.monitor_port.to_string(),
+                "-sd",
+            ])
+            .arg(self.store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        self.child = Some(child);
+    }
+
+    async fn wait_ready(&self) {
+        let url = format!(
+            "http://127.0.0.1:{}/healthz?js-enabled-only=true",
+            self.monitor_port
+        );
+        wait_until(Duration::from_secs(30), "nats-server to be ready", || {
+            let url = url.clone();
+            async move {
+                let r = http().get(&url).send().await.ok()?;
+                r.status().is_success().then_some(())
+            }
+        })
+        .await;
+    }
+
+    /// `nats://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Stop the server (the destination becomes unreachable).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start it again on the same ports and store.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.spawn(&nats_server_bin().expect("nats-server"));
+        self.wait_ready().await;
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
