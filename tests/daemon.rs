@@ -289,10 +289,17 @@ async fn upgrade_keeps_data_and_a_failed_upgrade_rolls_back() {
         200,
         "data lost in upgrade"
     );
-    let snapshots = std::fs::read_dir(d.data_dir().join("instances/up/snapshots"))
+    // The snapshot is a backup like any other, of the old version.
+    let backups = d.cli_json(&["backup", "list", "up"]);
+    let pre: Vec<&serde_json::Value> = backups
+        .as_array()
         .unwrap()
-        .count();
-    assert_eq!(snapshots, 1);
+        .iter()
+        .filter(|b| b["trigger"] == "pre-upgrade")
+        .collect();
+    assert_eq!(pre.len(), 1, "{backups}");
+    assert_eq!(pre[0]["version"], PB_OLD);
+    let pre_upgrade = pre[0]["id"].as_str().unwrap().to_string();
 
     // A "newer" binary that cannot start: the upgrade rolls back by itself.
     let broken = fake_binary(
@@ -310,6 +317,26 @@ async fn upgrade_keeps_data_and_a_failed_upgrade_rolls_back() {
         superuser_auth(&d.http, port, "admin@example.com", &password).await,
         200,
         "data lost in rollback"
+    );
+    // The failed upgrade took a backup too, and rolled back from it.
+    let pre = d.cli_json(&["backup", "list", "up"]);
+    assert_eq!(
+        pre.as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["trigger"] == "pre-upgrade")
+            .count(),
+        2,
+        "{pre}"
+    );
+    // The first upgrade's backup brings the old version back, data and all.
+    let back = d.cli_json(&["backup", "restore", "up", &pre_upgrade]);
+    assert_eq!(back["version"], PB_OLD, "{back}");
+    assert_eq!(back["status"], "running", "{back}");
+    assert_eq!(
+        superuser_auth(&d.http, port, "admin@example.com", &password).await,
+        200,
+        "data lost in the restore of the pre-upgrade backup"
     );
     let upgrades: Vec<String> = d
         .audit("up")
@@ -782,6 +809,7 @@ fn leave_an_interrupted_upgrade(
     to_version: &str,
     to_binary: &str,
     stop_instance: bool,
+    backup: Option<&str>,
 ) {
     let dir = d.data_dir().join("instances").join(name);
     let conn = rusqlite::Connection::open(d.data_dir().join("state.db")).unwrap();
@@ -806,14 +834,22 @@ fn leave_an_interrupted_upgrade(
         );
         let _ = std::fs::remove_file(dir.join("pocketbase.pid"));
     }
-    let snapshot = dir.join("snapshots/pre-upgrade-test");
-    std::fs::create_dir_all(&snapshot).unwrap();
-    for entry in std::fs::read_dir(dir.join("pb_data")).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
-            std::fs::copy(entry.path(), snapshot.join(entry.file_name())).unwrap();
+    // The pre-upgrade backup; or, as markers from before upgrades took
+    // backups have it, a copy of pb_data.
+    let snapshot = match backup {
+        Some(archive) => std::path::PathBuf::from(archive),
+        None => {
+            let snapshot = dir.join("snapshots/pre-upgrade-test");
+            std::fs::create_dir_all(&snapshot).unwrap();
+            for entry in std::fs::read_dir(dir.join("pb_data")).unwrap() {
+                let entry = entry.unwrap();
+                if entry.file_type().unwrap().is_file() {
+                    std::fs::copy(entry.path(), snapshot.join(entry.file_name())).unwrap();
+                }
+            }
+            snapshot
         }
-    }
+    };
     let marker = json!({
         "from_version": from_version,
         "from_binary": from_binary,
@@ -834,9 +870,17 @@ async fn an_upgrade_cut_short_by_a_daemon_crash_is_rolled_back() {
     let mut d = Daemon::start().await;
     let port = free_port().to_string();
     let (_, password) = create_with_admin(&d, "midway", PB_OLD, &port);
+    let backup = d.cli_json(&["backup", "create", "midway"]);
     d.kill9();
     let broken = fake_binary(d.data_dir(), "0.99.0", "exit 1");
-    leave_an_interrupted_upgrade(&d, "midway", "0.99.0", broken.to_str().unwrap(), true);
+    leave_an_interrupted_upgrade(
+        &d,
+        "midway",
+        "0.99.0",
+        broken.to_str().unwrap(),
+        true,
+        backup["location"].as_str(),
+    );
     // The new version got as far as wrecking the data.
     std::fs::remove_file(d.data_dir().join("instances/midway/pb_data/data.db")).unwrap();
     d.restart().await;
@@ -880,7 +924,7 @@ async fn an_upgrade_that_finished_before_a_daemon_crash_is_kept() {
     // As if the daemon died after the new version answered but before it
     // cleared its marker.
     let binary = upgraded["binary"].as_str().unwrap().to_string();
-    leave_an_interrupted_upgrade(&d, "nearly", PB_NEW, &binary, false);
+    leave_an_interrupted_upgrade(&d, "nearly", PB_NEW, &binary, false, None);
     d.restart().await;
     let v = d.wait_status("nearly", "running").await;
     assert_eq!(v["version"], PB_NEW);

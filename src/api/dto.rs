@@ -646,7 +646,7 @@ pub struct BackupDto {
     pub location: String,
     /// The PocketBase version the instance ran.
     pub version: String,
-    /// `manual`, `pre-restore` or `pocketbase`.
+    /// `manual`, `schedule`, `pre-restore`, `pre-upgrade` or `pocketbase`.
     pub trigger: String,
 }
 

@@ -128,7 +128,7 @@ impl Manager {
     }
 
     /// A backup of an instance whose lock the caller holds.
-    async fn backup_locked(
+    pub(super) async fn backup_locked(
         &self,
         rec: &InstanceRecord,
         destination: &Destination,
@@ -211,6 +211,39 @@ impl Manager {
         };
         self.store.insert_backup(&record)?;
         Ok(record)
+    }
+
+    /// Keep the newest `keep` backups an instance's upgrades took, and
+    /// remove the older ones (archive and record).
+    pub(super) async fn prune_pre_upgrade_backups(&self, name: &str, keep: usize) {
+        let old: Vec<BackupRecord> = match self.store.list_backups(name) {
+            Ok(all) => {
+                let mut mine: Vec<BackupRecord> = all
+                    .into_iter()
+                    .filter(|b| b.trigger == BackupTrigger::PreUpgrade)
+                    .collect();
+                mine.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+                mine.into_iter().skip(keep).collect()
+            }
+            Err(e) => {
+                tracing::warn!(instance = name, error = %e, "cannot list the pre-upgrade backups");
+                return;
+            }
+        };
+        for b in old {
+            let location = b.location.clone();
+            let removed = tokio::task::spawn_blocking(move || std::fs::remove_file(location)).await;
+            match removed {
+                Ok(Err(e)) if e.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::warn!(instance = name, backup = %b.id, error = %e, "cannot remove an old pre-upgrade backup");
+                    continue;
+                }
+                _ => {}
+            }
+            if let Err(e) = self.store.delete_backup(name, b.id.as_str()) {
+                tracing::warn!(instance = name, backup = %b.id, error = %e, "cannot forget an old pre-upgrade backup");
+            }
+        }
     }
 
     /// The backups of an instance, newest first: pockestrator's, and those
@@ -547,6 +580,54 @@ impl Manager {
         );
         Ok(self.store.get_instance(&rec.name)?.unwrap_or(rec))
     }
+}
+
+/// Put an archive's directories in place of a stopped instance's own,
+/// whole: extract beside them, check both databases, swap each part in,
+/// then drop what was there. What an upgrade that failed rolls back with.
+pub(super) fn put_archive_in_place(dir: &Path, archive_path: &Path) -> Result<()> {
+    let stamp = Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
+    let staging = dir.join(format!(".rollback-{stamp}"));
+    let aside = dir.join(format!(".before-rollback-{stamp}"));
+    let result = (|| {
+        let x = archive::extract(archive_path, &staging)?;
+        for db in ["data.db", "auxiliary.db"] {
+            let path = x.data.join(db);
+            if path.exists() {
+                if let Err(found) = crate::store::integrity_check(&path)? {
+                    return Err(ManagerError::Invalid(format!(
+                        "{} holds a {db} that fails SQLite's integrity check ({found})",
+                        archive_path.display()
+                    )));
+                }
+            }
+        }
+        let parts: Vec<(&'static str, PathBuf)> = [
+            ("pb_data", Some(x.data.clone())),
+            ("pb_hooks", x.hooks.clone()),
+            ("pb_migrations", x.migrations.clone()),
+            ("pb_public", x.public.clone()),
+        ]
+        .into_iter()
+        .filter_map(|(part, from)| from.map(|f| (part, f)))
+        .collect();
+        swap_in(dir, &aside, &parts).map_err(|source| ManagerError::Io {
+            context: format!(
+                "cannot put {} back into {}",
+                archive_path.display(),
+                dir.display()
+            ),
+            source,
+        })
+    })();
+    for leftover in [&staging, &aside] {
+        if let Err(e) = std::fs::remove_dir_all(leftover) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %leftover.display(), error = %e, "cannot remove a roll-back's leftovers");
+            }
+        }
+    }
+    result
 }
 
 /// Move each of the instance's `parts` aside and the restored one in. A

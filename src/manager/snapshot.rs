@@ -1,7 +1,7 @@
-//! Copies of a data directory: taking one, putting one back, keeping the
-//! newest few.
+//! Copies of a data directory: taking one and putting one back (what
+//! upgrade markers written before upgrades took backups point to).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use chrono::Utc;
 
@@ -37,19 +37,6 @@ pub(super) fn restore_dir(snapshot: &Path, data: &Path) -> std::io::Result<()> {
     }
     copy_dir(snapshot, data)?;
     remove_dir_if_exists(&aside)
-}
-
-/// Keep the newest `keep` snapshots.
-pub(super) fn prune_snapshots(dir: &Path, keep: usize) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut names: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    names.sort_by_key(|p| p.metadata().and_then(|m| m.modified()).ok());
-    let excess = names.len().saturating_sub(keep);
-    for old in names.into_iter().take(excess) {
-        let _ = std::fs::remove_dir_all(old);
-    }
 }
 
 #[cfg(test)]

@@ -6,16 +6,33 @@ use crate::model::AuditAction;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chrono::Utc;
 use semver::Version;
 
+use super::backup::put_archive_in_place;
 use super::install::BinaryChoice;
-use super::snapshot::{copy_dir, prune_snapshots, restore_dir};
+use super::snapshot::restore_dir;
 use super::{Actor, Manager, ManagerError, Result};
-use crate::model::{DesiredState, Status};
+use crate::model::{BackupTrigger, DesiredState, Destination, Status};
 use crate::pocketbase;
 use crate::runtime::Runtime;
 use crate::store::InstanceRecord;
+
+/// How many pre-upgrade backups an instance keeps.
+const KEEP_PRE_UPGRADE: usize = 3;
+
+/// Put the data an upgrade started from back: from its pre-upgrade backup
+/// (an archive), or from a copied `pb_data` directory, which is what
+/// upgrade markers written before upgrades took backups point to.
+fn put_snapshot_back(snapshot: &Path, dir: &Path, data_dir: &Path) -> Result<()> {
+    if snapshot.is_dir() {
+        restore_dir(snapshot, data_dir).map_err(|source| ManagerError::Io {
+            context: format!("cannot copy {} back", snapshot.display()),
+            source,
+        })
+    } else {
+        put_archive_in_place(dir, snapshot)
+    }
+}
 
 impl Manager {
     /// Switch an instance to another PocketBase: snapshot `pb_data`, stop,
@@ -58,33 +75,24 @@ impl Manager {
         self.runtime.stop(&instance).await?;
         self.set_state(name, Status::Stopped, None, old.restarts, None);
         let data_dir = self.spec(&old).data_dir();
-        let snapshot = old.dir.join("snapshots").join(format!(
-            "pre-upgrade-{}-{}",
-            old.version,
-            Utc::now().format("%Y%m%dT%H%M%S%.3fZ")
-        ));
-        let copied = tokio::task::spawn_blocking({
-            let (from, to) = (data_dir.clone(), snapshot.clone());
-            move || copy_dir(&from, &to)
-        })
-        .await
-        .map_err(|e| ManagerError::Internal(format!("snapshot task failed: {e}")))
-        .and_then(|r| {
-            r.map_err(|source| ManagerError::Io {
-                context: format!(
-                    "cannot snapshot {} to {}",
-                    data_dir.display(),
-                    snapshot.display()
-                ),
-                source,
-            })
-        });
-        if let Err(e) = copied {
-            if was_running {
-                let _ = self.runtime.start(self.spec(&old)).await;
+        // The snapshot is a backup like any other, taken with the instance
+        // stopped: listed by `backup list` (trigger `pre-upgrade`), and
+        // restorable later with its version.
+        let destination = Destination::Local(self.layout.backups().join(name));
+        let snapshot = match self
+            .backup_locked(&old, &destination, BackupTrigger::PreUpgrade)
+            .await
+        {
+            Ok(b) => b.location,
+            Err(e) => {
+                if was_running {
+                    let _ = self.runtime.start(self.spec(&old)).await;
+                }
+                return Err(ManagerError::Conflict(format!(
+                    "no upgrade of {name}: its pre-upgrade backup failed ({e}); nothing was changed"
+                )));
             }
-            return Err(e);
-        }
+        };
         let mut new = old.clone();
         new.version = installed.version.clone();
         new.binary_path = installed.binary.clone();
@@ -113,12 +121,7 @@ impl Manager {
             Ok(pid) => {
                 UpgradeMarker::clear(&old.dir);
                 self.record_unit_hash(name);
-                let snapshots = old.dir.join("snapshots");
-                if let Err(e) =
-                    tokio::task::spawn_blocking(move || prune_snapshots(&snapshots, 3)).await
-                {
-                    tracing::warn!(instance = name, error = %e, "cannot prune old snapshots");
-                }
+                self.prune_pre_upgrade_backups(name, KEEP_PRE_UPGRADE).await;
                 if was_running {
                     self.set_state(name, Status::Running, Some(pid), old.restarts, None);
                 } else {
@@ -139,13 +142,18 @@ impl Manager {
                 tracing::warn!(instance = name, %reason, "upgrade failed, rolling back");
                 let _ = self.runtime.stop(&instance).await;
                 let restored = tokio::task::spawn_blocking({
-                    let (snap, data) = (snapshot.clone(), data_dir.clone());
-                    move || restore_dir(&snap, &data)
+                    let (snap, dir) = (snapshot.clone(), old.dir.clone());
+                    move || put_snapshot_back(&snap, &dir, &data_dir)
                 })
                 .await;
                 if !matches!(restored, Ok(Ok(()))) {
+                    let why = match restored {
+                        Ok(Err(e)) => e.to_string(),
+                        Err(e) => e.to_string(),
+                        Ok(Ok(())) => String::new(),
+                    };
                     let msg = format!(
-                        "upgrade of {name} failed ({reason}) and its data could not be restored automatically: the snapshot is at {}",
+                        "upgrade of {name} failed ({reason}) and its data could not be restored automatically ({why}): the pre-upgrade backup is at {}",
                         snapshot.display()
                     );
                     self.set_state(name, Status::Failed, None, old.restarts, Some(&msg));
@@ -207,18 +215,16 @@ impl Manager {
             }
             self.runtime.stop(&spec.name).await?;
         }
-        let data_dir = spec.data_dir();
-        let snapshot = marker.snapshot.clone();
-        tokio::task::spawn_blocking(move || restore_dir(&snapshot, &data_dir))
+        let (snapshot, dir, data_dir) = (marker.snapshot.clone(), rec.dir.clone(), spec.data_dir());
+        tokio::task::spawn_blocking(move || put_snapshot_back(&snapshot, &dir, &data_dir))
             .await
             .map_err(|e| ManagerError::Internal(format!("restore task failed: {e}")))?
-            .map_err(|source| ManagerError::Io {
-                context: format!(
-                    "the upgrade of {} was interrupted and its snapshot {} cannot be restored",
+            .map_err(|e| {
+                ManagerError::Internal(format!(
+                    "the upgrade of {} was interrupted and its pre-upgrade backup {} cannot be put back: {e}",
                     rec.name,
                     marker.snapshot.display()
-                ),
-                source,
+                ))
             })?;
         self.give_to_unit_user(&rec.dir).await?;
         rec.version = marker.from_version.clone();
@@ -251,6 +257,8 @@ pub(super) struct UpgradeMarker {
     from_version: Version,
     from_binary: PathBuf,
     to_version: Version,
+    /// The pre-upgrade backup (a `.zip`), or a copy of `pb_data` (a
+    /// directory) in markers from before upgrades took backups.
     snapshot: PathBuf,
     was_running: bool,
 }

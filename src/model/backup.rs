@@ -397,6 +397,10 @@ pub enum BackupTrigger {
     PreRestore,
     /// Made by PocketBase itself (its `pb_data/backups/`), found there.
     PocketBase,
+    /// Taken right before an upgrade switched the instance's version: what
+    /// a failed upgrade rolls back to, and what `backup restore` brings
+    /// back later, old version included.
+    PreUpgrade,
 }
 
 impl BackupTrigger {
@@ -406,6 +410,7 @@ impl BackupTrigger {
             BackupTrigger::Schedule => "schedule",
             BackupTrigger::PreRestore => "pre-restore",
             BackupTrigger::PocketBase => "pocketbase",
+            BackupTrigger::PreUpgrade => "pre-upgrade",
         }
     }
 
@@ -415,6 +420,7 @@ impl BackupTrigger {
             "schedule" => Some(BackupTrigger::Schedule),
             "pre-restore" => Some(BackupTrigger::PreRestore),
             "pocketbase" => Some(BackupTrigger::PocketBase),
+            "pre-upgrade" => Some(BackupTrigger::PreUpgrade),
             _ => None,
         }
     }
@@ -544,6 +550,7 @@ mod tests {
             BackupTrigger::Schedule,
             BackupTrigger::PreRestore,
             BackupTrigger::PocketBase,
+            BackupTrigger::PreUpgrade,
         ] {
             assert_eq!(BackupTrigger::parse(t.as_str()), Some(t));
         }
