@@ -1059,3 +1059,56 @@ async fn an_instance_without_a_superuser_leaves_no_zombie_browser_launcher() {
         .join("instances/nosu/.pockestrator/no-browser/xdg-open");
     assert_eq!(std::fs::metadata(&stub).unwrap().len(), 0);
 }
+
+/// A port found free can be taken by another program before PocketBase
+/// binds it; a port the daemon chose itself is then chosen again. The
+/// "PocketBase" here refuses the first port it is given, as one would whose
+/// port another program took, and is the real one on any other.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chosen_port_taken_before_pocketbase_binds_it_is_chosen_again() {
+    let d = Daemon::start().await;
+    let first = d.data_dir().join("first-port");
+    let real = crate::support::pocketbase_bin(PB_NEW);
+    let body = format!(
+        r#"port=$(printf '%s\n' "$@" | sed -n 's/^--http=.*:\([0-9]*\)$/\1/p')
+[ -e '{first}' ] || echo "$port" > '{first}'
+if [ "$(cat '{first}')" = "$port" ]; then
+  echo "Error: listen tcp 127.0.0.1:$port: bind: address already in use" >&2
+  exit 1
+fi
+exec '{real}' "$@""#,
+        first = first.display(),
+        real = real.display()
+    );
+    let racy = fake_binary(d.data_dir(), PB_NEW, &body);
+    let created = d.cli_json(&["create", "racy", "--binary", racy.to_str().unwrap()]);
+    assert_eq!(created["status"], "running", "{created}\n{}", d.log());
+    let taken: u64 = std::fs::read_to_string(&first)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let port = port_of(&created);
+    assert_ne!(port, taken, "{created}");
+    let health = d
+        .http
+        .get(format!("http://127.0.0.1:{port}/api/health"))
+        .send()
+        .await
+        .unwrap();
+    assert!(health.status().is_success());
+    // A port asked for is not changed behind the caller's back.
+    let asked = free_port().to_string();
+    std::fs::remove_file(&first).unwrap();
+    let out = d.cli(&[
+        "create",
+        "asked",
+        "--binary",
+        racy.to_str().unwrap(),
+        "--port",
+        &asked,
+    ]);
+    assert!(!out.status.success(), "{}", d.log());
+    let (code, _) = d.get("/api/v1/instances/asked").await;
+    assert_eq!(code, 404, "a failed create leaves nothing behind");
+}

@@ -256,10 +256,42 @@ impl Manager {
         };
         let lock = self.lock_for(&rec.name);
         let _guard = lock.lock().await;
-        match self
-            .bring_up_new(&rec, &installed, superuser.as_ref())
-            .await
-        {
+        let mut rec = rec;
+        let chose_port = compat.is_none() && req.port.is_none();
+        let mut tried = vec![rec.port];
+        let brought_up = loop {
+            let attempt = self
+                .bring_up_new(&rec, &installed, superuser.as_ref())
+                .await;
+            // A port found free can be taken by another program before
+            // PocketBase binds it. One we chose ourselves is chosen again.
+            let taken = matches!(&attempt, Err(ManagerError::StartFailed { log_tail, .. })
+                if log_tail.iter().any(|l| l.contains("address already in use")));
+            if !(taken && chose_port && tried.len() < 4) {
+                break attempt;
+            }
+            if let Err(e) = self.runtime.stop(&rec.name).await {
+                break Err(e.into());
+            }
+            let next = {
+                let _allocation = self.allocation.lock().await;
+                let mut used = self.store.used_ports()?;
+                used.extend(&tried);
+                match ports::next_port(&used, port_is_free) {
+                    Ok(port) => {
+                        tracing::warn!(instance = %rec.name, taken = rec.port, port, "the chosen port was taken before PocketBase bound it: trying another");
+                        rec.port = port;
+                        self.store.update_config(&rec, &actor.0).map(|_| port)
+                    }
+                    Err(e) => break Err(e.into()),
+                }
+            };
+            match next {
+                Ok(port) => tried.push(port),
+                Err(e) => break Err(e.into()),
+            }
+        };
+        match brought_up {
             Ok(pid) => {
                 let mut ready = rec.clone();
                 ready.phase = Phase::Ready;
