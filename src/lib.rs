@@ -36,6 +36,7 @@ pub mod dashboard;
 pub mod doctor;
 pub mod events;
 pub mod fsutil;
+pub mod git;
 pub mod health;
 pub mod lines;
 pub mod manager;

@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod backoff;
 pub mod backup;
+pub mod git;
 pub mod limits;
 pub mod names;
 pub mod ports;
@@ -18,6 +19,7 @@ pub mod version;
 
 pub use audit::{AuditAction, AuditOutcome};
 pub use backup::{BackupError, BackupId, BackupTrigger, Destination};
+pub use git::{BranchName, CommitId, GitError, RepoUrl, Subdir, Transport};
 pub use limits::{CpuQuota, LimitError, MemoryMax, ResourceLimits};
 pub use names::{Domain, InstanceName, NameError, UserId};
 pub use schedule::{CronExpr, Retention, ScheduleError};
