@@ -178,7 +178,7 @@ fn check_authority(authority: &str) -> Result<(), &'static str> {
     const WHY: &str = "the host must be a DNS name or an IP address, with an optional :PORT";
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
         let (v6, after) = rest.split_once(']').ok_or(WHY)?;
-        v6.parse::<std::net::Ipv6Addr>().map_err(|_| WHY)?;
+        v6.parse::<core::net::Ipv6Addr>().map_err(|_| WHY)?;
         (None, after.strip_prefix(':'))
     } else {
         match authority.rsplit_once(':') {
