@@ -205,6 +205,7 @@ impl S3Store {
 
 /// Whether the store could not be reached at all.
 fn unreachable(e: &object_store::Error) -> bool {
+    use std::io::ErrorKind;
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
         if let Some(http) = s.downcast_ref::<HttpError>() {
@@ -212,9 +213,25 @@ fn unreachable(e: &object_store::Error) -> bool {
                 return true;
             }
         }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::TimedOut
+                    | ErrorKind::HostUnreachable
+                    | ErrorKind::NetworkUnreachable
+            ) {
+                return true;
+            }
+        }
         source = s.source();
     }
-    false
+    // The client does not always hand its cause on: its words for "no
+    // answer at all".
+    let text = e.to_string();
+    text.contains("error sending request") || text.contains("dns error")
 }
 
 /// The innermost error's text (e.g. "Connection refused (os error 111)").

@@ -207,7 +207,18 @@ impl Manager {
                     continue;
                 }
                 let copy = staging.path().join(db);
-                crate::store::snapshot_database(&src, &copy)?;
+                // SQLite does not always say that the disk is full: look
+                // before the partial copy goes.
+                crate::store::snapshot_database(&src, &copy).map_err(|e| {
+                    if nearly_full(&dir_c) {
+                        ManagerError::Io {
+                            context: format!("cannot copy {db} into {}", dir_c.display()),
+                            source: std::io::Error::from_raw_os_error(nix::libc::ENOSPC),
+                        }
+                    } else {
+                        e.into()
+                    }
+                })?;
                 databases.push((db.to_string(), copy));
             }
             if databases.is_empty() {
@@ -631,6 +642,12 @@ fn remote_destination(backup: &BackupRecord) -> Option<Destination> {
         Ok(Destination::Local(_)) | Err(_) => None,
         Ok(remote) => Some(remote),
     }
+}
+
+/// Whether the filesystem of `dir` has (next to) no room left.
+fn nearly_full(dir: &Path) -> bool {
+    nix::sys::statvfs::statvfs(dir)
+        .is_ok_and(|fs| fs.blocks_available().saturating_mul(fs.fragment_size()) < 64 * 1024)
 }
 
 /// A failure to write an archive, said as a full disk when it is one.
