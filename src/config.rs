@@ -261,6 +261,14 @@ impl Layout {
     }
 }
 
+/// The credentials of remote backup destinations: the daemon's
+/// environment, then `file` (`serve --credentials`), whose values win.
+pub fn load_credentials(
+    file: Option<&Path>,
+) -> Result<crate::credentials::Credentials, crate::credentials::CredentialsError> {
+    crate::credentials::Credentials::load(file, |name| std::env::var(name).ok())
+}
+
 /// The default data dir: `/var/lib/pockestrator` for root, otherwise
 /// `$XDG_DATA_HOME/pockestrator` (or `~/.local/share/pockestrator`).
 pub fn default_data_dir() -> PathBuf {

@@ -223,10 +223,8 @@ pub fn config(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<Config> {
         .transpose()
         .map_err(|e| anyhow::anyhow!("--backup-to: {e}"))?;
     let credentials_file = args.credentials.map(absolute).transpose()?;
-    cfg.credentials = crate::credentials::Credentials::load(credentials_file.as_deref(), |name| {
-        std::env::var(name).ok()
-    })
-    .map_err(|e| anyhow::anyhow!("--credentials: {e}"))?;
+    cfg.credentials = crate::config::load_credentials(credentials_file.as_deref())
+        .map_err(|e| anyhow::anyhow!("--credentials: {e}"))?;
     cfg.health_failures_before_restart = args.health_failures.max(1);
     cfg.start_timeout = args.start_timeout;
     cfg.stop_timeout = args.stop_timeout;

@@ -261,7 +261,7 @@ fn valid_host_port(raw: &str) -> bool {
         return false;
     };
     let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        v6.parse::<std::net::Ipv6Addr>().is_ok()
+        v6.parse::<core::net::Ipv6Addr>().is_ok()
     } else {
         !host.is_empty()
             && host.len() <= 253
