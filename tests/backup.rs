@@ -44,7 +44,12 @@ pub(crate) async fn send(request: reqwest::RequestBuilder) -> reqwest::Response 
 }
 
 pub(crate) async fn shop(d: &Daemon, name: &str) -> Shop {
-    let port = quiet_port().to_string();
+    shop_on(d, name, quiet_port()).await
+}
+
+/// [`shop`] on a given port.
+pub(crate) async fn shop_on(d: &Daemon, name: &str, port: u16) -> Shop {
+    let port = port.to_string();
     let created = d.cli_json(&[
         "create",
         name,

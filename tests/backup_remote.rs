@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::backup::{backup_id, file_of, note, shop, titles};
+use crate::backup::{backup_id, file_of, note, shop, shop_on, titles};
 use crate::support::daemon::{Daemon, BIN};
 use crate::support::services::{Nats, S3};
 use crate::support::skip;
@@ -57,6 +57,37 @@ fn ids(listed: &Value) -> Vec<String> {
         .collect()
 }
 
+/// A port for an instance that is to be cloned, out of the range other
+/// tests take ports from: a clone gets the port above its original's, so
+/// that one must be free too.
+fn port_with_a_free_neighbour() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = 17_000 + (std::process::id() % 500) as u16 * 2;
+    loop {
+        let offset = NEXT.fetch_add(2, Ordering::Relaxed);
+        assert!(offset < 2_000, "no port pair left");
+        let port = start + offset;
+        let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if free(port) && free(port + 1) {
+            return port;
+        }
+    }
+}
+
+/// `len` bytes that do not compress (xorshift64).
+fn noise(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect()
+}
+
 /// A credentials file holding moto's keys, only its owner may read.
 fn credentials_file(dir: &Path, mode: u32) -> std::path::PathBuf {
     let path = dir.join("credentials");
@@ -86,15 +117,30 @@ async fn backup_remote_s3_round_trip() {
     s3.create_bucket("pk-backups").await;
     let secrets = tempfile::tempdir().unwrap();
     let creds = credentials_file(secrets.path(), 0o600);
-    let d = Daemon::start_with(&["--credentials", creds.to_str().unwrap()], &[]).await;
-    let s = shop(&d, "shop").await;
+    // Every instance's backups go to the bucket by default, each under its name.
+    let fleet = format!("s3://pk-backups/fleet?endpoint={}", s3.endpoint());
+    let d = Daemon::start_with(
+        &[
+            "--credentials",
+            creds.to_str().unwrap(),
+            "--backup-to",
+            &fleet,
+        ],
+        &[],
+    )
+    .await;
+    let s = shop_on(&d, "shop", port_with_a_free_neighbour()).await;
     let first = note(s.port, "a-first", b"first file").await;
+    // Random bytes do not compress: the archive is more than one 8 MiB part.
+    let big = noise(9_000_000);
+    let large = note(s.port, "a-large", &big).await;
 
-    let to = format!("s3://pk-backups/fleet?endpoint={}", s3.endpoint());
-    let b = d.cli_json(&["backup", "create", "shop", "--to", &to]);
+    let b = d.cli_json(&["backup", "create", "shop"]);
     let id = backup_id(&b);
+    let to = format!("s3://pk-backups/fleet/shop?endpoint={}", s3.endpoint());
     assert_eq!(b["destination"], to.as_str());
-    let key = format!("fleet/{id}.zip");
+    assert!(b["size"].as_u64().unwrap() > 8 * 1024 * 1024, "{b}");
+    let key = format!("fleet/shop/{id}.zip");
     assert_eq!(s3.keys("pk-backups", "fleet/").await, vec![key.clone()]);
     assert!(
         b["location"]
@@ -109,12 +155,16 @@ async fn backup_remote_s3_round_trip() {
     note(s.port, "b-later", b"later").await;
     let restored = d.cli_json(&["backup", "restore", "shop", &id]);
     assert_eq!(restored["status"], "running", "{restored}");
-    assert_eq!(titles(s.port).await, ["a-first"]);
+    assert_eq!(titles(s.port).await, ["a-first", "a-large"]);
     assert_eq!(file_of(s.port, &first).await, b"first file");
+    assert!(
+        file_of(s.port, &large).await == big,
+        "the large file differs"
+    );
 
     let clone = d.cli_json(&["backup", "restore", "shop", &id, "--as", "shop-copy"]);
     let clone_port = clone["port"].as_u64().unwrap();
-    assert_eq!(titles(clone_port).await, ["a-first"]);
+    assert_eq!(titles(clone_port).await, ["a-first", "a-large"]);
     assert_eq!(file_of(clone_port, &first).await, b"first file");
     staging_is_empty(&d);
 
@@ -157,7 +207,7 @@ async fn backup_remote_nats_round_trip() {
         return;
     };
     let d = Daemon::start().await;
-    let s = shop(&d, "shop").await;
+    let s = shop_on(&d, "shop", port_with_a_free_neighbour()).await;
     let first = note(s.port, "a-first", b"first file").await;
 
     let servers = nats.url().trim_start_matches("nats://").to_string();
@@ -356,9 +406,7 @@ async fn backup_remote_full_disk_leaves_nothing_behind() {
     let d = Daemon::start().await;
     let s = shop(&d, "shop").await;
     // Random bytes do not compress: the archive cannot fit in 64 KiB.
-    let big: Vec<u8> = (0..200_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
+    let big = noise(200_000);
     note(s.port, "big", &big).await;
 
     let e = fails(
