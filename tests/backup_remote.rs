@@ -245,6 +245,69 @@ async fn backup_remote_nats_round_trip() {
         assert!(info.deleted, "the object is still there: {info:?}");
     }
     staging_is_empty(&d);
+
+    // A schedule to the same store: its runs land there, and retention
+    // deletes the pruned ones' objects.
+    let to_sched = format!("nats://{servers}/pk_backups/sched");
+    d.cli_json(&[
+        "backup",
+        "schedule",
+        "shop",
+        "--cron",
+        "*/2 * * * * *",
+        "--to",
+        &to_sched,
+        "--keep-last",
+        "1",
+        "--keep-daily",
+        "0",
+        "--keep-weekly",
+        "0",
+        "--keep-monthly",
+        "0",
+    ]);
+    crate::support::wait_until(
+        Duration::from_secs(30),
+        "three scheduled backups",
+        || async {
+            let runs = d
+                .audit("shop")
+                .await
+                .iter()
+                .filter(|(a, r)| a == "backup" && r == "ok")
+                .count();
+            (runs >= 4).then_some(())
+        },
+    )
+    .await;
+    d.cli_json(&["backup", "schedule", "shop", "--off"]);
+    let kept = crate::support::wait_until(Duration::from_secs(15), "retention to hold", || async {
+        let kept: Vec<String> = d
+            .cli_json(&["backup", "list", "shop"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["trigger"] == "schedule")
+            .map(backup_id)
+            .collect();
+        (kept.len() == 1).then_some(kept)
+    })
+    .await;
+    let objects =
+        crate::support::wait_until(Duration::from_secs(15), "one object left", || async {
+            use futures::StreamExt;
+            let mut names = Vec::new();
+            let mut list = bucket.list().await.ok()?;
+            while let Some(info) = list.next().await {
+                let info = info.ok()?;
+                if info.name.starts_with("sched/") && !info.deleted {
+                    names.push(info.name);
+                }
+            }
+            (names.len() == 1).then_some(names)
+        })
+        .await;
+    assert_eq!(objects, [format!("sched/{}.zip", kept[0])]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
