@@ -172,6 +172,11 @@ pub struct Config {
     /// The backup schedule (a cron expression) every new instance gets,
     /// with the default retention; `None`: none.
     pub backup_schedule: Option<String>,
+    /// Where backups go when no `--to` is given (each instance's under
+    /// `child(name)`); `None`: `backups/<instance>/` in the data dir.
+    pub backup_to: Option<crate::model::Destination>,
+    /// S3 and NATS credentials for remote destinations.
+    pub credentials: crate::credentials::Credentials,
 }
 
 impl Config {
@@ -196,6 +201,8 @@ impl Config {
             runtime: RuntimeKind::Embedded,
             systemd: SystemdSettings::default(),
             backup_schedule: None,
+            backup_to: None,
+            credentials: crate::credentials::Credentials::default(),
             data_dir,
         }
     }
@@ -243,9 +250,23 @@ impl Layout {
         self.root.join("backups")
     }
 
+    /// Where archives for remote destinations are written before they
+    /// are uploaded (on the data dir's filesystem, not `/tmp`).
+    pub fn backup_staging(&self) -> PathBuf {
+        self.backups().join(".staging")
+    }
+
     pub fn releases(&self) -> PathBuf {
         self.root.join("releases")
     }
+}
+
+/// The credentials of remote backup destinations: the daemon's
+/// environment, then `file` (`serve --credentials`), whose values win.
+pub fn load_credentials(
+    file: Option<&Path>,
+) -> Result<crate::credentials::Credentials, crate::credentials::CredentialsError> {
+    crate::credentials::Credentials::load(file, |name| std::env::var(name).ok())
 }
 
 /// The default data dir: `/var/lib/pockestrator` for root, otherwise

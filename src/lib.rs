@@ -8,6 +8,8 @@
 //! - [`model`]: the pure domain — names, ports, versions, states, policies.
 //! - [`config`]: flags + environment into one validated daemon `Config`.
 //! - [`fsutil`]: atomic file writes (temporary file, fsync, rename, fsync).
+//! - [`credentials`]: S3 and NATS secrets from the environment or a 0600 file.
+//! - [`destination`]: where backups are kept — a directory, S3, NATS JetStream.
 //! - [`store`]: SQLite state, audit log and config history; the only SQL.
 //! - [`release`]: PocketBase releases — resolve, download, verify, cache.
 //! - [`runtime`]: how instance processes run (the embedded supervisor).
@@ -31,8 +33,10 @@ pub mod archive;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod credentials;
 pub mod daemon;
 pub mod dashboard;
+pub mod destination;
 pub mod doctor;
 pub mod events;
 pub mod fsutil;

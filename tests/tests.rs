@@ -5,6 +5,7 @@
 mod support;
 
 mod backup;
+mod backup_remote;
 mod caddy;
 mod compat;
 mod daemon;

@@ -639,10 +639,12 @@ pub struct BackupDto {
     pub size: u64,
     /// The archive's sha256, hex.
     pub sha256: String,
-    /// Where it went: `file:///…`, or `pocketbase` for a backup PocketBase
-    /// made itself in its `pb_data/backups/`.
+    /// Where it went: `file:///…`, `s3://…` or `nats://…` (never with
+    /// credentials), or `pocketbase` for a backup PocketBase made itself in
+    /// its `pb_data/backups/`.
     pub destination: String,
-    /// The archive's path on the daemon's host.
+    /// The archive: its path on the daemon's host, or the URL of its
+    /// object in a remote destination.
     pub location: String,
     /// The PocketBase version the instance ran.
     pub version: String,
@@ -677,8 +679,11 @@ pub struct BackupList {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBackup {
-    /// A directory for the archive (an absolute path or `file:///path`);
-    /// default: `backups/NAME/` in the daemon's data dir.
+    /// Where the archive goes: a directory (an absolute path or
+    /// `file:///path`), `s3://BUCKET[/PREFIX][?endpoint=URL&region=R]` or
+    /// `nats://HOST:PORT[,HOST:PORT…]/BUCKET[/PREFIX]`, never with
+    /// credentials (the daemon has them); default: the daemon's
+    /// `--backup-to`, else `backups/NAME/` in its data dir.
     pub to: Option<String>,
 }
 

@@ -8,6 +8,7 @@ use axum::Json;
 
 use super::dto::{ErrorBody, ErrorDetail};
 use crate::archive::ArchiveError;
+use crate::destination::FailureKind;
 use crate::manager::ManagerError;
 use crate::model::ports::PortError;
 use crate::pocketbase::PocketBaseError;
@@ -84,6 +85,12 @@ pub fn http_status(e: &ManagerError) -> StatusCode {
         | ManagerError::Store(StoreError::UserTaken(_))
         | ManagerError::Store(StoreError::DomainTaken { .. }) => 409,
         ManagerError::Router(_) => 502,
+        ManagerError::Destination(d) => match d.kind {
+            FailureKind::Setup => 400,
+            FailureKind::NotFound => 404,
+            FailureKind::DiskFull => 507,
+            FailureKind::Unreachable | FailureKind::Failed => 502,
+        },
         ManagerError::Release(e) if e.is_user_error() => 400,
         ManagerError::Release(_) => 502,
         _ => 500,
@@ -116,6 +123,13 @@ pub fn code(e: &ManagerError) -> &'static str {
         ManagerError::Store(StoreError::UserTaken(_)) => "conflict",
         ManagerError::Store(StoreError::DomainTaken { .. }) => "domain_taken",
         ManagerError::Router(_) => "router_error",
+        ManagerError::Destination(d) => match d.kind {
+            FailureKind::Setup => "invalid_destination",
+            FailureKind::NotFound => "not_found",
+            FailureKind::DiskFull => "disk_full",
+            FailureKind::Unreachable => "destination_unreachable",
+            FailureKind::Failed => "destination_error",
+        },
         ManagerError::Store(_) => "store_error",
         ManagerError::Release(e) if e.is_user_error() => "unknown_version",
         ManagerError::Release(_) => "release_unavailable",

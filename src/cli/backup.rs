@@ -20,8 +20,15 @@ pub enum BackupCommand {
     /// backup: it can be uploaded to PocketBase's own /api/backups/upload.
     Create {
         name: String,
-        /// A directory for the archive: an absolute path or file:///path
-        /// (default: backups/NAME/ in the daemon's data dir).
+        /// Where the archive goes: a directory (`/abs/dir` or
+        /// `file:///abs/dir`), an S3-compatible store
+        /// (`s3://BUCKET[/PREFIX][?endpoint=http(s)://HOST:PORT&region=R]`,
+        /// endpoint for one that is not AWS, such as MinIO) or a NATS
+        /// JetStream object store (`nats://HOST:PORT[,HOST:PORT…]/BUCKET[/PREFIX]`,
+        /// the bucket is made if missing). Credentials never go in the URL:
+        /// the daemon reads them from its environment or its `serve
+        /// --credentials` file. Default: `serve --backup-to`'s NAME/, else
+        /// backups/NAME/ in the daemon's data dir.
         #[arg(long, value_name = "DEST")]
         to: Option<String>,
     },
@@ -73,7 +80,9 @@ pub struct ScheduleArgs {
     keep_weekly: u32,
     #[arg(long, value_name = "N", default_value_t = 12)]
     keep_monthly: u32,
-    /// A directory for the scheduled backups (default: backups/NAME/).
+    /// Where the scheduled backups go: a directory, `s3://…` or `nats://…`
+    /// as for `backup create --to` (default: `serve --backup-to`'s NAME/,
+    /// else backups/NAME/).
     #[arg(long, value_name = "DEST")]
     to: Option<String>,
     /// Remove the schedule (its backups stay).

@@ -70,6 +70,23 @@ pub struct ServeArgs {
     /// `pockestrator backup schedule NAME`.
     #[arg(long, value_name = "CRON")]
     pub backup_schedule: Option<String>,
+    /// Where backups go when `backup create` or a schedule names no
+    /// `--to`; each instance's go under its own name below it. One of
+    /// `/abs/dir` (or `file:///abs/dir`),
+    /// `s3://BUCKET[/PREFIX][?endpoint=http(s)://HOST:PORT&region=R]` or
+    /// `nats://HOST:PORT[,HOST:PORT…]/BUCKET[/PREFIX]`. Default: `backups/`
+    /// in the data dir.
+    #[arg(long, env = "POCKESTRATOR_BACKUP_TO", value_name = "URL")]
+    pub backup_to: Option<String>,
+    /// A file of credentials for remote backup destinations, one
+    /// `KEY=VALUE` a line: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    /// AWS_SESSION_TOKEN, AWS_REGION for S3; NATS_USER and NATS_PASSWORD,
+    /// NATS_TOKEN or NATS_CREDS (a .creds file's path) for NATS. Only its
+    /// owner may read it (`chmod 600 FILE`). Its values win over the same
+    /// variables in the daemon's environment, which work too. Credentials
+    /// never go in a destination URL.
+    #[arg(long, env = "POCKESTRATOR_CREDENTIALS", value_name = "FILE")]
+    pub credentials: Option<PathBuf>,
     /// How long a starting instance may take to become healthy.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub start_timeout: Duration,
@@ -199,6 +216,15 @@ pub fn config(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<Config> {
             .map_err(|e| anyhow::anyhow!("--backup-schedule: {e}"))?;
     }
     cfg.backup_schedule = args.backup_schedule;
+    cfg.backup_to = args
+        .backup_to
+        .as_deref()
+        .map(crate::model::Destination::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--backup-to: {e}"))?;
+    let credentials_file = args.credentials.map(absolute).transpose()?;
+    cfg.credentials = crate::config::load_credentials(credentials_file.as_deref())
+        .map_err(|e| anyhow::anyhow!("--credentials: {e}"))?;
     cfg.health_failures_before_restart = args.health_failures.max(1);
     cfg.start_timeout = args.start_timeout;
     cfg.stop_timeout = args.stop_timeout;

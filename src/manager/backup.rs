@@ -23,6 +23,7 @@ use super::create::CreateRequest;
 use super::install::BinaryChoice;
 use super::{Actor, Manager, ManagerError, Result};
 use crate::archive::{self, InstanceSnapshot, Sources};
+use crate::destination::{AnyDestination, DestinationError, FailureKind};
 use crate::model::version::VersionRequest;
 use crate::model::{AuditAction, BackupId, BackupTrigger, DesiredState, Destination, Status};
 use crate::runtime::Runtime;
@@ -82,6 +83,15 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Manager {
+    /// Where an instance's backups go when no destination is named: under
+    /// `serve --backup-to`, else `backups/NAME/` in the data dir.
+    pub(super) fn default_destination(&self, name: &str) -> Destination {
+        match &self.cfg.backup_to {
+            Some(fleet) => fleet.child(name),
+            None => Destination::Local(self.layout.backups().join(name)),
+        }
+    }
+
     /// Back an instance up to `to` (default: `backups/NAME/` in the data
     /// dir). Works whatever the instance's state, without starting it.
     pub async fn backup_create(
@@ -119,7 +129,7 @@ impl Manager {
     ) -> Result<BackupRecord> {
         let destination = match to {
             Some(raw) => Destination::parse(raw)?,
-            None => Destination::Local(self.layout.backups().join(name)),
+            None => self.default_destination(name),
         };
         let lock = self.lock_for(name);
         let _guard = lock.lock().await;
@@ -136,13 +146,35 @@ impl Manager {
     ) -> Result<BackupRecord> {
         let now = Utc::now();
         let id = BackupId::new(&now.format("%Y%m%d-%H%M%S").to_string(), rand::random())?;
-        let Destination::Local(dir) = destination else {
-            return Err(ManagerError::Invalid(format!(
-                "{}: only local directories take backups in this version",
-                destination.to_text()
-            )));
+        let file_name = id.file_name();
+        // A local directory takes the archive itself; a remote store gets
+        // it from a staging file in the data dir, removed in any case.
+        let (remote, dir, upload_dir) = match destination {
+            Destination::Local(dir) => (None, dir.clone(), None),
+            remote => {
+                let store = AnyDestination::open(remote, &self.cfg.credentials).await?;
+                let root = self.layout.backup_staging();
+                let upload_dir = blocking("backup staging", move || {
+                    std::fs::create_dir_all(&root)
+                        .and_then(|()| {
+                            tempfile::Builder::new()
+                                .prefix(".upload-")
+                                .tempdir_in(&root)
+                        })
+                        .map_err(|source| ManagerError::Io {
+                            context: format!("cannot stage a backup in {}", root.display()),
+                            source,
+                        })
+                })
+                .await?;
+                (
+                    Some(store),
+                    upload_dir.path().to_path_buf(),
+                    Some(upload_dir),
+                )
+            }
         };
-        let target = dir.join(id.file_name());
+        let target = dir.join(&file_name);
         let snapshot = InstanceSnapshot {
             name: rec.name.to_string(),
             version: rec.version.to_string(),
@@ -175,7 +207,18 @@ impl Manager {
                     continue;
                 }
                 let copy = staging.path().join(db);
-                crate::store::snapshot_database(&src, &copy)?;
+                // SQLite does not always say that the disk is full: look
+                // before the partial copy goes.
+                crate::store::snapshot_database(&src, &copy).map_err(|e| {
+                    if nearly_full(&dir_c) {
+                        ManagerError::Io {
+                            context: format!("cannot copy {db} into {}", dir_c.display()),
+                            source: std::io::Error::from_raw_os_error(nix::libc::ENOSPC),
+                        }
+                    } else {
+                        e.into()
+                    }
+                })?;
                 databases.push((db.to_string(), copy));
             }
             if databases.is_empty() {
@@ -197,7 +240,16 @@ impl Manager {
                 &target_c, &id_text, &snapshot, &sources, now,
             )?)
         })
-        .await?;
+        .await
+        .map_err(|e| disk_full(e, destination, &dir))?;
+        let location = match &remote {
+            None => target,
+            Some(store) => {
+                store.put(&target, &file_name).await?;
+                PathBuf::from(destination.child(&file_name).to_text())
+            }
+        };
+        drop(upload_dir);
         let record = BackupRecord {
             instance: rec.name.clone(),
             id,
@@ -205,7 +257,7 @@ impl Manager {
             size: written.size,
             sha256: written.sha256,
             destination: destination.to_text(),
-            location: target,
+            location,
             version: rec.version.clone(),
             trigger,
         };
@@ -284,6 +336,14 @@ impl Manager {
         let result = async {
             let id = BackupId::parse(id)?;
             let backup = self.find_backup(name, &id).await?;
+            if let Some(remote) = remote_destination(&backup) {
+                AnyDestination::open(&remote, &self.cfg.credentials)
+                    .await?
+                    .delete(&id.file_name())
+                    .await?;
+                self.store.delete_backup(name, id.as_str())?;
+                return Ok(id);
+            }
             let location = backup.location.clone();
             blocking("backup removal", move || {
                 match std::fs::remove_file(&location) {
@@ -319,7 +379,34 @@ impl Manager {
         let result = async {
             let id = BackupId::parse(id)?;
             let backup = self.find_backup(name, &id).await?;
-            let archive_path = backup.location.clone();
+            // A remote archive is fetched into a staging directory that
+            // goes when this block ends, whatever happens.
+            let (archive_path, _download) = match remote_destination(&backup) {
+                None => (backup.location.clone(), None),
+                Some(remote) => {
+                    let store = AnyDestination::open(&remote, &self.cfg.credentials).await?;
+                    let root = match (as_name, self.get(name)) {
+                        (None, Ok(rec)) => rec.dir,
+                        _ => self.layout.backup_staging(),
+                    };
+                    let download = blocking("restore staging", move || {
+                        std::fs::create_dir_all(&root)
+                            .and_then(|()| {
+                                tempfile::Builder::new()
+                                    .prefix(".download-")
+                                    .tempdir_in(&root)
+                            })
+                            .map_err(|source| ManagerError::Io {
+                                context: format!("cannot stage a download in {}", root.display()),
+                                source,
+                            })
+                    })
+                    .await?;
+                    let path = download.path().join(id.file_name());
+                    store.fetch(&id.file_name(), &path).await?;
+                    (path, Some(download))
+                }
+            };
             let verified = {
                 let p = archive_path.clone();
                 blocking("archive check", move || Ok(archive::verify(&p)?)).await?
@@ -628,6 +715,40 @@ pub(super) fn put_archive_in_place(dir: &Path, archive_path: &Path) -> Result<()
         }
     }
     result
+}
+
+/// The remote store a backup is in, or `None` for a file on this host.
+fn remote_destination(backup: &BackupRecord) -> Option<Destination> {
+    match Destination::parse(&backup.destination) {
+        Ok(Destination::Local(_)) | Err(_) => None,
+        Ok(remote) => Some(remote),
+    }
+}
+
+/// Whether the filesystem of `dir` has (next to) no room left.
+fn nearly_full(dir: &Path) -> bool {
+    nix::sys::statvfs::statvfs(dir)
+        .is_ok_and(|fs| fs.blocks_available().saturating_mul(fs.fragment_size()) < 64 * 1024)
+}
+
+/// A failure to write an archive, said as a full disk when it is one.
+fn disk_full(e: ManagerError, destination: &Destination, dir: &Path) -> ManagerError {
+    let text = e.to_string();
+    let full = text.contains("No space left on device")
+        || text.contains("database or disk is full")
+        || text.contains("Disk quota exceeded");
+    if !full {
+        return e;
+    }
+    ManagerError::Destination(DestinationError::new(
+        "cannot write the backup to",
+        destination,
+        FailureKind::DiskFull,
+        format!(
+            "the disk is full (no space left on device) at {}: nothing was kept there; free some space or choose another destination",
+            dir.display()
+        ),
+    ))
 }
 
 /// Move each of the instance's `parts` aside and the restored one in. A

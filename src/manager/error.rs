@@ -25,6 +25,8 @@ pub enum ManagerError {
     #[error(transparent)]
     Schedule(#[from] ScheduleError),
     #[error(transparent)]
+    Destination(#[from] crate::destination::DestinationError),
+    #[error(transparent)]
     Archive(#[from] crate::archive::ArchiveError),
     #[error(transparent)]
     PocketBase(#[from] PocketBaseError),

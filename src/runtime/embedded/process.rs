@@ -52,6 +52,11 @@ pub fn spawn(spec: &LaunchSpec, nofile: u64) -> std::io::Result<(tokio::process:
     if let Some(path) = spec.path_without_browser(std::env::var_os("PATH")) {
         command.env("PATH", path);
     }
+    // The daemon's S3 and NATS secrets are for its backups, not for the
+    // instances it runs.
+    for name in crate::credentials::NAMES {
+        command.env_remove(name);
+    }
     command
         .args(spec.args())
         .current_dir(&spec.instance_dir)
