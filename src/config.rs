@@ -172,6 +172,9 @@ pub struct Config {
     /// The backup schedule (a cron expression) every new instance gets,
     /// with the default retention; `None`: none.
     pub backup_schedule: Option<String>,
+    /// The Litestream binary for continuous replication; `None`: the one
+    /// on the `PATH`.
+    pub litestream: Option<PathBuf>,
 }
 
 impl Config {
@@ -196,6 +199,7 @@ impl Config {
             runtime: RuntimeKind::Embedded,
             systemd: SystemdSettings::default(),
             backup_schedule: None,
+            litestream: None,
             data_dir,
         }
     }
@@ -241,6 +245,12 @@ impl Layout {
     /// Where backups go by default: `backups/<instance>/`.
     pub fn backups(&self) -> PathBuf {
         self.root.join("backups")
+    }
+
+    /// Litestream's files for one instance (config, meta dir, pidfile):
+    /// `replication/<instance>/`, outside the instance's `pb_data`.
+    pub fn replication(&self, name: &str) -> PathBuf {
+        self.root.join("replication").join(name)
     }
 
     pub fn releases(&self) -> PathBuf {

@@ -429,6 +429,7 @@ mod tests {
             max_body_bytes: 10_000_000,
             memory_max: None,
             cpu_quota: None,
+            replica: None,
             route: None,
         }
     }

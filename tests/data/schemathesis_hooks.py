@@ -41,6 +41,11 @@ def before_load_schema(ctx, raw_schema):
         properties = schemas.get(name, {}).get("properties", {})
         if BACKUP_DIR and "to" in properties:
             properties["to"] = {"enum": [BACKUP_DIR, "file://" + BACKUP_DIR, None]}
+    replication = schemas.get("SetReplication", {}).get("properties", {})
+    if BACKUP_DIR and "to" in replication:
+        # Litestream may be missing on the fuzzer's host (409); where it
+        # is, it replicates into the test's own directory.
+        replication["to"] = {"enum": [BACKUP_DIR + "/replica", "file://" + BACKUP_DIR + "/replica"]}
     schedule = schemas.get("SetSchedule", {}).get("properties", {})
     if "cron" in schedule:
         schedule["cron"] = {"enum": ["0 3 * * *", "*/30 * * * * *", "15 4 * * MON"]}
