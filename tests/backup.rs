@@ -10,17 +10,17 @@ use serde_json::{json, Value};
 use crate::support::daemon::Daemon;
 use crate::support::{quiet_port, wait_until, PB_NEW};
 
-const EMAIL: &str = "admin@example.com";
+pub(crate) const EMAIL: &str = "admin@example.com";
 
 /// A running instance with a superuser, a public `notes` collection with
 /// a file field, and what it takes to talk to it.
-struct Shop {
-    port: u64,
-    password: String,
-    token: String,
+pub(crate) struct Shop {
+    pub(crate) port: u64,
+    pub(crate) password: String,
+    pub(crate) token: String,
 }
 
-fn http() -> reqwest::Client {
+pub(crate) fn http() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
@@ -28,7 +28,7 @@ fn http() -> reqwest::Client {
 /// connections: PocketBase executes itself anew when a file in `pb_hooks/`
 /// changes, and its port is closed for that moment (longer on a busy
 /// machine).
-async fn send(request: reqwest::RequestBuilder) -> reqwest::Response {
+pub(crate) async fn send(request: reqwest::RequestBuilder) -> reqwest::Response {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let attempt = request
@@ -43,7 +43,7 @@ async fn send(request: reqwest::RequestBuilder) -> reqwest::Response {
     }
 }
 
-async fn shop(d: &Daemon, name: &str) -> Shop {
+pub(crate) async fn shop(d: &Daemon, name: &str) -> Shop {
     let port = quiet_port().to_string();
     let created = d.cli_json(&[
         "create",
@@ -88,7 +88,7 @@ async fn shop(d: &Daemon, name: &str) -> Shop {
     }
 }
 
-async fn auth(port: u64, password: &str) -> Option<String> {
+pub(crate) async fn auth(port: u64, password: &str) -> Option<String> {
     let r = http()
         .post(format!(
             "http://127.0.0.1:{port}/api/collections/_superusers/auth-with-password"
@@ -128,7 +128,7 @@ fn multipart(parts: &[Part<'_>]) -> (String, Vec<u8>) {
 }
 
 /// Create a note with an attached file.
-async fn note(port: u64, title: &str, file: &[u8]) -> Value {
+pub(crate) async fn note(port: u64, title: &str, file: &[u8]) -> Value {
     let (content_type, body) = multipart(&[
         ("title", None, title.as_bytes()),
         ("doc", Some(("doc.txt", "text/plain")), file),
@@ -150,7 +150,7 @@ async fn note(port: u64, title: &str, file: &[u8]) -> Value {
     r.json().await.unwrap()
 }
 
-async fn titles(port: u64) -> Vec<String> {
+pub(crate) async fn titles(port: u64) -> Vec<String> {
     let v: Value = send(http().get(format!(
         "http://127.0.0.1:{port}/api/collections/notes/records?sort=title&perPage=100"
     )))

@@ -14,6 +14,7 @@ mod metrics;
 mod openapi_fuzz;
 mod proxy;
 mod release;
+mod replication;
 mod routing;
 mod sdk;
 mod supervisor;

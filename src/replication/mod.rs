@@ -89,6 +89,19 @@ pub fn new_generation(now: chrono::DateTime<chrono::Utc>) -> String {
     format!("g{}", now.format("%Y%m%dT%H%M%S%3fZ"))
 }
 
+/// Litestream's environment is the daemon's, with one change: Litestream
+/// 0.5.17 cannot build its S3 client when `AWS_CA_BUNDLE` is set ("unable
+/// to add custom RootCAs HTTPClient"), so that bundle is handed to it as
+/// `SSL_CERT_FILE` instead, which Go reads for every TLS connection.
+pub fn adjust_environment(command: &mut std::process::Command) {
+    if let Some(bundle) = std::env::var_os("AWS_CA_BUNDLE") {
+        command.env_remove("AWS_CA_BUNDLE");
+        if std::env::var_os("SSL_CERT_FILE").is_none() {
+            command.env("SSL_CERT_FILE", bundle);
+        }
+    }
+}
+
 /// Find the Litestream binary: `configured` if given, else `litestream`
 /// on the `PATH`.
 pub fn find_binary(configured: Option<&Path>) -> Result<PathBuf, ReplicationError> {
@@ -148,6 +161,7 @@ pub fn restore(
             .arg(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true));
     }
     command.arg(output).stdin(std::process::Stdio::null());
+    adjust_environment(&mut command);
     let out = command.output().map_err(|source| ReplicationError::Io {
         context: format!("cannot run {}", binary.display()),
         source,

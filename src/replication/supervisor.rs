@@ -219,6 +219,7 @@ fn spawn(binary: &Path, files: &ReplicaFiles) -> std::io::Result<(tokio::process
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(log_err))
         .kill_on_drop(false);
+    super::adjust_environment(command.as_std_mut());
     // SAFETY: the closure runs in the forked child before exec and only
     // calls setsid, which is async-signal-safe.
     unsafe {
