@@ -247,10 +247,14 @@ impl Layout {
         self.root.join("backups")
     }
 
-    /// Litestream's files for one instance (config, meta dir, pidfile):
-    /// `replication/<instance>/`, outside the instance's `pb_data`.
-    pub fn replication(&self, name: &str) -> PathBuf {
-        self.root.join("replication").join(name)
+    /// The host's Litestream files (config, pidfile, log), outside every
+    /// instance's `pb_data`.
+    pub fn replication_dir(&self) -> PathBuf {
+        self.root.join("replication")
+    }
+    /// Litestream's state for one instance: `replication/<instance>/meta`.
+    pub fn replication_meta(&self, name: &str) -> PathBuf {
+        self.replication_dir().join(name).join("meta")
     }
 
     pub fn releases(&self) -> PathBuf {

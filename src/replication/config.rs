@@ -41,7 +41,7 @@ fn quoted(text: &str) -> String {
 /// The whole file for `dbs`.
 pub fn render(dbs: &[DbReplication]) -> String {
     let mut out = String::from(
-        "# Written by pockestrator; changes are overwritten.\nlogging:\n  level: info\n  stderr: true\ndbs:\n",
+        "# Written by pockestrator; changes are overwritten.\nlogging:\n  level: warn\n  stderr: true\ndbs:\n",
     );
     let interval = super::SYNC_INTERVAL.as_secs();
     for db in dbs {
@@ -100,10 +100,10 @@ mod tests {
     fn file_replica() {
         check(
             "file:///srv/replicas/shop/g1",
-            expect![[r#"
+            expect![[r##"
                 # Written by pockestrator; changes are overwritten.
                 logging:
-                  level: info
+                  level: warn
                   stderr: true
                 dbs:
                   - path: "/var/lib/pockestrator/instances/shop/pb_data/data.db"
@@ -112,7 +112,7 @@ mod tests {
                       type: file
                       path: "/srv/replicas/shop/g1"
                       sync-interval: 1s
-            "#]],
+            "##]],
         );
     }
 
@@ -120,10 +120,10 @@ mod tests {
     fn s3_replica_with_endpoint_is_path_style_and_holds_no_credentials() {
         check(
             "s3://backups/pb/shop/g1?endpoint=http://127.0.0.1:9000&region=eu-west-1",
-            expect![[r#"
+            expect![[r##"
                 # Written by pockestrator; changes are overwritten.
                 logging:
-                  level: info
+                  level: warn
                   stderr: true
                 dbs:
                   - path: "/var/lib/pockestrator/instances/shop/pb_data/data.db"
@@ -136,7 +136,7 @@ mod tests {
                       force-path-style: true
                       region: "eu-west-1"
                       sync-interval: 1s
-            "#]],
+            "##]],
         );
     }
 
@@ -144,10 +144,10 @@ mod tests {
     fn nats_replica_is_a_bucket() {
         check(
             "nats://127.0.0.1:4222/shop-replica",
-            expect![[r#"
+            expect![[r##"
                 # Written by pockestrator; changes are overwritten.
                 logging:
-                  level: info
+                  level: warn
                   stderr: true
                 dbs:
                   - path: "/var/lib/pockestrator/instances/shop/pb_data/data.db"
@@ -156,7 +156,7 @@ mod tests {
                       type: nats
                       url: "nats://127.0.0.1:4222/shop-replica"
                       sync-interval: 1s
-            "#]],
+            "##]],
         );
     }
 

@@ -2,15 +2,16 @@
 //!
 //! `config` renders Litestream's YAML (pure, snapshot-tested); `binary`
 //! finds the program (`serve --litestream PATH`, else the `PATH`);
-//! `supervisor` runs one `litestream replicate -config FILE` per replicated
-//! instance, in its own session, restarted with back-off when it dies and
-//! adopted through its pidfile after a daemon restart; [`restore`] runs
+//! `supervisor` runs one `litestream replicate -config FILE` for the whole
+//! host (every replicated instance's `data.db` in one config), in its own
+//! session, restarted with back-off when it dies and adopted through its
+//! pidfile after a daemon restart; [`restore`] runs
 //! `litestream restore -o PATH [-timestamp T] URL`.
 //!
 //! Only `data.db` is replicated: `auxiliary.db` holds PocketBase's logs and
 //! `storage/` (uploaded files) is covered by backups. Litestream's own
 //! state (its meta dir) lives under the daemon's data dir
-//! (`replication/NAME/`), never inside `pb_data`, so PocketBase's backups
+//! (`replication/NAME/meta`), never inside `pb_data`, so PocketBase's backups
 //! do not carry it.
 //!
 //! A replica holds generations: each start of replication onto a database
@@ -34,7 +35,7 @@ use std::time::Duration;
 use crate::model::Destination;
 
 pub use config::{render, DbReplication};
-pub use supervisor::{ReplicaFiles, Replicator};
+pub use supervisor::{HostFiles, Replicator};
 
 /// How often Litestream ships the WAL to the replica: the bound on what a
 /// lost host loses (its RPO).

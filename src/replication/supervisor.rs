@@ -1,17 +1,26 @@
-//! One supervised `litestream replicate` per replicated instance.
+//! The one supervised `litestream replicate` of the host, replicating
+//! every replicated instance's `data.db`.
 //!
-//! Shaped like the embedded runtime's supervisor, and built from its
-//! parts: each Litestream is the leader of its own session (a signal to
-//! the group reaches it all), its output goes straight to a log file in the
-//! instance's `logs/`, a pidfile with the `/proc` start time names it, and
-//! one task per instance waits for its exit and starts it again with
+//! One process for all, because of the figures of
+//! `scripts/bench-replication` (ARCHITECTURE.md): at 50 databases one
+//! Litestream per instance held 32 MiB each (1.6 GiB in all), one for the
+//! host 51 MiB in all, and used less CPU too. The price: a change to one
+//! instance's replication (on, off, a new generation) rewrites the shared
+//! config and restarts the process, a pause of well under a second for the
+//! others, which Litestream catches up on from their WAL (or with a new
+//! snapshot when PocketBase checkpointed meanwhile).
+//!
+//! Built from the embedded runtime's parts: the process leads its own
+//! session (a signal to the group reaches it all), its output goes straight
+//! to `replication/litestream.log`, a pidfile with the `/proc` start time
+//! names it, and a task waits for its exit and starts it again with
 //! back-off (1 s doubling to 30 s, back to 1 s after a minute of running).
 //!
 //! Like an instance, Litestream outlives the daemon — replication goes on
 //! while the daemon is down or upgraded — and the next daemon adopts it
-//! when it runs with the same configuration, or replaces it otherwise.
+//! when its configuration is unchanged, or replaces it otherwise.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::MetadataExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -21,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
+use super::config::DbReplication;
 use crate::model::InstanceName;
 use crate::runtime::embedded::logfile;
 use crate::runtime::embedded::process::{signal_group, Watched};
@@ -31,42 +41,41 @@ const MAX_DELAY: Duration = Duration::from_secs(30);
 const STEADY: Duration = Duration::from_secs(60);
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
-/// Where one instance's replication keeps its files: the config, the meta
-/// dir and the pidfile under `replication/NAME/` in the data dir, the log
-/// beside PocketBase's.
+/// The host's Litestream files, in `replication/` of the data dir (beside
+/// each instance's meta dir, `replication/NAME/meta`).
 #[derive(Debug, Clone)]
-pub struct ReplicaFiles {
-    pub name: InstanceName,
+pub struct HostFiles {
     pub dir: PathBuf,
-    pub db: PathBuf,
-    pub log: PathBuf,
 }
 
-impl ReplicaFiles {
+impl HostFiles {
     pub fn config(&self) -> PathBuf {
         self.dir.join("litestream.yml")
-    }
-    pub fn meta(&self) -> PathBuf {
-        self.dir.join("meta")
     }
     pub fn pid_file(&self) -> PathBuf {
         self.dir.join("litestream.pid")
     }
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("litestream.log")
+    }
 }
 
-struct Slot {
-    task: tokio::task::JoinHandle<()>,
-    pid: Arc<Mutex<Option<u32>>>,
-    /// The inode of `data.db` when replication started: another one means
-    /// the database was replaced underneath Litestream.
-    inode: Option<u64>,
-    files: ReplicaFiles,
-}
-
-/// The supervised Litestream processes, by instance.
 #[derive(Default)]
+struct Host {
+    dbs: BTreeMap<InstanceName, DbReplication>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The host's supervised Litestream and the databases it replicates.
 pub struct Replicator {
-    slots: Mutex<HashMap<InstanceName, Slot>>,
+    files: HostFiles,
+    /// Held across a whole change (render, stop, start): changes apply one
+    /// at a time, the last one with every database in it.
+    host: tokio::sync::Mutex<Host>,
+    pid: Arc<Mutex<Option<u32>>>,
+    /// The inode of each `data.db` when it joined: another one means the
+    /// database was replaced underneath Litestream.
+    inodes: Mutex<HashMap<InstanceName, (PathBuf, Option<u64>)>>,
 }
 
 fn inode(path: &Path) -> Option<u64> {
@@ -74,120 +83,173 @@ fn inode(path: &Path) -> Option<u64> {
 }
 
 impl Replicator {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            files: HostFiles { dir },
+            host: tokio::sync::Mutex::new(Host::default()),
+            pid: Arc::new(Mutex::new(None)),
+            inodes: Mutex::new(HashMap::new()),
+        }
     }
 
-    /// The pid of an instance's Litestream, if it runs now; `None` inside
-    /// when it is between restarts. The outer `None`: not supervised.
+    /// Litestream's pid while it runs, if `name` is replicated by it; `None`
+    /// inside when it is between restarts. The outer `None`: not replicated.
     pub fn state(&self, name: &InstanceName) -> Option<Option<u32>> {
-        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        slots
-            .get(name)
-            .map(|s| *s.pid.lock().unwrap_or_else(|p| p.into_inner()))
+        let inodes = self.inodes.lock().unwrap_or_else(|p| p.into_inner());
+        inodes
+            .contains_key(name)
+            .then(|| *self.pid.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Whether the instance's `data.db` is another file than the one
     /// replication started on (PocketBase's own restore renames its
     /// backup's `data.db` into place).
     pub fn db_replaced(&self, name: &InstanceName) -> bool {
-        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        slots.get(name).is_some_and(|s| match inode(&s.files.db) {
-            Some(now) => s.inode != Some(now),
-            None => false,
-        })
+        let inodes = self.inodes.lock().unwrap_or_else(|p| p.into_inner());
+        inodes
+            .get(name)
+            .is_some_and(|(db, at_start)| match inode(db) {
+                Some(now) => *at_start != Some(now),
+                None => false,
+            })
     }
 
-    /// Write the configuration and run Litestream with it, in place of
-    /// whatever ran for this instance. A Litestream left running by a
-    /// previous daemon with the same configuration is adopted instead.
-    pub async fn start(
+    /// Replicate `db` for `name` (in place of what it had), restarting
+    /// the host's Litestream with the new configuration.
+    pub async fn put(
         &self,
         binary: PathBuf,
-        files: ReplicaFiles,
-        config_text: String,
+        name: InstanceName,
+        db: DbReplication,
     ) -> std::io::Result<()> {
-        self.stop(&files.name, &files).await;
-        std::fs::create_dir_all(files.meta())?;
-        let unchanged = std::fs::read_to_string(files.config()).is_ok_and(|t| t == config_text);
-        if !unchanged {
-            crate::fsutil::atomic_write_mode(&files.config(), config_text.as_bytes(), 0o600)?;
-        }
-        let mut adopted = None;
-        if let Ok(Some(rec)) = procfs::read_pidfile(&files.pid_file()) {
-            if procfs::is_same_live_process(rec.pid, rec.starttime) {
-                if unchanged {
-                    if let Ok(w) = Watched::adopt(rec.pid, rec.starttime) {
-                        if procfs::is_same_live_process(rec.pid, rec.starttime) {
-                            logfile::note(&files.log, &format!("litestream {} adopted", rec.pid));
-                            adopted = Some(w);
-                        }
-                    }
-                }
-                if adopted.is_none() {
-                    stop_pid(rec.pid).await;
-                }
-            }
-        }
-        let pid = Arc::new(Mutex::new(adopted.as_ref().and_then(Watched::pid)));
-        let task = tokio::spawn(supervise(binary, files.clone(), adopted, pid.clone()));
-        let inode = inode(&files.db);
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        slots.insert(
-            files.name.clone(),
-            Slot {
-                task,
-                pid,
-                inode,
-                files,
-            },
-        );
-        Ok(())
+        let mut host = self.host.lock().await;
+        std::fs::create_dir_all(&db.meta)?;
+        self.inodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.clone(), (db.db.clone(), inode(&db.db)));
+        host.dbs.insert(name, db);
+        self.apply(&mut host, binary, false).await
     }
 
-    /// Stop an instance's Litestream (SIGTERM to its group, SIGKILL after
-    /// a grace period), supervised or only named by its pidfile.
-    pub async fn stop(&self, name: &InstanceName, files: &ReplicaFiles) {
-        let slot = self
-            .slots
+    /// At daemon start: every recorded replication at once, adopting a
+    /// Litestream that survived the previous daemon with this very
+    /// configuration.
+    pub async fn resume(
+        &self,
+        binary: PathBuf,
+        dbs: Vec<(InstanceName, DbReplication)>,
+    ) -> std::io::Result<()> {
+        let mut host = self.host.lock().await;
+        for (name, db) in dbs {
+            std::fs::create_dir_all(&db.meta)?;
+            self.inodes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.clone(), (db.db.clone(), inode(&db.db)));
+            host.dbs.insert(name, db);
+        }
+        self.apply(&mut host, binary, true).await
+    }
+
+    /// Stop replicating `name`: Litestream goes on with the others (or
+    /// stops when there are none). Returns when it no longer reads the
+    /// database.
+    pub async fn remove(&self, binary: Option<PathBuf>, name: &InstanceName) {
+        let mut host = self.host.lock().await;
+        self.inodes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);
-        if let Some(slot) = slot {
-            slot.task.abort();
-            let _ = slot.task.await;
-            let pid = *slot.pid.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(pid) = pid {
-                stop_pid(pid).await;
-            }
+        if host.dbs.remove(name).is_none() {
+            return;
         }
-        if let Ok(Some(rec)) = procfs::read_pidfile(&files.pid_file()) {
+        let applied = match binary {
+            Some(binary) => self.apply(&mut host, binary, false).await,
+            None => {
+                host.dbs.clear();
+                self.stop_process(&mut host).await;
+                Ok(())
+            }
+        };
+        if let Err(e) = applied {
+            tracing::warn!(error = %e, "cannot restart litestream without {name}");
+        }
+    }
+
+    async fn stop_process(&self, host: &mut Host) {
+        if let Some(task) = host.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+        let pid = self.pid.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(pid) = pid {
+            stop_pid(pid).await;
+        }
+        if let Ok(Some(rec)) = procfs::read_pidfile(&self.files.pid_file()) {
             if procfs::is_same_live_process(rec.pid, rec.starttime) {
                 stop_pid(rec.pid).await;
             }
         }
-        let _ = procfs::remove_pidfile(&files.pid_file());
+        let _ = procfs::remove_pidfile(&self.files.pid_file());
     }
 
-    /// End the supervision tasks, leaving the processes running for the
-    /// next daemon to adopt.
+    async fn apply(&self, host: &mut Host, binary: PathBuf, adopt: bool) -> std::io::Result<()> {
+        if host.dbs.is_empty() {
+            self.stop_process(host).await;
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.files.dir)?;
+        let dbs: Vec<DbReplication> = host.dbs.values().cloned().collect();
+        let text = super::render(&dbs);
+        let unchanged = std::fs::read_to_string(self.files.config()).is_ok_and(|t| t == text);
+        let mut adopted = None;
+        if adopt && unchanged && host.task.is_none() {
+            if let Ok(Some(rec)) = procfs::read_pidfile(&self.files.pid_file()) {
+                if let Ok(w) = Watched::adopt(rec.pid, rec.starttime) {
+                    if procfs::is_same_live_process(rec.pid, rec.starttime) {
+                        logfile::note(
+                            &self.files.log(),
+                            &format!("litestream {} adopted", rec.pid),
+                        );
+                        adopted = Some(w);
+                    }
+                }
+            }
+        }
+        if adopted.is_none() {
+            self.stop_process(host).await;
+            if !unchanged {
+                crate::fsutil::atomic_write_mode(&self.files.config(), text.as_bytes(), 0o600)?;
+            }
+        }
+        *self.pid.lock().unwrap_or_else(|p| p.into_inner()) =
+            adopted.as_ref().and_then(Watched::pid);
+        host.task = Some(tokio::spawn(supervise(
+            binary,
+            self.files.clone(),
+            adopted,
+            self.pid.clone(),
+        )));
+        Ok(())
+    }
+
+    /// End the supervision task, leaving the process running for the next
+    /// daemon to adopt.
     pub fn shutdown(&self) {
-        let slots: Vec<Slot> = self
-            .slots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .map(|(_, s)| s)
-            .collect();
-        for slot in slots {
-            slot.task.abort();
+        if let Ok(mut host) = self.host.try_lock() {
+            if let Some(task) = host.task.take() {
+                task.abort();
+            }
         }
     }
 }
 
 impl Drop for Replicator {
     fn drop(&mut self) {
-        self.shutdown();
+        if let Some(task) = self.host.get_mut().task.take() {
+            task.abort();
+        }
     }
 }
 
@@ -205,8 +267,8 @@ async fn stop_pid(pid: u32) {
     }
 }
 
-fn spawn(binary: &Path, files: &ReplicaFiles) -> std::io::Result<(tokio::process::Child, u32)> {
-    let log = logfile::open_for_append(&files.log)?;
+fn spawn(binary: &Path, files: &HostFiles) -> std::io::Result<(tokio::process::Child, u32)> {
+    let log = logfile::open_for_append(&files.log())?;
     let log_err = log.try_clone()?;
     let mut command = tokio::process::Command::new(binary);
     command
@@ -237,7 +299,7 @@ fn spawn(binary: &Path, files: &ReplicaFiles) -> std::io::Result<(tokio::process
 
 async fn supervise(
     binary: PathBuf,
-    files: ReplicaFiles,
+    files: HostFiles,
     mut adopted: Option<Watched>,
     pid: Arc<Mutex<Option<u32>>>,
 ) {
@@ -254,15 +316,15 @@ async fn supervise(
                             starttime: stat.starttime,
                         };
                         if let Err(e) = procfs::write_pidfile(&files.pid_file(), record) {
-                            tracing::warn!(instance = %files.name, error = %e, "cannot write litestream's pidfile");
+                            tracing::warn!(error = %e, "cannot write litestream's pidfile");
                         }
                     }
-                    logfile::note(&files.log, &format!("litestream {child_pid} started"));
+                    logfile::note(&files.log(), &format!("litestream {child_pid} started"));
                     Watched::Child(child)
                 }
                 Err(e) => {
-                    logfile::note(&files.log, &format!("cannot start litestream: {e}"));
-                    tracing::warn!(instance = %files.name, error = %e, "cannot start litestream");
+                    logfile::note(&files.log(), &format!("cannot start litestream: {e}"));
+                    tracing::warn!(error = %e, "cannot start litestream");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(MAX_DELAY);
                     continue;
@@ -276,14 +338,14 @@ async fn supervise(
             delay = FIRST_DELAY;
         }
         logfile::note(
-            &files.log,
+            &files.log(),
             &format!(
                 "litestream exited ({}), starting it again in {} ms",
                 exit.describe(),
                 delay.as_millis()
             ),
         );
-        tracing::warn!(instance = %files.name, exit = %exit.describe(), "litestream exited, restarting it");
+        tracing::warn!(exit = %exit.describe(), "litestream exited, restarting it");
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(MAX_DELAY);
     }
