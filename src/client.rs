@@ -453,6 +453,36 @@ impl Client {
         let path = format!("{}/restore", backup_path(name, id));
         self.call(Method::POST, &path, Some(body)).await
     }
+
+    /// Replicate an instance continuously: `PUT /api/v1/instances/{name}/replication`.
+    pub async fn set_replication(
+        &self,
+        name: &str,
+        body: &crate::api::dto::SetReplication,
+    ) -> Result<InstanceDto, ClientError> {
+        self.call(Method::PUT, &instance_sub(name, "replication"), Some(body))
+            .await
+    }
+
+    /// Stop replicating it: `DELETE /api/v1/instances/{name}/replication`.
+    pub async fn remove_replication(&self, name: &str) -> Result<InstanceDto, ClientError> {
+        self.call::<(), _>(Method::DELETE, &instance_sub(name, "replication"), None)
+            .await
+    }
+
+    /// Restore from its replica: `POST /api/v1/instances/{name}/replication/restore`.
+    pub async fn restore_replica(
+        &self,
+        name: &str,
+        body: &crate::api::dto::RestoreReplica,
+    ) -> Result<InstanceDto, ClientError> {
+        self.call(
+            Method::POST,
+            &instance_sub(name, "replication/restore"),
+            Some(body),
+        )
+        .await
+    }
 }
 
 impl Client {

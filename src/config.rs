@@ -177,6 +177,9 @@ pub struct Config {
     pub backup_to: Option<crate::model::Destination>,
     /// S3 and NATS credentials for remote destinations.
     pub credentials: crate::credentials::Credentials,
+    /// The Litestream binary for continuous replication; `None`: the one
+    /// on the `PATH`.
+    pub litestream: Option<PathBuf>,
 }
 
 impl Config {
@@ -203,6 +206,7 @@ impl Config {
             backup_schedule: None,
             backup_to: None,
             credentials: crate::credentials::Credentials::default(),
+            litestream: None,
             data_dir,
         }
     }
@@ -254,6 +258,16 @@ impl Layout {
     /// are uploaded (on the data dir's filesystem, not `/tmp`).
     pub fn backup_staging(&self) -> PathBuf {
         self.backups().join(".staging")
+    }
+
+    /// The host's Litestream files (config, pidfile, log), outside every
+    /// instance's `pb_data`.
+    pub fn replication_dir(&self) -> PathBuf {
+        self.root.join("replication")
+    }
+    /// Litestream's state for one instance: `replication/<instance>/meta`.
+    pub fn replication_meta(&self, name: &str) -> PathBuf {
+        self.replication_dir().join(name).join("meta")
     }
 
     pub fn releases(&self) -> PathBuf {

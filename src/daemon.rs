@@ -320,6 +320,7 @@ pub async fn run(
         tokio::spawn(stats.run(manager.clone(), stop_rx.clone())),
         tokio::spawn(manager.clone().route_loop(stop_rx.clone())),
         tokio::spawn(manager.clone().backup_loop(stop_rx.clone())),
+        tokio::spawn(manager.clone().replication_loop(stop_rx.clone())),
     ];
     if matches!(runtime.as_ref(), AnyRuntime::Systemd(_)) {
         // systemd restarts crashed units itself; a look every second turns

@@ -14,6 +14,7 @@
 //! - [`release`]: PocketBase releases — resolve, download, verify, cache.
 //! - [`runtime`]: how instance processes run (the embedded supervisor).
 //! - [`router`]: how requests reach instances (embedded proxy, Caddy).
+//! - [`replication`]: continuous replication of `data.db` with Litestream.
 //! - [`pocketbase`]: talking to one PocketBase — its CLI and health endpoint.
 //! - [`events`]: the closed event enum and the broadcast bus.
 //! - [`manager`]: every mutation goes through here, whichever door it came in by.
@@ -49,6 +50,7 @@ pub mod model;
 pub mod pocketbase;
 pub mod procstat;
 pub mod release;
+pub mod replication;
 pub mod router;
 pub mod runtime;
 pub mod shutdown;

@@ -15,6 +15,7 @@ mod metrics;
 mod openapi_fuzz;
 mod proxy;
 mod release;
+mod replication;
 mod routing;
 mod sdk;
 mod supervisor;

@@ -3,13 +3,13 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Extension, Json, Router};
 use bytes::Bytes;
 
 use super::dto::{
     BackupDto, BackupList, CreateBackup, DeletedBackup, ErrorBody, InstanceDto, RestoreBackup,
-    ScheduleDto, ScheduleState, SetSchedule,
+    RestoreReplica, ScheduleDto, ScheduleState, SetReplication, SetSchedule,
 };
 use super::error::ApiError;
 use super::instances::{instance_dto, ApiJson};
@@ -37,6 +37,67 @@ pub fn routes() -> Router<AppState> {
             "/api/v1/instances/{name}/backup-schedule",
             get(get_schedule).put(set_schedule).delete(delete_schedule),
         )
+        .route(
+            "/api/v1/instances/{name}/replication",
+            put(set_replication).delete(delete_replication),
+        )
+        .route(
+            "/api/v1/instances/{name}/replication/restore",
+            post(restore_replica),
+        )
+}
+
+#[utoipa::path(put, path = "/api/v1/instances/{name}/replication", tag = "backups",
+    params(("name" = String, Path)), request_body = SetReplication,
+    responses((status = 200, body = InstanceDto, description = "The instance, its `replica` filled in"),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "Litestream is not installed, or another instance replicates to that path")))]
+pub async fn set_replication(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<SetReplication>,
+) -> ApiResult<Json<InstanceDto>> {
+    let rec = state.manager.replicate(&name, &body.to, &actor).await?;
+    Ok(Json(instance_dto(&state, &rec)?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/instances/{name}/replication", tag = "backups",
+    params(("name" = String, Path)),
+    responses((status = 200, body = InstanceDto, description = "The instance, no longer replicated (the replica stays)"),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "It is not replicated")))]
+pub async fn delete_replication(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<InstanceDto>> {
+    let rec = state.manager.replicate_off(&name, &actor).await?;
+    Ok(Json(instance_dto(&state, &rec)?))
+}
+
+#[utoipa::path(post, path = "/api/v1/instances/{name}/replication/restore", tag = "backups",
+    params(("name" = String, Path)),
+    request_body(content = Option<RestoreReplica>, description = "optional: an empty body or `null` restores the latest state in place"),
+    responses((status = 200, body = InstanceDto, description = "The restored instance (or the new clone)"),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "It is not replicated, Litestream is missing, or the restore failed (nothing changed)")))]
+pub async fn restore_replica(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<InstanceDto>> {
+    let body = optional_json::<RestoreReplica>(&body)?;
+    let rec = state
+        .manager
+        .restore_from_replica(
+            &name,
+            body.as_name.as_deref(),
+            body.timestamp.as_deref(),
+            &actor,
+        )
+        .await?;
+    Ok(Json(instance_dto(&state, &rec)?))
 }
 
 #[utoipa::path(get, path = "/api/v1/instances/{name}/backup-schedule", tag = "backups",

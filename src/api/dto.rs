@@ -40,6 +40,12 @@ pub mod patterns {
     /// `Destination`: an absolute directory or a `file://` URL of one,
     /// without `..`, NUL or newlines.
     pub const BACKUP_DESTINATION: &str = "^(file://)?/(?!(.*/)?\\.\\.(/|$))[^\\x00\\n]{0,4000}$";
+    /// A replica target: a local directory as for backups, `s3://BUCKET[/PREFIX][?endpoint=URL&region=R]`
+    /// or `nats://HOST:PORT[,HOST:PORT…]/BUCKET`, without credentials.
+    pub const REPLICA_TARGET: &str = "^((file://)?/(?!(.*/)?\\.\\.(/|$))[^\\x00\\n]{0,4000}|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9._-]+)*/?(\\?[A-Za-z0-9=&:/._%-]{0,2000})?|nats://[A-Za-z0-9.:,\\[\\]-]{1,1000}/[A-Za-z0-9_-]{1,255})$";
+    /// An RFC 3339 time, e.g. `2026-12-01T13:00:00Z` (a day the month
+    /// does not have, such as February 30, is refused with 400 too).
+    pub const TIMESTAMP: &str = "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$";
 }
 
 /// A JSON number as JSON Schema's `integer` reads it: `8091` and `8091.0`
@@ -105,6 +111,9 @@ pub struct InstanceDto {
     /// systemd's `MemoryMax=` and `CPUQuota=`, when set.
     pub memory_max: Option<String>,
     pub cpu_quota: Option<String>,
+    /// Its continuous replication, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<ReplicaDto>,
     /// Whether its route is in place (only when asked for one instance).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route: Option<RouteStatus>,
@@ -151,6 +160,7 @@ impl InstanceDto {
             max_body_bytes,
             memory_max: r.limits.memory_max.as_ref().map(|m| m.to_string()),
             cpu_quota: r.limits.cpu_quota.as_ref().map(|q| q.to_string()),
+            replica: None,
             route: None,
         }
     }
@@ -695,6 +705,61 @@ pub struct RestoreBackup {
     /// place.
     #[serde(rename = "as")]
     pub as_name: Option<String>,
+}
+
+/// An instance's continuous replication with Litestream.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ReplicaDto {
+    /// The target as given to `replicate --to`.
+    pub target: String,
+    /// Where the current generation is written (the target plus the
+    /// generation; a NATS bucket itself).
+    pub location: String,
+    pub generation: String,
+    /// When the current generation began: the earliest `timestamp` a
+    /// restore from the replica can go back to.
+    pub since: DateTime<Utc>,
+    /// `running`, `restarting` or `stopped`.
+    pub state: String,
+    /// Litestream's process id while it runs.
+    pub pid: Option<u32>,
+}
+
+impl From<crate::manager::ReplicationView> for ReplicaDto {
+    fn from(v: crate::manager::ReplicationView) -> Self {
+        Self {
+            target: v.target,
+            location: v.location,
+            generation: v.generation,
+            since: v.since,
+            state: v.state.to_string(),
+            pid: v.pid,
+        }
+    }
+}
+
+/// `PUT /api/v1/instances/{name}/replication`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetReplication {
+    /// Where `data.db` is replicated: `file:///DIR`, `s3://BUCKET/PREFIX`
+    /// (`?endpoint=URL&region=R` for S3-compatible stores) or
+    /// `nats://HOST:PORT/BUCKET`; one instance per path. Credentials come
+    /// from the daemon's environment, never from the URL.
+    pub to: String,
+}
+
+/// `POST /api/v1/instances/{name}/replication/restore`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreReplica {
+    /// Restore into a new instance of this name (a clone, not replicated)
+    /// instead of in place.
+    #[serde(rename = "as")]
+    pub as_name: Option<String>,
+    /// Restore the state as it was at this time (RFC 3339) instead of
+    /// the latest.
+    pub timestamp: Option<String>,
 }
 
 /// The answer to a backup's delete.

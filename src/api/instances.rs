@@ -119,7 +119,9 @@ pub fn instance_dto(
     let limit = rec
         .max_body_bytes
         .unwrap_or(state.manager.config().routing.max_body_bytes);
-    Ok(InstanceDto::new(rec, domains, urls, limit))
+    let mut dto = InstanceDto::new(rec, domains, urls, limit);
+    dto.replica = state.manager.replication_of(&rec.name).map(Into::into);
+    Ok(dto)
 }
 
 /// Turn the `version`/`binary` pair of a request into a choice.

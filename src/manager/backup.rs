@@ -33,6 +33,37 @@ use crate::store::{BackupRecord, InstanceRecord};
 /// hold them (`pb_data` always; the others only in pockestrator archives).
 const PARTS: [&str; 4] = ["pb_data", "pb_hooks", "pb_migrations", "pb_public"];
 
+/// Where a restore's `pb_data` comes from: a backup archive (which may
+/// also carry hooks, migrations and public files), or an instance's
+/// Litestream replica (its `data.db`; the rest of `pb_data` — uploaded
+/// files, `auxiliary.db` — is the restored instance's own, linked in).
+pub(super) enum RestoreSource<'a> {
+    Archive {
+        path: &'a Path,
+        id: &'a BackupId,
+    },
+    Replica {
+        of: crate::model::InstanceName,
+        timestamp: Option<chrono::DateTime<Utc>>,
+    },
+}
+
+impl RestoreSource<'_> {
+    fn label(&self) -> String {
+        match self {
+            RestoreSource::Archive { id, .. } => format!("backup {id}"),
+            RestoreSource::Replica {
+                of,
+                timestamp: None,
+            } => format!("the replica of {of}"),
+            RestoreSource::Replica {
+                of,
+                timestamp: Some(t),
+            } => format!("the replica of {of} as at {}", t.to_rfc3339()),
+        }
+    }
+}
+
 /// A restore in progress, recorded in the instance directory before the
 /// first directory is moved.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -439,7 +470,11 @@ impl Manager {
                 let lock = self.lock_for(&target);
                 let _guard = lock.lock().await;
                 let rec = self.get(&target)?;
-                self.restore_locked(rec, &archive_path, &id, version, as_name.is_some())
+                let source = RestoreSource::Archive {
+                    path: &archive_path,
+                    id: &id,
+                };
+                self.restore_locked(rec, source, version, as_name.is_some())
                     .await
             }
             .await;
@@ -467,24 +502,127 @@ impl Manager {
         )
     }
 
+    /// Restore an instance from its Litestream replica, in place; or,
+    /// with `as_name`, into a new instance of that name (a clone, which is
+    /// not replicated: one writer per replica path). `timestamp` (RFC
+    /// 3339) restores the state as it was then instead of the latest.
+    pub async fn restore_from_replica(
+        &self,
+        name: &str,
+        as_name: Option<&str>,
+        timestamp: Option<&str>,
+        actor: &Actor,
+    ) -> Result<InstanceRecord> {
+        let target = as_name.unwrap_or(name).to_string();
+        let result = async {
+            let timestamp = timestamp
+                .map(super::replicate::parse_timestamp)
+                .transpose()?;
+            let source_rec = self.get(name)?;
+            if self.replication_of(&source_rec.name).is_none() {
+                return Err(ManagerError::Conflict(format!(
+                    "{name} is not replicated: turn it on with `pockestrator replicate {name} --to URL`"
+                )));
+            }
+            let version = source_rec.version.clone();
+            if let Some(new_name) = as_name {
+                let req = CreateRequest {
+                    name: new_name.to_string(),
+                    binary: BinaryChoice::Release(VersionRequest::Exact(version.clone())),
+                    port: None,
+                    domain: None,
+                    superuser_email: None,
+                    superuser_password: None,
+                    max_body_bytes: source_rec.max_body_bytes,
+                    memory_max: source_rec.limits.memory_max.as_ref().map(|m| m.to_string()),
+                    cpu_quota: source_rec.limits.cpu_quota.as_ref().map(|q| q.to_string()),
+                };
+                self.create(req, actor).await?;
+            }
+            let restored = async {
+                let lock = self.lock_for(&target);
+                let _guard = lock.lock().await;
+                let rec = self.get(&target)?;
+                let source = RestoreSource::Replica {
+                    of: source_rec.name.clone(),
+                    timestamp,
+                };
+                self.restore_locked(rec, source, version, as_name.is_some())
+                    .await
+            }
+            .await;
+            if restored.is_err() && as_name.is_some() {
+                if let Err(e) = self.delete(&target, true, &Actor::daemon()).await {
+                    tracing::warn!(instance = %target, error = %e, "cannot remove a failed clone");
+                }
+            }
+            restored
+        }
+        .await;
+        let when = timestamp.map(|t| format!(" as at {t}")).unwrap_or_default();
+        self.audited(
+            actor,
+            AuditAction::Restore,
+            &target,
+            result,
+            |r| match as_name {
+                Some(_) => format!(
+                    "cloned from the replica of {name}{when}; at version {}",
+                    r.version
+                ),
+                None => format!("restored from its replica{when}; at version {}", r.version),
+            },
+        )
+    }
+
     /// The restore proper, under the instance's lock.
     async fn restore_locked(
         &self,
         rec: InstanceRecord,
-        archive_path: &Path,
-        id: &BackupId,
+        source: RestoreSource<'_>,
         version: Version,
         clone: bool,
     ) -> Result<InstanceRecord> {
         let name = rec.name.clone();
         let dir = rec.dir.clone();
+        let label = source.label();
         let stamp = Utc::now().format("%Y%m%dT%H%M%S%.3fZ").to_string();
-        let staging = dir.join(format!(".restore-{id}-{stamp}"));
+        let staging = match &source {
+            RestoreSource::Archive { id, .. } => dir.join(format!(".restore-{id}-{stamp}")),
+            RestoreSource::Replica { .. } => dir.join(format!(".restore-replica-{stamp}")),
+        };
         let aside = dir.join(format!(".before-restore-{stamp}"));
+        let from_replica = matches!(source, RestoreSource::Replica { .. });
         // 1. Extract and check, with the instance still running as it was.
-        let extracted = {
-            let (a, s) = (archive_path.to_path_buf(), staging.clone());
-            blocking("archive extraction", move || {
+        let extracted = match source {
+            RestoreSource::Replica { of, timestamp } => {
+                let data = staging.join("pb_data");
+                match self
+                    .restore_replica_to(&of, timestamp, data.join("data.db"))
+                    .await
+                {
+                    Ok(()) => {
+                        let db = data.join("data.db");
+                        blocking("secret rotation", move || {
+                            if clone {
+                                crate::store::rotate_auth_secrets(&db)?;
+                            }
+                            Ok(())
+                        })
+                        .await
+                        .map(|()| archive::Extracted {
+                            data,
+                            hooks: None,
+                            migrations: None,
+                            public: None,
+                        })
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            RestoreSource::Archive { path, .. } => {
+                let (a, s) = (path.to_path_buf(), staging.clone());
+                blocking("archive extraction", move || {
                 let x = archive::extract(&a, &s)?;
                 for db in ["data.db", "auxiliary.db"] {
                     let path = x.data.join(db);
@@ -503,6 +641,7 @@ impl Manager {
                 Ok(x)
             })
             .await
+            }
         };
         let extracted = match extracted {
             Ok(x) => x,
@@ -535,8 +674,34 @@ impl Manager {
         }
         self.runtime.stop(&name).await?;
         self.set_state(&name, Status::Stopped, None, rec.restarts, None);
+        // Litestream must not follow the swap: it would ship the restored
+        // file's pages as changes of the old one.
+        self.stop_replication(&rec).await;
+        if from_replica {
+            // The rest of pb_data (uploaded files, auxiliary.db) is the
+            // instance's own: linked, so the directory swap stays whole.
+            let (from, to) = (self.spec(&rec).data_dir(), extracted.data.clone());
+            if let Err(e) = blocking("pb_data links", move || {
+                link_rest(&from, &to).map_err(|source| ManagerError::Io {
+                    context: format!("cannot link {} into the restore", from.display()),
+                    source,
+                })
+            })
+            .await
+            {
+                remove_tree(staging).await;
+                self.resume_replication(&rec).await;
+                if was_running {
+                    let spec = self.spec(&rec);
+                    self.runtime.start(spec.clone()).await?;
+                    let pid = self.wait_healthy(&spec).await?;
+                    self.set_state(&name, Status::Running, Some(pid), rec.restarts, None);
+                }
+                return Err(e);
+            }
+        }
         let marker = RestoreMarker {
-            backup: id.to_string(),
+            backup: label.clone(),
             aside: aside.clone(),
             from_version: rec.version.clone(),
             from_binary: rec.binary_path.clone(),
@@ -586,6 +751,8 @@ impl Manager {
         match outcome {
             Ok(pid) => {
                 RestoreMarker::clear(&dir);
+                self.reset_replication(&restored, &format!("restored from {label}"))
+                    .await;
                 remove_tree(aside).await;
                 remove_tree(staging).await;
                 match pid {
@@ -607,6 +774,7 @@ impl Manager {
                 let _ = self.runtime.stop(&name).await;
                 self.put_back(&rec, &marker).await?;
                 remove_tree(staging).await;
+                self.resume_replication(&rec).await;
                 if was_running {
                     let spec = self.spec(&rec);
                     self.runtime.start(spec.clone()).await?;
@@ -615,7 +783,7 @@ impl Manager {
                 }
                 self.sync_route_now(&name).await;
                 Err(ManagerError::Conflict(format!(
-                    "restore of {name} from backup {id} failed ({reason}); its previous files and version are back in place"
+                    "restore of {name} from {label} failed ({reason}); its previous files and version are back in place"
                 )))
             }
         }
@@ -784,6 +952,50 @@ fn swap_back(dir: &Path, aside: &Path) -> std::io::Result<()> {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
+}
+
+/// Hard-link everything in `from` but `data.db` and its WAL into `to`
+/// (copying where a link cannot be made), keeping the tree's shape.
+fn link_rest(from: &Path, to: &Path) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(from) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    std::fs::create_dir_all(to)?;
+    for entry in entries {
+        let entry = entry?;
+        let file_name = entry.file_name();
+        if matches!(
+            file_name.to_str(),
+            Some("data.db" | "data.db-wal" | "data.db-shm")
+        ) {
+            continue;
+        }
+        let (src, dst) = (entry.path(), to.join(&file_name));
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            link_tree(&src, &dst)?;
+        } else if kind.is_file() && std::fs::hard_link(&src, &dst).is_err() {
+            std::fs::copy(&src, &dst)?;
+        }
+    }
+    Ok(())
+}
+
+fn link_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            link_tree(&src, &dst)?;
+        } else if kind.is_file() && std::fs::hard_link(&src, &dst).is_err() {
+            std::fs::copy(&src, &dst)?;
+        }
+    }
+    Ok(())
 }
 
 async fn remove_tree(path: PathBuf) {

@@ -35,6 +35,7 @@ impl Manager {
         let instance = rec.name.clone();
         let was_running = rec.desired == DesiredState::Running;
         self.runtime.stop(&instance).await?;
+        self.stop_replication(&rec).await;
         let dir = rec.dir.clone();
         let archive = if purge {
             None

@@ -26,6 +26,7 @@ mod lifecycle;
 mod logs;
 mod metrics;
 mod recovery;
+mod replicate;
 mod routing;
 mod schedule;
 mod sessions;
@@ -44,6 +45,7 @@ pub use error::ManagerError;
 pub(crate) use error::Result;
 pub use install::BinaryChoice;
 pub use logs::{tail_lines, LogFollow};
+pub use replicate::ReplicationView;
 pub use schedule::ScheduleRequest;
 pub use update::UpdateRequest;
 
@@ -96,6 +98,8 @@ pub struct Manager {
     route_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
     /// Where health probes are recorded, and what a scrape renders.
     metrics: crate::metrics::Metrics,
+    /// The supervised Litestream processes of replicated instances.
+    replicator: crate::replication::Replicator,
 }
 
 impl Manager {
@@ -109,6 +113,10 @@ impl Manager {
         metrics: crate::metrics::Metrics,
     ) -> Result<Arc<Self>> {
         let (route_tx, route_rx) = tokio::sync::mpsc::unbounded_channel();
+        let replicator = crate::replication::Replicator::new(
+            cfg.layout().replication_dir(),
+            cfg.credentials.clone(),
+        );
         let http = reqwest::Client::builder()
             .no_proxy()
             .pool_max_idle_per_host(1)
@@ -133,6 +141,7 @@ impl Manager {
             route_tx,
             route_rx: Mutex::new(Some(route_rx)),
             metrics,
+            replicator,
         }))
     }
 

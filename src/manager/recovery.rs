@@ -36,6 +36,7 @@ impl Manager {
             });
         }
         futures::future::join_all(tasks).await;
+        self.resume_replications().await;
         let _ = actor;
         Ok(())
     }

@@ -58,6 +58,9 @@ actions! {
     Backup => "backup", "A backup of an instance was made.";
     BackupDelete => "backup-delete", "A backup was deleted.";
     Restore => "restore", "An instance was restored from a backup (or a clone made from one).";
+    Replicate => "replicate", "Continuous replication of an instance was turned on (or its target changed).";
+    ReplicateOff => "replicate-off", "Continuous replication of an instance was turned off.";
+    ReplicaReset => "replica-reset", "Replication started a new generation: the instance's data.db was replaced (a restore).";
 }
 
 impl fmt::Display for AuditAction {

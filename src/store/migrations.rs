@@ -120,6 +120,16 @@ const MIGRATIONS: &[&str] = &[
         last_run     TEXT NOT NULL
     );
     "#,
+    // 7: continuous replication: each replicated instance's target (as
+    // the user named it) and the generation Litestream writes now.
+    r#"
+    CREATE TABLE replications (
+        instance   TEXT PRIMARY KEY NOT NULL REFERENCES instances (name) ON DELETE CASCADE,
+        target     TEXT NOT NULL,
+        generation TEXT NOT NULL,
+        since      TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -15,10 +15,12 @@
 
 mod backups;
 mod migrations;
+mod replications;
 
 pub use backups::{
     integrity_check, rotate_auth_secrets, snapshot_database, BackupRecord, ScheduleRecord,
 };
+pub use replications::ReplicationRecord;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

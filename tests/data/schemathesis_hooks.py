@@ -13,7 +13,8 @@ host the daemon runs on, so the fuzzer's copy is narrowed to this one:
   go to the test's own directory; and a backup schedule's `cron` is any
   cron expression, which no regex describes: the fuzzer picks from a few
   valid ones (invalid ones answer 400 `invalid_schedule`, tested on their
-  own).
+  own); a replication's `to` is a directory of that test's too, and a
+  replica restore's `timestamp` one of a few valid times.
 """
 
 import os
@@ -41,6 +42,16 @@ def before_load_schema(ctx, raw_schema):
         properties = schemas.get(name, {}).get("properties", {})
         if BACKUP_DIR and "to" in properties:
             properties["to"] = {"enum": [BACKUP_DIR, "file://" + BACKUP_DIR, None]}
+    replication = schemas.get("SetReplication", {}).get("properties", {})
+    if BACKUP_DIR and "to" in replication:
+        # Litestream may be missing on the fuzzer's host (409); where it
+        # is, it replicates into the test's own directory.
+        replication["to"] = {"enum": [BACKUP_DIR + "/replica", "file://" + BACKUP_DIR + "/replica"]}
+    # No regex knows which days each month has: a few valid times (an
+    # impossible date answers 400, tested on its own).
+    restore = schemas.get("RestoreReplica", {}).get("properties", {})
+    if "timestamp" in restore:
+        restore["timestamp"] = {"enum": ["2026-12-01T13:00:00Z", "2026-02-28T23:59:59.5+01:00", None]}
     schedule = schemas.get("SetSchedule", {}).get("properties", {})
     if "cron" in schedule:
         schedule["cron"] = {"enum": ["0 3 * * *", "*/30 * * * * *", "15 4 * * MON"]}

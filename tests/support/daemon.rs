@@ -406,6 +406,16 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
+        // Litestream outlives the daemon too (one for the host).
+        let pid = std::fs::read_to_string(self.dir.path().join("replication/litestream.pid"))
+            .ok()
+            .and_then(|t| t.split_whitespace().next().and_then(|p| p.parse().ok()));
+        if let Some(pid) = pid {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
         for pid in self.instance_pids() {
             let _ = nix::sys::signal::killpg(
                 nix::unistd::Pid::from_raw(pid),

@@ -23,9 +23,9 @@
 //! end the supervision tasks but leave the processes running, and a new
 //! supervisor adopts them ([`Runtime::adopt`]) through their pidfiles.
 
-mod logfile;
-mod process;
-mod procfs;
+pub(crate) mod logfile;
+pub(crate) mod process;
+pub(crate) mod procfs;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
