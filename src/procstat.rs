@@ -303,9 +303,74 @@ pub fn human_duration(duration: Duration) -> String {
     }
 }
 
+/// The inodes of the sockets listening on TCP `port`, from the text of
+/// `/proc/net/tcp` or `/proc/net/tcp6`.
+pub fn parse_listeners(text: &str, port: u16) -> Vec<u64> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local = fields.get(1)?;
+            let state = fields.get(3)?;
+            let inode = fields.get(9)?;
+            let local_port = u16::from_str_radix(local.rsplit_once(':')?.1, 16).ok()?;
+            (*state == "0A" && local_port == port)
+                .then(|| inode.parse::<u64>().ok())
+                .flatten()
+        })
+        .collect()
+}
+
+/// Whether process `pid` holds the socket listening on TCP `port`:
+/// `None` when that cannot be told (no `/proc`, another user's process).
+/// A health answer on a port another program took is not the instance's.
+pub fn listens_on(pid: u32, port: u16) -> Option<bool> {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        if let Ok(text) = std::fs::read_to_string(table) {
+            inodes.extend(parse_listeners(&text, port));
+        }
+    }
+    if inodes.is_empty() {
+        return Some(false);
+    }
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    let wanted: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
+    Some(fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .map(|target| wanted.iter().any(|w| target.as_os_str() == w.as_str()))
+            .unwrap_or(false)
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listeners_and_their_owner() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F9B 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:1F9B 0100007F:D2F0 01 00000000:00000000 00:00000000 00000000     0        0 4343 1 0000000000000000 20 4 30 10 -1
+   2: 0100007F:1F9C 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4444 1 0000000000000000 100 0 0 10 0
+";
+        assert_eq!(parse_listeners(table, 8091), vec![4242]);
+        assert_eq!(parse_listeners(table, 8092), vec![4444]);
+        assert!(parse_listeners(table, 80).is_empty());
+        // A real listener of this very process.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert_eq!(listens_on(std::process::id(), port), Some(true));
+        let mut other = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        assert_eq!(listens_on(other.id(), port), Some(false));
+        let _ = other.kill();
+        let _ = other.wait();
+        drop(listener);
+        assert_eq!(listens_on(std::process::id(), port), Some(false));
+    }
 
     // A line laid out as in proc(5): 52 fields, comm "(bash)".
     const STAT: &str = "1234 (bash) S 1 1234 1234 34816 5678 4194304 2000 30000 5 10 \

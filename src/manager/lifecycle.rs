@@ -30,7 +30,12 @@ impl Manager {
                 _ => {}
             }
             if let Some(pid) = observed.and_then(|o| o.pid) {
-                if pocketbase::is_healthy(&self.http, spec.port, Duration::from_secs(2)).await {
+                // The answer must come from this process: a port another
+                // program took before PocketBase bound it answers too, while
+                // PocketBase itself exits ("address already in use").
+                if pocketbase::is_healthy(&self.http, spec.port, Duration::from_secs(2)).await
+                    && crate::procstat::listens_on(pid, spec.port) != Some(false)
+                {
                     return Ok(pid);
                 }
             }

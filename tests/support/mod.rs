@@ -61,18 +61,21 @@ pub fn free_port() -> u16 {
 /// instance that is stopped and started again during a test: a port from
 /// [`free_port`] can be taken meanwhile as the local port of any outgoing
 /// connection on the machine. Never the same port twice in one test run.
-/// Always in 20000–25999: [`QUIET_PORTS_END`] on is left to the seed-001
+/// Always in 20000–25999, eight apart: [`QUIET_PORTS_END`] on is left to the seed-001
 /// API's own port numbering in the OpenAPI fuzz test.
 pub const QUIET_PORTS_END: u16 = 26_000;
 
 pub fn quiet_port() -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering};
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let start = 20_000 + (std::process::id() % 3_000) as u16;
+    // Eight apart: a daemon that chooses a port itself takes the one above
+    // its highest (a clone of an instance on a quiet port, say), and that
+    // one must not be the next test's quiet port.
+    let first_slot = std::process::id() % 50;
     loop {
-        let offset = NEXT.fetch_add(1, Ordering::Relaxed);
-        assert!(offset < 3_000, "no quiet port left");
-        let port = start + offset;
+        let slot = first_slot + u32::from(NEXT.fetch_add(1, Ordering::Relaxed));
+        assert!(slot * 8 < 6_000, "no quiet port left");
+        let port = 20_000 + (slot * 8) as u16;
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
