@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::backup::{auth, http, note, send, shop, titles};
 use crate::support::daemon::Daemon;
-use crate::support::services::{litestream_bin, S3};
+use crate::support::services::{litestream_bin, Nats, S3};
 use crate::support::{skip, wait_until};
 
 async fn daemon(test: &str, env: &[(&str, &str)]) -> Option<(Daemon, PathBuf)> {
@@ -506,4 +506,65 @@ async fn replicates_to_s3_and_restores_a_clone_from_it() {
     )
     .await;
     let _ = bin;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replicates_to_a_nats_object_store_and_restores_a_clone_from_it() {
+    let test = "replicates_to_a_nats_object_store_and_restores_a_clone_from_it";
+    let Some(nats) = Nats::start().await else {
+        skip(
+            test,
+            "nats-server is not fetched: run scripts/fetch-test-deps",
+        );
+        return;
+    };
+    // Litestream wants the bucket to exist.
+    let client = async_nats::connect(nats.url())
+        .await
+        .expect("connect to nats-server");
+    async_nats::jetstream::new(client)
+        .create_object_store(async_nats::jetstream::object_store::Config {
+            bucket: "replicas".to_string(),
+            ..Default::default()
+        })
+        .await
+        .expect("create the bucket");
+    let Some((d, _bin)) = daemon(test, &[]).await else {
+        return;
+    };
+    let s = shop(&d, "shop").await;
+    let target = format!("{}/replicas", nats.url());
+    let on = d.cli_json(&["replicate", "shop", "--to", &target]);
+    assert_eq!(on["replica"]["target"], target.as_str(), "{on}");
+    note(s.port, "a", b"1").await;
+    note(s.port, "b", b"2").await;
+    wait_until(
+        Duration::from_secs(30),
+        "both notes in the NATS replica",
+        || async {
+            let clone = d.cli(&[
+                "backup",
+                "restore",
+                "shop",
+                "--from-replica",
+                "--as",
+                "copy",
+                "--json",
+            ]);
+            if !clone.status.success() {
+                return None;
+            }
+            let v: Value = serde_json::from_slice(&clone.stdout).ok()?;
+            let got = titles(v["port"].as_u64()?).await;
+            if got == ["a", "b"] {
+                return Some(());
+            }
+            d.cli_json(&["delete", "copy", "--purge"]);
+            None
+        },
+    )
+    .await;
+    // The original runs on, replicated.
+    assert_eq!(replica(&d, "shop")["state"], "running");
+    assert_eq!(titles(s.port).await, ["a", "b"]);
 }
