@@ -68,6 +68,32 @@ async fn wait_replica(bin: &Path, location: &str, env: &[(String, String)], want
     .await;
 }
 
+/// Restore `shop`'s replica into a clone `copy` until the clone holds
+/// notes "a" and "b" (the replica may lag by a second).
+async fn clone_with_both_notes(d: &Daemon, what: &str) {
+    wait_until(Duration::from_secs(30), what, || async {
+        let clone = d.cli(&[
+            "backup",
+            "restore",
+            "shop",
+            "--from-replica",
+            "--as",
+            "copy",
+            "--json",
+        ]);
+        if !clone.status.success() {
+            return None;
+        }
+        let v: Value = serde_json::from_slice(&clone.stdout).ok()?;
+        if titles(v["port"].as_u64()?).await == ["a", "b"] {
+            return Some(());
+        }
+        d.cli_json(&["delete", "copy", "--purge"]);
+        None
+    })
+    .await;
+}
+
 fn replica(d: &Daemon, name: &str) -> Value {
     d.cli_json(&["status", name])["replica"].clone()
 }
@@ -479,32 +505,7 @@ async fn replicates_to_s3_and_restores_a_clone_from_it() {
     // The generated config names no credential.
     let config = std::fs::read_to_string(d.data_dir().join("replication/litestream.yml")).unwrap();
     assert!(!config.contains(&env[1].1), "{config}");
-    wait_until(
-        Duration::from_secs(30),
-        "both notes in the replica",
-        || async {
-            let clone = d.cli(&[
-                "backup",
-                "restore",
-                "shop",
-                "--from-replica",
-                "--as",
-                "copy",
-                "--json",
-            ]);
-            if !clone.status.success() {
-                return None;
-            }
-            let v: Value = serde_json::from_slice(&clone.stdout).ok()?;
-            let got = titles(v["port"].as_u64()?).await;
-            if got == ["a", "b"] {
-                return Some(());
-            }
-            d.cli_json(&["delete", "copy", "--purge"]);
-            None
-        },
-    )
-    .await;
+    clone_with_both_notes(&d, "both notes in the replica").await;
     let _ = bin;
 }
 
@@ -538,32 +539,7 @@ async fn replicates_to_a_nats_object_store_and_restores_a_clone_from_it() {
     assert_eq!(on["replica"]["target"], target.as_str(), "{on}");
     note(s.port, "a", b"1").await;
     note(s.port, "b", b"2").await;
-    wait_until(
-        Duration::from_secs(30),
-        "both notes in the NATS replica",
-        || async {
-            let clone = d.cli(&[
-                "backup",
-                "restore",
-                "shop",
-                "--from-replica",
-                "--as",
-                "copy",
-                "--json",
-            ]);
-            if !clone.status.success() {
-                return None;
-            }
-            let v: Value = serde_json::from_slice(&clone.stdout).ok()?;
-            let got = titles(v["port"].as_u64()?).await;
-            if got == ["a", "b"] {
-                return Some(());
-            }
-            d.cli_json(&["delete", "copy", "--purge"]);
-            None
-        },
-    )
-    .await;
+    clone_with_both_notes(&d, "both notes in the NATS replica").await;
     // The original runs on, replicated.
     assert_eq!(replica(&d, "shop")["state"], "running");
     assert_eq!(titles(s.port).await, ["a", "b"]);

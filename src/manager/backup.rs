@@ -113,6 +113,20 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ManagerError::Internal(format!("{what} task failed: {e}")))?
 }
 
+/// A scratch directory `<root>/<prefix>…` (made with `root` if missing),
+/// removed when dropped.
+async fn staging_dir(root: PathBuf, prefix: &'static str) -> Result<tempfile::TempDir> {
+    blocking("staging", move || {
+        std::fs::create_dir_all(&root)
+            .and_then(|()| tempfile::Builder::new().prefix(prefix).tempdir_in(&root))
+            .map_err(|source| ManagerError::Io {
+                context: format!("cannot stage a transfer in {}", root.display()),
+                source,
+            })
+    })
+    .await
+}
+
 impl Manager {
     /// Where an instance's backups go when no destination is named: under
     /// `serve --backup-to`, else `backups/NAME/` in the data dir.
@@ -185,19 +199,7 @@ impl Manager {
             remote => {
                 let store = AnyDestination::open(remote, &self.cfg.credentials).await?;
                 let root = self.layout.backup_staging();
-                let upload_dir = blocking("backup staging", move || {
-                    std::fs::create_dir_all(&root)
-                        .and_then(|()| {
-                            tempfile::Builder::new()
-                                .prefix(".upload-")
-                                .tempdir_in(&root)
-                        })
-                        .map_err(|source| ManagerError::Io {
-                            context: format!("cannot stage a backup in {}", root.display()),
-                            source,
-                        })
-                })
-                .await?;
+                let upload_dir = staging_dir(root, ".upload-").await?;
                 (
                     Some(store),
                     upload_dir.path().to_path_buf(),
@@ -420,19 +422,7 @@ impl Manager {
                         (None, Ok(rec)) => rec.dir,
                         _ => self.layout.backup_staging(),
                     };
-                    let download = blocking("restore staging", move || {
-                        std::fs::create_dir_all(&root)
-                            .and_then(|()| {
-                                tempfile::Builder::new()
-                                    .prefix(".download-")
-                                    .tempdir_in(&root)
-                            })
-                            .map_err(|source| ManagerError::Io {
-                                context: format!("cannot stage a download in {}", root.display()),
-                                source,
-                            })
-                    })
-                    .await?;
+                    let download = staging_dir(root, ".download-").await?;
                     let path = download.path().join(id.file_name());
                     store.fetch(&id.file_name(), &path).await?;
                     (path, Some(download))
