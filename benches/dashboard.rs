@@ -542,6 +542,8 @@ fn seed_data_dir(n: usize, pocketbase: &Path) -> Result<tempfile::TempDir> {
             last_error: None,
             max_body_bytes: None,
             limits: Default::default(),
+            release: None,
+            release_binary: false,
         })?;
     }
     drop(store);

@@ -180,6 +180,40 @@ pub struct Config {
     /// The Litestream binary for continuous replication; `None`: the one
     /// on the `PATH`.
     pub litestream: Option<PathBuf>,
+    /// Deploys from git: where local repositories may come from, who
+    /// builds, where and within which limits, how many releases are kept.
+    pub deploy: DeployConfig,
+}
+
+/// How deploys from git run.
+#[derive(Debug, Clone)]
+pub struct DeployConfig {
+    /// Directories `file://` repositories may be under (none by default).
+    pub git_allow_dirs: Vec<PathBuf>,
+    /// Who builds when the daemon runs as root (`None`: `nobody`).
+    pub build_user: Option<String>,
+    /// Where build workspaces are made (`None`: see `Config::build_root`).
+    pub build_dir: Option<PathBuf>,
+    pub limits: crate::build::BuildLimits,
+    /// The Go toolchain's `go` (`None`: `go` on the `PATH`, if any).
+    pub go: Option<PathBuf>,
+    /// Releases kept per instance for rollbacks (the current one besides).
+    pub keep_releases: usize,
+    pub fetch_timeout: Duration,
+}
+
+impl Default for DeployConfig {
+    fn default() -> Self {
+        Self {
+            git_allow_dirs: Vec::new(),
+            build_user: None,
+            build_dir: None,
+            limits: crate::build::BuildLimits::default(),
+            go: None,
+            keep_releases: 5,
+            fetch_timeout: Duration::from_secs(300),
+        }
+    }
 }
 
 impl Config {
@@ -207,6 +241,7 @@ impl Config {
             backup_to: None,
             credentials: crate::credentials::Credentials::default(),
             litestream: None,
+            deploy: DeployConfig::default(),
             data_dir,
         }
     }
@@ -248,6 +283,31 @@ impl Layout {
     }
     pub fn archive(&self) -> PathBuf {
         self.root.join("archive")
+    }
+    /// An instance's releases deployed from git: `releases/` in its
+    /// directory, one directory per release.
+    pub fn app_releases(&self, instance_dir: &Path) -> PathBuf {
+        instance_dir.join("releases")
+    }
+    pub fn release_dir(&self, instance_dir: &Path, release: &crate::model::ReleaseName) -> PathBuf {
+        self.app_releases(instance_dir).join(release.as_str())
+    }
+    /// A deploy's log: `logs/deploy-ID.log` in the instance directory.
+    pub fn deploy_log(&self, instance_dir: &Path, id: crate::model::DeployId) -> PathBuf {
+        instance_dir.join("logs").join(format!("deploy-{id}.log"))
+    }
+    /// The bare repositories deploys fetch into, one per instance.
+    pub fn git_cache(&self, name: &str) -> PathBuf {
+        self.root.join("git-cache").join(format!("{name}.git"))
+    }
+    /// An instance's deploy secrets (webhook secret, repository token or
+    /// SSH key), each a 0600 file, never in the state database.
+    pub fn deploy_secrets(&self, name: &str) -> PathBuf {
+        self.root.join("deploy-secrets").join(name)
+    }
+    /// Where builds run when they run as the daemon's own user.
+    pub fn builds(&self) -> PathBuf {
+        self.root.join("builds")
     }
     /// Where backups go by default: `backups/<instance>/`.
     pub fn backups(&self) -> PathBuf {

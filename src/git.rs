@@ -51,6 +51,13 @@ pub struct Git {
     /// Directories `file://` repositories may be under (empty: none).
     pub allowed_dirs: Vec<PathBuf>,
     pub fetch_timeout: Duration,
+    /// An HTTPS token for the repository (a file, mode 0600): sent as
+    /// HTTP basic authentication (`x-access-token:TOKEN`, which GitHub,
+    /// Gitea and GitLab accept) through git's environment, never on its
+    /// command line.
+    pub token_file: Option<PathBuf>,
+    /// An SSH deploy key (a file, mode 0600) for `ssh://` repositories.
+    pub ssh_key_file: Option<PathBuf>,
 }
 
 impl Default for Git {
@@ -59,6 +66,8 @@ impl Default for Git {
             program: PathBuf::from("git"),
             allowed_dirs: Vec::new(),
             fetch_timeout: Duration::from_secs(300),
+            token_file: None,
+            ssh_key_file: None,
         }
     }
 }
@@ -104,7 +113,43 @@ impl Git {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        match transport {
+            Some(Transport::Http) => {
+                if let Some(token) = self.token() {
+                    use base64::Engine as _;
+                    let basic = base64::engine::general_purpose::STANDARD
+                        .encode(format!("x-access-token:{token}"));
+                    cmd.env("GIT_CONFIG_COUNT", "1")
+                        .env("GIT_CONFIG_KEY_0", "http.extraHeader")
+                        .env(
+                            "GIT_CONFIG_VALUE_0",
+                            format!("Authorization: Basic {basic}"),
+                        );
+                }
+            }
+            Some(Transport::Ssh) => {
+                if let Some(key) = &self.ssh_key_file {
+                    let known = key.with_file_name("known_hosts");
+                    cmd.env(
+                        "GIT_SSH_COMMAND",
+                        format!(
+                            "ssh -i '{}' -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=accept-new -o UserKnownHostsFile='{}'",
+                            key.display(),
+                            known.display()
+                        ),
+                    );
+                }
+            }
+            _ => {}
+        }
         cmd
+    }
+
+    /// The token, read when it is needed (one line, trimmed).
+    fn token(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.token_file.as_ref()?).ok()?;
+        let token = text.trim().to_string();
+        (!token.is_empty()).then_some(token)
     }
 
     async fn run(
@@ -137,7 +182,7 @@ impl Git {
     }
 
     /// Refuse a local repository outside the allowed directories.
-    fn check_allowed(&self, url: &RepoUrl) -> Result<()> {
+    pub fn check_allowed(&self, url: &RepoUrl) -> Result<()> {
         let Some(path) = url.local_path() else {
             return Ok(());
         };

@@ -49,6 +49,8 @@ impl Fixture {
             instance_dir: self.path().join("instances").join(name),
             port: free_port(),
             limits: Default::default(),
+            release: None,
+            release_binary: false,
         }
     }
 

@@ -76,6 +76,8 @@ fn spec(binary: &Path, instance_dir: &Path) -> LaunchSpec {
         instance_dir: instance_dir.to_path_buf(),
         port: 8094,
         limits: Default::default(),
+        release: None,
+        release_binary: false,
     }
 }
 

@@ -658,7 +658,7 @@ pub struct BackupDto {
     pub location: String,
     /// The PocketBase version the instance ran.
     pub version: String,
-    /// `manual`, `schedule`, `pre-restore`, `pre-upgrade` or `pocketbase`.
+    /// `manual`, `schedule`, `pre-restore`, `pre-upgrade`, `pre-deploy` or `pocketbase`.
     pub trigger: String,
 }
 
@@ -830,4 +830,118 @@ pub struct SetSchedule {
     #[schema(minimum = 0, maximum = 10000)]
     pub keep_monthly: Option<u32>,
     pub to: Option<String>,
+}
+
+/// `POST /api/v1/instances/{name}/deploys`: every field may be left out
+/// for an instance deployed before (its recorded source is used).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartDeploy {
+    /// The repository: `https://…`, `http://…`, `ssh://…`, `git@host:path`
+    /// or `file:///…` (only under a `serve --git-allow-dir`). No
+    /// credentials in it: a token or deploy key is set with `PUT
+    /// /api/v1/instances/{name}/deploy-credentials`.
+    pub repo: Option<String>,
+    /// The branch (default: the recorded one, then `main`).
+    pub branch: Option<String>,
+    /// The app's directory inside the repository (`""`: the top).
+    pub subdir: Option<String>,
+}
+
+/// One deploy (or rollback) of an instance.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct DeployDto {
+    /// Counts up from 1 per instance.
+    pub id: u32,
+    pub instance: String,
+    /// `deploy` or `rollback`.
+    pub kind: String,
+    pub repo: String,
+    pub branch: String,
+    pub subdir: Option<String>,
+    /// The commit, once fetched.
+    pub commit: Option<String>,
+    /// The release directory it built or switched to.
+    pub release: Option<String>,
+    /// `queued`, `building`, `switching`, `succeeded` or `failed`.
+    pub status: String,
+    /// Why it failed.
+    pub reason: Option<String>,
+    /// Who started it.
+    pub actor: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// How long it took (so far), in milliseconds.
+    pub duration_ms: u64,
+    /// Whether this release is the one the instance runs now.
+    pub current: bool,
+}
+
+impl DeployDto {
+    pub fn new(
+        d: &crate::store::DeployRecord,
+        current: Option<&crate::model::ReleaseName>,
+    ) -> Self {
+        let end = d.finished_at.unwrap_or_else(Utc::now);
+        Self {
+            id: d.id.0,
+            instance: d.instance.to_string(),
+            kind: d.kind.as_str().to_string(),
+            repo: d.repo.to_string(),
+            branch: d.branch.to_string(),
+            subdir: d.subdir.as_ref().map(|s| s.as_str().to_string()),
+            commit: d.commit.as_ref().map(|c| c.to_string()),
+            release: d.release.as_ref().map(|r| r.to_string()),
+            status: d.status.as_str().to_string(),
+            reason: d.reason.clone(),
+            actor: d.actor.clone(),
+            started_at: d.started_at,
+            finished_at: d.finished_at,
+            duration_ms: (end - d.started_at).num_milliseconds().max(0) as u64,
+            current: d.release.is_some() && d.release.as_ref() == current,
+        }
+    }
+}
+
+/// An instance's deploys, newest first, and where it is deployed from.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeployList {
+    pub name: String,
+    pub repo: Option<String>,
+    pub branch: Option<String>,
+    pub subdir: Option<String>,
+    /// The release that runs now.
+    pub release: Option<String>,
+    pub deploys: Vec<DeployDto>,
+}
+
+/// `POST /api/v1/instances/{name}/rollback`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartRollback {
+    /// A commit (at least 4 hex digits of it) whose release is still
+    /// kept; left out: the newest release before the current one.
+    pub to: Option<String>,
+}
+
+/// `PUT /api/v1/instances/{name}/webhook`: the answer, shown once.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WebhookDto {
+    pub name: String,
+    /// Where the repository's host posts push events:
+    /// `POST /webhooks/{name}` on the TCP listener.
+    pub path: String,
+    /// The secret to give the repository's host; signs each push with
+    /// HMAC-SHA256 in `X-Hub-Signature-256`.
+    pub secret: String,
+}
+
+/// `PUT /api/v1/instances/{name}/deploy-credentials`: a token for HTTPS
+/// repositories or a deploy key for SSH ones (one of them). Kept in a 0600
+/// file outside the state database; never shown again.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeployCredentials {
+    pub token: Option<String>,
+    pub ssh_key: Option<String>,
 }

@@ -76,6 +76,7 @@ pub fn http_status(e: &ManagerError) -> StatusCode {
         ManagerError::Port(_) => 409,
         ManagerError::NotFound(_) => 404,
         ManagerError::Conflict(_) => 409,
+        ManagerError::Unauthorized(_) => 401,
         // The new version did not come up with this instance's data and the
         // old one runs again as before: the request conflicts with the
         // instance's state, nothing on the server is broken.
@@ -118,6 +119,7 @@ pub fn code(e: &ManagerError) -> &'static str {
         ManagerError::Archive(_) => "invalid_archive",
         ManagerError::NotFound(_) => "not_found",
         ManagerError::Conflict(_) => "conflict",
+        ManagerError::Unauthorized(_) => "unauthorized",
         ManagerError::Store(StoreError::NameTaken(_)) => "name_taken",
         ManagerError::Store(StoreError::PortTaken(_)) => "port_taken",
         ManagerError::Store(StoreError::UserTaken(_)) => "conflict",

@@ -298,15 +298,13 @@ impl Manager {
         Ok(record)
     }
 
-    /// Keep the newest `keep` backups an instance's upgrades took, and
-    /// remove the older ones (archive and record).
-    pub(super) async fn prune_pre_upgrade_backups(&self, name: &str, keep: usize) {
+    /// Keep the newest `keep` backups an instance's upgrades (or deploys)
+    /// took, and remove the older ones (archive and record).
+    pub(super) async fn prune_backups_of(&self, name: &str, trigger: BackupTrigger, keep: usize) {
         let old: Vec<BackupRecord> = match self.store.list_backups(name) {
             Ok(all) => {
-                let mut mine: Vec<BackupRecord> = all
-                    .into_iter()
-                    .filter(|b| b.trigger == BackupTrigger::PreUpgrade)
-                    .collect();
+                let mut mine: Vec<BackupRecord> =
+                    all.into_iter().filter(|b| b.trigger == trigger).collect();
                 mine.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
                 mine.into_iter().skip(keep).collect()
             }

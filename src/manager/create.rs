@@ -250,6 +250,8 @@ impl Manager {
                 last_error: None,
                 max_body_bytes: req.max_body_bytes,
                 limits,
+                release: None,
+                release_binary: false,
             };
             self.store.insert_instance(&rec)?;
             rec

@@ -36,6 +36,9 @@ pub enum ManagerError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A request whose own authentication (a webhook's signature) failed.
+    #[error("{0}")]
+    Unauthorized(String),
     #[error(transparent)]
     Release(#[from] ReleaseError),
     #[error(transparent)]

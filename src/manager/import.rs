@@ -197,6 +197,8 @@ impl Manager {
             last_error: None,
             max_body_bytes: None,
             limits: ResourceLimits::default(),
+            release: None,
+            release_binary: false,
         };
         self.store.insert_instance(&rec)?;
         if let Some(domain) = custom {

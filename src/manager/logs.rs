@@ -50,6 +50,44 @@ impl Manager {
     }
 }
 
+impl Manager {
+    /// The last `n` lines of a deploy's log.
+    pub async fn deploy_log_tail(&self, name: &str, id: &str, n: usize) -> Result<Vec<String>> {
+        let path = self.deploy_log_path(name, id)?;
+        Ok(read_tail(path, n).await?.0)
+    }
+
+    /// The last `n` lines of a deploy's log and what is written to it
+    /// until the deploy has ended (then the stream ends).
+    pub async fn follow_deploy_log(
+        self: &Arc<Self>,
+        name: &str,
+        id: &str,
+        n: usize,
+    ) -> Result<LogFollow> {
+        let d = self.deploy_record(name, id)?;
+        let path = self.deploy_log_path(name, id)?;
+        let (tail, offset) = read_tail(path.clone(), n).await?;
+        let this = Arc::clone(self);
+        let (name, id) = (name.to_string(), d.id);
+        let ended = async move {
+            loop {
+                match this.store.deploy(&name, id) {
+                    Ok(Some(d)) if !d.status.is_final() => {}
+                    _ => break,
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            // What the deploy wrote last is read before the stream ends.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        Ok(LogFollow {
+            tail,
+            appended: follow_file(path, offset).take_until(ended).boxed(),
+        })
+    }
+}
+
 /// The tail of a log and the file's length when it was read.
 async fn read_tail(path: PathBuf, n: usize) -> Result<(Vec<String>, u64)> {
     let read = tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<String>, u64)> {

@@ -16,6 +16,8 @@
 mod backup;
 mod create;
 mod delete;
+mod deploy;
+mod deploy_secrets;
 mod error;
 mod files;
 mod follower;
@@ -27,11 +29,13 @@ mod logs;
 mod metrics;
 mod recovery;
 mod replicate;
+mod rollback;
 mod routing;
 mod schedule;
 mod sessions;
 mod snapshot;
 mod superuser;
+mod switch;
 mod units;
 mod update;
 mod upgrade;
@@ -41,6 +45,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 pub use create::{CreateFields, CreateRequest, Created, FieldErrors};
+pub use deploy::DeployRequest;
+pub use deploy_secrets::WebhookOutcome;
 pub use error::ManagerError;
 pub(crate) use error::Result;
 pub use install::BinaryChoice;
@@ -100,6 +106,13 @@ pub struct Manager {
     metrics: crate::metrics::Metrics,
     /// The supervised Litestream processes of replicated instances.
     replicator: crate::replication::Replicator,
+    /// How deploys build (user, workspace root, limits, Go).
+    builder: crate::build::Builder,
+    /// One deploy at a time per instance: the next waits (`queued`).
+    deploy_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Instances being switched to another release: the embedded proxy
+    /// holds their new requests until they answer again.
+    held: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Manager {
@@ -122,6 +135,7 @@ impl Manager {
             .pool_max_idle_per_host(1)
             .build()
             .map_err(|e| ManagerError::Invalid(format!("cannot build the http client: {e}")))?;
+        let builder = build_settings(&cfg)?;
         Ok(Arc::new(Self {
             layout: cfg.layout(),
             cfg,
@@ -142,6 +156,9 @@ impl Manager {
             route_rx: Mutex::new(Some(route_rx)),
             metrics,
             replicator,
+            builder,
+            deploy_locks: Mutex::new(HashMap::new()),
+            held: Mutex::new(std::collections::HashSet::new()),
         }))
     }
 
@@ -269,8 +286,57 @@ impl Manager {
             instance_dir: rec.dir.clone(),
             port: rec.port,
             limits: rec.limits.clone(),
+            release: rec
+                .release
+                .as_ref()
+                .map(|r| self.layout.release_dir(&rec.dir, r)),
+            release_binary: rec.release_binary,
         }
     }
+}
+
+/// Who builds, where: as root, the build user (`nobody` unless told) in a
+/// root outside the private data dir; otherwise the daemon's own user in
+/// the data dir's `builds/`.
+fn build_settings(cfg: &Config) -> Result<crate::build::Builder> {
+    let layout = cfg.layout();
+    let root_daemon = nix::unistd::geteuid().is_root();
+    let user = if root_daemon {
+        let name = cfg.deploy.build_user.as_deref().unwrap_or("nobody");
+        Some(
+            crate::build::BuildUser::lookup(name)
+                .map_err(|e| ManagerError::Invalid(e.to_string()))?,
+        )
+    } else {
+        if let Some(name) = &cfg.deploy.build_user {
+            return Err(ManagerError::Invalid(format!(
+                "--build-user {name}: builds run as the daemon's own user when it does not run as root"
+            )));
+        }
+        None
+    };
+    let root = match &cfg.deploy.build_dir {
+        Some(dir) => dir.clone(),
+        None if user.is_some() => {
+            use sha2::Digest as _;
+            let scope =
+                hex::encode(&sha2::Sha256::digest(layout.root.as_os_str().as_encoded_bytes())[..4]);
+            std::path::PathBuf::from("/var/tmp/pockestrator-builds").join(scope)
+        }
+        None => layout.builds(),
+    };
+    let go = cfg.deploy.go.clone().or_else(|| {
+        let path = std::env::var_os("PATH")?;
+        std::env::split_paths(&path)
+            .map(|d| d.join("go"))
+            .find(|p| p.is_file())
+    });
+    Ok(crate::build::Builder {
+        user,
+        root,
+        limits: cfg.deploy.limits,
+        go,
+    })
 }
 
 fn shown_name(name: &str) -> String {

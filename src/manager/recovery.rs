@@ -6,6 +6,7 @@ use crate::model::AuditAction;
 use std::path::Path;
 
 use super::backup::RestoreMarker;
+use super::switch::DeployMarker;
 use super::upgrade::UpgradeMarker;
 use super::{Actor, Manager, Result};
 use crate::model::{DesiredState, Status};
@@ -19,6 +20,7 @@ impl Manager {
     /// otherwise; instances that should be stopped are stopped.
     pub async fn recover(&self) -> Result<()> {
         let actor = Actor::daemon();
+        self.end_interrupted_deploys();
         let records = self.store.list_instances()?;
         let mut tasks = Vec::new();
         for rec in records {
@@ -64,6 +66,10 @@ impl Manager {
         };
         let rec = match UpgradeMarker::read(Path::new(&rec.dir)) {
             Some(marker) => self.finish_interrupted_upgrade(rec, marker, actor).await?,
+            None => rec,
+        };
+        let rec = match DeployMarker::read(Path::new(&rec.dir)) {
+            Some(marker) => self.finish_interrupted_switch(rec, marker, actor).await?,
             None => rec,
         };
         let spec = self.spec(&rec);

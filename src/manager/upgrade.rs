@@ -121,7 +121,8 @@ impl Manager {
             Ok(pid) => {
                 UpgradeMarker::clear(&old.dir);
                 self.record_unit_hash(name);
-                self.prune_pre_upgrade_backups(name, KEEP_PRE_UPGRADE).await;
+                self.prune_backups_of(name, BackupTrigger::PreUpgrade, KEEP_PRE_UPGRADE)
+                    .await;
                 if was_running {
                     self.set_state(name, Status::Running, Some(pid), old.restarts, None);
                 } else {

@@ -61,6 +61,9 @@ actions! {
     Replicate => "replicate", "Continuous replication of an instance was turned on (or its target changed).";
     ReplicateOff => "replicate-off", "Continuous replication of an instance was turned off.";
     ReplicaReset => "replica-reset", "Replication started a new generation: the instance's data.db was replaced (a restore).";
+    Deploy => "deploy", "A deploy from git ended: the new release serves, or the previous one still does.";
+    Rollback => "rollback", "An instance was switched back to a release built before.";
+    DeploySettings => "deploy-settings", "An instance's deploy webhook secret or repository credentials changed.";
 }
 
 impl fmt::Display for AuditAction {

@@ -401,6 +401,9 @@ pub enum BackupTrigger {
     /// a failed upgrade rolls back to, and what `backup restore` brings
     /// back later, old version included.
     PreUpgrade,
+    /// Taken right before a deploy (or rollback) switched the instance to
+    /// another release: what a failed switch puts back.
+    PreDeploy,
 }
 
 impl BackupTrigger {
@@ -411,6 +414,7 @@ impl BackupTrigger {
             BackupTrigger::PreRestore => "pre-restore",
             BackupTrigger::PocketBase => "pocketbase",
             BackupTrigger::PreUpgrade => "pre-upgrade",
+            BackupTrigger::PreDeploy => "pre-deploy",
         }
     }
 
@@ -421,6 +425,7 @@ impl BackupTrigger {
             "pre-restore" => Some(BackupTrigger::PreRestore),
             "pocketbase" => Some(BackupTrigger::PocketBase),
             "pre-upgrade" => Some(BackupTrigger::PreUpgrade),
+            "pre-deploy" => Some(BackupTrigger::PreDeploy),
             _ => None,
         }
     }

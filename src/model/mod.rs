@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod backoff;
 pub mod backup;
+pub mod deploy;
 pub mod git;
 pub mod limits;
 pub mod names;
@@ -19,6 +20,7 @@ pub mod version;
 
 pub use audit::{AuditAction, AuditOutcome};
 pub use backup::{BackupError, BackupId, BackupTrigger, Destination};
+pub use deploy::{DeployError, DeployId, DeployKind, DeployStatus, ReleaseName, RepoConfig};
 pub use git::{BranchName, CommitId, GitError, RepoUrl, Subdir, Transport};
 pub use limits::{CpuQuota, LimitError, MemoryMax, ResourceLimits};
 pub use names::{Domain, InstanceName, NameError, UserId};

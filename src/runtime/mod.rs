@@ -43,6 +43,16 @@ pub struct LaunchSpec {
     pub instance_dir: PathBuf,
     pub port: u16,
     pub limits: ResourceLimits,
+    /// The release deployed from git that runs, if any: its `pb_hooks`,
+    /// `pb_migrations` and `pb_public` are used instead of the instance
+    /// directory's, and PocketBase neither watches the hooks (a deploy
+    /// restarts it; its watcher would restart the process behind the
+    /// supervisor's back) nor writes migrations into the release.
+    pub release: Option<PathBuf>,
+    /// `binary` was built by that release (a PocketBase-based Go program):
+    /// it gets only the flags every PocketBase has, and `PORT` and
+    /// `DB_DIR` in its environment, as seed 003 says.
+    pub release_binary: bool,
 }
 
 impl LaunchSpec {
@@ -51,16 +61,35 @@ impl LaunchSpec {
         self.instance_dir.join("pb_data")
     }
 
+    /// Where the code comes from: the release, or the instance directory.
+    fn code_dir(&self) -> &std::path::Path {
+        self.release.as_deref().unwrap_or(&self.instance_dir)
+    }
+
     pub fn hooks_dir(&self) -> PathBuf {
-        self.instance_dir.join("pb_hooks")
+        self.code_dir().join("pb_hooks")
     }
 
     pub fn migrations_dir(&self) -> PathBuf {
-        self.instance_dir.join("pb_migrations")
+        self.code_dir().join("pb_migrations")
     }
 
     pub fn public_dir(&self) -> PathBuf {
-        self.instance_dir.join("pb_public")
+        self.code_dir().join("pb_public")
+    }
+
+    /// Variables the process gets beyond the inherited environment.
+    pub fn env(&self) -> Vec<(String, String)> {
+        if !self.release_binary {
+            return Vec::new();
+        }
+        vec![
+            ("PORT".to_string(), self.port.to_string()),
+            (
+                "DB_DIR".to_string(),
+                self.data_dir().to_string_lossy().into_owned(),
+            ),
+        ]
     }
 
     pub fn logs_dir(&self) -> PathBuf {
@@ -87,14 +116,26 @@ impl LaunchSpec {
             arg.push(dir.as_os_str());
             arg
         };
-        vec![
+        let mut args = vec![
             OsString::from("serve"),
             OsString::from(format!("--http=127.0.0.1:{}", self.port)),
             flag("dir", self.data_dir()),
+        ];
+        if self.release_binary {
+            // A custom build may lack the flags of PocketBase's example
+            // main (hooks, migrations, public files).
+            return args;
+        }
+        args.extend([
             flag("hooksDir", self.hooks_dir()),
             flag("migrationsDir", self.migrations_dir()),
             flag("publicDir", self.public_dir()),
-        ]
+        ]);
+        if self.release.is_some() {
+            args.push(OsString::from("--hooksWatch=false"));
+            args.push(OsString::from("--automigrate=false"));
+        }
+        args
     }
 
     /// Where the embedded supervisor keeps the `xdg-open` that PocketBase
@@ -142,9 +183,9 @@ impl LaunchSpec {
     pub fn create_layout(&self) -> io::Result<()> {
         for dir in [
             self.data_dir(),
-            self.hooks_dir(),
-            self.migrations_dir(),
-            self.public_dir(),
+            self.instance_dir.join("pb_hooks"),
+            self.instance_dir.join("pb_migrations"),
+            self.instance_dir.join("pb_public"),
             self.logs_dir(),
         ] {
             std::fs::create_dir_all(dir)?;
@@ -405,6 +446,8 @@ mod tests {
             instance_dir: PathBuf::from("/var/lib/pockestrator/instances/moots"),
             port: 8091,
             limits: Default::default(),
+            release: None,
+            release_binary: false,
         }
     }
 

@@ -130,6 +130,36 @@ const MIGRATIONS: &[&str] = &[
         since      TEXT NOT NULL
     );
     "#,
+    // 8: deploys from git. An instance's release (NULL: not deployed) and
+    // whether its binary came from that release; where it is deployed
+    // from; and the history of its deploys.
+    r#"
+    ALTER TABLE instances ADD COLUMN release TEXT;
+    ALTER TABLE instances ADD COLUMN release_binary INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE deploy_sources (
+        instance   TEXT PRIMARY KEY NOT NULL REFERENCES instances (name) ON DELETE CASCADE,
+        repo       TEXT NOT NULL,
+        branch     TEXT NOT NULL,
+        subdir     TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE deploys (
+        instance    TEXT NOT NULL REFERENCES instances (name) ON DELETE CASCADE,
+        id          INTEGER NOT NULL,
+        kind        TEXT NOT NULL,
+        repo        TEXT NOT NULL,
+        branch      TEXT NOT NULL,
+        subdir      TEXT,
+        commit_id   TEXT,
+        release     TEXT,
+        status      TEXT NOT NULL,
+        reason      TEXT,
+        actor       TEXT NOT NULL,
+        started_at  TEXT NOT NULL,
+        finished_at TEXT,
+        PRIMARY KEY (instance, id)
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

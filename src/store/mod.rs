@@ -14,12 +14,14 @@
 //! instances at once wait on the disk.
 
 mod backups;
+mod deploys;
 mod migrations;
 mod replications;
 
 pub use backups::{
     integrity_check, rotate_auth_secrets, snapshot_database, BackupRecord, ScheduleRecord,
 };
+pub use deploys::{DeployRecord, DeploySource};
 pub use replications::ReplicationRecord;
 
 use std::path::{Path, PathBuf};
@@ -33,7 +35,7 @@ use semver::Version;
 use crate::model::names;
 use crate::model::{
     AuditAction, AuditOutcome, CpuQuota, DesiredState, Domain, InstanceName, MemoryMax,
-    ResourceLimits, Status, UserId,
+    ReleaseName, ResourceLimits, Status, UserId,
 };
 
 /// What went wrong in the store. Constraint violations that a user can
@@ -119,6 +121,13 @@ pub struct InstanceRecord {
     pub max_body_bytes: Option<u64>,
     /// systemd's `MemoryMax=` and `CPUQuota=` (systemd runtime).
     pub limits: ResourceLimits,
+    /// The release deployed from git that runs (`releases/NAME` in the
+    /// instance directory: its hooks, migrations and public files), if the
+    /// instance is deployed from a repository.
+    pub release: Option<ReleaseName>,
+    /// Whether `binary_path` is a binary that release built (a custom
+    /// PocketBase-based Go program) rather than a stock release.
+    pub release_binary: bool,
 }
 
 /// A dashboard sign-in session as stored: the hash of its id (the cookie
@@ -225,7 +234,7 @@ const INSTANCE_COLUMNS: &str =
     "name, port, version, binary_path, dir, domain, desired, status, phase, \
      pid, restarts, superuser_email, compat_user, systemd_config_hash, caddy_config_hash, \
      created_by, created_at, updated_at, last_health_check, last_error, max_body_bytes, \
-     memory_max, cpu_quota";
+     memory_max, cpu_quota, release, release_binary";
 
 fn instance_from_row(row: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, StoreError>> {
     let name: String = row.get(0)?;
@@ -242,6 +251,8 @@ fn instance_from_row(row: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, S
     let last_health: Option<String> = row.get(18)?;
     let memory_max: Option<String> = row.get(21)?;
     let cpu_quota: Option<String> = row.get(22)?;
+    let release: Option<String> = row.get(23)?;
+    let release_binary: bool = row.get(24)?;
     let label = row_label(&name);
     let corrupt = |field: &'static str, value: &str| StoreError::Corrupt {
         row: label.clone(),
@@ -296,13 +307,18 @@ fn instance_from_row(row: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, S
                     .map(|q| CpuQuota::parse(q).map_err(|_| corrupt("instances.cpu_quota", q)))
                     .transpose()?,
             },
+            release: release
+                .as_deref()
+                .map(|r| ReleaseName::parse(r).map_err(|_| corrupt("instances.release", r)))
+                .transpose()?,
+            release_binary,
         })
     };
     Ok(build())
 }
 
 /// The configuration fields whose changes are kept in `config_history`.
-fn config_fields(rec: &InstanceRecord) -> [(&'static str, Option<String>); 9] {
+fn config_fields(rec: &InstanceRecord) -> [(&'static str, Option<String>); 10] {
     [
         ("port", Some(rec.port.to_string())),
         ("version", Some(rec.version.to_string())),
@@ -319,6 +335,7 @@ fn config_fields(rec: &InstanceRecord) -> [(&'static str, Option<String>); 9] {
             "cpu_quota",
             rec.limits.cpu_quota.as_ref().map(CpuQuota::to_string),
         ),
+        ("release", rec.release.as_ref().map(ReleaseName::to_string)),
     ]
 }
 
@@ -374,7 +391,7 @@ impl Store {
         conn.execute(
             &format!(
                 "INSERT INTO instances ({INSTANCE_COLUMNS}) VALUES \
-                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)"
+                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)"
             ),
             params![
                 rec.name.as_str(),
@@ -400,6 +417,8 @@ impl Store {
                 rec.max_body_bytes,
                 rec.limits.memory_max.as_ref().map(MemoryMax::as_str),
                 rec.limits.cpu_quota.as_ref().map(CpuQuota::as_str),
+                rec.release.as_ref().map(ReleaseName::as_str),
+                rec.release_binary,
             ],
         )
         .map_err(|e| map_unique(e, rec))?;
@@ -483,7 +502,7 @@ impl Store {
             "UPDATE instances SET port = ?2, version = ?3, binary_path = ?4, domain = ?5, \
              desired = ?6, superuser_email = ?7, phase = ?8, systemd_config_hash = ?9, \
              caddy_config_hash = ?10, updated_at = ?11, max_body_bytes = ?12, memory_max = ?13, \
-             cpu_quota = ?14 WHERE name = ?1",
+             cpu_quota = ?14, release = ?15, release_binary = ?16 WHERE name = ?1",
             params![
                 rec.name.as_str(),
                 rec.port,
@@ -499,6 +518,8 @@ impl Store {
                 rec.max_body_bytes,
                 rec.limits.memory_max.as_ref().map(MemoryMax::as_str),
                 rec.limits.cpu_quota.as_ref().map(CpuQuota::as_str),
+                rec.release.as_ref().map(ReleaseName::as_str),
+                rec.release_binary,
             ],
         )
         .map_err(|e| map_unique(e, rec))?;
@@ -889,6 +910,8 @@ mod tests {
             last_error: None,
             max_body_bytes: None,
             limits: ResourceLimits::default(),
+            release: None,
+            release_binary: false,
         }
     }
 

@@ -58,6 +58,7 @@ pub fn spawn(spec: &LaunchSpec, nofile: u64) -> std::io::Result<(tokio::process:
         command.env_remove(name);
     }
     command
+        .envs(spec.env())
         .args(spec.args())
         .current_dir(&spec.instance_dir)
         .stdin(Stdio::null())

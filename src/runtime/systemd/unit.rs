@@ -273,6 +273,13 @@ pub fn render_unit(spec: &LaunchSpec, opts: &UnitOptions) -> Result<String, Unit
         // supervisor's way: a PATH that finds ours first (see the module doc).
         service.push(("Environment".into(), format!("PATH={}", specifiers(&path))));
     }
+    for (key, value) in spec.env() {
+        check_text("environment", &value, false)?;
+        service.push((
+            "Environment".into(),
+            format!("\"{key}={}\"", specifiers(&value)),
+        ));
+    }
     for (key, value) in &opts.extra {
         check_override(key, value)?;
         match service.iter().position(|(k, _)| k == key) {
@@ -525,6 +532,8 @@ mod tests {
             instance_dir: PathBuf::from("/var/lib/pockestrator/instances/moots"),
             port: 8094,
             limits: Default::default(),
+            release: None,
+            release_binary: false,
         }
     }
 
@@ -747,6 +756,8 @@ mod tests {
             instance_dir: PathBuf::from("/home/ubuntu/moots"),
             port: 8094,
             limits: Default::default(),
+            release: None,
+            release_binary: false,
         };
         let text = render_unit(&spec, &UnitOptions::default()).unwrap();
         assert!(text.contains("\nProtectHome=read-only\n"), "{text}");
