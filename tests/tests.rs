@@ -11,6 +11,7 @@ mod compat;
 mod daemon;
 mod dashboard;
 mod dashboard_browser;
+mod git_server;
 mod metrics;
 mod openapi_fuzz;
 mod proxy;
