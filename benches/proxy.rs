@@ -210,6 +210,7 @@ async fn run() -> Result<()> {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             read_timeout: DEFAULT_READ_TIMEOUT,
             available: true,
+            held: false,
         })
         .await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

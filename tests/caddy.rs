@@ -264,6 +264,7 @@ fn route(name: &str, port: u16, hosts: &[&str]) -> Route {
         max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         read_timeout: DEFAULT_READ_TIMEOUT,
         available: true,
+        held: false,
     }
 }
 

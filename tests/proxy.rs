@@ -2,7 +2,10 @@
 //! routing by host, realtime (server-sent events) through the proxy, body
 //! limits and large files, forwarding headers as PocketBase sees them, the
 //! proxy's own error answers, route changes while requests are in flight,
-//! WebSocket upgrades and HTTP/2 without TLS.
+//! WebSocket upgrades and HTTP/2 without TLS; and held routes: requests
+//! that wait while an instance is switched to a new process on the same
+//! port, the limits of that wait, and requests sent once more when a
+//! keep-alive connection closes under them.
 //!
 //! Every PocketBase a test starts is killed when its guard is dropped,
 //! passed or failed; every proxy is shut down the same way.
@@ -24,7 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
-use crate::support::{free_port, pocketbase_bin, wait_until, PB_NEW};
+use crate::support::{free_port, pocketbase_bin, quiet_port, wait_until, PB_NEW};
 
 /// How long anything in these tests may take before it counts as broken.
 const LIMIT: Duration = Duration::from_secs(30);
@@ -49,51 +52,32 @@ impl Drop for PocketBase {
 
 impl PocketBase {
     async fn start() -> PocketBase {
+        PocketBase::start_on(free_port()).await
+    }
+
+    /// One on `port`, which should be a [`quiet_port`] if the test starts
+    /// a second process on it.
+    async fn start_on(port: u16) -> PocketBase {
         let dir = tempfile::Builder::new()
             .prefix("pkproxy")
             .tempdir_in("/tmp")
             .unwrap();
-        let root = dir.path();
-        let data = root.join("pb_data");
+        let data = dir.path().join("pb_data");
         let upsert = Command::new(pocketbase_bin(PB_NEW))
             .args(["superuser", "upsert", EMAIL, PASSWORD])
             .arg(format!("--dir={}", data.display()))
             .output()
             .unwrap();
         assert!(upsert.status.success(), "superuser upsert: {upsert:?}");
-        let port = free_port();
-        let child = Command::new(pocketbase_bin(PB_NEW))
-            .arg("serve")
-            .arg(format!("--http=127.0.0.1:{port}"))
-            .arg(format!("--dir={}", data.display()))
-            .arg(format!("--hooksDir={}", root.join("pb_hooks").display()))
-            .arg(format!(
-                "--migrationsDir={}",
-                root.join("pb_migrations").display()
-            ))
-            .arg(format!("--publicDir={}", root.join("pb_public").display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let child = PocketBase::serve(dir.path(), port);
         let mut pb = PocketBase {
             child,
             port,
             token: String::new(),
             _dir: dir,
         };
+        pb.wait_healthy().await;
         let http = http();
-        let health = format!("http://127.0.0.1:{port}/api/health");
-        wait_until(LIMIT, "pocketbase to answer /api/health", || {
-            let http = http.clone();
-            let health = health.clone();
-            async move {
-                let r = http.get(&health).send().await.ok()?;
-                r.status().is_success().then_some(())
-            }
-        })
-        .await;
         let auth: Value = http
             .post(pb.direct("/api/collections/_superusers/auth-with-password"))
             .json(&json!({"identity": EMAIL, "password": PASSWORD}))
@@ -126,6 +110,57 @@ impl PocketBase {
             "create collection: {created:?}"
         );
         pb
+    }
+
+    fn serve(root: &std::path::Path, port: u16) -> Child {
+        Command::new(pocketbase_bin(PB_NEW))
+            .arg("serve")
+            .arg(format!("--http=127.0.0.1:{port}"))
+            .arg(format!("--dir={}", root.join("pb_data").display()))
+            .arg(format!("--hooksDir={}", root.join("pb_hooks").display()))
+            .arg(format!(
+                "--migrationsDir={}",
+                root.join("pb_migrations").display()
+            ))
+            .arg(format!("--publicDir={}", root.join("pb_public").display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    async fn wait_healthy(&self) {
+        let http = http();
+        let health = self.direct("/api/health");
+        wait_until(LIMIT, "pocketbase to answer /api/health", || {
+            let http = http.clone();
+            let health = health.clone();
+            async move {
+                let r = http.get(&health).send().await.ok()?;
+                r.status().is_success().then_some(())
+            }
+        })
+        .await;
+    }
+
+    /// Stop this PocketBase with SIGTERM (it finishes the requests it is
+    /// answering), wait for it to exit, and start a new process on the same
+    /// port and data directory: what a switch to a new release does.
+    async fn stop_and_start_again(&mut self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let child = &mut self.child;
+        wait_until(LIMIT, "pocketbase to exit after SIGTERM", || {
+            let exited = child.try_wait().unwrap().is_some();
+            async move { exited.then_some(()) }
+        })
+        .await;
+        self.child = PocketBase::serve(self._dir.path(), self.port);
+        self.wait_healthy().await;
     }
 
     fn direct(&self, path: &str) -> String {
@@ -227,6 +262,7 @@ fn route(name: &str, port: u16) -> Route {
         max_body_bytes: 10_000_000,
         read_timeout: DEFAULT_READ_TIMEOUT,
         available: true,
+        held: false,
     }
 }
 
@@ -964,4 +1000,550 @@ async fn shutdown_lets_requests_in_flight_finish() {
     // The listener is gone.
     assert!(TcpStream::connect(addr).await.is_err());
     slow.abort();
+}
+
+/// A small HTTP/1.1 upstream on a given port: answers every request
+/// `200 <label>` over keep-alive connections and counts the requests it
+/// got. [`Upstream::stop`] closes its listener and every connection, as a
+/// process that exits does, so that a new one can take the port.
+///
+/// Where a test needs to know exactly which process got which request (and
+/// that none got any while held), which PocketBase does not tell.
+struct Upstream {
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    async fn start(port: u16, label: &'static str) -> Upstream {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = {
+            let requests = requests.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut connections = tokio::task::JoinSet::new();
+                loop {
+                    let stream = tokio::select! {
+                        () = stop.cancelled() => break,
+                        accepted = listener.accept() => match accepted {
+                            Ok((stream, _)) => stream,
+                            Err(_) => break,
+                        },
+                    };
+                    let requests = requests.clone();
+                    connections.spawn(async move {
+                        let service = service_fn(move |_request| {
+                            requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            async move {
+                                Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                                    Bytes::from_static(label.as_bytes()),
+                                )))
+                            }
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .keep_alive(true)
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+                drop(listener);
+                connections.shutdown().await;
+            })
+        };
+        Upstream {
+            requests,
+            stop,
+            task,
+        }
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn stop(mut self) {
+        self.stop.cancel();
+        tokio::time::timeout(LIMIT, &mut self.task)
+            .await
+            .expect("the upstream stops in time")
+            .unwrap();
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn held(mut route: Route) -> Route {
+    route.held = true;
+    route.available = false;
+    route
+}
+
+/// A GET through `proxy` for `host`, answered with its status and body.
+async fn status_and_text(
+    client: &reqwest::Client,
+    proxy: &Proxy,
+    host: &str,
+) -> (u16, String, Option<String>) {
+    let response = tokio::time::timeout(
+        LIMIT,
+        client
+            .get(proxy.url("/api/health"))
+            .header("Host", host)
+            .send(),
+    )
+    .await
+    .expect("an answer before the limit")
+    .unwrap();
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    (status, response.text().await.unwrap(), retry_after)
+}
+
+async fn wait_held(proxy: &Proxy, count: usize) {
+    wait_until(LIMIT, &format!("{count} held requests"), || {
+        let held = proxy.router.held_requests();
+        async move { (held == count).then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_requests_wait_for_the_new_process_on_the_same_port() {
+    let port = quiet_port();
+    let old = Upstream::start(port, "old").await;
+    let proxy = Proxy::start(ProxyConfig::default()).await;
+    proxy.router.put(&route("switch", port)).await.unwrap();
+
+    // Keep-alive connections to the old process in the proxy's pool.
+    let client = http();
+    let warm_up = futures::future::join_all(
+        (0..4).map(|_| status_and_text(&client, &proxy, "switch.localhost")),
+    )
+    .await;
+    for answer in warm_up {
+        assert_eq!((answer.0, answer.1.as_str()), (200, "old"));
+    }
+    let before_hold = old.requests();
+    assert_eq!(before_hold, 4);
+
+    proxy
+        .router
+        .put(&held(route("switch", port)))
+        .await
+        .unwrap();
+    let waiting: Vec<_> = (0..8)
+        .map(|_| {
+            let client = client.clone();
+            let url = proxy.url("/api/health");
+            tokio::spawn(async move {
+                let r = client
+                    .get(url)
+                    .header("Host", "switch.localhost")
+                    .send()
+                    .await
+                    .unwrap();
+                (r.status().as_u16(), r.text().await.unwrap())
+            })
+        })
+        .collect();
+    wait_held(&proxy, 8).await;
+
+    // The switch: the old process goes, a new one takes the port.
+    old.stop().await;
+    let new = Upstream::start(port, "new").await;
+    assert!(waiting.iter().all(|w| !w.is_finished()));
+    assert_eq!(new.requests(), 0, "nothing reached the upstream while held");
+
+    proxy.router.put(&route("switch", port)).await.unwrap();
+    for answer in waiting {
+        let (status, body) = tokio::time::timeout(LIMIT, answer)
+            .await
+            .expect("held requests are answered once the route is available")
+            .unwrap();
+        assert_eq!((status, body.as_str()), (200, "new"));
+    }
+    assert_eq!(new.requests(), 8);
+    assert_eq!(proxy.router.held_requests(), 0);
+    // And requests sent now, over whatever the pool holds, reach the new
+    // process too.
+    let after = futures::future::join_all(
+        (0..4).map(|_| status_and_text(&client, &proxy, "switch.localhost")),
+    )
+    .await;
+    for answer in after {
+        assert_eq!((answer.0, answer.1.as_str()), (200, "new"));
+    }
+    proxy.shutdown().await;
+    new.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_fails_while_pocketbase_is_switched_behind_a_held_route() {
+    let mut pb = PocketBase::start_on(quiet_port()).await;
+    pb.create_post("kept across the switch").await;
+    let proxy = Proxy::start(ProxyConfig::default()).await;
+    proxy.router.put(&route("live", pb.port)).await.unwrap();
+
+    // Four clients, each on its own keep-alive connection, one request
+    // after the other until told to stop.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            let answered = answered.clone();
+            let url = proxy.url("/api/collections/posts/records");
+            tokio::spawn(async move {
+                let client = http();
+                let mut failures = Vec::new();
+                while !stop.is_cancelled() {
+                    match client
+                        .get(&url)
+                        .header("Host", "live.localhost")
+                        .send()
+                        .await
+                    {
+                        Ok(r) if r.status() == 200 => match r.json::<Value>().await {
+                            Ok(list) if list["totalItems"] == 1 => {}
+                            other => failures.push(format!("200 with {other:?}")),
+                        },
+                        Ok(r) => failures.push(format!("status {}", r.status())),
+                        Err(e) => failures.push(format!("{e:#}")),
+                    }
+                    answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                failures
+            })
+        })
+        .collect();
+    let answered_now = || answered.load(std::sync::atomic::Ordering::SeqCst);
+    let wait_for_more = |n: usize| {
+        let from = answered_now();
+        let answered = answered.clone();
+        async move {
+            wait_until(LIMIT, &format!("{n} more answers"), || {
+                let count = answered.load(std::sync::atomic::Ordering::SeqCst);
+                async move { (count >= from + n).then_some(()) }
+            })
+            .await;
+        }
+    };
+
+    for _ in 0..2 {
+        wait_for_more(40).await;
+        // Held, and at once the process is stopped: requests it is
+        // answering finish, new ones wait in the proxy.
+        proxy
+            .router
+            .put(&held(route("live", pb.port)))
+            .await
+            .unwrap();
+        pb.stop_and_start_again().await;
+        // Every client's request waits now, the new process answers.
+        wait_held(&proxy, 4).await;
+        proxy.router.put(&route("live", pb.port)).await.unwrap();
+    }
+    wait_for_more(40).await;
+    stop.cancel();
+    let mut failures = Vec::new();
+    for client in clients {
+        failures.extend(
+            tokio::time::timeout(LIMIT, client)
+                .await
+                .expect("the clients stop")
+                .unwrap(),
+        );
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed: {failures:?}",
+        failures.len(),
+        answered_now()
+    );
+    assert_eq!(proxy.router.held_requests(), 0);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_past_its_limit_is_answered_503() {
+    let port = free_port();
+    let upstream = Upstream::start(port, "up").await;
+    let hold_timeout = Duration::from_millis(300);
+    let proxy = Proxy::start(ProxyConfig {
+        hold_timeout,
+        retry_after_secs: 3,
+        ..ProxyConfig::default()
+    })
+    .await;
+    proxy.router.put(&held(route("stuck", port))).await.unwrap();
+
+    let client = http();
+    let started = Instant::now();
+    let (status, _, retry_after) = status_and_text(&client, &proxy, "stuck.localhost").await;
+    assert_eq!(status, 503);
+    assert_eq!(retry_after.as_deref(), Some("3"));
+    // It was held, for the limit: the proxy's timer does not fire early.
+    assert!(started.elapsed() >= hold_timeout);
+    assert_eq!(upstream.requests(), 0);
+    assert_eq!(proxy.router.held_requests(), 0);
+
+    // Available again: answered at once.
+    proxy.router.put(&route("stuck", port)).await.unwrap();
+    let (status, body, _) = status_and_text(&client, &proxy, "stuck.localhost").await;
+    assert_eq!((status, body.as_str()), (200, "up"));
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_max_held_are_answered_503_at_once() {
+    let port = free_port();
+    let upstream = Upstream::start(port, "up").await;
+    let proxy = Proxy::start(ProxyConfig {
+        max_held: 2,
+        ..ProxyConfig::default()
+    })
+    .await;
+    proxy.router.put(&held(route("busy", port))).await.unwrap();
+
+    let client = http();
+    let waiting: Vec<_> = (0..2)
+        .map(|_| {
+            let client = client.clone();
+            let url = proxy.url("/");
+            tokio::spawn(async move {
+                let r = client
+                    .get(url)
+                    .header("Host", "busy.localhost")
+                    .send()
+                    .await
+                    .unwrap();
+                (r.status().as_u16(), r.text().await.unwrap())
+            })
+        })
+        .collect();
+    wait_held(&proxy, 2).await;
+    let (status, _, retry_after) = status_and_text(&client, &proxy, "busy.localhost").await;
+    assert_eq!(status, 503);
+    assert!(retry_after.is_some());
+    // The two that wait still do.
+    assert_eq!(proxy.router.held_requests(), 2);
+    assert!(waiting.iter().all(|w| !w.is_finished()));
+
+    proxy.router.put(&route("busy", port)).await.unwrap();
+    for answer in waiting {
+        let answer = tokio::time::timeout(LIMIT, answer).await.unwrap().unwrap();
+        assert_eq!((answer.0, answer.1.as_str()), (200, "up"));
+    }
+    assert_eq!(upstream.requests(), 2);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_route_that_is_removed_or_stopped_answers_as_such() {
+    let port = free_port();
+    let upstream = Upstream::start(port, "up").await;
+    let proxy = Proxy::start(ProxyConfig {
+        retry_after_secs: 9,
+        ..ProxyConfig::default()
+    })
+    .await;
+    proxy.router.put(&held(route("gone", port))).await.unwrap();
+    proxy.router.put(&held(route("down", port))).await.unwrap();
+    proxy.router.put(&held(route("other", port))).await.unwrap();
+    let send = |host: &'static str| {
+        let client = http();
+        let url = proxy.url("/");
+        tokio::spawn(async move {
+            let r = client.get(url).header("Host", host).send().await.unwrap();
+            let retry_after = r
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string());
+            (r.status().as_u16(), retry_after, r.text().await.unwrap())
+        })
+    };
+    let gone = send("gone.localhost");
+    let down = send("down.localhost");
+    let other = send("other.localhost");
+    wait_held(&proxy, 3).await;
+
+    // Removed: the unknown-host page; the others keep waiting.
+    proxy
+        .router
+        .remove(&InstanceName::parse("gone").unwrap())
+        .await
+        .unwrap();
+    let (status, _, page) = tokio::time::timeout(LIMIT, gone).await.unwrap().unwrap();
+    assert_eq!(status, 404);
+    assert!(page.contains("<code>gone.localhost</code>"), "{page}");
+    wait_held(&proxy, 2).await;
+
+    // No longer held but not available (the switch failed, the instance
+    // is stopped): 503 as for any stopped instance.
+    let mut stopped = route("down", port);
+    stopped.available = false;
+    proxy.router.put(&stopped).await.unwrap();
+    let (status, retry_after, _) = tokio::time::timeout(LIMIT, down).await.unwrap().unwrap();
+    assert_eq!((status, retry_after.as_deref()), (503, Some("9")));
+    wait_held(&proxy, 1).await;
+    assert!(!other.is_finished());
+
+    // Shutdown begins: the last one is answered 503 rather than kept.
+    proxy.shutdown().await;
+    let (status, _, _) = tokio::time::timeout(LIMIT, other).await.unwrap().unwrap();
+    assert_eq!(status, 503);
+    assert_eq!(upstream.requests(), 0);
+}
+
+/// An upstream that answers the first request on each connection and keeps
+/// the connection open, then closes it without a word when the next
+/// request arrives: a keep-alive connection that goes away just as the
+/// proxy sends a request on it (a process stopped behind its port, or one
+/// closing idle connections). Counts the requests it answered and those
+/// it cut off.
+struct ClosingAfterOne {
+    port: u16,
+    answered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    cut: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ClosingAfterOne {
+    async fn start() -> ClosingAfterOne {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let task = {
+            let (answered, cut) = (answered.clone(), cut.clone());
+            tokio::spawn(async move {
+                while let Ok((mut stream, _)) = listener.accept().await {
+                    let (answered, cut) = (answered.clone(), cut.clone());
+                    tokio::spawn(async move {
+                        if read_request(&mut stream).await.is_none() {
+                            return;
+                        }
+                        answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        if stream
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                        // The next request's head, and the connection is gone.
+                        if read_request(&mut stream).await.is_some() {
+                            cut.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    });
+                }
+            })
+        };
+        ClosingAfterOne {
+            port,
+            answered,
+            cut,
+            task,
+        }
+    }
+
+    fn answered(&self) -> usize {
+        self.answered.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn cut(&self) -> usize {
+        self.cut.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for ClosingAfterOne {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Read one HTTP/1.1 request (head, and a body of `Content-Length` bytes);
+/// `None` if the connection closes first.
+async fn read_request(stream: &mut TcpStream) -> Option<()> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    let end = loop {
+        if let Some(at) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    };
+    let text = String::from_utf8_lossy(&head[..end]).to_ascii_lowercase();
+    let length: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0);
+    let mut have = head.len() - end;
+    while have < length {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => have += n,
+        }
+    }
+    Some(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bodiless_get_on_a_keep_alive_connection_that_closes_is_sent_again() {
+    let upstream = ClosingAfterOne::start().await;
+    let proxy = Proxy::start(ProxyConfig::default()).await;
+    proxy
+        .router
+        .put(&route("flaky", upstream.port))
+        .await
+        .unwrap();
+    let client = http();
+
+    // Each answer leaves a pooled connection that the next request is sent
+    // on (unless the pool has not got it back yet); that connection closes
+    // under it, and the request goes again on a new one.
+    let mut sent = 0;
+    while upstream.cut() < 3 {
+        assert!(sent < 100, "the pool never reused a connection");
+        let (status, body, _) = status_and_text(&client, &proxy, "flaky.localhost").await;
+        assert_eq!((status, body.as_str()), (200, "first"));
+        sent += 1;
+    }
+    assert_eq!(upstream.answered(), sent);
+
+    // A request with a body is never sent twice: on such a connection it
+    // is a 502.
+    let answered_before = upstream.answered();
+    let mut accepted = 0;
+    loop {
+        assert!(accepted < 100, "the pool never reused a connection");
+        let r = client
+            .post(proxy.url("/"))
+            .header("Host", "flaky.localhost")
+            .body("a body")
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 502 {
+            break;
+        }
+        assert_eq!(r.status(), 200);
+        accepted += 1;
+    }
+    assert_eq!(upstream.answered(), answered_before + accepted);
+    proxy.shutdown().await;
 }

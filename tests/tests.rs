@@ -11,6 +11,8 @@ mod compat;
 mod daemon;
 mod dashboard;
 mod dashboard_browser;
+mod git_server;
+mod go_toolchain;
 mod metrics;
 mod openapi_fuzz;
 mod proxy;

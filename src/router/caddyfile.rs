@@ -425,6 +425,7 @@ mod tests {
             max_body_bytes: crate::router::DEFAULT_MAX_BODY_BYTES,
             read_timeout: crate::router::DEFAULT_READ_TIMEOUT,
             available: true,
+            held: false,
         }
     }
 

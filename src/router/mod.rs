@@ -46,6 +46,11 @@ pub struct Route {
     /// False while the instance is stopped or starting: the embedded proxy
     /// answers 503 with `Retry-After` instead of trying the upstream.
     pub available: bool,
+    /// True while the instance is being switched to a new release: the
+    /// embedded proxy keeps new requests waiting until the route is
+    /// available again (or the hold limit passes, then 503). Checked before
+    /// `available`. Routers that cannot hold requests (Caddy) ignore it.
+    pub held: bool,
 }
 
 mod humantime_serde_secs {

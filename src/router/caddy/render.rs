@@ -129,7 +129,9 @@ pub fn check_host(host: &str) -> Result<(), RouterError> {
 ///
 /// `route.available` is not rendered: Caddy answers 502 while the upstream
 /// is down, and a route that changed with every start and stop would churn
-/// Caddy's config and the stored hash.
+/// Caddy's config and the stored hash. Nor is `route.held`: Caddy cannot
+/// keep requests waiting while an instance is switched, so during a switch
+/// its clients see the 502 of a stopped upstream.
 pub fn route_json(route: &Route) -> Value {
     json!({
         "@id": route_id(route.name.as_str()),
@@ -599,6 +601,7 @@ mod tests {
             max_body_bytes: crate::router::DEFAULT_MAX_BODY_BYTES,
             read_timeout: Duration::from_secs(360),
             available: true,
+            held: false,
         }
     }
 

@@ -166,6 +166,11 @@ fn max_size(bytes: u64) -> String {
 /// One instance's managed block: seed 000's site block for all its hosts.
 /// Refused for a host that is not a plain hostname (a newline or a brace
 /// would change the structure of the file).
+///
+/// `route.available` and `route.held` are not rendered: Caddy answers 502
+/// while the upstream is down and cannot keep requests waiting while an
+/// instance is switched, and a block that changed with every start and
+/// stop would reload Caddy each time.
 pub fn render_block(route: &Route, tls: CaddyTls) -> Result<String, RouterError> {
     render_block_at(route, tls, None)
 }
@@ -352,6 +357,7 @@ mod tests {
             max_body_bytes: crate::router::DEFAULT_MAX_BODY_BYTES,
             read_timeout: Duration::from_secs(360),
             available: true,
+            held: false,
         }
     }
 

@@ -41,6 +41,15 @@ impl UpstreamBody {
             remaining: limit,
         }
     }
+
+    /// No body: the body of a bodiless request sent once more.
+    pub(super) fn empty() -> Self {
+        Self {
+            inner: None,
+            limit: 0,
+            remaining: 0,
+        }
+    }
 }
 
 impl Body for UpstreamBody {

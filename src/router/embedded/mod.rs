@@ -12,6 +12,18 @@
 //! request reads it once, and a change (put, remove, reconcile) builds a new
 //! table and swaps it in whole, so requests in flight are never disturbed.
 //!
+//! While an instance is switched to a new release its route is `held`: a
+//! new request for it waits, its body unread, until a table swap makes the
+//! route anything else, and then goes on by the new route (forwarded, 503,
+//! or 404 if the route is gone). The wait is bounded in time
+//! ([`ProxyConfig::hold_timeout`]) and in how many requests wait at once
+//! ([`ProxyConfig::max_held`]); past either the answer is 503. A request
+//! that can be sent twice without harm (GET, HEAD, OPTIONS or TRACE, no
+//! body, no upgrade) and whose upstream fails before answering — refused,
+//! or a pooled keep-alive connection to a process that has just gone — is
+//! routed once more by the table as it is then and sent again, so the
+//! switch of a process behind a port shows as a wait, never as a 502.
+//!
 //! Submodules: [`table`] (the table and the pure reconcile/drift/hash
 //! decisions), [`host`] (which host a request is for), [`headers`]
 //! (hop-by-hop and forwarding headers), [`body`] (the limited request body)
@@ -26,24 +38,27 @@ mod table;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::{Either, Full};
+use hyper::body::Body;
 use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, EXPECT, HOST};
-use hyper::http::uri::{PathAndQuery, Scheme};
+use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
-use hyper::{Request, Response, StatusCode, Uri, Version};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -74,6 +89,12 @@ pub struct ProxyConfig {
     pub trusted_proxies: Vec<IpAddr>,
     /// The `Retry-After` of the 503 for a stopped or starting instance.
     pub retry_after_secs: u32,
+    /// How long a request for a held route (an instance being switched to a
+    /// new release) waits for it at most; then it is answered 503.
+    pub hold_timeout: Duration,
+    /// How many requests may wait for held routes at once, across the
+    /// proxy; one more is answered 503 at once.
+    pub max_held: usize,
 }
 
 impl Default for ProxyConfig {
@@ -81,6 +102,8 @@ impl Default for ProxyConfig {
         Self {
             trusted_proxies: Vec::new(),
             retry_after_secs: 5,
+            hold_timeout: Duration::from_secs(30),
+            max_held: 10_000,
         }
     }
 }
@@ -107,12 +130,22 @@ struct Shared {
     /// Where requests are counted per instance (each route holds its own
     /// handles, made when the route is put).
     metrics: Option<Metrics>,
+    /// Signalled by every table swap: requests for held routes wait for it,
+    /// then look again.
+    swapped: Notify,
+    hold_timeout: Duration,
+    max_held: usize,
+    /// How many requests wait for a held route now.
+    held: AtomicUsize,
 }
 
 /// One client connection: what its requests share.
 struct Connection {
     shared: Arc<Shared>,
     peer: Peer,
+    /// Cancelled when shutdown begins: requests waiting for a held route
+    /// are answered 503 then rather than kept through the grace.
+    draining: CancellationToken,
     /// Cancelled when the shutdown grace is over: ends spliced upgrades.
     stop: CancellationToken,
 }
@@ -122,6 +155,7 @@ impl std::fmt::Debug for ProxyRouter {
         f.debug_struct("ProxyRouter")
             .field("routes", &self.shared.table.load().routes().len())
             .field("trusted_proxies", &self.shared.trusted_proxies)
+            .field("held_requests", &self.held_requests())
             .finish()
     }
 }
@@ -160,20 +194,25 @@ impl ProxyRouter {
                 trusted_proxies,
                 retry_after: HeaderValue::from(config.retry_after_secs),
                 metrics,
+                swapped: Notify::new(),
+                hold_timeout: config.hold_timeout,
+                max_held: config.max_held,
+                held: AtomicUsize::new(0),
             }),
         }
     }
 
     /// Serve until `shutdown` resolves. New connections are refused from
-    /// then on; requests in flight have 10 s to finish before their
-    /// connections are closed (long SSE streams and upgraded connections
-    /// included).
+    /// then on; requests waiting for a held route are answered 503; requests
+    /// in flight have 10 s to finish before their connections are closed
+    /// (long SSE streams and upgraded connections included).
     pub async fn serve(
         &self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let graceful = GracefulShutdown::new();
+        let draining = CancellationToken::new();
         let stop = CancellationToken::new();
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -201,6 +240,7 @@ impl ProxyRouter {
             let connection = Arc::new(Connection {
                 peer: Peer::new(peer.ip(), &self.shared.trusted_proxies),
                 shared: Arc::clone(&self.shared),
+                draining: draining.clone(),
                 stop: stop.clone(),
             });
             let service = service_fn(move |request| {
@@ -225,6 +265,7 @@ impl ProxyRouter {
             });
         }
         drop(listener);
+        draining.cancel();
         if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
             .await
             .is_err()
@@ -238,6 +279,11 @@ impl ProxyRouter {
     /// The host → route table as it is now, by instance name.
     pub fn routes(&self) -> Vec<Route> {
         self.shared.table.load().routes()
+    }
+
+    /// How many requests wait for a held route now.
+    pub fn held_requests(&self) -> usize {
+        self.shared.held.load(Ordering::Acquire)
     }
 
     /// Replace the table with what `change` makes of it (if anything), under
@@ -261,6 +307,10 @@ impl ProxyRouter {
                 );
             }
             self.shared.table.store(Arc::new(next));
+            // Every waiter looks again, whichever route changed: a lookup
+            // per held request per change, and no bookkeeping of who waits
+            // for what.
+            self.shared.swapped.notify_waiters();
         }
         result
     }
@@ -368,6 +418,14 @@ async fn forward(
         forwarded_host,
         host_from_uri,
     } = routed;
+    let entry = if entry.route.held {
+        match wait_while_held(connection, &forwarded_host).await {
+            Ok(entry) => entry,
+            Err(answer) => return answer,
+        }
+    } else {
+        entry
+    };
     let route = &entry.route;
     if !route.available {
         return pages::unavailable(&shared.retry_after);
@@ -402,28 +460,34 @@ async fn forward(
         &mut parts.headers,
         &connection.peer,
         &shared.trusted_proxies,
-        forwarded_host,
+        forwarded_host.clone(),
     );
+    let replay =
+        (!upgrade && body.is_end_stream() && is_safe(&parts.method)).then(|| Replay::of(&parts));
     let upstream_request =
         Request::from_parts(parts, UpstreamBody::new(body, route.max_body_bytes));
 
-    let mut response =
-        match tokio::time::timeout(route.read_timeout, shared.client.request(upstream_request))
-            .await
-        {
-            Ok(Ok(response)) => response,
-            Ok(Err(e)) => {
-                if body::is_too_large(&e) {
-                    return pages::too_large();
-                }
+    let mut response = match send(shared, route.read_timeout, upstream_request).await {
+        Ok(response) => response,
+        Err(Unanswered::Page(page)) => return page,
+        Err(Unanswered::Unreached(e)) => {
+            let Some(replay) = replay else {
                 debug!(
                     "embedded proxy: {} → {}: {e:#}",
                     route.name, entry.authority
                 );
                 return pages::bad_gateway();
+            };
+            debug!(
+                "embedded proxy: {} → {}: {e:#}; sending it once more",
+                route.name, entry.authority
+            );
+            match resend(connection, &forwarded_host, replay).await {
+                Ok(response) => response,
+                Err(page) => return page,
             }
-            Err(_elapsed) => return pages::gateway_timeout(),
-        };
+        }
+    };
 
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     match (switching, client_upgrade) {
@@ -437,6 +501,193 @@ async fn forward(
         (false, _) => headers::strip_hop_by_hop(response.headers_mut(), false),
     }
     response.map(Either::Left)
+}
+
+/// Why a request got no response from its upstream.
+enum Unanswered {
+    /// The proxy's own answer: the body over the limit (413) or no
+    /// response in time (504).
+    Page(Response<ProxyBody>),
+    /// The upstream could not be reached, or closed the connection before
+    /// a response head.
+    Unreached(hyper_util::client::legacy::Error),
+}
+
+/// Send one request upstream and wait for its response head.
+async fn send(
+    shared: &Shared,
+    read_timeout: Duration,
+    request: Request<UpstreamBody>,
+) -> Result<Response<Incoming>, Unanswered> {
+    match tokio::time::timeout(read_timeout, shared.client.request(request)).await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(e)) if body::is_too_large(&e) => Err(Unanswered::Page(pages::too_large())),
+        Ok(Err(e)) => Err(Unanswered::Unreached(e)),
+        Err(_elapsed) => Err(Unanswered::Page(pages::gateway_timeout())),
+    }
+}
+
+/// Send a request that did not reach its upstream once more, by the route
+/// its host has now: waiting first if that route is held (the switch began
+/// after the request was routed), 503 or 404 if it is unavailable or gone.
+async fn resend(
+    connection: &Connection,
+    forwarded_host: &HeaderValue,
+    replay: Replay,
+) -> Result<Response<Incoming>, Response<ProxyBody>> {
+    let shared = &*connection.shared;
+    let entry = match current_entry(shared, forwarded_host) {
+        Some(entry) if entry.route.held => wait_while_held(connection, forwarded_host).await?,
+        Some(entry) => entry,
+        None => return Err(route_gone(forwarded_host)),
+    };
+    if !entry.route.available {
+        return Err(pages::unavailable(&shared.retry_after));
+    }
+    let Some(request) = replay.request(&entry.authority) else {
+        return Err(pages::bad_request());
+    };
+    match send(shared, entry.route.read_timeout, request).await {
+        Ok(response) => Ok(response),
+        Err(Unanswered::Page(page)) => Err(page),
+        Err(Unanswered::Unreached(e)) => {
+            debug!(
+                "embedded proxy: {} → {}: {e:#}",
+                entry.route.name, entry.authority
+            );
+            Err(pages::bad_gateway())
+        }
+    }
+}
+
+/// The entry the table holds now for the host a request was routed by
+/// (which is the host as the client sent it), if any.
+fn current_entry(shared: &Shared, forwarded_host: &HeaderValue) -> Option<Arc<Entry>> {
+    let raw = forwarded_host.to_str().ok()?;
+    let mut buf = [0u8; host::MAX_HOST_LEN];
+    let key = host::normalize(raw, &mut buf)?;
+    shared.table.load().lookup(key).map(Arc::clone)
+}
+
+/// The 404 of a request whose route went away while it waited.
+fn route_gone(forwarded_host: &HeaderValue) -> Response<ProxyBody> {
+    pages::unknown_host(forwarded_host.to_str().unwrap_or_default())
+}
+
+/// Wait, without reading the request body, until the route of the host a
+/// request was routed by is no longer held, and return its entry then. The
+/// proxy answers instead if the route is removed meanwhile (404), if the
+/// hold outlasts `hold_timeout`, if `max_held` requests wait already or if
+/// shutdown begins (503). A client that goes away drops this future, and
+/// its place with it.
+async fn wait_while_held(
+    connection: &Connection,
+    forwarded_host: &HeaderValue,
+) -> Result<Arc<Entry>, Response<ProxyBody>> {
+    let shared = &*connection.shared;
+    let Some(_place) = HeldPlace::take(&shared.held, shared.max_held) else {
+        debug!(
+            "embedded proxy: {} requests wait for held routes already; answering 503",
+            shared.max_held
+        );
+        return Err(pages::unavailable(&shared.retry_after));
+    };
+    let expired = tokio::time::sleep(shared.hold_timeout);
+    let mut expired = std::pin::pin!(expired);
+    loop {
+        // Interest first, then the look: a swap between the two still
+        // wakes this request.
+        let swapped = shared.swapped.notified();
+        let mut swapped = std::pin::pin!(swapped);
+        swapped.as_mut().enable();
+        let Some(entry) = current_entry(shared, forwarded_host) else {
+            return Err(route_gone(forwarded_host));
+        };
+        if !entry.route.held {
+            return Ok(entry);
+        }
+        tokio::select! {
+            () = swapped => {}
+            () = &mut expired => {
+                debug!(
+                    "embedded proxy: {} held longer than {:?}; answering 503",
+                    entry.route.name, shared.hold_timeout
+                );
+                return Err(pages::unavailable(&shared.retry_after));
+            }
+            () = connection.draining.cancelled() => {
+                return Err(pages::unavailable(&shared.retry_after));
+            }
+        }
+    }
+}
+
+/// One request's place among those waiting for held routes, given back
+/// when dropped (answered, or its client gone).
+struct HeldPlace<'a>(&'a AtomicUsize);
+
+impl<'a> HeldPlace<'a> {
+    /// A place, unless `max` are taken already.
+    fn take(count: &'a AtomicUsize, max: usize) -> Option<Self> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| HeldPlace(count))
+    }
+}
+
+impl Drop for HeldPlace<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Methods that change nothing on the server (RFC 9110 §9.2.1), so that a
+/// request sent twice does no harm.
+fn is_safe(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
+}
+
+/// The head of a bodiless request as it went upstream, kept to send it
+/// once more.
+struct Replay {
+    method: Method,
+    path_and_query: Option<PathAndQuery>,
+    headers: HeaderMap,
+}
+
+impl Replay {
+    fn of(parts: &hyper::http::request::Parts) -> Self {
+        Self {
+            method: parts.method.clone(),
+            path_and_query: parts.uri.path_and_query().cloned(),
+            headers: parts.headers.clone(),
+        }
+    }
+
+    /// The request again, for the upstream at `authority`.
+    fn request(self, authority: &Authority) -> Option<Request<UpstreamBody>> {
+        let uri = Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(authority.clone())
+            .path_and_query(
+                self.path_and_query
+                    .unwrap_or_else(|| PathAndQuery::from_static("/")),
+            )
+            .build()
+            .ok()?;
+        let mut request = Request::new(UpstreamBody::empty());
+        *request.method_mut() = self.method;
+        *request.uri_mut() = uri;
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = self.headers;
+        Some(request)
+    }
 }
 
 /// Once both sides have switched protocols, copy bytes both ways until one
@@ -477,4 +728,51 @@ fn expects_continue(headers: &HeaderMap) -> bool {
     headers
         .get(EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_places_are_bounded_and_given_back() {
+        let count = AtomicUsize::new(0);
+        let first = HeldPlace::take(&count, 2).unwrap();
+        let second = HeldPlace::take(&count, 2).unwrap();
+        assert!(HeldPlace::take(&count, 2).is_none());
+        assert_eq!(count.load(Ordering::Acquire), 2);
+        drop(first);
+        let third = HeldPlace::take(&count, 2).unwrap();
+        drop((second, third));
+        assert_eq!(count.load(Ordering::Acquire), 0);
+        assert!(HeldPlace::take(&count, 0).is_none());
+    }
+
+    #[test]
+    fn only_safe_methods_are_sent_twice() {
+        for method in [Method::GET, Method::HEAD, Method::OPTIONS, Method::TRACE] {
+            assert!(is_safe(&method), "{method}");
+        }
+        for method in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
+            assert!(!is_safe(&method), "{method}");
+        }
+    }
+
+    #[test]
+    fn a_replay_goes_to_the_route_it_has_now() {
+        let request = Request::get("http://127.0.0.1:8091/api/health?x=1")
+            .header(HOST, "blog.localhost")
+            .body(())
+            .unwrap();
+        let (parts, ()) = request.into_parts();
+        let replay = Replay::of(&parts);
+        let again = replay
+            .request(&Authority::from_static("127.0.0.1:8095"))
+            .unwrap();
+        assert_eq!(again.method(), Method::GET);
+        assert_eq!(again.uri(), "http://127.0.0.1:8095/api/health?x=1");
+        assert_eq!(again.version(), Version::HTTP_11);
+        assert_eq!(again.headers()[HOST], "blog.localhost");
+        assert!(again.body().is_end_stream());
+    }
 }

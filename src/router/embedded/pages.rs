@@ -40,7 +40,8 @@ pub(super) fn unknown_host(host: &str) -> Response<ProxyBody> {
     page(StatusCode::NOT_FOUND, Bytes::from(body))
 }
 
-/// 503: the instance is stopped or starting.
+/// 503: the instance is stopped or starting (or was held, being switched
+/// to a new release, for longer than the proxy waits).
 pub(super) fn unavailable(retry_after: &HeaderValue) -> Response<ProxyBody> {
     let mut response = page(
         StatusCode::SERVICE_UNAVAILABLE,

@@ -253,6 +253,12 @@ fn differences(actual: &Route, wanted: &Route) -> Vec<String> {
             actual.available, wanted.available
         ));
     }
+    if actual.held != wanted.held {
+        out.push(format!(
+            "held is {}, should be {}",
+            actual.held, wanted.held
+        ));
+    }
     out
 }
 
@@ -273,6 +279,7 @@ fn sorted_hosts(route: &Route) -> Vec<String> {
 #[derive(Serialize, PartialEq, Eq)]
 struct Canonical<'a> {
     available: bool,
+    held: bool,
     hosts: Vec<String>,
     max_body_bytes: u64,
     name: &'a str,
@@ -283,6 +290,7 @@ struct Canonical<'a> {
 fn canonical(route: &Route) -> Canonical<'_> {
     Canonical {
         available: route.available,
+        held: route.held,
         hosts: sorted_hosts(route),
         max_body_bytes: route.max_body_bytes,
         name: route.name.as_str(),
@@ -319,6 +327,7 @@ mod tests {
             max_body_bytes: crate::router::DEFAULT_MAX_BODY_BYTES,
             read_timeout: crate::router::DEFAULT_READ_TIMEOUT,
             available: true,
+            held: false,
         }
     }
 
@@ -425,8 +434,21 @@ mod tests {
         );
         reordered.available = false;
         check_plan(
-            &[with_domain],
+            std::slice::from_ref(&with_domain),
             &[reordered],
+            expect![[r#"added [] updated ["blog"] removed []"#]],
+        );
+        // So does holding it, and letting it go again.
+        let mut held = with_domain.clone();
+        held.held = true;
+        check_plan(
+            std::slice::from_ref(&with_domain),
+            std::slice::from_ref(&held),
+            expect![[r#"added [] updated ["blog"] removed []"#]],
+        );
+        check_plan(
+            &[held],
+            &[with_domain],
             expect![[r#"added [] updated ["blog"] removed []"#]],
         );
     }
@@ -444,13 +466,31 @@ mod tests {
         changed.max_body_bytes = 1_000_000;
         changed.read_timeout = Duration::from_secs(30);
         changed.available = false;
+        changed.held = true;
         check_drift(
             &[blog.clone(), route("old", 8097, &["old.localhost"])],
             &[changed, shop],
             expect![[r#"
-                changed Some("blog"): port is 8091, should be 8099; hosts are [blog.localhost], should be [blog.example.com, blog.localhost]; body limit is 10000000 bytes, should be 1000000; read timeout is 360s, should be 30s; available is true, should be false
+                changed Some("blog"): port is 8091, should be 8099; hosts are [blog.localhost], should be [blog.example.com, blog.localhost]; body limit is 10000000 bytes, should be 1000000; read timeout is 360s, should be 30s; available is true, should be false; held is false, should be true
                 missing Some("shop"): no route for shop.localhost → 127.0.0.1:8092
                 stale None: route old has no instance"#]],
+        );
+    }
+
+    #[test]
+    fn drift_of_a_hold_alone() {
+        let blog = route("blog", 8091, &["blog.localhost"]);
+        let mut held = blog.clone();
+        held.held = true;
+        check_drift(
+            std::slice::from_ref(&blog),
+            std::slice::from_ref(&held),
+            expect![[r#"changed Some("blog"): held is false, should be true"#]],
+        );
+        check_drift(
+            std::slice::from_ref(&held),
+            std::slice::from_ref(&blog),
+            expect![[r#"changed Some("blog"): held is true, should be false"#]],
         );
     }
 
@@ -461,14 +501,18 @@ mod tests {
             8091,
             &["blog.localhost", "Blog.Example.com", "blog.localhost"],
         );
-        expect![[r#"{"available":true,"hosts":["blog.example.com","blog.localhost"],"max_body_bytes":10000000,"name":"blog","port":8091,"read_timeout_ms":360000}"#]]
+        expect![[r#"{"available":true,"held":false,"hosts":["blog.example.com","blog.localhost"],"max_body_bytes":10000000,"name":"blog","port":8091,"read_timeout_ms":360000}"#]]
             .assert_eq(&canonical_json(&r));
-        expect!["60100ba20f71856207a0bf96cc2cd5fd8147b1ff0c82da8e61ac0d003a251963"]
+        expect!["f1b312c8c1cff42a70423412bda757e9b823fe1a1ef7fb4d4b457e264b0719f1"]
             .assert_eq(&render_hash(&r));
         let same = route("blog", 8091, &["blog.example.com", "blog.localhost"]);
         assert_eq!(render_hash(&r), render_hash(&same));
         let mut other = same.clone();
         other.port = 8092;
         assert_ne!(render_hash(&r), render_hash(&other));
+        let mut held = same.clone();
+        held.held = true;
+        expect![[r#"{"available":true,"held":true,"hosts":["blog.example.com","blog.localhost"],"max_body_bytes":10000000,"name":"blog","port":8091,"read_timeout_ms":360000}"#]].assert_eq(&canonical_json(&held));
+        assert_ne!(render_hash(&r), render_hash(&held));
     }
 }
