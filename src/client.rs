@@ -22,10 +22,11 @@ use serde::Serialize;
 
 use crate::api::dto::{
     AddDomain, BackupDto, BackupList, ConfigHistory, CreateBackup, CreateInstance, CreatedDto,
-    DeletedBackup, DeletedDto, DoctorReport, DomainList, ErrorBody, EventList, ImportReport,
-    ImportRequest, InstallProgress, InstallVersion, InstanceDto, InstanceList, LogLines,
-    RestoreBackup, ScheduleState, SetSchedule, SetSuperuser, SuperuserDto, UpdateInstance,
-    UpgradeInstance, VersionList,
+    DeletedBackup, DeletedDto, DeployCredentials, DeployDto, DeployList, DoctorReport, DomainList,
+    ErrorBody, EventList, ImportReport, ImportRequest, InstallProgress, InstallVersion,
+    InstanceDto, InstanceList, LogLines, RestoreBackup, ScheduleState, SetSchedule, SetSuperuser,
+    StartDeploy, StartRollback, SuperuserDto, UpdateInstance, UpgradeInstance, VersionList,
+    WebhookDto,
 };
 
 /// Where the daemon is.
@@ -240,6 +241,25 @@ impl Client {
         decode(status, &bytes)
     }
 
+    /// A request whose success has no body (204).
+    async fn call_no_content<B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<(), ClientError> {
+        let body = body
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let (status, stream) = self.send(method, path, body, None).await?;
+        let bytes = collect(stream).await?;
+        if status.is_success() {
+            return Ok(());
+        }
+        decode::<serde_json::Value>(status, &bytes).map(|_| ())
+    }
+
     /// `GET` a path and decode its JSON answer.
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         self.call::<(), T>(Method::GET, path, None).await
@@ -324,6 +344,75 @@ impl Client {
     ) -> Result<InstanceDto, ClientError> {
         self.call(Method::POST, &instance_sub(name, "upgrade"), Some(body))
             .await
+    }
+
+    /// Start a deploy from git: `POST /api/v1/instances/{name}/deploys`.
+    pub async fn start_deploy(
+        &self,
+        name: &str,
+        body: &StartDeploy,
+    ) -> Result<DeployDto, ClientError> {
+        self.call(Method::POST, &instance_sub(name, "deploys"), Some(body))
+            .await
+    }
+
+    /// An instance's deploys: `GET /api/v1/instances/{name}/deploys`.
+    pub async fn deploys(&self, name: &str) -> Result<DeployList, ClientError> {
+        self.get(&instance_sub(name, "deploys")).await
+    }
+
+    /// One deploy: `GET /api/v1/instances/{name}/deploys/{deploy}`.
+    pub async fn deploy(&self, name: &str, id: u32) -> Result<DeployDto, ClientError> {
+        self.get(&format!("{}/{id}", instance_sub(name, "deploys")))
+            .await
+    }
+
+    /// A deploy's log as it is written, until the deploy ends:
+    /// `GET /api/v1/instances/{name}/deploys/{deploy}/log?follow=true`.
+    pub async fn follow_deploy_log(&self, name: &str, id: u32) -> Result<ByteStream, ClientError> {
+        let mut query = Query::new();
+        query.pair("lines", "10000");
+        query.pair("follow", "true");
+        let path = query.finish(format!("{}/{id}/log", instance_sub(name, "deploys")));
+        self.stream::<()>(Method::GET, &path, None, "text/plain")
+            .await
+    }
+
+    /// Roll back to an earlier release: `POST /api/v1/instances/{name}/rollback`.
+    pub async fn rollback(
+        &self,
+        name: &str,
+        body: &StartRollback,
+    ) -> Result<DeployDto, ClientError> {
+        self.call(Method::POST, &instance_sub(name, "rollback"), Some(body))
+            .await
+    }
+
+    /// Make or rotate the webhook secret: `PUT /api/v1/instances/{name}/webhook`.
+    pub async fn set_webhook(&self, name: &str) -> Result<WebhookDto, ClientError> {
+        self.call::<(), _>(Method::PUT, &instance_sub(name, "webhook"), None)
+            .await
+    }
+
+    /// Turn the webhook off: `DELETE /api/v1/instances/{name}/webhook`.
+    pub async fn delete_webhook(&self, name: &str) -> Result<(), ClientError> {
+        self.call_no_content::<()>(Method::DELETE, &instance_sub(name, "webhook"), None)
+            .await
+    }
+
+    /// Keep a repository token or SSH deploy key:
+    /// `PUT /api/v1/instances/{name}/deploy-credentials`.
+    pub async fn set_deploy_credentials(
+        &self,
+        name: &str,
+        body: &DeployCredentials,
+    ) -> Result<(), ClientError> {
+        self.call_no_content(
+            Method::PUT,
+            &instance_sub(name, "deploy-credentials"),
+            Some(body),
+        )
+        .await
     }
 
     /// The last `lines` lines of an instance's log: `GET /api/v1/instances/{name}/logs`.

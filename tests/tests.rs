@@ -11,6 +11,7 @@ mod compat;
 mod daemon;
 mod dashboard;
 mod dashboard_browser;
+mod deploy;
 mod git_server;
 mod go_toolchain;
 mod metrics;

@@ -67,7 +67,9 @@ pub async fn start_deploy(
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<DeployDto>)> {
     let body = super::backups::optional_json::<StartDeploy>(&body)?;
-    state.manager.get(&name)?;
+    if !body.create {
+        state.manager.get(&name)?;
+    }
     let d = state
         .manager
         .deploy(
@@ -76,6 +78,8 @@ pub async fn start_deploy(
                 repo: body.repo,
                 branch: body.branch,
                 subdir: body.subdir,
+                token: body.token,
+                ssh_key: body.ssh_key,
             },
             &actor,
         )

@@ -846,6 +846,16 @@ pub struct StartDeploy {
     pub branch: Option<String>,
     /// The app's directory inside the repository (`""`: the top).
     pub subdir: Option<String>,
+    /// Make the instance (latest PocketBase, a free port) if it does not
+    /// exist, once every input is checked; otherwise a missing instance
+    /// answers 404.
+    #[serde(default)]
+    pub create: bool,
+    /// An HTTPS token for a private repository, kept like
+    /// `deploy-credentials`' (never shown again).
+    pub token: Option<String>,
+    /// An SSH deploy key (private key) for a private repository.
+    pub ssh_key: Option<String>,
 }
 
 /// One deploy (or rollback) of an instance.

@@ -162,6 +162,8 @@ async fn deploy(
                 repo: Some(req.repository),
                 branch: req.branch.filter(|b| !b.is_empty()),
                 subdir: None,
+                token: None,
+                ssh_key: None,
             },
             &actor,
         )

@@ -8,6 +8,7 @@
 
 mod backup;
 mod commands;
+mod deploy;
 mod serve;
 pub mod table;
 
@@ -179,6 +180,36 @@ pub enum Command {
     ///   pockestrator replicate shop --to 's3://my-bucket/pb/shop?endpoint=https://s3.example.com&region=eu-1'
     ///   pockestrator replicate shop --off
     Replicate(backup::ReplicateArgs),
+    /// Deploy an instance from a git repository (made if it does not exist).
+    ///
+    /// The branch's newest commit is fetched (shallow) and built beside the
+    /// running release: package.json → npm ci and npm run build, its output
+    /// into pb_public; backend/go.mod → a Go build of a custom
+    /// PocketBase-based binary that then runs instead of the stock release.
+    /// pb_hooks/, pb_migrations/ and pb_public/ come from the repository's
+    /// top (or --subdir); pockestrator.toml there may pin the PocketBase
+    /// version and the build commands. Then new requests wait while the
+    /// instance is stopped, pb_data backed up, the release switched and the
+    /// instance started (migrations run) and health-checked; any failure
+    /// puts the previous release and pb_data back. Builds run as an
+    /// unprivileged user with time, memory and size limits (`serve
+    /// --build-*`). The log streams here; the exit status says how it
+    /// ended. Examples:
+    ///
+    ///   pockestrator deploy blog --repo https://git.example.com/me/blog.git
+    ///   pockestrator deploy blog                      # the same repository again
+    ///   pockestrator deploy shop --repo git@github.com:me/shop.git --ssh-key-file ~/.ssh/shop_deploy
+    Deploy(deploy::DeployArgs),
+    /// An instance's deploys: commit, time, result, duration.
+    Deploys { name: String },
+    /// Switch an instance back to a release built before (kept releases
+    /// only: `serve --keep-releases`). Data is not rolled back.
+    Rollback(deploy::RollbackArgs),
+    /// Push to deploy: make (or rotate) an instance's webhook secret, or
+    /// turn the webhook off. The repository's host (GitHub, Gitea, …)
+    /// posts push events to /webhooks/NAME, signed with the secret
+    /// (X-Hub-Signature-256); a push to the deployed branch deploys it.
+    Webhook(deploy::WebhookArgs),
     /// Print the bearer token of the TCP API (read from the data dir).
     Token,
 }
@@ -237,6 +268,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Superuser(args) => commands::superuser(g, args).await,
         Command::Backup(cmd) => backup::run(g, cmd).await,
         Command::Replicate(args) => backup::replicate(g, args).await,
+        Command::Deploy(args) => deploy::deploy(g, args).await,
+        Command::Deploys { name } => deploy::deploys(g, &name).await,
+        Command::Rollback(args) => deploy::rollback(g, args).await,
+        Command::Webhook(args) => deploy::webhook(g, args).await,
     }
 }
 

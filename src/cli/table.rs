@@ -5,8 +5,8 @@
 use chrono::{DateTime, Utc};
 
 use crate::api::dto::{
-    BackupDto, ConfigChangeDto, CreatedDto, DoctorReport, EventDto, ImportReport, InstanceDto,
-    VersionList,
+    BackupDto, ConfigChangeDto, CreatedDto, DeployList, DoctorReport, EventDto, ImportReport,
+    InstanceDto, VersionList,
 };
 
 /// Columns aligned with two spaces, no trailing spaces.
@@ -253,6 +253,59 @@ pub fn history(list: &[ConfigChangeDto]) -> String {
         })
         .collect();
     table(&["TIME (UTC)", "ACTOR", "FIELD", "FROM", "TO"], &rows)
+}
+
+/// `pockestrator deploys NAME`.
+pub fn deploys(list: &DeployList) -> String {
+    let mut out = String::new();
+    if let Some(repo) = &list.repo {
+        out.push_str(&format!(
+            "{} deploys {} branch {}{}\n",
+            list.name,
+            repo,
+            list.branch.as_deref().unwrap_or("?"),
+            list.subdir
+                .as_deref()
+                .map(|s| format!(", directory {s}"))
+                .unwrap_or_default()
+        ));
+    }
+    if list.deploys.is_empty() {
+        out.push_str("no deploys\n");
+        return out;
+    }
+    let rows: Vec<Vec<String>> = list
+        .deploys
+        .iter()
+        .map(|d| {
+            vec![
+                format!("{}{}", d.id, if d.current { " *" } else { "" }),
+                d.kind.clone(),
+                d.commit
+                    .as_deref()
+                    .map(|c| c.chars().take(12).collect())
+                    .unwrap_or_else(|| "-".into()),
+                d.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                d.status.clone(),
+                format!("{:.1}s", d.duration_ms as f64 / 1000.0),
+                d.reason.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "ID",
+            "KIND",
+            "COMMIT",
+            "STARTED (UTC)",
+            "RESULT",
+            "DURATION",
+            "REASON",
+        ],
+        &rows,
+    ));
+    out.push_str("* the release that runs now\n");
+    out
 }
 
 pub fn backups(list: &[BackupDto]) -> String {

@@ -32,6 +32,9 @@ pub struct DeployRequest {
     pub repo: Option<String>,
     pub branch: Option<String>,
     pub subdir: Option<String>,
+    /// Credentials to keep for the repository (see `deploy_secrets`).
+    pub token: Option<String>,
+    pub ssh_key: Option<String>,
 }
 
 /// What a release directory says about itself (`release.json` in it).
@@ -121,6 +124,10 @@ impl Manager {
             .await?;
         }
         let rec = self.get(name)?;
+        if req.token.is_some() || req.ssh_key.is_some() {
+            self.set_deploy_credentials(name, req.token.as_deref(), req.ssh_key.as_deref(), actor)
+                .await?;
+        }
         self.store.set_deploy_source(&DeploySource {
             instance: instance.clone(),
             repo: repo.clone(),

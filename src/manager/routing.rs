@@ -42,7 +42,7 @@ impl Manager {
             max_body_bytes: rec.max_body_bytes.unwrap_or(routing_cfg.max_body_bytes),
             read_timeout: crate::router::DEFAULT_READ_TIMEOUT,
             available,
-            held: false,
+            held: self.router.tracks_availability() && self.is_held(&rec.name),
         })
     }
 
