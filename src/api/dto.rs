@@ -45,6 +45,14 @@ pub mod patterns {
     pub const REPLICA_TARGET: &str = "^((file://)?/(?!(.*/)?\\.\\.(/|$))[^\\x00\\n]{0,4000}|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9._-]+)*/?(\\?[A-Za-z0-9=&:/._%-]{0,2000})?|nats://[A-Za-z0-9.:,\\[\\]-]{1,1000}/[A-Za-z0-9_-]{1,255})$";
     /// An RFC 3339 time, e.g. `2026-12-01T13:00:00Z` (a day the month
     /// does not have, such as February 30, is refused with 400 too).
+    /// `DeployId`: a deploy's number.
+    pub const DEPLOY_ID: &str = "^[1-9][0-9]{0,8}$";
+    /// A commit for `rollback --to`: 4 to 40 hex digits of it.
+    pub const COMMIT_PREFIX: &str = "^[0-9a-fA-F]{4,40}$";
+    /// A repository token: one word of printable ASCII (empty: remove it).
+    pub const TOKEN: &str = "^[!-~]{0,4096}$";
+    /// A private key in OpenSSH or PEM form (empty: remove it).
+    pub const SSH_KEY: &str = "^(-----BEGIN [ -~\\n\\r\\t]{1,16000})?$";
     pub const TIMESTAMP: &str = "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$";
 }
 

@@ -19,6 +19,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::backups as b;
 use super::compat as c;
+use super::deploys as d;
 use super::dto::patterns;
 use super::dto::*;
 use super::instances as h;
@@ -36,6 +37,8 @@ use super::instances as h;
         b::list_backups, b::create_backup, b::delete_backup, b::restore_backup,
         b::get_schedule, b::set_schedule, b::delete_schedule,
         b::set_replication, b::delete_replication, b::restore_replica,
+        d::start_deploy, d::list_deploys, d::get_deploy, d::deploy_log, d::start_rollback,
+        d::set_webhook, d::delete_webhook, d::set_credentials,
         c::init_pb, c::pb_status, c::stop_pb, c::pb_instances, c::health,
     ),
     components(schemas(
@@ -46,6 +49,7 @@ use super::instances as h;
         EventDto, StreamEvent, DownloadDto, crate::model::Status,
         BackupDto, BackupList, CreateBackup, RestoreBackup, DeletedBackup,
         ScheduleDto, ScheduleState, SetSchedule, ReplicaDto, SetReplication, RestoreReplica,
+        StartDeploy, DeployDto, DeployList, StartRollback, WebhookDto, DeployCredentials,
         c::InitRequest, c::InitResponse, c::StatusResponse, c::StopResponse, c::InstancesResponse,
         c::HealthResponse, c::UserInstance, c::UserInstanceSummary, c::CompatFailure,
     )),
@@ -79,6 +83,7 @@ const PATH_PATTERNS: &[(&str, &str)] = &[
     ("domain", patterns::DOMAIN),
     ("user_id", patterns::USER_ID),
     ("id", patterns::BACKUP_ID),
+    ("deploy", patterns::DEPLOY_ID),
 ];
 
 /// Patterns of request body fields: (schema, field, pattern).
@@ -107,6 +112,11 @@ const FIELD_PATTERNS: &[(&str, &str, &str)] = &[
     ("SetReplication", "to", patterns::REPLICA_TARGET),
     ("RestoreReplica", "as", patterns::INSTANCE_NAME),
     ("RestoreReplica", "timestamp", patterns::TIMESTAMP),
+    ("StartRollback", "to", patterns::COMMIT_PREFIX),
+    ("DeployCredentials", "token", patterns::TOKEN),
+    ("StartDeploy", "token", patterns::TOKEN),
+    ("DeployCredentials", "ssh_key", patterns::SSH_KEY),
+    ("StartDeploy", "ssh_key", patterns::SSH_KEY),
 ];
 
 /// Bodies that refuse unknown fields (`#[serde(deny_unknown_fields)]`).
@@ -123,6 +133,9 @@ const CLOSED_BODIES: &[&str] = &[
     "SetSchedule",
     "SetReplication",
     "RestoreReplica",
+    "StartDeploy",
+    "StartRollback",
+    "DeployCredentials",
 ];
 
 /// The document as served: the generated one with the shared answers and
@@ -231,6 +244,10 @@ fn refine(doc: &mut Value) {
             json!([not_both, {"anyOf": [given(&["version"]), given(&["binary"])]}]),
         ),
         ("InstallVersion", json!([not_both])),
+        (
+            "DeployCredentials",
+            json!([{"anyOf": [given(&["token"]), given(&["ssh_key"])]}]),
+        ),
     ];
     for (name, all_of) in rules {
         if let Some(s) = schemas.get_mut(name).and_then(Value::as_object_mut) {
@@ -327,6 +344,10 @@ mod tests {
                 "/api/v1/instances/{name}/backups",
                 "/api/v1/instances/{name}/backups/{id}",
                 "/api/v1/instances/{name}/backups/{id}/restore",
+                "/api/v1/instances/{name}/deploy-credentials",
+                "/api/v1/instances/{name}/deploys",
+                "/api/v1/instances/{name}/deploys/{deploy}",
+                "/api/v1/instances/{name}/deploys/{deploy}/log",
                 "/api/v1/instances/{name}/domains",
                 "/api/v1/instances/{name}/domains/{domain}",
                 "/api/v1/instances/{name}/history",
@@ -334,10 +355,12 @@ mod tests {
                 "/api/v1/instances/{name}/replication",
                 "/api/v1/instances/{name}/replication/restore",
                 "/api/v1/instances/{name}/restart",
+                "/api/v1/instances/{name}/rollback",
                 "/api/v1/instances/{name}/start",
                 "/api/v1/instances/{name}/stop",
                 "/api/v1/instances/{name}/superuser",
                 "/api/v1/instances/{name}/upgrade",
+                "/api/v1/instances/{name}/webhook",
                 "/api/v1/tls/ask",
                 "/api/v1/versions",
                 "/api/v1/versions/install",

@@ -14,7 +14,10 @@ host the daemon runs on, so the fuzzer's copy is narrowed to this one:
   cron expression, which no regex describes: the fuzzer picks from a few
   valid ones (invalid ones answer 400 `invalid_schedule`, tested on their
   own); a replication's `to` is a directory of that test's too, and a
-  replica restore's `timestamp` one of a few valid times.
+  replica restore's `timestamp` one of a few valid times;
+- a deploy's repository is any URL git takes, which no regex describes:
+  the fuzzer's deploys name one of a few (a closed port on loopback, so
+  each deploy fails fast in the background) and make no instances.
 """
 
 import os
@@ -52,6 +55,12 @@ def before_load_schema(ctx, raw_schema):
     restore = schemas.get("RestoreReplica", {}).get("properties", {})
     if "timestamp" in restore:
         restore["timestamp"] = {"enum": ["2026-12-01T13:00:00Z", "2026-02-28T23:59:59.5+01:00", None]}
+    deploy = schemas.get("StartDeploy", {}).get("properties", {})
+    if "repo" in deploy:
+        deploy["repo"] = {"enum": ["https://127.0.0.1:9/app.git", "ssh://git@127.0.0.1:9/app.git", None]}
+        deploy["branch"] = {"enum": ["main", "release/1.2", None]}
+        deploy["subdir"] = {"enum": ["", "site/web", None]}
+        deploy["create"] = {"enum": [False]}
     schedule = schemas.get("SetSchedule", {}).get("properties", {})
     if "cron" in schedule:
         schedule["cron"] = {"enum": ["0 3 * * *", "*/30 * * * * *", "15 4 * * MON"]}
