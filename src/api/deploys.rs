@@ -59,7 +59,8 @@ fn dto(state: &AppState, name: &str, d: &crate::store::DeployRecord) -> DeployDt
     request_body(content = Option<StartDeploy>, description = "optional for an instance deployed before"),
     responses((status = 202, body = DeployDto, description = "The deploy, `queued`: it runs in the background; follow `…/deploys/{deploy}/log?follow=true`"),
               (status = 400, body = ErrorBody, description = "A repository URL, branch or directory that is refused"),
-              (status = 404, body = ErrorBody)))]
+              (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "No repository given for an instance never deployed")))]
 pub async fn start_deploy(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,

@@ -643,6 +643,7 @@ pub async fn instance_page(
         .unwrap_or_default();
     let archive = d.manager.config().layout().archive();
     let backups = d.manager.backups(&name).await.unwrap_or_default();
+    let deploys = deploys_view(&d, &name).await;
     Html(
         views::instance_page(&InstancePage {
             csrf: &s.csrf,
@@ -654,10 +655,44 @@ pub async fn instance_page(
             log: &log,
             archive_dir: &archive.display().to_string(),
             backups: &backups,
+            deploys: &deploys,
         })
         .into_string(),
     )
     .into_response()
+}
+
+/// What the instance page shows of its deploys.
+async fn deploys_view(d: &Dashboard, name: &str) -> views::DeploysView {
+    let source = d.manager.deploy_source(name).ok().flatten();
+    let Some(source) = source else {
+        return views::DeploysView::default();
+    };
+    let mut deploys = d.manager.deploys(name).unwrap_or_default();
+    deploys.truncate(10);
+    let log = match deploys.first() {
+        Some(newest) => d
+            .manager
+            .deploy_log_tail(name, &newest.id.to_string(), 40)
+            .await
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    views::DeploysView {
+        source: Some((
+            source.repo.to_string(),
+            source.branch.to_string(),
+            source.subdir.map(|s| s.as_str().to_string()),
+        )),
+        deploys,
+        current: d
+            .manager
+            .get(name)
+            .ok()
+            .and_then(|r| r.release)
+            .map(|r| r.to_string()),
+        log,
+    }
 }
 
 pub async fn instance_stream(
@@ -700,6 +735,7 @@ pub async fn instance_stream(
         // this instance (a Caddy route check is a request to Caddy).
         let mut wiring_dirty = true;
         let mut last_wiring = String::new();
+        let mut last_deploys = String::new();
         loop {
             let Some(summary) = d.summary(&name) else {
                 let _ = tx.send(patch(views::go_to("/ui/"))).await;
@@ -741,6 +777,14 @@ pub async fn instance_stream(
                     }
                 }
                 wiring_dirty = false;
+            }
+            // Deploys and the newest build log, as they move.
+            let dv = views::deploys_panel(&name, &deploys_view(&d, &name).await).into_string();
+            if dv != last_deploys {
+                if !first {
+                    html.push_str(&dv);
+                }
+                last_deploys = dv;
             }
             if first {
                 let lines: Vec<String> = kept.iter().cloned().collect();

@@ -436,6 +436,20 @@ pub struct InstancePage<'a> {
     pub log: &'a [String],
     pub archive_dir: &'a str,
     pub backups: &'a [crate::store::BackupRecord],
+    pub deploys: &'a DeploysView,
+}
+
+/// An instance's deploys as its page shows them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeploysView {
+    /// Repository, branch and directory, if it is deployed from git.
+    pub source: Option<(String, String, Option<String>)>,
+    /// Newest first (the last few).
+    pub deploys: Vec<crate::store::DeployRecord>,
+    /// The release that runs.
+    pub current: Option<String>,
+    /// The newest deploy's log (its last lines).
+    pub log: Vec<String>,
 }
 
 /// The facts at the top of an instance page (`#instance-summary`).
@@ -531,6 +545,10 @@ pub fn instance_page(p: &InstancePage<'_>) -> Markup {
                         "Restore one with " code { "pockestrator backup restore " (name) " ID" } "."
                     }
                     (backups_table(p.backups))
+                }
+                section.panel aria-labelledby="deploys-h" {
+                    h2 #deploys-h { "Deploys" }
+                    (deploys_panel(name, p.deploys))
                 }
                 section.panel aria-labelledby="audit-h" {
                     h2 #audit-h { "Audit log" }
@@ -673,6 +691,61 @@ pub fn instance_summary(s: &InstanceSummary) -> Markup {
                 dt { "Created" } dd { (s.created_at.format("%Y-%m-%d %H:%M UTC")) }
             }
         }
+    }
+}
+
+/// An instance's deploys from git and the newest one's build log
+/// (`#instance-deploys`), kept live while a deploy runs.
+pub fn deploys_panel(name: &str, v: &DeploysView) -> Markup {
+    html! {
+        div #instance-deploys {
+            @match &v.source {
+                None => {
+                    p.note { "Not deployed from git. Deploy it with " code { "pockestrator deploy " (name) " --repo URL" } "." }
+                }
+                Some((repo, branch, subdir)) => {
+                    p.note {
+                        "From " code { (repo) } ", branch " code { (branch) }
+                        @if let Some(dir) = subdir { ", directory " code { (dir) } }
+                        ". Roll back with " code { "pockestrator rollback " (name) } "."
+                    }
+                    @if v.deploys.is_empty() {
+                        p.note { "No deploys yet." }
+                    } @else {
+                        table {
+                            thead { tr { th { "#" } th { "Kind" } th { "Commit" } th { "Started (UTC)" } th { "Result" } th { "Duration" } th { "Reason" } } }
+                            tbody {
+                                @for d in &v.deploys {
+                                    @let current = d.release.as_ref().map(|r| r.to_string()) == v.current && d.release.is_some();
+                                    tr data-status=(d.status.as_str()) {
+                                        td data-label="#" { (d.id.0) @if current { " (runs)" } }
+                                        td data-label="Kind" { (d.kind.as_str()) }
+                                        td data-label="Commit" { code { (d.commit.as_ref().map(|c| c.short().to_string()).unwrap_or_else(|| "-".into())) } }
+                                        td data-label="Started (UTC)" { (d.started_at.format("%Y-%m-%d %H:%M:%S").to_string()) }
+                                        td data-label="Result" { span class={"badge " (deploy_badge(d.status))} { (d.status.as_str()) } }
+                                        td.num data-label="Duration" { (format!("{:.1}s", (d.finished_at.unwrap_or(d.started_at) - d.started_at).num_milliseconds().max(0) as f64 / 1000.0)) }
+                                        td data-label="Reason" style="white-space:normal" { (d.reason.clone().unwrap_or_default()) }
+                                    }
+                                }
+                            }
+                        }
+                        @if let Some(newest) = v.deploys.first() {
+                            h3 { "Build log of " (newest.kind.as_str()) " " (newest.id.0) }
+                            pre.log #deploy-log { @for line in &v.log { (line) "\n" } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn deploy_badge(status: crate::model::DeployStatus) -> &'static str {
+    use crate::model::DeployStatus as S;
+    match status {
+        S::Succeeded => "running",
+        S::Failed => "failed",
+        S::Queued | S::Building | S::Switching => "starting",
     }
 }
 
@@ -834,6 +907,55 @@ pub fn go_to(url: &str) -> Markup {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn deploys_panel_shows_history_the_running_release_and_escapes_reasons() {
+        use crate::model::{
+            BranchName, CommitId, DeployId, DeployKind, DeployStatus, InstanceName, ReleaseName,
+            RepoUrl,
+        };
+        let at = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .unwrap()
+                .with_timezone(&Utc)
+        };
+        let commit = CommitId::parse("3f2a9c1d0b7e3f2a9c1d0b7e3f2a9c1d0b7e3f2a").unwrap();
+        let d = |id: u32, status: DeployStatus, reason: Option<&str>| crate::store::DeployRecord {
+            instance: InstanceName::parse("blog").unwrap(),
+            id: DeployId(id),
+            kind: DeployKind::Deploy,
+            repo: RepoUrl::parse("https://git.example.com/blog.git").unwrap(),
+            branch: BranchName::parse("main").unwrap(),
+            subdir: None,
+            commit: Some(commit.clone()),
+            release: Some(ReleaseName::new(DeployId(id), &commit)),
+            status,
+            reason: reason.map(str::to_string),
+            actor: "cli".into(),
+            started_at: at("2026-12-01T10:00:00Z"),
+            finished_at: Some(at("2026-12-01T10:00:02.5Z")),
+        };
+        let view = DeploysView {
+            source: Some((
+                "https://git.example.com/blog.git".into(),
+                "main".into(),
+                None,
+            )),
+            deploys: vec![
+                d(2, DeployStatus::Failed, Some("`npm run build` exited <1>")),
+                d(1, DeployStatus::Succeeded, None),
+            ],
+            current: Some("1-3f2a9c1d0b7e".into()),
+            log: vec!["$ npm ci".into(), "<script>".into()],
+        };
+        expect_test::expect![[r##"
+            <div id="instance-deploys"><p class="note">From <code>https://git.example.com/blog.git</code>, branch <code>main</code>. Roll back with <code>pockestrator rollback blog</code>.</p><table><thead><tr><th>#</th><th>Kind</th><th>Commit</th><th>Started (UTC)</th><th>Result</th><th>Duration</th><th>Reason</th></tr></thead><tbody><tr data-status="failed"><td data-label="#">2</td><td data-label="Kind">deploy</td><td data-label="Commit"><code>3f2a9c1d0b7e</code></td><td data-label="Started (UTC)">2026-12-01 10:00:00</td><td data-label="Result"><span class="badge failed">failed</span></td><td class="num" data-label="Duration">2.5s</td><td data-label="Reason" style="white-space:normal">`npm run build` exited &lt;1&gt;</td></tr><tr data-status="succeeded"><td data-label="#">1 (runs)</td><td data-label="Kind">deploy</td><td data-label="Commit"><code>3f2a9c1d0b7e</code></td><td data-label="Started (UTC)">2026-12-01 10:00:00</td><td data-label="Result"><span class="badge running">succeeded</span></td><td class="num" data-label="Duration">2.5s</td><td data-label="Reason" style="white-space:normal"></td></tr></tbody></table><h3>Build log of deploy 2</h3><pre class="log" id="deploy-log">$ npm ci
+            &lt;script&gt;
+            </pre></div>"##]]
+        .assert_eq(&deploys_panel("blog", &view).into_string());
+        expect_test::expect![[r#"<div id="instance-deploys"><p class="note">Not deployed from git. Deploy it with <code>pockestrator deploy blog --repo URL</code>.</p></div>"#]]
+        .assert_eq(&deploys_panel("blog", &DeploysView::default()).into_string());
+    }
     use super::*;
     use crate::procstat::ProcStats;
     use std::time::Duration;

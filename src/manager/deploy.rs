@@ -84,9 +84,10 @@ impl Manager {
             (Some(raw), _) => RepoUrl::parse(raw).map_err(git_input)?,
             (None, Some(k)) => k.repo.clone(),
             (None, None) => {
-                return Err(ManagerError::Invalid(format!(
+                // Not the request's fault but the instance's state.
+                return Err(ManagerError::Conflict(format!(
                     "{name} has never been deployed: say which repository (--repo URL)"
-                )))
+                )));
             }
         };
         let branch = match (&req.branch, &known) {

@@ -21,7 +21,7 @@ const WEBHOOK_SECRET: &str = "webhook-secret";
 #[derive(Debug)]
 pub enum WebhookOutcome {
     /// A push to the deployed branch: this deploy started.
-    Deploying(DeployRecord),
+    Deploying(Box<DeployRecord>),
     /// A ping, or a push to another branch: nothing to do (the reason).
     Ignored(String),
 }
@@ -182,6 +182,6 @@ impl Manager {
             }
         }
         let d = self.deploy(name, DeployRequest::default(), actor).await?;
-        Ok(WebhookOutcome::Deploying(d))
+        Ok(WebhookOutcome::Deploying(Box::new(d)))
     }
 }
