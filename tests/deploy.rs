@@ -782,3 +782,165 @@ async fn a_daemon_killed_during_a_build_ends_the_deploy_and_the_old_release_serv
         .collect();
     assert_eq!(releases.len(), 1, "a half-made release was left");
 }
+
+// Multi-threaded: the git server runs on the test's runtime while the
+// CLI blocks one thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_repository_is_fetched_with_its_token_which_is_never_shown() {
+    const TOKEN: &str = "ghp_s3cr3tT0kenValue42";
+    let root = tempfile::tempdir().unwrap();
+    let server = GitServer::start_with_basic_auth(root.path(), "x-access-token", TOKEN).await;
+    let work = tempfile::tempdir().unwrap();
+    let repo = GitRepo::init(work.path());
+    app_v(&repo, 1);
+    repo.commit("v1");
+    repo.publish(root.path(), "private");
+    let d = Daemon::start().await;
+    let url = server.url("private");
+
+    // Without the token: a clear failure, no prompt, nothing switched.
+    let out = d.cli(&["deploy", "secretapp", "--repo", &url]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("fetch failed"), "{stderr}");
+
+    let secrets = tempfile::tempdir().unwrap();
+    let token_file = secrets.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let log = deploy_ok(
+        &d,
+        &["deploy", "secretapp", "--repo", &url, "--token-file", token_file.to_str().unwrap()],
+    );
+    let port = port_of(&d, "secretapp").await;
+    assert_eq!(hello(&d, port).await, Some(json!({"v": 1})));
+    assert!(server.requests().iter().any(|r| r.authorization), "the token was not sent");
+
+    // Kept in a 0600 file outside the state database, and nowhere else.
+    use std::os::unix::fs::PermissionsExt as _;
+    let kept = d.data_dir().join("deploy-secrets/secretapp/token");
+    assert_eq!(std::fs::metadata(&kept).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(!log.contains(TOKEN));
+    assert!(!d.log().contains(TOKEN), "the token is in the daemon's log");
+    let state = std::fs::read(d.data_dir().join("state.db")).unwrap();
+    assert!(!String::from_utf8_lossy(&state).contains(TOKEN), "the token is in the state database");
+    let (_, events) = d.get("/api/v1/events?instance=secretapp").await;
+    assert!(!events.to_string().contains(TOKEN));
+    let (_, list) = d.get("/api/v1/instances/secretapp/deploys").await;
+    assert!(!list.to_string().contains(TOKEN));
+    for entry in std::fs::read_dir(d.data_dir().join("instances/secretapp/logs")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default();
+        assert!(!text.contains(TOKEN), "the token is in a log file");
+    }
+}
+
+#[tokio::test]
+async fn requests_through_the_proxy_during_redeploys_do_not_fail() {
+    let f = Fixture::new();
+    app_v(&f.repo, 1);
+    f.repo.commit("v1");
+    let url = f.publish();
+    let d = start(&f.allow()).await;
+    deploy_ok(&d, &["deploy", "steady", "--repo", &url]);
+    let proxy = d.proxy.expect("the embedded proxy");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut loops = Vec::new();
+    for _ in 0..3 {
+        let stop = stop.clone();
+        loops.push(tokio::spawn(async move {
+            let http = reqwest::Client::builder().no_proxy().build().unwrap();
+            let (mut ok, mut failed, mut seen) = (0u32, Vec::new(), std::collections::BTreeSet::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match http
+                    .get(format!("http://{proxy}/hello"))
+                    .header("host", "steady.localhost")
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status() == 200 => {
+                        ok += 1;
+                        if let Ok(v) = r.json::<Value>().await {
+                            seen.insert(v["v"].as_u64().unwrap_or(0));
+                        }
+                    }
+                    Ok(r) => failed.push(r.status().to_string()),
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed, seen)
+        }));
+    }
+    for v in 2..=3 {
+        app_v(&f.repo, v);
+        f.repo.commit(&format!("v{v}"));
+        f.publish();
+        deploy_ok(&d, &["deploy", "steady"]);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    let mut versions = std::collections::BTreeSet::new();
+    for l in loops {
+        let (ok, failed, seen) = l.await.unwrap();
+        assert!(failed.is_empty(), "requests failed during the switches: {failed:?}");
+        total += ok;
+        versions.extend(seen);
+    }
+    assert!(total > 0);
+    assert_eq!(versions.iter().max(), Some(&3), "{versions:?}");
+}
+
+#[tokio::test]
+async fn a_build_that_fills_the_disk_fails_and_changes_nothing() {
+    const NAME: &str = "deploy::a_build_that_fills_the_disk_fails_and_changes_nothing";
+    if !nix::unistd::geteuid().is_root() {
+        crate::support::skip(NAME, "mounting a tiny tmpfs takes root");
+        return;
+    }
+    let outer = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    // The build user passes through it to its workspace.
+    std::fs::set_permissions(outer.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let builds = outer.path().join("builds");
+    std::fs::create_dir(&builds).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&builds)
+        .output();
+    match mounted {
+        Ok(out) if out.status.success() => {}
+        other => {
+            crate::support::skip(NAME, &format!("mount -t tmpfs failed: {other:?}"));
+            return;
+        }
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(builds.clone());
+    let f = Fixture::new();
+    app_v(&f.repo, 1);
+    f.repo.commit("v1");
+    let url = f.publish();
+    let mut extra = f.allow().to_vec();
+    extra.extend(["--build-dir".to_string(), builds.display().to_string()]);
+    let d = start(&extra).await;
+    deploy_ok(&d, &["deploy", "full", "--repo", &url]);
+    let port = port_of(&d, "full").await;
+    f.repo.write(
+        "package.json",
+        &json!({"name": "full", "version": "1.0.0", "scripts": {"build": "node -e \"require('fs').writeFileSync('big', Buffer.alloc(8 << 20))\""}}).to_string(),
+    );
+    app_v(&f.repo, 2);
+    f.repo.commit("a build that fills the disk");
+    f.publish();
+    let out = d.cli(&["deploy", "full"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the disk is full"), "{stderr}");
+    assert_eq!(hello(&d, port).await, Some(json!({"v": 1})));
+    // The workspace went with the failure.
+    assert_eq!(std::fs::read_dir(&builds).unwrap().count(), 0);
+}
