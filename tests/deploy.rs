@@ -809,20 +809,36 @@ async fn a_private_repository_is_fetched_with_its_token_which_is_never_shown() {
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
     let log = deploy_ok(
         &d,
-        &["deploy", "secretapp", "--repo", &url, "--token-file", token_file.to_str().unwrap()],
+        &[
+            "deploy",
+            "secretapp",
+            "--repo",
+            &url,
+            "--token-file",
+            token_file.to_str().unwrap(),
+        ],
     );
     let port = port_of(&d, "secretapp").await;
     assert_eq!(hello(&d, port).await, Some(json!({"v": 1})));
-    assert!(server.requests().iter().any(|r| r.authorization), "the token was not sent");
+    assert!(
+        server.requests().iter().any(|r| r.authorization),
+        "the token was not sent"
+    );
 
     // Kept in a 0600 file outside the state database, and nowhere else.
     use std::os::unix::fs::PermissionsExt as _;
     let kept = d.data_dir().join("deploy-secrets/secretapp/token");
-    assert_eq!(std::fs::metadata(&kept).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&kept).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     assert!(!log.contains(TOKEN));
     assert!(!d.log().contains(TOKEN), "the token is in the daemon's log");
     let state = std::fs::read(d.data_dir().join("state.db")).unwrap();
-    assert!(!String::from_utf8_lossy(&state).contains(TOKEN), "the token is in the state database");
+    assert!(
+        !String::from_utf8_lossy(&state).contains(TOKEN),
+        "the token is in the state database"
+    );
     let (_, events) = d.get("/api/v1/events?instance=secretapp").await;
     assert!(!events.to_string().contains(TOKEN));
     let (_, list) = d.get("/api/v1/instances/secretapp/deploys").await;
@@ -848,7 +864,8 @@ async fn requests_through_the_proxy_during_redeploys_do_not_fail() {
         let stop = stop.clone();
         loops.push(tokio::spawn(async move {
             let http = reqwest::Client::builder().no_proxy().build().unwrap();
-            let (mut ok, mut failed, mut seen) = (0u32, Vec::new(), std::collections::BTreeSet::new());
+            let (mut ok, mut failed, mut seen) =
+                (0u32, Vec::new(), std::collections::BTreeSet::new());
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 match http
                     .get(format!("http://{proxy}/hello"))
@@ -881,7 +898,10 @@ async fn requests_through_the_proxy_during_redeploys_do_not_fail() {
     let mut versions = std::collections::BTreeSet::new();
     for l in loops {
         let (ok, failed, seen) = l.await.unwrap();
-        assert!(failed.is_empty(), "requests failed during the switches: {failed:?}");
+        assert!(
+            failed.is_empty(),
+            "requests failed during the switches: {failed:?}"
+        );
         total += ok;
         versions.extend(seen);
     }
@@ -943,4 +963,70 @@ async fn a_build_that_fills_the_disk_fails_and_changes_nothing() {
     assert_eq!(hello(&d, port).await, Some(json!({"v": 1})));
     // The workspace went with the failure.
     assert_eq!(std::fs::read_dir(&builds).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn a_switch_interrupted_by_a_daemon_crash_is_finished_or_undone_at_the_next_start() {
+    let f = Fixture::new();
+    app_v(&f.repo, 1);
+    f.repo.commit("v1");
+    let url = f.publish();
+    let mut d = start(&f.allow()).await;
+    deploy_ok(&d, &["deploy", "torn", "--repo", &url]);
+    app_v(&f.repo, 2);
+    f.repo.commit("v2");
+    f.publish();
+    deploy_ok(&d, &["deploy", "torn"]);
+    let port = port_of(&d, "torn").await;
+    let list = d.cli_json(&["deploys", "torn"]);
+    let (new, old) = (
+        list["deploys"][0]["release"].as_str().unwrap().to_string(),
+        list["deploys"][1]["release"].as_str().unwrap().to_string(),
+    );
+    let backups = d.cli_json(&["backup", "list", "torn"]);
+    let snapshot = backups
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["trigger"] == "pre-deploy")
+        .unwrap()["location"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, inst) = d.get("/api/v1/instances/torn").await;
+    let marker = |was_running: bool| {
+        json!({
+            "from": old, "from_binary": inst["binary"], "from_version": inst["version"],
+            "from_release_binary": false, "to": new, "snapshot": snapshot, "was_running": was_running,
+        })
+        .to_string()
+    };
+    let marker_path = d.data_dir().join("instances/torn/deploy-in-progress.json");
+
+    // The daemon died after the new release started: it answers, so the
+    // switch is done.
+    d.kill9();
+    std::fs::write(&marker_path, marker(true)).unwrap();
+    d.restart().await;
+    assert_eq!(hello(&d, port).await, Some(json!({"v": 2})));
+    assert!(!marker_path.exists());
+    let audit = d.audit("torn").await;
+    assert!(audit.contains(&("deploy".into(), "ok".into())), "{audit:?}");
+
+    // The daemon and the new release died: the previous release and the
+    // backup come back.
+    d.kill9();
+    for pid in d.instance_pids() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    std::fs::write(&marker_path, marker(true)).unwrap();
+    d.restart().await;
+    d.wait_status("torn", "running").await;
+    assert_eq!(hello(&d, port).await, Some(json!({"v": 1})), "{}", d.log());
+    assert!(!marker_path.exists());
+    let (_, inst) = d.get("/api/v1/instances/torn").await;
+    assert_eq!(inst["status"], "running");
 }
