@@ -22,26 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-/// The limits of one deploy's build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BuildLimits {
-    /// The whole build (every command) must end within this.
-    pub timeout: Duration,
-    /// The resident memory of a command's processes, added up.
-    pub memory_bytes: u64,
-    /// The workspace (checkout, dependencies, output) may not grow past this.
-    pub max_size_bytes: u64,
-}
-
-impl Default for BuildLimits {
-    fn default() -> Self {
-        Self {
-            timeout: Duration::from_secs(600),
-            memory_bytes: 2 << 30,
-            max_size_bytes: 2 << 30,
-        }
-    }
-}
+pub use crate::config::BuildLimits;
 
 /// Who builds.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -185,6 +185,27 @@ pub struct Config {
     pub deploy: DeployConfig,
 }
 
+/// The limits of one deploy's build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuildLimits {
+    /// The whole build (every command) must end within this.
+    pub timeout: Duration,
+    /// The resident memory of a command's processes, added up.
+    pub memory_bytes: u64,
+    /// The workspace (checkout, dependencies, output) may not grow past this.
+    pub max_size_bytes: u64,
+}
+
+impl Default for BuildLimits {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(600),
+            memory_bytes: 2 << 30,
+            max_size_bytes: 2 << 30,
+        }
+    }
+}
+
 /// How deploys from git run.
 #[derive(Debug, Clone)]
 pub struct DeployConfig {
@@ -194,7 +215,7 @@ pub struct DeployConfig {
     pub build_user: Option<String>,
     /// Where build workspaces are made (`None`: see `Config::build_root`).
     pub build_dir: Option<PathBuf>,
-    pub limits: crate::build::BuildLimits,
+    pub limits: BuildLimits,
     /// The Go toolchain's `go` (`None`: `go` on the `PATH`, if any).
     pub go: Option<PathBuf>,
     /// Releases kept per instance for rollbacks (the current one besides).
@@ -208,7 +229,7 @@ impl Default for DeployConfig {
             git_allow_dirs: Vec::new(),
             build_user: None,
             build_dir: None,
-            limits: crate::build::BuildLimits::default(),
+            limits: BuildLimits::default(),
             go: None,
             keep_releases: 5,
             fetch_timeout: Duration::from_secs(300),

@@ -68,6 +68,19 @@ async fn start(extra: &[String]) -> Daemon {
     Daemon::start_with(&args, &[]).await
 }
 
+/// Make an instance on a quiet port before its first deploy: a port the
+/// daemon chose itself could be taken by another test's daemon while a
+/// switch has it free for a moment.
+async fn fresh(d: &Daemon, name: &str) {
+    let (code, v) = d
+        .post(
+            "/api/v1/instances",
+            json!({"name": name, "port": crate::support::quiet_port()}),
+        )
+        .await;
+    assert_eq!(code, 201, "{v}");
+}
+
 async fn port_of(d: &Daemon, name: &str) -> u64 {
     let (code, v) = d.get(&format!("/api/v1/instances/{name}")).await;
     assert_eq!(code, 200, "{v}");
@@ -134,6 +147,7 @@ async fn a_repository_is_deployed_redeployed_rolled_back_and_a_failing_release_c
     let url = f.publish();
     let d = start(&f.allow()).await;
 
+    fresh(&d, "blog").await;
     let log = deploy_ok(&d, &["deploy", "blog", "--repo", &url]);
     assert!(log.contains("fetching main"), "{log}");
     assert!(log.contains(&format!("commit {first}")), "{log}");
@@ -337,6 +351,8 @@ async fn seed_003s_api_deploys_from_a_git_server_verbatim() {
     repo.publish(root.path(), "app");
     let d = Daemon::start().await;
     let url = server.url("app");
+    // An existing instance that is not an app yet: the deploy goes into it.
+    fresh(&d, "myapp").await;
     let api = |method: reqwest::Method, path: &str| {
         d.http.request(method, d.url(path)).bearer_auth(&d.token)
     };
@@ -485,6 +501,7 @@ async fn a_push_webhook_deploys_only_when_signed_and_only_its_branch() {
     f.repo.commit("v1");
     let url = f.publish();
     let d = start(&f.allow()).await;
+    fresh(&d, "hooked").await;
     deploy_ok(&d, &["deploy", "hooked", "--repo", &url]);
     let port = port_of(&d, "hooked").await;
     let hook = d.cli_json(&["webhook", "hooked"]);
@@ -569,8 +586,9 @@ async fn builds_that_fail_hang_or_overlap_leave_the_previous_release_serving() {
     f.repo.commit("v1");
     let url = f.publish();
     let mut extra = f.allow().to_vec();
-    extra.extend(["--build-timeout".to_string(), "15s".to_string()]);
+    extra.extend(["--build-timeout".to_string(), "30s".to_string()]);
     let d = start(&extra).await;
+    fresh(&d, "site").await;
     deploy_ok(&d, &["deploy", "site", "--repo", &url]);
     let port = port_of(&d, "site").await;
 
@@ -610,7 +628,7 @@ async fn builds_that_fail_hang_or_overlap_leave_the_previous_release_serving() {
     let out = d.cli(&["deploy", "site"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("time limit of 15s"), "{stderr}");
+    assert!(stderr.contains("time limit of 30s"), "{stderr}");
     assert_eq!(hello(&d, port).await, Some(json!({"v": 1})));
 
     // A build that works: its output becomes pb_public.
@@ -713,6 +731,7 @@ func main() {
         &[("GOPROXY", "off"), ("GOFLAGS", "-mod=mod")],
     )
     .await;
+    fresh(&d, "gogo").await;
     let log = deploy_ok(&d, &["deploy", "gogo", "--repo", &url]);
     assert!(log.contains("go build"), "{log}");
     let port = port_of(&d, "gogo").await;
@@ -740,6 +759,7 @@ async fn a_daemon_killed_during_a_build_ends_the_deploy_and_the_old_release_serv
     f.repo.commit("v1");
     let url = f.publish();
     let mut d = start(&f.allow()).await;
+    fresh(&d, "crashy").await;
     deploy_ok(&d, &["deploy", "crashy", "--repo", &url]);
     let port = port_of(&d, "crashy").await;
     let package = json!({"name": "c", "version": "1.0.0", "scripts": {"build": "node -e \"setTimeout(() => {}, 600000)\""}}).to_string();
@@ -797,6 +817,7 @@ async fn a_private_repository_is_fetched_with_its_token_which_is_never_shown() {
     repo.publish(root.path(), "private");
     let d = Daemon::start().await;
     let url = server.url("private");
+    fresh(&d, "secretapp").await;
 
     // Without the token: a clear failure, no prompt, nothing switched.
     let out = d.cli(&["deploy", "secretapp", "--repo", &url]);
@@ -856,6 +877,7 @@ async fn requests_through_the_proxy_during_redeploys_do_not_fail() {
     f.repo.commit("v1");
     let url = f.publish();
     let d = start(&f.allow()).await;
+    fresh(&d, "steady").await;
     deploy_ok(&d, &["deploy", "steady", "--repo", &url]);
     let proxy = d.proxy.expect("the embedded proxy");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -947,6 +969,7 @@ async fn a_build_that_fills_the_disk_fails_and_changes_nothing() {
     let mut extra = f.allow().to_vec();
     extra.extend(["--build-dir".to_string(), builds.display().to_string()]);
     let d = start(&extra).await;
+    fresh(&d, "full").await;
     deploy_ok(&d, &["deploy", "full", "--repo", &url]);
     let port = port_of(&d, "full").await;
     f.repo.write(
@@ -972,6 +995,7 @@ async fn a_switch_interrupted_by_a_daemon_crash_is_finished_or_undone_at_the_nex
     f.repo.commit("v1");
     let url = f.publish();
     let mut d = start(&f.allow()).await;
+    fresh(&d, "torn").await;
     deploy_ok(&d, &["deploy", "torn", "--repo", &url]);
     app_v(&f.repo, 2);
     f.repo.commit("v2");

@@ -4,16 +4,12 @@
 //! itself, `POST /webhooks/{name}`, which needs no bearer token: its
 //! signature is its authentication.
 
-use std::convert::Infallible;
-
-use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use bytes::Bytes;
-use futures::StreamExt as _;
 
 use super::dto::{
     DeployCredentials, DeployDto, DeployList, ErrorBody, LogLines, StartDeploy, StartRollback,
@@ -141,22 +137,7 @@ pub async fn deploy_log(
         return Ok(Json(LogLines { name, lines }).into_response());
     }
     let follow = state.manager.follow_deploy_log(&name, &deploy, n).await?;
-    let mut head = String::new();
-    for line in &follow.tail {
-        head.push_str(line);
-        head.push('\n');
-    }
-    let stream = futures::stream::once(async move { Bytes::from(head) })
-        .chain(follow.appended)
-        .map(Ok::<_, Infallible>);
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        Body::from_stream(stream),
-    )
-        .into_response())
+    Ok(super::instances::followed_text(follow))
 }
 
 #[utoipa::path(post, path = "/api/v1/instances/{name}/rollback", tag = "deploys",

@@ -162,12 +162,22 @@ pub async fn daemon_health(State(state): State<AppState>) -> ApiResult<Json<Daem
 #[utoipa::path(get, path = "/api/v1/instances", tag = "instances",
     responses((status = 200, body = InstanceList)))]
 pub async fn list_instances(State(state): State<AppState>) -> ApiResult<Json<InstanceList>> {
-    let instances = state
-        .manager
-        .list()?
+    // Three queries for the whole fleet, not one per instance.
+    let records = state.manager.list()?;
+    let mut domains = state.manager.all_custom_domains()?;
+    let mut replicas = state.manager.replications_by_name();
+    let default_limit = state.manager.config().routing.max_body_bytes;
+    let instances = records
         .iter()
-        .map(|r| instance_dto(&state, r))
-        .collect::<Result<_, _>>()?;
+        .map(|rec| {
+            let custom = domains.remove(rec.name.as_str()).unwrap_or_default();
+            let urls = state.manager.urls(rec, &custom);
+            let limit = rec.max_body_bytes.unwrap_or(default_limit);
+            let mut dto = InstanceDto::new(rec, custom, urls, limit);
+            dto.replica = replicas.remove(rec.name.as_str()).map(Into::into);
+            dto
+        })
+        .collect();
     Ok(Json(InstanceList { instances }))
 }
 
@@ -401,6 +411,12 @@ pub async fn instance_logs(
         return Ok(Json(LogLines { name, lines }).into_response());
     }
     let follow = state.manager.follow_log(&name, n).await?;
+    Ok(followed_text(follow))
+}
+
+/// A followed log as a `text/plain` answer: its tail, then what is
+/// appended, as it comes.
+pub(super) fn followed_text(follow: crate::manager::LogFollow) -> Response {
     let mut head = String::new();
     for line in &follow.tail {
         head.push_str(line);
@@ -409,14 +425,14 @@ pub async fn instance_logs(
     let stream = futures::stream::once(async move { Bytes::from(head) })
         .chain(follow.appended)
         .map(Ok::<_, Infallible>);
-    Ok((
+    (
         [
             (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
         Body::from_stream(stream),
     )
-        .into_response())
+        .into_response()
 }
 
 fn installed_dto(i: &Installed) -> InstalledVersion {

@@ -7,10 +7,6 @@
 //! instance deployed from a repository; each call goes through the same
 //! `Manager` operations as the CLI's (deploy, delete, restart, logs).
 
-use std::collections::BTreeMap;
-use std::convert::Infallible;
-
-use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -18,8 +14,8 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
-use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 use super::AppState;
 use crate::manager::{Actor, DeployRequest, ManagerError};
@@ -299,17 +295,7 @@ async fn logs(
         };
     }
     match state.manager.follow_log(&name, lines).await {
-        Ok(follow) => {
-            let mut head = String::new();
-            for line in &follow.tail {
-                head.push_str(line);
-                head.push('\n');
-            }
-            let stream = futures::stream::once(async move { Bytes::from(head) })
-                .chain(follow.appended)
-                .map(Ok::<_, Infallible>);
-            (text_headers, Body::from_stream(stream)).into_response()
-        }
+        Ok(follow) => super::instances::followed_text(follow),
         Err(e) => failure(e),
     }
 }

@@ -268,7 +268,7 @@ pub fn config(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<Config> {
             .collect::<anyhow::Result<_>>()?,
         build_user: args.build_user,
         build_dir: args.build_dir.map(absolute).transpose()?,
-        limits: crate::build::BuildLimits {
+        limits: crate::config::BuildLimits {
             timeout: args.build_timeout,
             memory_bytes: args.build_memory,
             max_size_bytes: args.build_max_size,

@@ -21,6 +21,7 @@ use semver::Version;
 
 use super::create::CreateRequest;
 use super::install::BinaryChoice;
+use super::marker::Marker;
 use super::{Actor, Manager, ManagerError, Result};
 use crate::archive::{self, InstanceSnapshot, Sources};
 use crate::destination::{AnyDestination, DestinationError, FailureKind};
@@ -75,32 +76,9 @@ pub(super) struct RestoreMarker {
     from_binary: PathBuf,
 }
 
-impl RestoreMarker {
+impl Marker for RestoreMarker {
     const FILE: &'static str = "restore-in-progress.json";
-
-    fn write(&self, dir: &Path) -> std::io::Result<()> {
-        let text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        crate::fsutil::atomic_write(&dir.join(Self::FILE), &text)
-    }
-
-    pub(super) fn read(dir: &Path) -> Option<RestoreMarker> {
-        let text = std::fs::read(dir.join(Self::FILE)).ok()?;
-        match serde_json::from_slice(&text) {
-            Ok(m) => Some(m),
-            Err(e) => {
-                tracing::error!(dir = %dir.display(), error = %e, "unreadable restore marker: left in place");
-                None
-            }
-        }
-    }
-
-    fn clear(dir: &Path) {
-        if let Err(e) = std::fs::remove_file(dir.join(Self::FILE)) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::error!(dir = %dir.display(), error = %e, "cannot remove the restore marker");
-            }
-        }
-    }
+    const WHAT: &'static str = "restore";
 }
 
 /// Run blocking file work off the async threads.

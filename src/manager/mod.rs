@@ -26,6 +26,7 @@ pub mod import;
 mod install;
 mod lifecycle;
 mod logs;
+mod marker;
 mod metrics;
 mod recovery;
 mod replicate;

@@ -9,6 +9,7 @@
 //! another instance's target is refused, and so a clone restored from a
 //! replica does not replicate onto the path it came from.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -81,19 +82,35 @@ impl Manager {
             .ok()?
             .into_iter()
             .next()?;
+        Some(self.replication_view(record))
+    }
+
+    /// Every replicated instance's replication, by name, in one query.
+    pub fn replications_by_name(&self) -> HashMap<String, ReplicationView> {
+        self.store
+            .replications(None)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| (r.instance.to_string(), self.replication_view(r)))
+            .collect()
+    }
+
+    fn replication_view(&self, record: crate::store::ReplicationRecord) -> ReplicationView {
+        let name = record.instance.clone();
+        let name = &name;
         let (state, pid) = match self.replicator.state(name) {
             Some(Some(pid)) => ("running", Some(pid)),
             Some(None) => ("restarting", None),
             None => ("stopped", None),
         };
-        Some(ReplicationView {
+        ReplicationView {
             target: record.target.to_text(),
             location: replication::replica_location(&record.target, &record.generation).to_text(),
             generation: record.generation,
             since: record.since,
             state,
             pid,
-        })
+        }
     }
 
     /// Replicate an instance's `data.db` to `to` continuously (a

@@ -246,6 +246,11 @@ impl Manager {
         Ok(self.store.domains(&rec.name)?)
     }
 
+    /// Every instance's custom domains, by name, in one query.
+    pub fn all_custom_domains(&self) -> Result<std::collections::HashMap<String, Vec<String>>> {
+        Ok(self.store.all_domains()?)
+    }
+
     /// Which router is in front of the instances (`embedded`, `caddy`, …).
     pub fn router_kind(&self) -> &'static str {
         self.router.kind()

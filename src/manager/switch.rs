@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::backup::put_archive_in_place;
 use super::deploy::{log_line, releases_on_disk, ReleaseInfo};
+use super::marker::Marker;
 use super::{Actor, Manager, ManagerError, Result};
 use crate::model::deploy::releases_to_prune;
 use crate::model::{AuditAction, BackupTrigger, DesiredState, Destination, ReleaseName, Status};
@@ -351,30 +352,7 @@ pub(super) struct DeployMarker {
     was_running: bool,
 }
 
-impl DeployMarker {
+impl Marker for DeployMarker {
     const FILE: &'static str = "deploy-in-progress.json";
-
-    fn write(&self, dir: &Path) -> std::io::Result<()> {
-        let text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        crate::fsutil::atomic_write(&dir.join(Self::FILE), &text)
-    }
-
-    pub(super) fn read(dir: &Path) -> Option<DeployMarker> {
-        let text = std::fs::read(dir.join(Self::FILE)).ok()?;
-        match serde_json::from_slice(&text) {
-            Ok(m) => Some(m),
-            Err(e) => {
-                tracing::error!(dir = %dir.display(), error = %e, "unreadable deploy marker: left in place");
-                None
-            }
-        }
-    }
-
-    fn clear(dir: &Path) {
-        if let Err(e) = std::fs::remove_file(dir.join(Self::FILE)) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::error!(dir = %dir.display(), error = %e, "cannot remove the deploy marker");
-            }
-        }
-    }
+    const WHAT: &'static str = "deploy";
 }

@@ -10,6 +10,7 @@ use semver::Version;
 
 use super::backup::put_archive_in_place;
 use super::install::BinaryChoice;
+use super::marker::Marker;
 use super::snapshot::restore_dir;
 use super::{Actor, Manager, ManagerError, Result};
 use crate::model::{BackupTrigger, DesiredState, Destination, Status};
@@ -264,30 +265,7 @@ pub(super) struct UpgradeMarker {
     was_running: bool,
 }
 
-impl UpgradeMarker {
+impl Marker for UpgradeMarker {
     const FILE: &'static str = "upgrade-in-progress.json";
-
-    pub(super) fn write(&self, dir: &Path) -> std::io::Result<()> {
-        let text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        crate::fsutil::atomic_write(&dir.join(Self::FILE), &text)
-    }
-
-    pub(super) fn read(dir: &Path) -> Option<UpgradeMarker> {
-        let text = std::fs::read(dir.join(Self::FILE)).ok()?;
-        match serde_json::from_slice(&text) {
-            Ok(m) => Some(m),
-            Err(e) => {
-                tracing::error!(dir = %dir.display(), error = %e, "unreadable upgrade marker: left in place");
-                None
-            }
-        }
-    }
-
-    pub(super) fn clear(dir: &Path) {
-        if let Err(e) = std::fs::remove_file(dir.join(Self::FILE)) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::error!(dir = %dir.display(), error = %e, "cannot remove the upgrade marker");
-            }
-        }
-    }
+    const WHAT: &'static str = "upgrade";
 }

@@ -816,6 +816,25 @@ impl Store {
         Ok(rows)
     }
 
+    /// Every instance's custom domains in one query (for lists of the
+    /// whole fleet), in the order `domains` gives them.
+    pub fn all_domains(
+        &self,
+    ) -> Result<std::collections::HashMap<String, Vec<String>>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT instance, domain FROM instance_domains ORDER BY instance, added_at, domain",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out: std::collections::HashMap<String, Vec<String>> =
+            std::collections::HashMap::new();
+        for row in rows {
+            let (instance, domain) = row?;
+            out.entry(instance).or_default().push(domain);
+        }
+        Ok(out)
+    }
+
     /// Which instance a custom domain is routed to.
     pub fn domain_owner(&self, domain: &str) -> Result<Option<String>, StoreError> {
         Ok(self

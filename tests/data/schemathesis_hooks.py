@@ -7,8 +7,9 @@ host the daemon runs on, so the fuzzer's copy is narrowed to this one:
   (any other is refused with 400 `unknown_version`, which the fuzzer then
   checks as a negative case), and a `binary` is the real PocketBase binary
   the test names;
-- `follow=true` on the logs keeps the answer open for good: that stream
-  has tests of its own, so the parameter is left out here;
+- `follow=true` on the logs (an instance's, a deploy's) keeps the answer
+  open (for good, or while the deploy runs): those streams have tests of
+  their own, so the parameter is left out here;
 - backups are written where `to` says, on this host: the fuzzer's backups
   go to the test's own directory; and a backup schedule's `cron` is any
   cron expression, which no regex describes: the fuzzer picks from a few
@@ -38,9 +39,10 @@ def before_load_schema(ctx, raw_schema):
             properties["version"] = {"enum": RELEASES + [None]}
         if BINARY and "binary" in properties:
             properties["binary"] = {"enum": [BINARY, None]}
-    logs = raw_schema.get("paths", {}).get("/api/v1/instances/{name}/logs", {}).get("get")
-    if logs:
-        logs["parameters"] = [p for p in logs.get("parameters", []) if p.get("name") != "follow"]
+    for path in ("/api/v1/instances/{name}/logs", "/api/v1/instances/{name}/deploys/{deploy}/log"):
+        logs = raw_schema.get("paths", {}).get(path, {}).get("get")
+        if logs:
+            logs["parameters"] = [p for p in logs.get("parameters", []) if p.get("name") != "follow"]
     for name in ("CreateBackup", "SetSchedule"):
         properties = schemas.get(name, {}).get("properties", {})
         if BACKUP_DIR and "to" in properties:
