@@ -264,6 +264,21 @@ async fn a_repository_is_deployed_redeployed_rolled_back_and_a_failing_release_c
         .unwrap()
         .iter()
         .any(|b| b["trigger"] == "pre-deploy"));
+    // A backup holds the code the instance runs: its release's hooks.
+    let made = d.cli_json(&["backup", "create", "blog"]);
+    let members = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, zipfile; print(chr(10).join(zipfile.ZipFile(sys.argv[1]).namelist()))",
+        ])
+        .arg(made["location"].as_str().unwrap())
+        .output()
+        .unwrap();
+    let members = String::from_utf8_lossy(&members.stdout);
+    assert!(
+        members.contains(".pockestrator/hooks/main.pb.js"),
+        "{members}"
+    );
 }
 
 #[tokio::test]
@@ -487,6 +502,10 @@ async fn seed_003s_api_deploys_from_a_git_server_verbatim() {
     );
     let (code, _) = d.get("/api/v1/instances/myapp").await;
     assert_eq!(code, 404);
+    assert!(
+        !d.data_dir().join("git-cache/myapp.git").exists(),
+        "the fetch cache was left"
+    );
     let r = api(reqwest::Method::DELETE, "/api/apps/myapp")
         .send()
         .await
@@ -750,6 +769,11 @@ func main() {
             .contains("/releases/"),
         "{inst}"
     );
+    // Its PocketBase is what its go.mod says: no stock upgrade over it.
+    let out = d.cli(&["upgrade", "gogo", "--version", crate::support::PB_OLD]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("built from its repository"));
+    assert_eq!(hello(&d, port).await.unwrap()["v"], "go");
 }
 
 #[tokio::test]

@@ -197,7 +197,13 @@ impl Manager {
             superuser_email: rec.superuser_email.clone(),
         };
         let spec = self.spec(rec);
-        let (data, instance_dir) = (spec.data_dir(), rec.dir.clone());
+        // The code the instance runs: its release's, when deployed from git.
+        let (data, hooks, migrations, public) = (
+            spec.data_dir(),
+            spec.hooks_dir(),
+            spec.migrations_dir(),
+            spec.public_dir(),
+        );
         let (id_text, dir_c, target_c) = (id.to_string(), dir.clone(), target.clone());
         let written = blocking("backup", move || {
             std::fs::create_dir_all(&dir_c).map_err(|source| ManagerError::Io {
@@ -241,9 +247,9 @@ impl Manager {
             let sources = Sources {
                 databases,
                 storage: data.join("storage"),
-                hooks: instance_dir.join("pb_hooks"),
-                migrations: instance_dir.join("pb_migrations"),
-                public: instance_dir.join("pb_public"),
+                hooks,
+                migrations,
+                public,
             };
             // The staging copies go with `staging` whatever happens; a
             // failed write leaves no partial archive (atomic write).

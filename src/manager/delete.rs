@@ -77,6 +77,16 @@ impl Manager {
             source,
         })?;
         self.runtime.uninstall(&instance).await?;
+        // What deploys kept outside the instance directory: its fetch cache
+        // and its secrets (the archive has its releases).
+        for extra in [
+            self.layout.git_cache(name),
+            self.layout.deploy_secrets(name),
+        ] {
+            if let Err(e) = remove_dir_if_exists(&extra) {
+                tracing::warn!(instance = name, dir = %extra.display(), error = %e, "cannot remove");
+            }
+        }
         self.store.delete_instance(name)?;
         self.sync_route_now(name).await;
         self.events.publish(Event::InstanceRemoved {

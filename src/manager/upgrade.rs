@@ -64,6 +64,11 @@ impl Manager {
         let lock = self.lock_for(name);
         let _guard = lock.lock().await;
         let old = self.get(name)?;
+        if old.release_binary {
+            return Err(ManagerError::Conflict(format!(
+                "{name} runs a binary built from its repository (backend/go.mod): its PocketBase version is the one its go.mod requires; change it there and deploy again"
+            )));
+        }
         if old.binary_path == installed.binary {
             return Err(ManagerError::Conflict(format!(
                 "{name} already runs {} ({})",
