@@ -1078,3 +1078,52 @@ async fn a_switch_interrupted_by_a_daemon_crash_is_finished_or_undone_at_the_nex
     let (_, inst) = d.get("/api/v1/instances/torn").await;
     assert_eq!(inst["status"], "running");
 }
+
+#[tokio::test]
+async fn pockestrator_toml_pins_the_pocketbase_version_and_the_build() {
+    let f = Fixture::new();
+    app_v(&f.repo, 1);
+    f.repo.write(
+        "pockestrator.toml",
+        &format!(
+            "pocketbase = \"{}\"\n[build]\ncommands = [[\"sh\", \"-c\", \"mkdir -p site && echo pinned > site/index.html\"]]\noutput = \"site\"\n",
+            crate::support::PB_OLD
+        ),
+    );
+    f.repo.commit("pinned");
+    let url = f.publish();
+    let d = start(&f.allow()).await;
+    fresh(&d, "pinned").await;
+    let log = deploy_ok(&d, &["deploy", "pinned", "--repo", &url]);
+    assert!(
+        log.contains(&format!("PocketBase {} (pinned", crate::support::PB_OLD)),
+        "{log}"
+    );
+    assert!(log.contains("$ sh -c"), "{log}");
+    let (_, inst) = d.get("/api/v1/instances/pinned").await;
+    assert_eq!(inst["version"], crate::support::PB_OLD);
+    let port = port_of(&d, "pinned").await;
+    assert_eq!(hello(&d, port).await, Some(json!({"v": 1})));
+    let page = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("http://127.0.0.1:{port}/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("pinned"), "{page}");
+
+    // A pockestrator.toml that does not parse fails the deploy, saying why.
+    f.repo.write("pockestrator.toml", "pocketbase = 12\n");
+    f.repo.commit("broken config");
+    f.publish();
+    let out = d.cli(&["deploy", "pinned"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("pockestrator.toml"), "{stderr}");
+    assert_eq!(hello(&d, port).await, Some(json!({"v": 1})));
+}

@@ -98,6 +98,15 @@ fn replica(d: &Daemon, name: &str) -> Value {
     d.cli_json(&["status", name])["replica"].clone()
 }
 
+/// The pid of the Litestream replicating `name`, once it runs (on a busy
+/// host it may be between a start and its first pidfile).
+async fn litestream_pid(d: &Daemon, name: &str) -> i32 {
+    wait_until(Duration::from_secs(30), "Litestream to run", || async {
+        replica(d, name)["pid"].as_u64().map(|p| p as i32)
+    })
+    .await
+}
+
 fn location(d: &Daemon, name: &str) -> String {
     replica(d, name)["location"].as_str().unwrap().to_string()
 }
@@ -267,7 +276,7 @@ async fn replication_restores_clones_and_points_in_time_and_refuses_bad_input() 
     assert!(!log.contains("hunter2secret"));
 
     // Off: Litestream stops, the replica stays.
-    let pid = before["pid"].as_u64().unwrap() as i32;
+    let pid = litestream_pid(&d, "shop").await;
     let off = d.cli_json(&["replicate", "shop", "--off"]);
     assert!(off.get("replica").is_none(), "{off}");
     assert!(!crate::support::daemon::alive(pid));
@@ -400,7 +409,7 @@ async fn a_host_killed_loses_about_a_second_and_replication_resumes_after_a_daem
     let target = format!("file://{}/shop", replicas.path().display());
     d.cli_json(&["replicate", "shop", "--to", &target]);
     let loc = location(&d, "shop");
-    let litestream = replica(&d, "shop")["pid"].as_u64().unwrap() as i32;
+    let litestream = litestream_pid(&d, "shop").await;
 
     // Write steadily (every 50 ms) for three seconds, then kill -9 every
     // process: the daemon, PocketBase and Litestream.
