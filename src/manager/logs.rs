@@ -92,7 +92,7 @@ impl Manager {
 async fn read_tail(path: PathBuf, n: usize) -> Result<(Vec<String>, u64)> {
     let read = tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<String>, u64)> {
         let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        let mut lines = tail_lines(&path, n).map_err(|e| {
+        let mut lines = tail_lines_upto(&path, n, Some(len)).map_err(|e| {
             std::io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display()))
         })?;
         if lines.len() < n {
@@ -205,18 +205,25 @@ fn read_from(
 
 /// The last `n` lines of a text file, reading only its end.
 pub fn tail_lines(path: &Path, n: usize) -> std::io::Result<Vec<String>> {
+    tail_lines_upto(path, n, None)
+}
+
+/// [`tail_lines`] of the file's first `upto` bytes (all when `None`): a
+/// follower that goes on from `upto` then sees no line twice.
+fn tail_lines_upto(path: &Path, n: usize, upto: Option<u64>) -> std::io::Result<Vec<String>> {
     use std::io::{Read, Seek, SeekFrom};
     if n == 0 {
         return Ok(Vec::new());
     }
     let mut file = std::fs::File::open(path)?;
     let len = file.metadata()?.len();
+    let len = upto.map_or(len, |u| u.min(len));
     let mut chunk = 8192u64;
     loop {
         let start = len.saturating_sub(chunk);
         file.seek(SeekFrom::Start(start))?;
         let mut buf = Vec::new();
-        file.read_to_end(&mut buf)?;
+        (&mut file).take(len - start).read_to_end(&mut buf)?;
         let text = String::from_utf8_lossy(&buf);
         let mut lines: Vec<&str> = text.lines().collect();
         if start > 0 && lines.len() > n {
@@ -234,6 +241,19 @@ pub fn tail_lines(path: &Path, n: usize) -> std::io::Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tail_up_to_an_offset_leaves_what_follows_to_the_follower() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        std::fs::write(&path, "a\nb\nc\n").unwrap();
+        assert_eq!(tail_lines_upto(&path, 10, Some(4)).unwrap(), ["a", "b"]);
+        assert_eq!(
+            tail_lines_upto(&path, 10, Some(100)).unwrap(),
+            ["a", "b", "c"]
+        );
+        assert_eq!(tail_lines(&path, 2).unwrap(), ["b", "c"]);
+    }
 
     #[test]
     pub(super) fn tail_reads_the_end() {
