@@ -149,6 +149,22 @@ impl Builder {
         Ok(ws)
     }
 
+    /// Remove the workspaces builds left behind when the daemon stopped
+    /// (at its start, when no build runs): only directories named as
+    /// [`Self::workspace`] names them, whatever else `--build-dir` holds.
+    pub fn remove_stale_workspaces(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if e.file_name().to_str().is_some_and(is_workspace_name) {
+                if let Err(err) = std::fs::remove_dir_all(e.path()) {
+                    tracing::warn!(dir = %e.path().display(), error = %err, "cannot remove a stale build workspace");
+                }
+            }
+        }
+    }
+
     /// Hand a tree to the build user (nothing to do when builds run as
     /// the daemon's user).
     pub fn give(&self, dir: &Path) -> Result<(), BuildError> {
@@ -382,6 +398,23 @@ impl Builder {
             },
         })
     }
+}
+
+/// Whether a directory name is one [`Builder::workspace`] makes for a
+/// deploy: `INSTANCE-ID-XXXXXXXX`.
+fn is_workspace_name(name: &str) -> bool {
+    let Some((label, random)) = name.rsplit_once('-') else {
+        return false;
+    };
+    let Some((instance, id)) = label.rsplit_once('-') else {
+        return false;
+    };
+    random.len() == 8
+        && random
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        && crate::model::DeployId::parse(id).is_ok()
+        && crate::model::InstanceName::parse(instance).is_ok()
 }
 
 /// `GOROOT` of a toolchain's `go` (`ROOT/bin/go`), when it looks like one.
@@ -647,6 +680,30 @@ mod tests {
             matches!(result, Err(BuildError::TooBig { .. })),
             "{result:?}"
         );
+    }
+
+    #[test]
+    fn only_our_workspaces_count_as_stale() {
+        for ours in ["blog-3-0a1b2c3d", "my-app-12-ffffffff"] {
+            assert!(is_workspace_name(ours), "{ours}");
+        }
+        for theirs in [
+            "blog",
+            "blog-3",
+            "blog-x-0a1b2c3d",
+            "blog-3-0A1B2C3D",
+            "blog-3-0a1b2c",
+            "Blog-3-0a1b2c3d",
+            ".home",
+        ] {
+            assert!(!is_workspace_name(theirs), "{theirs}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("blog-3-0a1b2c3d")).unwrap();
+        std::fs::create_dir(dir.path().join("someone-elses")).unwrap();
+        builder(dir.path(), BuildLimits::default()).remove_stale_workspaces();
+        assert!(!dir.path().join("blog-3-0a1b2c3d").exists());
+        assert!(dir.path().join("someone-elses").exists());
     }
 
     #[test]

@@ -87,35 +87,34 @@ async fn port_of(d: &Daemon, name: &str) -> u64 {
     v["port"].as_u64().unwrap()
 }
 
-async fn hello(d: &Daemon, port: u64) -> Option<Value> {
-    // A client of its own: a pooled connection to a process a switch
-    // stopped would fail before the request is sent again.
-    let _ = d;
+/// `GET path` on the instance's own port: its status and body. A client
+/// of its own: a pooled connection to a process a switch stopped would
+/// fail before the request is sent again.
+async fn try_get(port: u64, path: &str) -> Result<(u16, String), reqwest::Error> {
     let http = reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
-    let r = match http
-        .get(format!("http://127.0.0.1:{port}/hello"))
+        .build()?;
+    let r = http
+        .get(format!("http://127.0.0.1:{port}{path}"))
         .send()
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("GET /hello on {port}: {e}");
-            return None;
+        .await?;
+    Ok((r.status().as_u16(), r.text().await?))
+}
+
+async fn get(port: u64, path: &str) -> (u16, String) {
+    try_get(port, path).await.unwrap()
+}
+
+/// What the deployed hook answers, if it answers 200.
+async fn hello(port: u64) -> Option<Value> {
+    match try_get(port, "/hello").await {
+        Ok((200, body)) => serde_json::from_str(&body).ok(),
+        other => {
+            eprintln!("GET /hello on {port}: {other:?}");
+            None
         }
-    };
-    if r.status() != 200 {
-        eprintln!(
-            "GET /hello on {port}: {} {}",
-            r.status(),
-            r.text().await.unwrap_or_default()
-        );
-        return None;
     }
-    r.json().await.ok()
 }
 
 fn deploy_ok(d: &Daemon, args: &[&str]) -> String {
@@ -153,33 +152,17 @@ async fn a_repository_is_deployed_redeployed_rolled_back_and_a_failing_release_c
     assert!(log.contains(&format!("commit {first}")), "{log}");
     assert!(log.contains("healthy"), "{log}");
     let port = port_of(&d, "blog").await;
-    assert_eq!(hello(&d, port).await, Some(json!({"v": 1})));
+    assert_eq!(hello(port).await, Some(json!({"v": 1})));
     // The migration ran: the collection exists, publicly listable.
-    let notes = d
-        .http
-        .get(format!(
-            "http://127.0.0.1:{port}/api/collections/notes/records"
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(notes.status(), 200);
-    let page = d
-        .http
-        .get(format!("http://127.0.0.1:{port}/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    assert_eq!(get(port, "/api/collections/notes/records").await.0, 200);
+    let (_, page) = get(port, "/").await;
     assert!(page.contains("release 1"), "{page}");
     // A redeploy of a changed hook: the recorded repository is used.
     app_v(&f.repo, 2);
     let second = f.repo.commit("v2");
     f.publish();
     deploy_ok(&d, &["deploy", "blog"]);
-    assert_eq!(hello(&d, port).await, Some(json!({"v": 2})));
+    assert_eq!(hello(port).await, Some(json!({"v": 2})));
     assert_eq!(port_of(&d, "blog").await, port, "the port stays");
 
     let list = d.cli_json(&["deploys", "blog"]);
@@ -199,14 +182,14 @@ async fn a_repository_is_deployed_redeployed_rolled_back_and_a_failing_release_c
 
     // Back to release 1.
     deploy_ok(&d, &["rollback", "blog"]);
-    assert_eq!(hello(&d, port).await, Some(json!({"v": 1})));
+    assert_eq!(hello(port).await, Some(json!({"v": 1})));
     let list = d.cli_json(&["deploys", "blog"]);
     assert_eq!(list["deploys"][0]["kind"], "rollback");
     assert_eq!(list["deploys"][0]["commit"], first);
     assert_eq!(list["deploys"][0]["current"], true);
     // And forward again by commit.
     deploy_ok(&d, &["rollback", "blog", "--to", &second[..8]]);
-    assert_eq!(hello(&d, port).await, Some(json!({"v": 2})));
+    assert_eq!(hello(port).await, Some(json!({"v": 2})));
 
     // A release whose migration fails: the deploy fails, release 2 serves
     // on, with its data.
@@ -222,16 +205,8 @@ async fn a_repository_is_deployed_redeployed_rolled_back_and_a_failing_release_c
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("did not become healthy"), "{stderr}");
     assert!(stderr.contains("previous release serves again"), "{stderr}");
-    assert_eq!(hello(&d, port).await, Some(json!({"v": 2})));
-    let notes = d
-        .http
-        .get(format!(
-            "http://127.0.0.1:{port}/api/collections/notes/records"
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(notes.status(), 200);
+    assert_eq!(hello(port).await, Some(json!({"v": 2})));
+    assert_eq!(get(port, "/api/collections/notes/records").await.0, 200);
     let list = d.cli_json(&["deploys", "blog"]);
     assert_eq!(list["deploys"][0]["status"], "failed");
     assert!(list["deploys"][0]["reason"]
@@ -400,7 +375,7 @@ async fn seed_003s_api_deploys_from_a_git_server_verbatim() {
     .await;
     assert_eq!(running["status"], "running", "{running}\n{}", d.log());
     let port = running["port"].as_u64().unwrap();
-    assert_eq!(hello(&d, port).await, Some(json!({"v": 1})));
+    assert_eq!(hello(port).await, Some(json!({"v": 1})));
     // Through the embedded proxy at its subdomain.
     let proxy = d.proxy.expect("the embedded proxy");
     let via = d
@@ -473,7 +448,7 @@ async fn seed_003s_api_deploys_from_a_git_server_verbatim() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(hello(&d, port).await, Some(json!({"v": 1})));
+    assert_eq!(hello(port).await, Some(json!({"v": 1})));
 
     // The app is an ordinary instance: the CLI sees it and its deploy.
     let status = d.cli_json(&["status", "myapp"]);
@@ -581,7 +556,7 @@ async fn a_push_webhook_deploys_only_when_signed_and_only_its_branch() {
     let end = wait_deploy_end(&d, "hooked", started["id"].as_u64().unwrap()).await;
     assert_eq!(end["status"], "succeeded", "{end}");
     assert!(end["actor"].as_str().unwrap().starts_with("webhook@"));
-    assert_eq!(hello(&d, port).await, Some(json!({"v": 2})));
+    assert_eq!(hello(port).await, Some(json!({"v": 2})));
     let audit = d.audit("hooked").await;
     assert!(
         audit
@@ -636,7 +611,7 @@ async fn builds_that_fail_hang_or_overlap_leave_the_previous_release_serving() {
         stderr.contains("`npm run build` exited with status 7"),
         "{stderr}"
     );
-    assert_eq!(hello(&d, port).await, Some(json!({"v": 1})));
+    assert_eq!(hello(port).await, Some(json!({"v": 1})));
 
     f.repo.write(
         "package.json",
@@ -648,7 +623,7 @@ async fn builds_that_fail_hang_or_overlap_leave_the_previous_release_serving() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("time limit of 30s"), "{stderr}");
-    assert_eq!(hello(&d, port).await, Some(json!({"v": 1})));
+    assert_eq!(hello(port).await, Some(json!({"v": 1})));
 
     // A build that works: its output becomes pb_public.
     f.repo.write(
@@ -686,16 +661,8 @@ async fn builds_that_fail_hang_or_overlap_leave_the_previous_release_serving() {
     let hms = &fetch_line[1..13];
     let a_hms = a_end.format("%H:%M:%S%.3f").to_string();
     assert!(hms >= a_hms.as_str(), "{hms} < {a_hms}");
-    assert_eq!(hello(&d, port).await, Some(json!({"v": 2})));
-    let page = d
-        .http
-        .get(format!("http://127.0.0.1:{port}/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    assert_eq!(hello(port).await, Some(json!({"v": 2})));
+    let (_, page) = get(port, "/").await;
     assert!(page.contains("built by npm"), "{page}");
 }
 
@@ -754,7 +721,7 @@ func main() {
     let log = deploy_ok(&d, &["deploy", "gogo", "--repo", &url]);
     assert!(log.contains("go build"), "{log}");
     let port = port_of(&d, "gogo").await;
-    let v = hello(&d, port).await.expect("the custom binary answers");
+    let v = hello(port).await.expect("the custom binary answers");
     assert_eq!(v["v"], "go");
     let data = d.data_dir().join("instances/gogo/pb_data/custom.txt");
     assert_eq!(
@@ -773,7 +740,7 @@ func main() {
     let out = d.cli(&["upgrade", "gogo", "--version", crate::support::PB_OLD]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("built from its repository"));
-    assert_eq!(hello(&d, port).await.unwrap()["v"], "go");
+    assert_eq!(hello(port).await.unwrap()["v"], "go");
 }
 
 #[tokio::test]
@@ -809,7 +776,7 @@ async fn a_daemon_killed_during_a_build_ends_the_deploy_and_the_old_release_serv
     .await;
     d.kill9();
     assert_eq!(
-        hello(&d, port).await,
+        hello(port).await,
         Some(json!({"v": 1})),
         "the instance outlives the daemon"
     );
@@ -820,7 +787,7 @@ async fn a_daemon_killed_during_a_build_ends_the_deploy_and_the_old_release_serv
         end["reason"].as_str().unwrap().contains("daemon stopped"),
         "{end}"
     );
-    assert_eq!(hello(&d, port).await, Some(json!({"v": 1})));
+    assert_eq!(hello(port).await, Some(json!({"v": 1})));
     let releases: Vec<_> = std::fs::read_dir(d.data_dir().join("instances/crashy/releases"))
         .unwrap()
         .collect();
@@ -864,7 +831,7 @@ async fn a_private_repository_is_fetched_with_its_token_which_is_never_shown() {
         ],
     );
     let port = port_of(&d, "secretapp").await;
-    assert_eq!(hello(&d, port).await, Some(json!({"v": 1})));
+    assert_eq!(hello(port).await, Some(json!({"v": 1})));
     assert!(
         server.requests().iter().any(|r| r.authorization),
         "the token was not sent"
@@ -1007,7 +974,7 @@ async fn a_build_that_fills_the_disk_fails_and_changes_nothing() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("the disk is full"), "{stderr}");
-    assert_eq!(hello(&d, port).await, Some(json!({"v": 1})));
+    assert_eq!(hello(port).await, Some(json!({"v": 1})));
     // The workspace went with the failure.
     assert_eq!(std::fs::read_dir(&builds).unwrap().count(), 0);
 }
@@ -1056,7 +1023,7 @@ async fn a_switch_interrupted_by_a_daemon_crash_is_finished_or_undone_at_the_nex
     d.kill9();
     std::fs::write(&marker_path, marker(true)).unwrap();
     d.restart().await;
-    assert_eq!(hello(&d, port).await, Some(json!({"v": 2})));
+    assert_eq!(hello(port).await, Some(json!({"v": 2})));
     assert!(!marker_path.exists());
     let audit = d.audit("torn").await;
     assert!(audit.contains(&("deploy".into(), "ok".into())), "{audit:?}");
@@ -1073,7 +1040,7 @@ async fn a_switch_interrupted_by_a_daemon_crash_is_finished_or_undone_at_the_nex
     std::fs::write(&marker_path, marker(true)).unwrap();
     d.restart().await;
     d.wait_status("torn", "running").await;
-    assert_eq!(hello(&d, port).await, Some(json!({"v": 1})), "{}", d.log());
+    assert_eq!(hello(port).await, Some(json!({"v": 1})), "{}", d.log());
     assert!(!marker_path.exists());
     let (_, inst) = d.get("/api/v1/instances/torn").await;
     assert_eq!(inst["status"], "running");
@@ -1103,18 +1070,8 @@ async fn pockestrator_toml_pins_the_pocketbase_version_and_the_build() {
     let (_, inst) = d.get("/api/v1/instances/pinned").await;
     assert_eq!(inst["version"], crate::support::PB_OLD);
     let port = port_of(&d, "pinned").await;
-    assert_eq!(hello(&d, port).await, Some(json!({"v": 1})));
-    let page = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .get(format!("http://127.0.0.1:{port}/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    assert_eq!(hello(port).await, Some(json!({"v": 1})));
+    let (_, page) = get(port, "/").await;
     assert!(page.contains("pinned"), "{page}");
 
     // A pockestrator.toml that does not parse fails the deploy, saying why.
@@ -1125,5 +1082,5 @@ async fn pockestrator_toml_pins_the_pocketbase_version_and_the_build() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("pockestrator.toml"), "{stderr}");
-    assert_eq!(hello(&d, port).await, Some(json!({"v": 1})));
+    assert_eq!(hello(port).await, Some(json!({"v": 1})));
 }

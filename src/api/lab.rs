@@ -130,6 +130,16 @@ fn app_info(state: &AppState, name: &str) -> Result<Option<AppInfo>, ManagerErro
     }))
 }
 
+/// The app, or the answer for an app that is not there (404) or cannot be
+/// read.
+fn existing_app(state: &AppState, name: &str) -> Result<AppInfo, Box<Response>> {
+    match app_info(state, name) {
+        Ok(Some(app)) => Ok(app),
+        Ok(None) => Err(Box::new(not_found())),
+        Err(e) => Err(Box::new(failure(e))),
+    }
+}
+
 async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "healthy" }))
 }
@@ -167,13 +177,12 @@ async fn deploy(
     if let Err(e) = started {
         return failure(e);
     }
-    match app_info(&state, &req.subdomain) {
-        Ok(Some(mut app)) => {
+    match existing_app(&state, &req.subdomain) {
+        Ok(mut app) => {
             app.status = "deploying".into();
             (StatusCode::ACCEPTED, Json(app)).into_response()
         }
-        Ok(None) => not_found(),
-        Err(e) => failure(e),
+        Err(answer) => *answer,
     }
 }
 
@@ -201,10 +210,9 @@ async fn list(State(state): State<AppState>) -> Response {
 }
 
 async fn get_app(State(state): State<AppState>, Path(name): Path<String>) -> Response {
-    match app_info(&state, &name) {
-        Ok(Some(app)) => Json(app).into_response(),
-        Ok(None) => not_found(),
-        Err(e) => failure(e),
+    match existing_app(&state, &name) {
+        Ok(app) => Json(app).into_response(),
+        Err(answer) => *answer,
     }
 }
 
@@ -213,10 +221,8 @@ async fn remove(
     Extension(actor): Extension<Actor>,
     Path(name): Path<String>,
 ) -> Response {
-    match app_info(&state, &name) {
-        Ok(Some(_)) => {}
-        Ok(None) => return not_found(),
-        Err(e) => return failure(e),
+    if let Err(answer) = existing_app(&state, &name) {
+        return *answer;
     }
     // Its data goes to the archive, as every delete's does: nothing lost.
     match state.manager.delete(&name, false, &actor).await {
@@ -230,18 +236,15 @@ async fn restart(
     Extension(actor): Extension<Actor>,
     Path(name): Path<String>,
 ) -> Response {
-    match app_info(&state, &name) {
-        Ok(Some(_)) => {}
-        Ok(None) => return not_found(),
-        Err(e) => return failure(e),
+    if let Err(answer) = existing_app(&state, &name) {
+        return *answer;
     }
     if let Err(e) = state.manager.restart(&name, &actor).await {
         return failure(e);
     }
-    match app_info(&state, &name) {
-        Ok(Some(app)) => Json(app).into_response(),
-        Ok(None) => not_found(),
-        Err(e) => failure(e),
+    match existing_app(&state, &name) {
+        Ok(app) => Json(app).into_response(),
+        Err(answer) => *answer,
     }
 }
 
@@ -273,10 +276,8 @@ async fn logs(
         Some("0" | "f" | "F" | "false" | "FALSE" | "False") => false,
         Some(_) => return plain(StatusCode::BAD_REQUEST, "Invalid follow"),
     };
-    match app_info(&state, &name) {
-        Ok(Some(_)) => {}
-        Ok(None) => return not_found(),
-        Err(e) => return failure(e),
+    if let Err(answer) = existing_app(&state, &name) {
+        return *answer;
     }
     let text_headers = [
         (header::CONTENT_TYPE, "text/plain; charset=utf-8"),

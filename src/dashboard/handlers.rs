@@ -736,6 +736,7 @@ pub async fn instance_stream(
         let mut wiring_dirty = true;
         let mut last_wiring = String::new();
         let mut last_deploys = String::new();
+        let mut last_newest = None;
         loop {
             let Some(summary) = d.summary(&name) else {
                 let _ = tx.send(patch(views::go_to("/ui/"))).await;
@@ -778,13 +779,19 @@ pub async fn instance_stream(
                 }
                 wiring_dirty = false;
             }
-            // Deploys and the newest build log, as they move.
-            let dv = views::deploys_panel(&name, &deploys_view(&d, &name).await).into_string();
-            if dv != last_deploys {
-                if !first {
-                    html.push_str(&dv);
+            // Deploys and the newest build log, as they move: read again
+            // only while one runs or when the newest one changed.
+            let newest = d.manager.last_deploy(&name);
+            let moving = newest.is_some_and(|(_, status)| !status.is_final());
+            if first || moving || newest != last_newest {
+                last_newest = newest;
+                let dv = views::deploys_panel(&name, &deploys_view(&d, &name).await).into_string();
+                if dv != last_deploys {
+                    if !first {
+                        html.push_str(&dv);
+                    }
+                    last_deploys = dv;
                 }
-                last_deploys = dv;
             }
             if first {
                 let lines: Vec<String> = kept.iter().cloned().collect();

@@ -37,6 +37,24 @@ pub struct CreateRequest {
     pub cpu_quota: Option<String>,
 }
 
+impl CreateRequest {
+    /// An instance of this name and binary, everything else chosen by the
+    /// daemon (port) or left out.
+    pub fn named(name: &str, binary: BinaryChoice) -> Self {
+        Self {
+            name: name.to_string(),
+            binary,
+            port: None,
+            domain: None,
+            superuser_email: None,
+            superuser_password: None,
+            max_body_bytes: None,
+            memory_max: None,
+            cpu_quota: None,
+        }
+    }
+}
+
 /// The result of a create: the instance, and the superuser's credentials
 /// when one was made (the password is shown once, never stored).
 #[derive(Debug, Clone)]

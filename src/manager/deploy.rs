@@ -109,17 +109,7 @@ impl Manager {
 
         if self.store.get_instance(name)?.is_none() {
             self.create(
-                CreateRequest {
-                    name: name.to_string(),
-                    binary: BinaryChoice::Release(VersionRequest::Latest),
-                    port: None,
-                    domain: None,
-                    superuser_email: None,
-                    superuser_password: None,
-                    max_body_bytes: None,
-                    memory_max: None,
-                    cpu_quota: None,
-                },
+                CreateRequest::named(name, BinaryChoice::Release(VersionRequest::Latest)),
                 actor,
             )
             .await?;
@@ -136,36 +126,33 @@ impl Manager {
             subdir: subdir.clone(),
             created_at: known.map_or_else(Utc::now, |k| k.created_at),
         })?;
-        let mut d = DeployRecord {
-            instance,
-            id: DeployId(0),
-            kind: DeployKind::Deploy,
-            repo,
-            branch,
-            subdir,
-            commit: None,
-            release: None,
-            status: DeployStatus::Queued,
-            reason: None,
-            actor: actor.0.clone(),
-            started_at: Utc::now(),
-            finished_at: None,
-        };
+        let d = DeployRecord::queued(instance, DeployKind::Deploy, repo, branch, subdir, &actor.0);
+        let first_line = format!(
+            "of {name}: {} branch {}{} (by {})",
+            d.repo,
+            d.branch,
+            d.subdir
+                .as_ref()
+                .map(|s| format!(", directory {}", s.as_str()))
+                .unwrap_or_default(),
+            actor.0
+        );
+        self.queue_deploy(d, &rec.dir, &first_line, actor)
+    }
+
+    /// Record a deploy (or rollback) as `queued`, begin its log with
+    /// "KIND ID " and `first_line`, and run it in a task of its own.
+    pub(super) fn queue_deploy(
+        self: &Arc<Self>,
+        mut d: DeployRecord,
+        instance_dir: &Path,
+        first_line: &str,
+        actor: &Actor,
+    ) -> Result<DeployRecord> {
         d.id = self.store.insert_deploy(&d)?;
-        let log = self.layout.deploy_log(&rec.dir, d.id);
         log_line(
-            &log,
-            &format!(
-                "deploy {} of {name}: {} branch {}{} (by {})",
-                d.id,
-                d.repo,
-                d.branch,
-                d.subdir
-                    .as_ref()
-                    .map(|s| format!(", directory {}", s.as_str()))
-                    .unwrap_or_default(),
-                actor.0
-            ),
+            &self.layout.deploy_log(instance_dir, d.id),
+            &format!("{} {} {first_line}", d.kind.as_str(), d.id),
         );
         self.spawn_deploy(d.clone(), actor.clone());
         Ok(d)
@@ -412,11 +399,9 @@ impl Manager {
 
     pub(super) fn git(&self) -> crate::git::Git {
         crate::git::Git {
-            program: std::path::PathBuf::from("git"),
             allowed_dirs: self.cfg.deploy.git_allow_dirs.clone(),
             fetch_timeout: self.cfg.deploy.fetch_timeout,
-            token_file: None,
-            ssh_key_file: None,
+            ..crate::git::Git::default()
         }
     }
 
@@ -441,6 +426,12 @@ impl Manager {
         self.store
             .deploy(name, id)?
             .ok_or_else(|| ManagerError::NotFound(format!("deploy {id} of {name}")))
+    }
+
+    /// The newest deploy of an instance, by id and status (one query).
+    pub fn last_deploy(&self, name: &str) -> Option<(DeployId, DeployStatus)> {
+        let d = self.store.last_deploy(name).ok()??;
+        Some((d.id, d.status))
     }
 
     /// Where an instance is deployed from, if it is.
@@ -486,6 +477,7 @@ impl Manager {
         };
         for mut d in unfinished {
             if d.status == DeployStatus::Switching {
+                self.settle_unmarked_switch(&d);
                 continue;
             }
             if let (Some(release), Ok(rec)) = (&d.release, self.get(d.instance.as_str())) {
@@ -515,13 +507,7 @@ impl Manager {
                 )),
             );
         }
-        // Workspaces of builds that were running.
-        let root = self.builder.root.clone();
-        if let Ok(entries) = std::fs::read_dir(&root) {
-            for e in entries.flatten() {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
+        self.builder.remove_stale_workspaces();
     }
 }
 

@@ -30,6 +30,7 @@ mod marker;
 mod metrics;
 mod recovery;
 mod replicate;
+mod restore;
 mod rollback;
 mod routing;
 mod schedule;

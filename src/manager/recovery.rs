@@ -5,8 +5,8 @@
 use crate::model::AuditAction;
 use std::path::Path;
 
-use super::backup::RestoreMarker;
 use super::marker::Marker;
+use super::restore::RestoreMarker;
 use super::switch::DeployMarker;
 use super::upgrade::UpgradeMarker;
 use super::{Actor, Manager, Result};

@@ -8,9 +8,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use chrono::Utc;
-
-use super::deploy::{commit_matches, log_line, ReleaseInfo};
+use super::deploy::{commit_matches, ReleaseInfo};
 use super::{Actor, Manager, ManagerError, Result};
 use crate::model::{DeployId, DeployKind, DeployStatus};
 use crate::store::DeployRecord;
@@ -71,36 +69,26 @@ impl Manager {
                     })?
             }
         };
-        let mut d = DeployRecord {
-            instance: rec.name.clone(),
-            id: DeployId(0),
-            kind: DeployKind::Rollback,
-            repo: target.repo.clone(),
-            branch: target.branch.clone(),
-            subdir: target.subdir.clone(),
-            commit: target.commit.clone(),
-            release: target.release.clone(),
-            status: DeployStatus::Queued,
-            reason: None,
-            actor: actor.0.clone(),
-            started_at: Utc::now(),
-            finished_at: None,
-        };
-        d.id = self.store.insert_deploy(&d)?;
-        log_line(
-            &self.layout.deploy_log(&rec.dir, d.id),
-            &format!(
-                "rollback of {name} to release {} (deploy {})",
-                target
-                    .release
-                    .as_ref()
-                    .map(|r| r.to_string())
-                    .unwrap_or_default(),
-                target.id
-            ),
+        let mut d = DeployRecord::queued(
+            rec.name.clone(),
+            DeployKind::Rollback,
+            target.repo.clone(),
+            target.branch.clone(),
+            target.subdir.clone(),
+            &actor.0,
         );
-        self.spawn_deploy(d.clone(), actor.clone());
-        Ok(d)
+        d.commit = target.commit.clone();
+        d.release = target.release.clone();
+        let first_line = format!(
+            "of {name} to release {} (deploy {})",
+            target
+                .release
+                .as_ref()
+                .map(|r| r.to_string())
+                .unwrap_or_default(),
+            target.id
+        );
+        self.queue_deploy(d, &rec.dir, &first_line, actor)
     }
 
     /// The switch of a rollback.

@@ -7,9 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::backup::put_archive_in_place;
 use super::deploy::{log_line, releases_on_disk, ReleaseInfo};
 use super::marker::Marker;
+use super::restore::put_archive_in_place;
 use super::{Actor, Manager, ManagerError, Result};
 use crate::model::deploy::releases_to_prune;
 use crate::model::{AuditAction, BackupTrigger, DesiredState, Destination, ReleaseName, Status};
@@ -310,6 +310,25 @@ impl Manager {
             )),
         );
         Ok(old)
+    }
+
+    /// A deploy found `switching` at daemon start: with its marker, the
+    /// instance's recovery finishes or undoes the switch; without one the
+    /// switch had ended, and the record says which release won.
+    pub(super) fn settle_unmarked_switch(&self, d: &crate::store::DeployRecord) {
+        let Ok(rec) = self.get(d.instance.as_str()) else {
+            return;
+        };
+        if DeployMarker::read(&rec.dir).is_some() {
+            return;
+        }
+        let won = d.release.is_some() && rec.release == d.release;
+        let result = if won {
+            Ok(())
+        } else {
+            Err("the daemon stopped during the switch; the previous release serves".into())
+        };
+        self.end_switching_deploys(&rec, result);
     }
 
     /// Mark an instance's deploys stuck in `switching` as ended.

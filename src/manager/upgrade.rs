@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use semver::Version;
 
-use super::backup::put_archive_in_place;
 use super::install::BinaryChoice;
 use super::marker::Marker;
+use super::restore::put_archive_in_place;
 use super::snapshot::restore_dir;
 use super::{Actor, Manager, ManagerError, Result};
 use crate::model::{BackupTrigger, DesiredState, Destination, Status};

@@ -49,17 +49,7 @@ impl Manager {
                     .compat
                     .user_dbs_path
                     .join(format!("pb_user_{}", user.as_str()));
-                let req = CreateRequest {
-                    name: name.to_string(),
-                    binary,
-                    port: None,
-                    domain: None,
-                    superuser_email: None,
-                    superuser_password: None,
-                    max_body_bytes: None,
-                    memory_max: None,
-                    cpu_quota: None,
-                };
+                let req = CreateRequest::named(name.as_str(), binary);
                 let result = self
                     .create_inner(req, actor, Some((user, dir, self.cfg.compat.base_port)))
                     .await;

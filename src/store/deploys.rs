@@ -41,6 +41,35 @@ pub struct DeployRecord {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+impl DeployRecord {
+    /// A deploy about to be recorded: `queued`, started now, its id given
+    /// by the store.
+    pub fn queued(
+        instance: InstanceName,
+        kind: DeployKind,
+        repo: RepoUrl,
+        branch: BranchName,
+        subdir: Option<Subdir>,
+        actor: &str,
+    ) -> Self {
+        Self {
+            instance,
+            id: DeployId(0),
+            kind,
+            repo,
+            branch,
+            subdir,
+            commit: None,
+            release: None,
+            status: DeployStatus::Queued,
+            reason: None,
+            actor: actor.to_string(),
+            started_at: Utc::now(),
+            finished_at: None,
+        }
+    }
+}
+
 const DEPLOY_COLUMNS: &str =
     "instance, id, kind, repo, branch, subdir, commit_id, release, status, \
      reason, actor, started_at, finished_at";
