@@ -544,6 +544,8 @@ fn seed_data_dir(n: usize, pocketbase: &Path) -> Result<tempfile::TempDir> {
             limits: Default::default(),
             release: None,
             release_binary: false,
+            idle_timeout: None,
+            wake_schedule: None,
         })?;
     }
     drop(store);

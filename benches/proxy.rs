@@ -211,6 +211,7 @@ async fn run() -> Result<()> {
             read_timeout: DEFAULT_READ_TIMEOUT,
             available: true,
             held: false,
+            asleep: false,
         })
         .await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -97,6 +97,7 @@ pub enum Lifecycle {
     Start,
     Stop,
     Restart,
+    Sleep,
 }
 
 impl Lifecycle {
@@ -106,6 +107,7 @@ impl Lifecycle {
             Lifecycle::Start => "start",
             Lifecycle::Stop => "stop",
             Lifecycle::Restart => "restart",
+            Lifecycle::Sleep => "sleep",
         }
     }
 }

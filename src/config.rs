@@ -19,6 +19,9 @@ pub struct CompatConfig {
     pub base_port: u16,
     /// Where each user's `pb_user_{id}` data directory lives.
     pub user_dbs_path: PathBuf,
+    /// How long a user's instance may be idle before it sleeps (`None`:
+    /// never).
+    pub idle_timeout: Option<crate::model::IdleTimeout>,
 }
 
 /// Which runtime runs instance processes (`serve --runtime`).
@@ -75,6 +78,9 @@ pub struct RoutingConfig {
     pub kind: RouterKind,
     /// The embedded proxy's listener.
     pub proxy_listen: SocketAddr,
+    /// With the Caddy routers: where the wake proxy listens (asleep
+    /// instances' Caddy routes point there). Port 0: one the system picks.
+    pub wake_listen: SocketAddr,
     /// Instances answer at `NAME.BASE_DOMAIN` unless they have their own.
     pub base_domain: String,
     /// Peers whose `X-Forwarded-For` the embedded proxy keeps.
@@ -95,6 +101,7 @@ impl Default for RoutingConfig {
         Self {
             kind: RouterKind::Embedded,
             proxy_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            wake_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             base_domain: "localhost".to_string(),
             trusted_proxies: Vec::new(),
             max_body_bytes: crate::router::DEFAULT_MAX_BODY_BYTES,
@@ -180,6 +187,9 @@ pub struct Config {
     /// The Litestream binary for continuous replication; `None`: the one
     /// on the `PATH`.
     pub litestream: Option<PathBuf>,
+    /// How many pre-initialised data directories to keep ready for each
+    /// PocketBase binary new instances were made with (0: none).
+    pub pool_size: usize,
     /// Deploys from git: where local repositories may come from, who
     /// builds, where and within which limits, how many releases are kept.
     pub deploy: DeployConfig,
@@ -245,6 +255,7 @@ impl Config {
             binary_path: None,
             base_port: 9000,
             user_dbs_path: data_dir.join("user_dbs"),
+            idle_timeout: crate::model::IdleTimeout::from_secs(15 * 60),
         };
         Self {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 9000))),
@@ -262,6 +273,7 @@ impl Config {
             backup_to: None,
             credentials: crate::credentials::Credentials::default(),
             litestream: None,
+            pool_size: 2,
             deploy: DeployConfig::default(),
             data_dir,
         }
@@ -345,6 +357,11 @@ impl Layout {
     /// instance's `pb_data`.
     pub fn replication_dir(&self) -> PathBuf {
         self.root.join("replication")
+    }
+    /// Pre-initialised data directories for new instances:
+    /// `pool/<binary key>/<id>/pb_data`.
+    pub fn pool(&self) -> PathBuf {
+        self.root.join("pool")
     }
     /// Litestream's state for one instance: `replication/<instance>/meta`.
     pub fn replication_meta(&self, name: &str) -> PathBuf {

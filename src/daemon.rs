@@ -50,6 +50,8 @@ pub struct Listeners {
     pub proxy: Option<TcpListener>,
     /// Prometheus's `GET /metrics` without a token (`--metrics-listen`).
     pub metrics: Option<TcpListener>,
+    /// The wake proxy's (with the Caddy routers; `--wake-listen`).
+    pub wake: Option<TcpListener>,
 }
 
 /// Build the runtime chosen in the configuration (a named unit user was
@@ -264,6 +266,28 @@ pub async fn run(
         events,
         metrics,
     )?;
+    // Scale to zero: who asks for wakes. With Caddy, the wake proxy, which
+    // asleep instances' Caddy routes point at (trusting Caddy's
+    // forwarding headers, as the instances do).
+    let wake_proxy = match listeners.wake {
+        Some(listener) => {
+            let proxy = ProxyRouter::new(ProxyConfig {
+                trusted_proxies: vec![
+                    std::net::IpAddr::from([127, 0, 0, 1]),
+                    std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+                ],
+                ..ProxyConfig::default()
+            });
+            manager.use_wake_proxy(proxy.clone(), listener.local_addr()?.port());
+            Some((proxy, listener))
+        }
+        None => None,
+    };
+    let wake_requests = match (router.as_ref(), &wake_proxy) {
+        (_, Some((proxy, _))) => proxy.take_wake_requests(),
+        (AnyRouter::Embedded(proxy), None) => proxy.take_wake_requests(),
+        _ => None,
+    };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let follower = tokio::spawn(manager.clone().follow_runtime(stop_rx.clone()));
@@ -315,13 +339,29 @@ pub async fn run(
         })
     });
     manager.recover().await?;
+    manager.warm_pool();
     let mut background = vec![
         tokio::spawn(manager.clone().health_loop(stop_rx.clone())),
         tokio::spawn(stats.run(manager.clone(), stop_rx.clone())),
         tokio::spawn(manager.clone().route_loop(stop_rx.clone())),
         tokio::spawn(manager.clone().backup_loop(stop_rx.clone())),
         tokio::spawn(manager.clone().replication_loop(stop_rx.clone())),
+        tokio::spawn(manager.clone().idle_loop(stop_rx.clone())),
     ];
+    if let Some(requests) = wake_requests {
+        background.push(tokio::spawn(
+            manager.clone().wake_loop(requests, stop_rx.clone()),
+        ));
+    }
+    if let Some((proxy, listener)) = wake_proxy {
+        let mut stop = stop_rx.clone();
+        background.push(tokio::spawn(async move {
+            let shutdown = async move { crate::shutdown::stopped(&mut stop).await };
+            if let Err(e) = proxy.serve(listener, shutdown).await {
+                tracing::error!(error = %e, "the wake proxy stopped");
+            }
+        }));
+    }
     if matches!(runtime.as_ref(), AnyRuntime::Systemd(_)) {
         // systemd restarts crashed units itself; a look every second turns
         // what it did into runtime events (crashes, restarts, giving up).
@@ -528,11 +568,21 @@ pub async fn serve(mut cfg: Config) -> anyhow::Result<()> {
             _ = term.recv() => {}
         }
     };
+    let wake = match cfg.routing.kind {
+        RouterKind::Caddy | RouterKind::Caddyfile => {
+            let addr = cfg.routing.wake_listen;
+            Some(TcpListener::bind(addr).await.with_context(|| {
+                format!("cannot listen on {addr} for the wake proxy: is another program using it? pass another --wake-listen")
+            })?)
+        }
+        _ => None,
+    };
     let listeners = Listeners {
         unix,
         tcp,
         proxy,
         metrics,
+        wake,
     };
     let result = run(cfg, listeners, shutdown).await;
     let _ = std::fs::remove_file(socket_path);

@@ -514,11 +514,13 @@ mod tests {
             # TYPE pockestrator_instance_status gauge
             pockestrator_instance_status{name="blog",status="failed"} 0
             pockestrator_instance_status{name="blog",status="running"} 1
+            pockestrator_instance_status{name="blog",status="sleeping"} 0
             pockestrator_instance_status{name="blog",status="starting"} 0
             pockestrator_instance_status{name="blog",status="stopped"} 0
             pockestrator_instance_status{name="blog",status="unhealthy"} 0
             pockestrator_instance_status{name="shop",status="failed"} 0
             pockestrator_instance_status{name="shop",status="running"} 0
+            pockestrator_instance_status{name="shop",status="sleeping"} 0
             pockestrator_instance_status{name="shop",status="starting"} 0
             pockestrator_instance_status{name="shop",status="stopped"} 1
             pockestrator_instance_status{name="shop",status="unhealthy"} 0

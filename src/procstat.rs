@@ -321,6 +321,62 @@ pub fn parse_listeners(text: &str, port: u16) -> Vec<u64> {
         .collect()
 }
 
+/// From a `/proc/net/tcp{,6}` table: for each port of `ports`, the
+/// inodes of the established connections that go *to* it (the client's
+/// end: remote port in `ports`).
+pub fn parse_clients(text: &str, ports: &std::collections::HashSet<u16>) -> Vec<(u16, u64)> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let remote = fields.get(2)?;
+            let state = fields.get(3)?;
+            let inode = fields.get(9)?;
+            let remote_port = u16::from_str_radix(remote.rsplit_once(':')?.1, 16).ok()?;
+            (*state == "01" && ports.contains(&remote_port))
+                .then(|| inode.parse::<u64>().ok().map(|i| (remote_port, i)))
+                .flatten()
+        })
+        .collect()
+}
+
+/// How many established TCP connections go to each of `ports` from other
+/// processes than this one (a Caddy in front of the instances; not the
+/// daemon's own health probes). Instances listen on loopback, so both
+/// ends of every such connection are on this host.
+pub fn clients_of(ports: &std::collections::HashSet<u16>) -> std::collections::HashMap<u16, usize> {
+    let mut conns = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        if let Ok(text) = std::fs::read_to_string(table) {
+            conns.extend(parse_clients(&text, ports));
+        }
+    }
+    let mut counts = std::collections::HashMap::new();
+    if conns.is_empty() {
+        return counts;
+    }
+    let own: std::collections::HashSet<u64> = std::fs::read_dir("/proc/self/fd")
+        .map(|fds| {
+            fds.flatten()
+                .filter_map(|fd| {
+                    let target = std::fs::read_link(fd.path()).ok()?;
+                    let text = target.to_str()?;
+                    text.strip_prefix("socket:[")?
+                        .strip_suffix(']')?
+                        .parse()
+                        .ok()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    for (port, inode) in conns {
+        if !own.contains(&inode) {
+            *counts.entry(port).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
 /// Whether process `pid` holds the socket listening on TCP `port`:
 /// `None` when that cannot be told (no `/proc`, another user's process).
 /// A health answer on a port another program took is not the instance's.
@@ -355,6 +411,8 @@ mod tests {
    2: 0100007F:1F9C 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4444 1 0000000000000000 100 0 0 10 0
 ";
         assert_eq!(parse_listeners(table, 8091), vec![4242]);
+        let ports = [0xD2F0u16, 0x1F9C].into_iter().collect();
+        assert_eq!(parse_clients(table, &ports), vec![(0xD2F0, 4343)]);
         assert_eq!(parse_listeners(table, 8092), vec![4444]);
         assert!(parse_listeners(table, 80).is_empty());
         // A real listener of this very process.
@@ -376,6 +434,34 @@ mod tests {
     const STAT: &str = "1234 (bash) S 1 1234 1234 34816 5678 4194304 2000 30000 5 10 \
         150 42 7 3 20 0 1 0 987654 12345678 900 18446744073709551615 1 1 0 0 0 0 \
         65536 3686404 1266761467 0 0 0 17 3 0 0 0 0 0 0 0 0 0 0 0 0 0\n";
+
+    #[test]
+    fn clients_from_other_processes_are_counted() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let ports = [port].into_iter().collect();
+        // Our own connection (as the daemon's health probes) is not counted.
+        let _own = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let _accepted = listener.accept().unwrap();
+        assert_eq!(clients_of(&ports).get(&port), None);
+        // Another process's (as Caddy's) is.
+        let mut other = std::process::Command::new("bash")
+            .args(["-c", &format!("exec 3<>/dev/tcp/127.0.0.1/{port}; sleep 5")])
+            .spawn()
+            .unwrap();
+        let _theirs = listener.accept().unwrap();
+        let mut seen = None;
+        for _ in 0..100 {
+            seen = clients_of(&ports).get(&port).copied();
+            if seen.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = other.kill();
+        let _ = other.wait();
+        assert_eq!(seen, Some(1));
+    }
 
     #[test]
     fn stat_fields_by_proc5_numbering() {

@@ -265,6 +265,7 @@ fn route(name: &str, port: u16, hosts: &[&str]) -> Route {
         read_timeout: DEFAULT_READ_TIMEOUT,
         available: true,
         held: false,
+        asleep: false,
     }
 }
 

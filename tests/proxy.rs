@@ -263,6 +263,7 @@ fn route(name: &str, port: u16) -> Route {
         read_timeout: DEFAULT_READ_TIMEOUT,
         available: true,
         held: false,
+        asleep: false,
     }
 }
 

@@ -21,6 +21,7 @@ mod release;
 mod replication;
 mod routing;
 mod sdk;
+mod sleep;
 mod supervisor;
 mod systemd;
 mod systemd_daemon;

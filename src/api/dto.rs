@@ -119,6 +119,10 @@ pub struct InstanceDto {
     /// systemd's `MemoryMax=` and `CPUQuota=`, when set.
     pub memory_max: Option<String>,
     pub cpu_quota: Option<String>,
+    /// Seconds without a request before it sleeps; `null`: never.
+    pub idle_timeout_secs: Option<u64>,
+    /// The cron expression that wakes it while it sleeps, if any.
+    pub wake_schedule: Option<String>,
     /// Its continuous replication, when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica: Option<ReplicaDto>,
@@ -168,6 +172,8 @@ impl InstanceDto {
             max_body_bytes,
             memory_max: r.limits.memory_max.as_ref().map(|m| m.to_string()),
             cpu_quota: r.limits.cpu_quota.as_ref().map(|q| q.to_string()),
+            idle_timeout_secs: r.idle_timeout.map(|t| t.as_secs()),
+            wake_schedule: r.wake_schedule.as_ref().map(|c| c.as_str().to_string()),
             replica: None,
             route: None,
         }
@@ -209,6 +215,16 @@ pub struct CreateInstance {
     pub memory_max: Option<String>,
     /// systemd's `CPUQuota=`, e.g. `50%` (applied by the systemd runtime).
     pub cpu_quota: Option<String>,
+    /// Stop it and mark it `sleeping` after this many seconds without a
+    /// request through the router; its next request wakes it. 0 or absent:
+    /// never (a seed 001 user's instance gets `serve --user-idle-timeout`).
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schema(minimum = 0, maximum = 2592000)]
+    pub idle_timeout_secs: Option<u64>,
+    /// A cron expression in UTC: a sleeping instance is woken 5 s before
+    /// each time, for its own cron jobs, and sleeps again when idle.
+    #[schema(max_length = 200)]
+    pub wake_schedule: Option<String>,
 }
 
 /// Credentials of a superuser made by a create or a reset. The password is
@@ -271,6 +287,23 @@ pub struct UpdateInstance {
     )]
     #[schema(value_type = Option<String>)]
     pub cpu_quota: Option<Option<String>>,
+    /// Seconds without a request before it sleeps; 0: never.
+    #[serde(
+        default,
+        deserialize_with = "whole_number",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 0, maximum = 2592000)]
+    pub idle_timeout_secs: Option<u64>,
+    /// A cron expression (UTC) that wakes it for its jobs, or `null` to
+    /// remove it.
+    #[serde(
+        default,
+        deserialize_with = "some_or_null",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>, max_length = 200)]
+    pub wake_schedule: Option<Option<String>>,
 }
 
 fn some_or_null_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {

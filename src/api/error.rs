@@ -65,6 +65,7 @@ pub fn http_status(e: &ManagerError) -> StatusCode {
         | ManagerError::Limit(_)
         | ManagerError::Backup(_)
         | ManagerError::Schedule(_)
+        | ManagerError::Idle(_)
         | ManagerError::Archive(
             ArchiveError::Unreadable { .. }
             | ArchiveError::Mismatch { .. }
@@ -115,6 +116,7 @@ pub fn code(e: &ManagerError) -> &'static str {
         ManagerError::Invalid(_) | ManagerError::Limit(_) => "invalid_request",
         ManagerError::Backup(_) => "invalid_backup",
         ManagerError::Schedule(_) => "invalid_schedule",
+        ManagerError::Idle(_) => "invalid_idle_timeout",
         ManagerError::Archive(ArchiveError::Io { .. }) => "io_error",
         ManagerError::Archive(_) => "invalid_archive",
         ManagerError::NotFound(_) => "not_found",

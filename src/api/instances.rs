@@ -87,6 +87,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/instances/{name}/start", post(start_instance))
         .route("/api/v1/instances/{name}/stop", post(stop_instance))
         .route("/api/v1/instances/{name}/restart", post(restart_instance))
+        .route("/api/v1/instances/{name}/sleep", post(sleep_instance))
         .route("/api/v1/instances/{name}/upgrade", post(upgrade_instance))
         .route("/api/v1/instances/{name}/superuser", post(set_superuser))
         .route("/api/v1/instances/{name}/logs", get(instance_logs))
@@ -206,6 +207,8 @@ pub async fn create_instance(
                 max_body_bytes: body.max_body_bytes,
                 memory_max: body.memory_max,
                 cpu_quota: body.cpu_quota,
+                idle_timeout_secs: body.idle_timeout_secs,
+                wake_schedule: body.wake_schedule,
             },
             &actor,
         )
@@ -267,6 +270,8 @@ pub async fn update_instance(
                 max_body_bytes: body.max_body_bytes,
                 memory_max: body.memory_max,
                 cpu_quota: body.cpu_quota,
+                idle_timeout_secs: body.idle_timeout_secs,
+                wake_schedule: body.wake_schedule,
             },
             &actor,
         )
@@ -323,6 +328,7 @@ lifecycle_handler!(
     restart,
     "/api/v1/instances/{name}/restart"
 );
+lifecycle_handler!(sleep_instance, sleep, "/api/v1/instances/{name}/sleep");
 
 #[utoipa::path(post, path = "/api/v1/instances/{name}/upgrade", tag = "instances",
     params(("name" = String, Path, max_length = 63)), request_body = UpgradeInstance,

@@ -114,7 +114,7 @@ fn app_info(state: &AppState, name: &str) -> Result<Option<AppInfo>, ManagerErro
         Some(d) if d.status == DeployStatus::Failed => "failed",
         _ => match rec.status {
             Status::Running | Status::Unhealthy => "running",
-            Status::Stopped => "stopped",
+            Status::Stopped | Status::Sleeping => "stopped",
             Status::Starting => "deploying",
             _ => "failed",
         },

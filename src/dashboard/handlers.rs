@@ -530,6 +530,8 @@ pub async fn create(
         max_body_bytes: None,
         memory_max: None,
         cpu_quota: None,
+        idle_timeout_secs: None,
+        wake_schedule: None,
     };
     let name = req.name.clone();
     let actor = Actor(s.actor.clone());

@@ -215,6 +215,7 @@ pub fn counts(c: &Counts) -> Markup {
             (item("count-unhealthy", c.unhealthy, "unhealthy"))
             (item("count-failed", c.failed, "failed"))
             (item("count-stopped", c.stopped, "stopped"))
+            (item("count-sleeping", c.sleeping, "sleeping"))
         }
     }
 }
@@ -623,6 +624,8 @@ pub fn lifecycle_offered(status: Status) -> (bool, bool, bool) {
         Status::Starting => (false, true, false),
         Status::Failed => (true, true, false),
         Status::Stopped => (true, false, false),
+        // Start wakes it; Stop keeps it from waking.
+        Status::Sleeping => (true, true, false),
     }
 }
 
@@ -1015,8 +1018,9 @@ mod tests {
             unhealthy: 0,
             failed: 1,
             stopped: 1,
+            sleeping: 0,
         };
-        expect_test::expect![[r#"<div class="counts" id="counts" role="status" aria-live="polite"><div class="count" data-state="total"><span class="n" id="count-total">3</span><span class="l">total</span></div><div class="count" data-state="running"><span class="n" id="count-running">1</span><span class="l">running</span></div><div class="count" data-state="starting"><span class="n" id="count-starting">0</span><span class="l">starting</span></div><div class="count" data-state="unhealthy"><span class="n" id="count-unhealthy">0</span><span class="l">unhealthy</span></div><div class="count" data-state="failed"><span class="n" id="count-failed">1</span><span class="l">failed</span></div><div class="count" data-state="stopped"><span class="n" id="count-stopped">1</span><span class="l">stopped</span></div></div>"#]]
+        expect_test::expect![[r#"<div class="counts" id="counts" role="status" aria-live="polite"><div class="count" data-state="total"><span class="n" id="count-total">3</span><span class="l">total</span></div><div class="count" data-state="running"><span class="n" id="count-running">1</span><span class="l">running</span></div><div class="count" data-state="starting"><span class="n" id="count-starting">0</span><span class="l">starting</span></div><div class="count" data-state="unhealthy"><span class="n" id="count-unhealthy">0</span><span class="l">unhealthy</span></div><div class="count" data-state="failed"><span class="n" id="count-failed">1</span><span class="l">failed</span></div><div class="count" data-state="stopped"><span class="n" id="count-stopped">1</span><span class="l">stopped</span></div><div class="count" data-state="sleeping"><span class="n" id="count-sleeping">0</span><span class="l">sleeping</span></div></div>"#]]
             .assert_eq(&counts(&c).into_string());
     }
 
@@ -1039,6 +1043,7 @@ mod tests {
             unhealthy: stop restart
             failed: start stop
             stopped: start
+            sleeping: start stop
         "#]]
         .assert_eq(&offered);
         expect_test::expect![[r#"<div class="actions" id="lifecycle-actions"><button id="action-start" type="button" data-indicator="_busy" data-attr-disabled="$_busy" data-on-click="@post('/ui/instances/shop/start', {headers: {'X-CSRF-Token': 'abc123'}})">Start</button></div>"#]]

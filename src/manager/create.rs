@@ -12,7 +12,8 @@ use super::{Actor, Manager, ManagerError, Result};
 use crate::model::names::shown;
 use crate::model::ports::{self, PortError};
 use crate::model::{
-    CpuQuota, DesiredState, Domain, InstanceName, MemoryMax, ResourceLimits, Status, UserId,
+    CpuQuota, CronExpr, DesiredState, Domain, InstanceName, MemoryMax, ResourceLimits, Status,
+    UserId,
 };
 use crate::pocketbase;
 use crate::release::Installed;
@@ -35,6 +36,12 @@ pub struct CreateRequest {
     pub memory_max: Option<String>,
     /// systemd's `CPUQuota=` (applied by the systemd runtime).
     pub cpu_quota: Option<String>,
+    /// How long it may be idle before it sleeps, in seconds (0: never);
+    /// `None`: never for a named instance, `serve --user-idle-timeout` for
+    /// a seed 001 user's.
+    pub idle_timeout_secs: Option<u64>,
+    /// A cron expression: when a sleeping instance wakes for its own jobs.
+    pub wake_schedule: Option<String>,
 }
 
 impl CreateRequest {
@@ -51,6 +58,8 @@ impl CreateRequest {
             max_body_bytes: None,
             memory_max: None,
             cpu_quota: None,
+            idle_timeout_secs: None,
+            wake_schedule: None,
         }
     }
 }
@@ -199,6 +208,16 @@ impl Manager {
                 .transpose()?,
             cpu_quota: req.cpu_quota.as_deref().map(CpuQuota::parse).transpose()?,
         };
+        let idle_timeout = match req.idle_timeout_secs {
+            Some(secs) => idle_from_secs(secs)?,
+            None if compat.is_some() => self.cfg.compat.idle_timeout,
+            None => None,
+        };
+        let wake_schedule = req
+            .wake_schedule
+            .as_deref()
+            .map(CronExpr::parse)
+            .transpose()?;
         let superuser = match (&req.superuser_email, &req.superuser_password) {
             (Some(email), password) => {
                 pocketbase::check_email(email)?;
@@ -270,6 +289,8 @@ impl Manager {
                 limits,
                 release: None,
                 release_binary: false,
+                idle_timeout,
+                wake_schedule,
             };
             self.store.insert_instance(&rec)?;
             rec
@@ -344,6 +365,12 @@ impl Manager {
         superuser: Option<&(String, String)>,
     ) -> Result<u32> {
         let spec = self.spec(rec);
+        // A data directory made beforehand by this binary, if the pool has
+        // one: the first start opens it instead of migrating a new one.
+        if !spec.data_dir().exists() && std::fs::create_dir_all(&spec.instance_dir).is_ok() {
+            let pooled = self.pool.take(&installed.binary, &spec.data_dir());
+            tracing::debug!(instance = %rec.name, pooled, "data directory");
+        }
         spec.create_layout().map_err(|source| ManagerError::Io {
             context: format!("cannot create {}", spec.instance_dir.display()),
             source,
@@ -388,4 +415,20 @@ impl Manager {
 /// Whether 127.0.0.1:port can be bound right now.
 pub fn port_is_free(port: u16) -> bool {
     std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// An idle timeout as the API and the CLI send it: whole seconds, 0 for
+/// never.
+pub(super) fn idle_from_secs(secs: u64) -> Result<Option<crate::model::IdleTimeout>> {
+    if secs == 0 {
+        return Ok(None);
+    }
+    crate::model::IdleTimeout::from_secs(secs)
+        .map(Some)
+        .ok_or_else(|| {
+            crate::model::IdleError::OutOfRange {
+                shown: format!("{secs}s"),
+            }
+            .into()
+        })
 }

@@ -25,6 +25,8 @@ pub enum ManagerError {
     #[error(transparent)]
     Schedule(#[from] ScheduleError),
     #[error(transparent)]
+    Idle(#[from] crate::model::IdleError),
+    #[error(transparent)]
     Destination(#[from] crate::destination::DestinationError),
     #[error(transparent)]
     Archive(#[from] crate::archive::ArchiveError),

@@ -29,7 +29,9 @@ impl Manager {
     /// One round of health checks over every instance that should run.
     /// Returns how many were probed.
     pub async fn health_round(&self) -> usize {
-        let records = match self.list() {
+        // Stopped and sleeping instances are not read at all: a round costs
+        // what the awake part of the fleet does.
+        let records = match self.store.awake_instances() {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "health: cannot list instances");

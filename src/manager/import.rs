@@ -199,6 +199,8 @@ impl Manager {
             limits: ResourceLimits::default(),
             release: None,
             release_binary: false,
+            idle_timeout: None,
+            wake_schedule: None,
         };
         self.store.insert_instance(&rec)?;
         if let Some(domain) = custom {

@@ -82,7 +82,11 @@ impl Manager {
 
     /// Start an instance whose lock the caller holds, and wait for it to
     /// answer.
-    async fn start_locked(&self, mut rec: InstanceRecord, actor: &Actor) -> Result<InstanceRecord> {
+    pub(super) async fn start_locked(
+        &self,
+        mut rec: InstanceRecord,
+        actor: &Actor,
+    ) -> Result<InstanceRecord> {
         let name = rec.name.clone();
         let name = name.as_str();
         let spec = self.spec(&rec);

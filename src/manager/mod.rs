@@ -28,6 +28,7 @@ mod lifecycle;
 mod logs;
 mod marker;
 mod metrics;
+mod pool;
 mod recovery;
 mod replicate;
 mod restore;
@@ -35,6 +36,7 @@ mod rollback;
 mod routing;
 mod schedule;
 mod sessions;
+mod sleep;
 mod snapshot;
 mod superuser;
 mod switch;
@@ -55,6 +57,7 @@ pub use install::BinaryChoice;
 pub use logs::{tail_lines, LogFollow};
 pub use replicate::ReplicationView;
 pub use schedule::ScheduleRequest;
+pub use sleep::WakeReason;
 pub use update::UpdateRequest;
 
 use crate::config::{Config, Layout};
@@ -115,6 +118,16 @@ pub struct Manager {
     /// Instances being switched to another release: the embedded proxy
     /// holds their new requests until they answer again.
     held: Mutex<std::collections::HashSet<String>>,
+    /// With the Caddy routers: the wake proxy asleep instances' routes
+    /// point at.
+    wake_proxy: std::sync::OnceLock<sleep::WakeProxy>,
+    /// With the Caddy routers: when the idle loop last saw connections to
+    /// each awake instance.
+    busy_seen: Mutex<HashMap<InstanceName, std::time::Instant>>,
+    /// When each sleeping instance with a wake schedule is woken next.
+    next_wakes: Mutex<HashMap<InstanceName, Option<chrono::DateTime<chrono::Utc>>>>,
+    /// Pre-initialised data directories for new instances.
+    pool: pool::Pool,
 }
 
 impl Manager {
@@ -138,6 +151,7 @@ impl Manager {
             .build()
             .map_err(|e| ManagerError::Invalid(format!("cannot build the http client: {e}")))?;
         let builder = build_settings(&cfg)?;
+        let pool = pool::Pool::new(cfg.layout().pool(), cfg.pool_size);
         Ok(Arc::new(Self {
             layout: cfg.layout(),
             cfg,
@@ -161,6 +175,10 @@ impl Manager {
             builder,
             deploy_locks: Mutex::new(HashMap::new()),
             held: Mutex::new(std::collections::HashSet::new()),
+            wake_proxy: std::sync::OnceLock::new(),
+            busy_seen: Mutex::new(HashMap::new()),
+            next_wakes: Mutex::new(HashMap::new()),
+            pool,
         }))
     }
 
@@ -194,6 +212,14 @@ impl Manager {
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);
         self.health_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        self.busy_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        self.next_wakes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);

@@ -1,6 +1,8 @@
 //! Bringing the runtime in line with the store after a daemon start:
 //! roll back half-made creates, finish or undo interrupted upgrades, adopt
-//! live processes, start dead ones.
+//! live processes, start dead ones (but for sleeping ones, which stay
+//! asleep; one found alive, its sleep cut short by the daemon's end, is
+//! adopted and awake).
 
 use crate::model::AuditAction;
 use std::path::Path;
@@ -86,6 +88,9 @@ impl Manager {
                     Ok(format!("pid {pid}")),
                 );
             }
+            // Asleep: it stays asleep, and its route (put by the reconcile
+            // that follows) wakes it.
+            (DesiredState::Running, None) if rec.status == Status::Sleeping => {}
             (DesiredState::Running, None) => {
                 self.set_state(&rec.name, Status::Starting, None, rec.restarts, None);
                 self.runtime.start(spec.clone()).await?;

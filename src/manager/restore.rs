@@ -129,6 +129,8 @@ impl Manager {
                     max_body_bytes: snap.as_ref().and_then(|s| s.max_body_bytes),
                     memory_max: snap.as_ref().and_then(|s| s.memory_max.clone()),
                     cpu_quota: snap.as_ref().and_then(|s| s.cpu_quota.clone()),
+                    idle_timeout_secs: None,
+                    wake_schedule: None,
                 };
                 self.create(req, actor).await?;
             }
@@ -202,6 +204,8 @@ impl Manager {
                     max_body_bytes: source_rec.max_body_bytes,
                     memory_max: source_rec.limits.memory_max.as_ref().map(|m| m.to_string()),
                     cpu_quota: source_rec.limits.cpu_quota.as_ref().map(|q| q.to_string()),
+                    idle_timeout_secs: None,
+                    wake_schedule: None,
                 };
                 self.create(req, actor).await?;
             }

@@ -23,16 +23,50 @@ impl Manager {
     /// The route of one instance, from its record (pure but for reading its
     /// custom domains).
     pub fn route_for(&self, rec: &InstanceRecord) -> Result<Route> {
+        self.route_as(
+            rec,
+            self.router.tracks_availability(),
+            self.wake_proxy_port(),
+        )
+    }
+
+    /// The route the wake proxy holds for an instance (the Caddy routers):
+    /// the embedded proxy's, to the instance itself.
+    fn wake_route_for(&self, rec: &InstanceRecord) -> Result<Route> {
+        self.route_as(rec, true, None)
+    }
+
+    /// A route for a router that answers for unavailable instances itself
+    /// (`tracks`) or not, where asleep instances' requests go to the wake
+    /// proxy on `wake_port` if there is one.
+    fn route_as(
+        &self,
+        rec: &InstanceRecord,
+        tracks: bool,
+        wake_port: Option<u16>,
+    ) -> Result<Route> {
         let custom = self.store.domains(&rec.name)?;
         let routing_cfg = &self.cfg.routing;
         // An instance being stopped is out of service from the moment it
         // is asked to stop, not only once its process has gone.
-        let available = !self.router.tracks_availability()
+        let available = !tracks
             || (matches!(rec.status, Status::Running | Status::Unhealthy)
                 && rec.desired == DesiredState::Running);
+        let held_now = self.is_held(&rec.name);
+        let held = tracks && held_now;
+        // Asleep: a request wakes it. Through Caddy, by way of the wake
+        // proxy, which holds requests while the instance wakes (or is
+        // switched to a new release) and then forwards them.
+        let sleeping =
+            rec.status == Status::Sleeping && rec.desired == DesiredState::Running && !held_now;
+        let (asleep, port) = match wake_port {
+            _ if tracks => (sleeping, rec.port),
+            Some(wake_port) if sleeping || held_now => (false, wake_port),
+            _ => (false, rec.port),
+        };
         Ok(Route {
             name: rec.name.clone(),
-            port: rec.port,
+            port,
             hosts: routing::hosts(
                 &rec.name,
                 rec.domain.as_deref(),
@@ -42,7 +76,8 @@ impl Manager {
             max_body_bytes: rec.max_body_bytes.unwrap_or(routing_cfg.max_body_bytes),
             read_timeout: crate::router::DEFAULT_READ_TIMEOUT,
             available,
-            held: self.router.tracks_availability() && self.is_held(&rec.name),
+            held,
+            asleep,
         })
     }
 
@@ -110,13 +145,21 @@ impl Manager {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(name);
-            if had.is_some() {
-                if let Ok(instance) = InstanceName::parse(name) {
+            if let Ok(instance) = InstanceName::parse(name) {
+                if let Some(wake) = self.wake_proxy.get() {
+                    wake.proxy.remove(&instance).await?;
+                }
+                if had.is_some() {
                     self.router.remove(&instance).await?;
                 }
             }
             return Ok(());
         };
+        if let Some(wake) = self.wake_proxy.get() {
+            // First the wake proxy, so that a Caddy route pointing there
+            // finds the instance's route in it.
+            wake.proxy.put(&self.wake_route_for(&rec)?).await?;
+        }
         let route = self.route_for(&rec)?;
         let unchanged = self
             .last_routes
@@ -176,6 +219,14 @@ impl Manager {
 
     /// Make the router hold exactly the routes of the ready instances.
     pub async fn reconcile_routes(&self) -> Result<ReconcileReport> {
+        if let Some(wake) = self.wake_proxy.get() {
+            let records = self.list()?;
+            let wake_routes: Vec<Route> = records
+                .iter()
+                .filter_map(|r| self.wake_route_for(r).ok())
+                .collect();
+            wake.proxy.reconcile(&wake_routes).await?;
+        }
         let routes = self.all_routes();
         let report = self.router.reconcile(&routes).await?;
         let mut last = self.last_routes.lock().unwrap_or_else(|p| p.into_inner());

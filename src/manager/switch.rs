@@ -29,7 +29,7 @@ impl Manager {
             .contains(name)
     }
 
-    async fn hold(&self, name: &str, on: bool) {
+    pub(super) async fn hold(&self, name: &str, on: bool) {
         {
             let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
             if on {

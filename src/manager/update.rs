@@ -4,7 +4,7 @@
 use super::{Actor, Manager, ManagerError, Result};
 use crate::model::ports;
 use crate::model::AuditAction;
-use crate::model::{CpuQuota, DesiredState, Domain, MemoryMax, Status};
+use crate::model::{CpuQuota, CronExpr, DesiredState, Domain, MemoryMax, Status};
 use crate::runtime::{AnyRuntime, Runtime};
 use crate::store::InstanceRecord;
 
@@ -20,6 +20,10 @@ pub struct UpdateRequest {
     pub memory_max: Option<Option<String>>,
     /// `Some(None)` removes the limit.
     pub cpu_quota: Option<Option<String>>,
+    /// In seconds; 0: never sleeps.
+    pub idle_timeout_secs: Option<u64>,
+    /// `Some(None)` removes the schedule.
+    pub wake_schedule: Option<Option<String>>,
 }
 
 impl Manager {
@@ -69,6 +73,12 @@ impl Manager {
             let quota = quota.as_deref().map(CpuQuota::parse).transpose()?;
             limits_changed |= rec.limits.cpu_quota != quota;
             rec.limits.cpu_quota = quota;
+        }
+        if let Some(secs) = req.idle_timeout_secs {
+            rec.idle_timeout = super::create::idle_from_secs(secs)?;
+        }
+        if let Some(schedule) = &req.wake_schedule {
+            rec.wake_schedule = schedule.as_deref().map(CronExpr::parse).transpose()?;
         }
         // systemd applies new limits at the unit's next start.
         let limits_need_restart = limits_changed && matches!(*self.runtime, AnyRuntime::Systemd(_));

@@ -64,6 +64,8 @@ actions! {
     Deploy => "deploy", "A deploy from git ended: the new release serves, or the previous one still does.";
     Rollback => "rollback", "An instance was switched back to a release built before.";
     DeploySettings => "deploy-settings", "An instance's deploy webhook secret or repository credentials changed.";
+    Sleep => "sleep", "An idle instance was stopped and marked sleeping.";
+    Wake => "wake", "A sleeping instance was woken: by a request, its wake schedule, or a start.";
 }
 
 impl fmt::Display for AuditAction {

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 /// - `running`: alive and healthy;
 /// - `unhealthy`: alive but failing health checks;
 /// - `failed`: crashed too often in a row (crash loop) or could not start;
-/// - `stopped`: not running, on purpose.
+/// - `stopped`: not running, on purpose;
+/// - `sleeping`: stopped because it was idle for its idle timeout; it
+///   should run, and the first request through the router wakes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -17,15 +19,17 @@ pub enum Status {
     Unhealthy,
     Failed,
     Stopped,
+    Sleeping,
 }
 
 impl Status {
-    pub const ALL: [Status; 5] = [
+    pub const ALL: [Status; 6] = [
         Status::Starting,
         Status::Running,
         Status::Unhealthy,
         Status::Failed,
         Status::Stopped,
+        Status::Sleeping,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -35,6 +39,7 @@ impl Status {
             Status::Unhealthy => "unhealthy",
             Status::Failed => "failed",
             Status::Stopped => "stopped",
+            Status::Sleeping => "sleeping",
         }
     }
 
@@ -44,13 +49,15 @@ impl Status {
 
     /// Seed 001 spells its four states capitalised and has no `unhealthy`:
     /// an instance that is alive but failing checks is reported `Failed`
-    /// there, as the seed does for "failed health checks".
+    /// there, as the seed does for "failed health checks"; and no
+    /// `sleeping`: a sleeping instance is `Stopped` to it (its `init_pb`
+    /// wakes it).
     pub fn seed001_label(self) -> &'static str {
         match self {
             Status::Starting => "Starting",
             Status::Running => "Running",
             Status::Unhealthy | Status::Failed => "Failed",
-            Status::Stopped => "Stopped",
+            Status::Stopped | Status::Sleeping => "Stopped",
         }
     }
 }
@@ -100,7 +107,7 @@ mod tests {
         let labels: Vec<_> = Status::ALL.iter().map(|s| s.seed001_label()).collect();
         assert_eq!(
             labels,
-            ["Starting", "Running", "Failed", "Failed", "Stopped"]
+            ["Starting", "Running", "Failed", "Failed", "Stopped", "Stopped"]
         );
     }
 }

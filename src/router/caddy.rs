@@ -850,6 +850,7 @@ mod tests {
             read_timeout: crate::router::DEFAULT_READ_TIMEOUT,
             available: true,
             held: false,
+            asleep: false,
         };
         let off = router(CaddyTls::Off, None).render_hash(&route);
         assert_eq!(

@@ -426,6 +426,7 @@ mod tests {
             read_timeout: crate::router::DEFAULT_READ_TIMEOUT,
             available: true,
             held: false,
+            asleep: false,
         }
     }
 

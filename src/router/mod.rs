@@ -51,6 +51,11 @@ pub struct Route {
     /// available again (or the hold limit passes, then 503). Checked before
     /// `available`. Routers that cannot hold requests (Caddy) ignore it.
     pub held: bool,
+    /// True while the instance sleeps (scale to zero): a request for it
+    /// asks the daemon to wake it, then waits as for a held route. The
+    /// Caddy routers send an asleep instance's requests to the daemon's
+    /// wake proxy, which does the same.
+    pub asleep: bool,
 }
 
 mod humantime_serde_secs {

@@ -160,6 +160,13 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (instance, id)
     );
     "#,
+    // 9: scale to zero. How long an instance may be idle before it sleeps
+    // (NULL: never) and the cron schedule that wakes it for its own jobs.
+    r#"
+    ALTER TABLE instances ADD COLUMN idle_timeout_secs INTEGER;
+    ALTER TABLE instances ADD COLUMN wake_schedule TEXT;
+    CREATE INDEX instances_status ON instances (status);
+    "#,
 ];
 
 /// The schema version this build writes.

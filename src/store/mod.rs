@@ -34,8 +34,8 @@ use semver::Version;
 
 use crate::model::names;
 use crate::model::{
-    AuditAction, AuditOutcome, CpuQuota, DesiredState, Domain, InstanceName, MemoryMax,
-    ReleaseName, ResourceLimits, Status, UserId,
+    AuditAction, AuditOutcome, CpuQuota, CronExpr, DesiredState, Domain, IdleTimeout, InstanceName,
+    MemoryMax, ReleaseName, ResourceLimits, Status, UserId,
 };
 
 /// What went wrong in the store. Constraint violations that a user can
@@ -128,6 +128,11 @@ pub struct InstanceRecord {
     /// Whether `binary_path` is a binary that release built (a custom
     /// PocketBase-based Go program) rather than a stock release.
     pub release_binary: bool,
+    /// How long it may go without a request through the router before it
+    /// is stopped and marked `sleeping`; `None`: it never sleeps.
+    pub idle_timeout: Option<IdleTimeout>,
+    /// When a sleeping instance is woken for its own cron jobs.
+    pub wake_schedule: Option<CronExpr>,
 }
 
 /// A dashboard sign-in session as stored: the hash of its id (the cookie
@@ -234,7 +239,7 @@ const INSTANCE_COLUMNS: &str =
     "name, port, version, binary_path, dir, domain, desired, status, phase, \
      pid, restarts, superuser_email, compat_user, systemd_config_hash, caddy_config_hash, \
      created_by, created_at, updated_at, last_health_check, last_error, max_body_bytes, \
-     memory_max, cpu_quota, release, release_binary";
+     memory_max, cpu_quota, release, release_binary, idle_timeout_secs, wake_schedule";
 
 fn instance_from_row(row: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, StoreError>> {
     let name: String = row.get(0)?;
@@ -253,6 +258,8 @@ fn instance_from_row(row: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, S
     let cpu_quota: Option<String> = row.get(22)?;
     let release: Option<String> = row.get(23)?;
     let release_binary: bool = row.get(24)?;
+    let idle_timeout_secs: Option<i64> = row.get(25)?;
+    let wake_schedule: Option<String> = row.get(26)?;
     let label = row_label(&name);
     let corrupt = |field: &'static str, value: &str| StoreError::Corrupt {
         row: label.clone(),
@@ -312,13 +319,25 @@ fn instance_from_row(row: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, S
                 .map(|r| ReleaseName::parse(r).map_err(|_| corrupt("instances.release", r)))
                 .transpose()?,
             release_binary,
+            idle_timeout: idle_timeout_secs
+                .map(|secs| {
+                    u64::try_from(secs)
+                        .ok()
+                        .and_then(IdleTimeout::from_secs)
+                        .ok_or_else(|| corrupt("instances.idle_timeout_secs", &secs.to_string()))
+                })
+                .transpose()?,
+            wake_schedule: wake_schedule
+                .as_deref()
+                .map(|c| CronExpr::parse(c).map_err(|_| corrupt("instances.wake_schedule", c)))
+                .transpose()?,
         })
     };
     Ok(build())
 }
 
 /// The configuration fields whose changes are kept in `config_history`.
-fn config_fields(rec: &InstanceRecord) -> [(&'static str, Option<String>); 10] {
+fn config_fields(rec: &InstanceRecord) -> [(&'static str, Option<String>); 12] {
     [
         ("port", Some(rec.port.to_string())),
         ("version", Some(rec.version.to_string())),
@@ -336,6 +355,11 @@ fn config_fields(rec: &InstanceRecord) -> [(&'static str, Option<String>); 10] {
             rec.limits.cpu_quota.as_ref().map(CpuQuota::to_string),
         ),
         ("release", rec.release.as_ref().map(ReleaseName::to_string)),
+        ("idle_timeout", rec.idle_timeout.map(|t| t.to_string())),
+        (
+            "wake_schedule",
+            rec.wake_schedule.as_ref().map(|c| c.as_str().to_string()),
+        ),
     ]
 }
 
@@ -391,7 +415,7 @@ impl Store {
         conn.execute(
             &format!(
                 "INSERT INTO instances ({INSTANCE_COLUMNS}) VALUES \
-                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)"
+                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)"
             ),
             params![
                 rec.name.as_str(),
@@ -419,6 +443,8 @@ impl Store {
                 rec.limits.cpu_quota.as_ref().map(CpuQuota::as_str),
                 rec.release.as_ref().map(ReleaseName::as_str),
                 rec.release_binary,
+                rec.idle_timeout.map(|t| t.as_secs() as i64),
+                rec.wake_schedule.as_ref().map(CronExpr::as_str),
             ],
         )
         .map_err(|e| map_unique(e, rec))?;
@@ -465,6 +491,34 @@ impl Store {
 
     /// Ports held by instances, whatever their state: a stopped instance
     /// keeps its port.
+    /// The instances scale to zero looks at: awake ones with an idle
+    /// timeout, and sleeping ones with a wake schedule. Its cost follows
+    /// how many are awake, not the size of the fleet.
+    pub fn idle_candidates(&self) -> Result<Vec<InstanceRecord>, StoreError> {
+        self.select_instances(
+            "phase = 'ready' AND ((idle_timeout_secs IS NOT NULL AND status IN ('running', 'unhealthy')) \
+             OR (status = 'sleeping' AND wake_schedule IS NOT NULL))",
+        )
+    }
+
+    /// The instances that are not stopped or asleep (the health loop's).
+    pub fn awake_instances(&self) -> Result<Vec<InstanceRecord>, StoreError> {
+        self.select_instances("phase = 'ready' AND status NOT IN ('stopped', 'sleeping')")
+    }
+
+    fn select_instances(&self, filter: &str) -> Result<Vec<InstanceRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {INSTANCE_COLUMNS} FROM instances WHERE {filter} ORDER BY name"
+        ))?;
+        let rows = stmt.query_map([], instance_from_row)?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row??);
+        }
+        Ok(out)
+    }
+
     pub fn used_ports(&self) -> Result<Vec<u16>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT port FROM instances")?;
@@ -502,7 +556,8 @@ impl Store {
             "UPDATE instances SET port = ?2, version = ?3, binary_path = ?4, domain = ?5, \
              desired = ?6, superuser_email = ?7, phase = ?8, systemd_config_hash = ?9, \
              caddy_config_hash = ?10, updated_at = ?11, max_body_bytes = ?12, memory_max = ?13, \
-             cpu_quota = ?14, release = ?15, release_binary = ?16 WHERE name = ?1",
+             cpu_quota = ?14, release = ?15, release_binary = ?16, idle_timeout_secs = ?17, \
+             wake_schedule = ?18 WHERE name = ?1",
             params![
                 rec.name.as_str(),
                 rec.port,
@@ -520,6 +575,8 @@ impl Store {
                 rec.limits.cpu_quota.as_ref().map(CpuQuota::as_str),
                 rec.release.as_ref().map(ReleaseName::as_str),
                 rec.release_binary,
+                rec.idle_timeout.map(|t| t.as_secs() as i64),
+                rec.wake_schedule.as_ref().map(CronExpr::as_str),
             ],
         )
         .map_err(|e| map_unique(e, rec))?;
@@ -931,6 +988,8 @@ mod tests {
             limits: ResourceLimits::default(),
             release: None,
             release_binary: false,
+            idle_timeout: None,
+            wake_schedule: None,
         }
     }
 

@@ -358,6 +358,7 @@ mod tests {
             read_timeout: Duration::from_secs(360),
             available: true,
             held: false,
+            asleep: false,
         }
     }
 

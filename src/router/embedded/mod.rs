@@ -29,6 +29,7 @@
 //! (hop-by-hop and forwarding headers), [`body`] (the limited request body)
 //! and [`pages`] (the proxy's own error answers).
 
+mod activity;
 mod body;
 mod headers;
 mod host;
@@ -62,11 +63,13 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use self::activity::{Activities, OpenGuard, Tracked};
 use self::body::UpstreamBody;
 use self::headers::Peer;
 use self::table::{Entry, HostConflict, Table};
 use super::{Drift, ReconcileReport, Route, Router, RouterError};
 use crate::metrics::Metrics;
+use crate::model::idle::Activity;
 use crate::model::InstanceName;
 
 /// How long requests in flight may take to finish once shutdown begins;
@@ -95,6 +98,9 @@ pub struct ProxyConfig {
     /// How many requests may wait for held routes at once, across the
     /// proxy; one more is answered 503 at once.
     pub max_held: usize,
+    /// How many of them may wait for one instance (its wake or its
+    /// switch).
+    pub max_held_per_instance: usize,
 }
 
 impl Default for ProxyConfig {
@@ -104,13 +110,14 @@ impl Default for ProxyConfig {
             retry_after_secs: 5,
             hold_timeout: Duration::from_secs(30),
             max_held: 10_000,
+            max_held_per_instance: 1_000,
         }
     }
 }
 
 /// The body of every response the proxy sends: the upstream's, streamed,
 /// or one of its own pages.
-type ProxyBody = Either<Incoming, Full<Bytes>>;
+type ProxyBody = Either<Tracked, Full<Bytes>>;
 
 /// The embedded reverse proxy. Cheap to clone: clones share the table and
 /// the upstream connection pool.
@@ -135,8 +142,15 @@ struct Shared {
     swapped: Notify,
     hold_timeout: Duration,
     max_held: usize,
+    max_held_per_instance: usize,
     /// How many requests wait for a held route now.
     held: AtomicUsize,
+    /// Each instance's traffic, for scale to zero.
+    activities: Activities,
+    /// Where a request for an asleep route asks for its instance to be
+    /// woken (the daemon takes the other end).
+    wake_tx: tokio::sync::mpsc::UnboundedSender<InstanceName>,
+    wake_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<InstanceName>>>,
 }
 
 /// One client connection: what its requests share.
@@ -186,6 +200,7 @@ impl ProxyRouter {
             .iter()
             .map(|ip| ip.to_canonical())
             .collect();
+        let (wake_tx, wake_rx) = tokio::sync::mpsc::unbounded_channel();
         Self {
             shared: Arc::new(Shared {
                 table: ArcSwap::from_pointee(Table::default()),
@@ -197,7 +212,11 @@ impl ProxyRouter {
                 swapped: Notify::new(),
                 hold_timeout: config.hold_timeout,
                 max_held: config.max_held,
+                max_held_per_instance: config.max_held_per_instance,
                 held: AtomicUsize::new(0),
+                activities: Activities::default(),
+                wake_tx,
+                wake_rx: Mutex::new(Some(wake_rx)),
             }),
         }
     }
@@ -286,6 +305,21 @@ impl ProxyRouter {
         self.shared.held.load(Ordering::Acquire)
     }
 
+    /// What the proxy saw of an instance's traffic (`None`: no route).
+    pub fn activity(&self, name: &str) -> Option<Activity> {
+        self.shared.activities.of(name)
+    }
+
+    /// The names of asleep instances that requests asked to wake, once
+    /// per asleep route. Taken once (by the daemon's wake loop).
+    pub fn take_wake_requests(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<InstanceName>> {
+        self.shared
+            .wake_rx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
     /// Replace the table with what `change` makes of it (if anything), under
     /// the writer lock.
     fn change<T>(
@@ -319,12 +353,15 @@ impl ProxyRouter {
 impl Router for ProxyRouter {
     async fn put(&self, route: &Route) -> Result<(), RouterError> {
         let metrics = self.shared.metrics.as_ref();
-        self.change(|table| (Some(table.with_put(route.clone(), metrics)), ()));
+        let activities = &self.shared.activities;
+        self.change(|table| (Some(table.with_put(route.clone(), metrics, activities)), ()));
         Ok(())
     }
 
     async fn remove(&self, name: &InstanceName) -> Result<(), RouterError> {
         self.change(|table| (table.without(name.as_str()).map(|t| (t, Vec::new())), ()));
+        let table = self.shared.table.load();
+        self.shared.activities.keep_only(table.names());
         Ok(())
     }
 
@@ -332,7 +369,10 @@ impl Router for ProxyRouter {
         Ok(self.change(|table| {
             let report = table::plan(table, routes);
             let metrics = self.shared.metrics.as_ref();
-            (Some(Table::build(routes.iter().cloned(), metrics)), report)
+            let activities = &self.shared.activities;
+            let built = Table::build(routes.iter().cloned(), metrics, activities);
+            activities.keep_only(routes.iter().map(|r| r.name.as_str()));
+            (Some(built), report)
         }))
     }
 
@@ -418,8 +458,12 @@ async fn forward(
         forwarded_host,
         host_from_uri,
     } = routed;
-    let entry = if entry.route.held {
-        match wait_while_held(connection, &forwarded_host).await {
+    // Open from here to the end of the response body (or of the upgraded
+    // connection), for scale to zero; health probes through the router
+    // are not traffic.
+    let open = (!is_health_probe(&parts)).then(|| entry.activity.open());
+    let entry = if entry.route.held || entry.route.asleep {
+        match wait_while_held(connection, &forwarded_host, &entry).await {
             Ok(entry) => entry,
             Err(answer) => return answer,
         }
@@ -490,17 +534,32 @@ async fn forward(
     };
 
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-    match (switching, client_upgrade) {
+    let open = match (switching, client_upgrade) {
         (true, Some(client_upgrade)) => {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
-            splice(client_upgrade, upstream_upgrade, connection.stop.clone());
+            splice(
+                client_upgrade,
+                upstream_upgrade,
+                connection.stop.clone(),
+                open,
+            );
             headers::strip_hop_by_hop(response.headers_mut(), true);
+            None
         }
         // A switch nobody asked for cannot be passed on.
         (true, None) => return pages::bad_gateway(),
-        (false, _) => headers::strip_hop_by_hop(response.headers_mut(), false),
-    }
-    response.map(Either::Left)
+        (false, _) => {
+            headers::strip_hop_by_hop(response.headers_mut(), false);
+            open
+        }
+    };
+    response.map(|body| Either::Left(Tracked::new(body, open)))
+}
+
+/// A health probe through the router (a load balancer's or a monitor's):
+/// it does not keep an instance awake.
+fn is_health_probe(parts: &hyper::http::request::Parts) -> bool {
+    matches!(parts.method, Method::GET | Method::HEAD) && parts.uri.path() == "/api/health"
 }
 
 /// Why a request got no response from its upstream.
@@ -537,7 +596,9 @@ async fn resend(
 ) -> Result<Response<Incoming>, Response<ProxyBody>> {
     let shared = &*connection.shared;
     let entry = match current_entry(shared, forwarded_host) {
-        Some(entry) if entry.route.held => wait_while_held(connection, forwarded_host).await?,
+        Some(entry) if entry.route.held || entry.route.asleep => {
+            wait_while_held(connection, forwarded_host, &entry).await?
+        }
         Some(entry) => entry,
         None => return Err(route_gone(forwarded_host)),
     };
@@ -575,20 +636,31 @@ fn route_gone(forwarded_host: &HeaderValue) -> Response<ProxyBody> {
 }
 
 /// Wait, without reading the request body, until the route of the host a
-/// request was routed by is no longer held, and return its entry then. The
+/// request was routed by is neither held nor asleep, and return its entry
+/// then; an asleep route's instance is asked to wake (once per route). The
 /// proxy answers instead if the route is removed meanwhile (404), if the
-/// hold outlasts `hold_timeout`, if `max_held` requests wait already or if
-/// shutdown begins (503). A client that goes away drops this future, and
-/// its place with it.
+/// wait outlasts `hold_timeout`, if `max_held` requests wait already (or
+/// `max_held_per_instance` for this instance) or if shutdown begins (503).
+/// A client that goes away drops this future, and its place with it.
 async fn wait_while_held(
     connection: &Connection,
     forwarded_host: &HeaderValue,
+    routed: &Entry,
 ) -> Result<Arc<Entry>, Response<ProxyBody>> {
     let shared = &*connection.shared;
     let Some(_place) = HeldPlace::take(&shared.held, shared.max_held) else {
         debug!(
             "embedded proxy: {} requests wait for held routes already; answering 503",
             shared.max_held
+        );
+        return Err(pages::unavailable(&shared.retry_after));
+    };
+    let Some(_instance_place) =
+        HeldPlace::take(&routed.activity.waiting, shared.max_held_per_instance)
+    else {
+        debug!(
+            "embedded proxy: {} requests wait for {} already; answering 503",
+            shared.max_held_per_instance, routed.route.name
         );
         return Err(pages::unavailable(&shared.retry_after));
     };
@@ -603,7 +675,9 @@ async fn wait_while_held(
         let Some(entry) = current_entry(shared, forwarded_host) else {
             return Err(route_gone(forwarded_host));
         };
-        if !entry.route.held {
+        if entry.route.asleep && !entry.route.held {
+            ask_to_wake(shared, &entry);
+        } else if !entry.route.held {
             return Ok(entry);
         }
         tokio::select! {
@@ -619,6 +693,15 @@ async fn wait_while_held(
                 return Err(pages::unavailable(&shared.retry_after));
             }
         }
+    }
+}
+
+/// Ask the daemon to wake an asleep route's instance, unless a request
+/// did already for this route.
+fn ask_to_wake(shared: &Shared, entry: &Entry) {
+    if !entry.wake_asked.swap(true, Ordering::AcqRel) {
+        debug!("embedded proxy: waking {}", entry.route.name);
+        let _ = shared.wake_tx.send(entry.route.name.clone());
     }
 }
 
@@ -692,8 +775,15 @@ impl Replay {
 
 /// Once both sides have switched protocols, copy bytes both ways until one
 /// side closes (or the proxy's shutdown grace is over).
-fn splice(client: OnUpgrade, upstream: OnUpgrade, stop: CancellationToken) {
+fn splice(
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    stop: CancellationToken,
+    open: Option<OpenGuard>,
+) {
     tokio::spawn(async move {
+        // The connection keeps its instance awake for as long as it lasts.
+        let _open = open;
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(pair) => pair,
             Err(e) => {

@@ -13,6 +13,9 @@ use hyper::http::uri::Authority;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use std::sync::atomic::AtomicBool;
+
+use super::activity::{Activities, Cell};
 use crate::metrics::{Metrics, ProxyInstanceMetrics};
 use crate::router::{Drift, DriftKind, ReconcileReport, Route};
 
@@ -26,17 +29,25 @@ pub(super) struct Entry {
     /// Where its requests are counted, looked up once here rather than per
     /// request; `None` for a proxy built without metrics.
     pub(super) metrics: Option<ProxyInstanceMetrics>,
+    /// Its instance's traffic (the same cell in every entry made for it).
+    pub(super) activity: Arc<Cell>,
+    /// Whether a request already asked for this asleep route's instance
+    /// to be woken: one ask per entry, however many requests arrive.
+    pub(super) wake_asked: AtomicBool,
 }
 
 impl Entry {
-    fn new(route: Route, metrics: Option<&Metrics>) -> Self {
+    fn new(route: Route, metrics: Option<&Metrics>, activities: &Activities) -> Self {
         let authority = Authority::from_maybe_shared(format!("127.0.0.1:{}", route.port))
             .unwrap_or_else(|_| Authority::from_static("127.0.0.1"));
         let metrics = metrics.map(|m| m.proxy_instance(route.name.as_str()));
+        let activity = activities.cell(route.name.as_str());
         Self {
             route,
             authority,
             metrics,
+            activity,
+            wake_asked: AtomicBool::new(false),
         }
     }
 }
@@ -63,12 +74,13 @@ impl Table {
     pub(super) fn build(
         routes: impl IntoIterator<Item = Route>,
         metrics: Option<&Metrics>,
+        activities: &Activities,
     ) -> (Self, Vec<HostConflict>) {
         let mut by_name = BTreeMap::new();
         for route in routes {
             by_name.insert(
                 route.name.as_str().to_string(),
-                Arc::new(Entry::new(route, metrics)),
+                Arc::new(Entry::new(route, metrics, activities)),
             );
         }
         Self::index(by_name)
@@ -105,11 +117,12 @@ impl Table {
         &self,
         route: Route,
         metrics: Option<&Metrics>,
+        activities: &Activities,
     ) -> (Self, Vec<HostConflict>) {
         let mut by_name = self.by_name.clone();
         by_name.insert(
             route.name.as_str().to_string(),
-            Arc::new(Entry::new(route, metrics)),
+            Arc::new(Entry::new(route, metrics, activities)),
         );
         Self::index(by_name)
     }
@@ -259,6 +272,12 @@ fn differences(actual: &Route, wanted: &Route) -> Vec<String> {
             actual.held, wanted.held
         ));
     }
+    if actual.asleep != wanted.asleep {
+        out.push(format!(
+            "asleep is {}, should be {}",
+            actual.asleep, wanted.asleep
+        ));
+    }
     out
 }
 
@@ -278,6 +297,8 @@ fn sorted_hosts(route: &Route) -> Vec<String> {
 /// routing), the timeout in milliseconds.
 #[derive(Serialize, PartialEq, Eq)]
 struct Canonical<'a> {
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    asleep: bool,
     available: bool,
     held: bool,
     hosts: Vec<String>,
@@ -289,6 +310,7 @@ struct Canonical<'a> {
 
 fn canonical(route: &Route) -> Canonical<'_> {
     Canonical {
+        asleep: route.asleep,
         available: route.available,
         held: route.held,
         hosts: sorted_hosts(route),
@@ -328,11 +350,12 @@ mod tests {
             read_timeout: crate::router::DEFAULT_READ_TIMEOUT,
             available: true,
             held: false,
+            asleep: false,
         }
     }
 
     fn table(routes: &[Route]) -> Table {
-        Table::build(routes.iter().cloned(), None).0
+        Table::build(routes.iter().cloned(), None, &Activities::default()).0
     }
 
     fn check_plan(current: &[Route], desired: &[Route], expect: Expect) {
@@ -375,6 +398,7 @@ mod tests {
                 route("blog", 8091, &["blog.localhost", "shared.example.com"]),
             ],
             None,
+            &Activities::default(),
         );
         assert_eq!(
             t.lookup("shared.example.com").unwrap().route.name.as_str(),
@@ -396,6 +420,7 @@ mod tests {
         let (t2, _) = t.with_put(
             route("blog", 8095, &["blog.localhost", "b.example.com"]),
             None,
+            &Activities::default(),
         );
         assert_eq!(t2.lookup("b.example.com").unwrap().route.port, 8095);
         // The old snapshot is untouched.

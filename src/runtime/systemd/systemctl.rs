@@ -338,7 +338,7 @@ pub fn map_phase(state: &ShowState) -> Phase {
         Status::Starting if state.sub_state == "auto-restart" => Phase::BackingOff,
         Status::Starting => Phase::Running,
         Status::Failed => Phase::CrashLoop,
-        Status::Stopped => Phase::Stopped,
+        Status::Stopped | Status::Sleeping => Phase::Stopped,
     }
 }
 
