@@ -55,6 +55,18 @@ async fn asleep(d: &Daemon, name: &str) -> Value {
     );
 }
 
+/// The wake's audit line is written once the route is back: wait for it,
+/// then check there is exactly one.
+async fn woken_once(d: &Daemon, name: &str) {
+    wait_until(Duration::from_secs(10), "the wake's audit line", || async {
+        (count(&d.audit(name).await, "wake", "ok") >= 1).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let audit = d.audit(name).await;
+    assert_eq!(count(&audit, "wake", "ok"), 1, "{audit:?}");
+}
+
 fn count(audit: &[(String, String)], action: &str, result: &str) -> usize {
     audit
         .iter()
@@ -109,8 +121,7 @@ async fn an_idle_instance_sleeps_and_a_flood_of_requests_wakes_it_once() {
     }
     let awake = d.wait_status("nap", "running").await;
     assert_ne!(awake["pid"].as_i64().unwrap() as i32, first_pid);
-    let audit = d.audit("nap").await;
-    assert_eq!(count(&audit, "wake", "ok"), 1, "{audit:?}");
+    woken_once(&d, "nap").await;
 
     // An open realtime stream keeps it awake past its timeout.
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -319,8 +330,7 @@ async fn through_caddy_a_sleeping_instance_wakes_by_way_of_the_wake_proxy() {
     let answers = futures::future::join_all(requests).await;
     assert!(answers.iter().all(|s| *s == 200), "{answers:?}");
     d.wait_status("cat", "running").await;
-    let audit = d.audit("cat").await;
-    assert_eq!(count(&audit, "wake", "ok"), 1, "{audit:?}");
+    woken_once(&d, "cat").await;
 }
 
 /// The `_superusers` collection's auth-token secret in a `data.db`.

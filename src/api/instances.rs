@@ -328,7 +328,20 @@ lifecycle_handler!(
     restart,
     "/api/v1/instances/{name}/restart"
 );
-lifecycle_handler!(sleep_instance, sleep, "/api/v1/instances/{name}/sleep");
+#[utoipa::path(post, path = "/api/v1/instances/{name}/sleep", tag = "instances",
+    params(("name" = String, Path, max_length = 63)),
+    responses((status = 200, body = InstanceDto), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "it is not running (stopped, asleep already, failed)"),
+              (status = 500, body = ErrorBody, description = "its process could not be stopped"),
+              (status = 502, body = ErrorBody, description = "the router (Caddy) refused the route change")))]
+pub async fn sleep_instance(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<InstanceDto>> {
+    let rec = state.manager.sleep(&name, &actor).await?;
+    Ok(Json(instance_dto(&state, &rec)?))
+}
 
 #[utoipa::path(post, path = "/api/v1/instances/{name}/upgrade", tag = "instances",
     params(("name" = String, Path, max_length = 63)), request_body = UpgradeInstance,

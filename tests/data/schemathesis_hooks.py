@@ -63,6 +63,10 @@ def before_load_schema(ctx, raw_schema):
         deploy["branch"] = {"enum": ["main", "release/1.2", None]}
         deploy["subdir"] = {"enum": ["", "site/web", None]}
         deploy["create"] = {"enum": [False]}
+    for body in ("CreateInstance", "UpdateInstance"):
+        props = schemas.get(body, {}).get("properties", {})
+        if "wake_schedule" in props:
+            props["wake_schedule"] = {"enum": ["0 3 * * *", "*/30 * * * * *", None]}
     schedule = schemas.get("SetSchedule", {}).get("properties", {})
     if "cron" in schedule:
         schedule["cron"] = {"enum": ["0 3 * * *", "*/30 * * * * *", "15 4 * * MON"]}

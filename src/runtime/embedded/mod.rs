@@ -211,9 +211,14 @@ impl Inner {
     async fn rotate_logs(&self) {
         let logs: Vec<_> = {
             let slots: Vec<Arc<Slot>> = lock(&self.slots).values().cloned().collect();
+            // Only instances with a process write to their logs: stopped
+            // and sleeping ones are passed by.
             slots
                 .iter()
-                .map(|slot| lock(&slot.state).spec.log_file())
+                .filter_map(|slot| {
+                    let state = lock(&slot.state);
+                    (state.phase != Phase::Stopped).then(|| state.spec.log_file())
+                })
                 .collect()
         };
         let (max_bytes, keep) = (self.cfg.log_max_bytes, self.cfg.log_keep);
