@@ -423,3 +423,47 @@ async fn new_instances_start_on_pooled_data_directories_each_with_its_own_secret
     .await;
     assert_ne!(token_secret(&again[0]), first_secret);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wake_schedule_wakes_a_sleeping_instance_for_its_cron_jobs() {
+    let d = Daemon::start().await;
+    // Every 15 seconds (six fields, seconds first): woken 5 s before each.
+    d.cli_json(&[
+        "create",
+        "cron",
+        "--version",
+        PB_NEW,
+        "--port",
+        &quiet_port().to_string(),
+        "--idle-timeout",
+        "1s",
+        "--wake-schedule",
+        "*/15 * * * * *",
+    ]);
+    asleep(&d, "cron").await;
+    wait_until(Duration::from_secs(40), "a scheduled wake", || async {
+        let audit = d.audit("cron").await;
+        (count(&audit, "wake", "ok") >= 1).then_some(())
+    })
+    .await;
+    let (_, events) = d.get("/api/v1/events?instance=cron").await;
+    let woke = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "wake")
+        .unwrap()
+        .clone();
+    assert!(
+        woke["detail"]
+            .as_str()
+            .unwrap()
+            .contains("its wake schedule"),
+        "{woke}"
+    );
+    // And it sleeps again once idle.
+    asleep(&d, "cron").await;
+    let shown = d.cli(&["status", "cron"]);
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.contains("*/15 * * * * *"), "{text}");
+}
