@@ -68,7 +68,9 @@ class Daemon:
                  "--release-source", str(MIRROR),
                  "--user-idle-timeout", args.idle_timeout,
                  "--pool-size", str(args.pool_size),
-                 "--pb-base-port", "30000",
+                 # Below Linux's ephemeral range (32768-60999): 10,000 users
+                 # take ports from here up.
+                 "--pb-base-port", "20000",
                  "--health-interval", "30s"],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
                 start_new_session=True,
@@ -167,7 +169,7 @@ def zipf_cdf(n, s):
     return cdf
 
 
-def load(d: Daemon, names, seconds, clients, s, idle_secs):
+def load(d: Daemon, names, seconds, clients, s, idle_secs, rate):
     """Zipf load through the proxy. A request to an instance nobody asked
     for within its idle timeout (plus a margin) meets it asleep: the first
     such request's latency is a wake sample."""
@@ -183,7 +185,13 @@ def load(d: Daemon, names, seconds, clients, s, idle_secs):
     def client(seed):
         rnd = random.Random(seed)
         import http.client
+        gap = clients / rate  # each client's share of the request rate
+        due = time.monotonic() + rnd.random() * gap
         while time.monotonic() < end and not STOP.is_set():
+            pause = due - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            due += rnd.expovariate(1.0 / gap)
             k = order[bisect.bisect_left(cdf, rnd.random())]
             host = f"{names[k]}.localhost"
             now = time.monotonic()
@@ -265,7 +273,8 @@ def main(argv):
     p.add_argument("--pool-size", type=int, default=4)
     p.add_argument("--register-workers", type=int, default=4)
     p.add_argument("--seconds", type=int, default=60)
-    p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--rate", type=float, default=200.0, help="requests per second, all clients")
     p.add_argument("--zipf", type=float, default=1.1)
     p.add_argument("--workdir", type=Path, required=True)
     args = p.parse_args(argv)
@@ -282,9 +291,10 @@ def main(argv):
         names = sorted(i["name"] for i in instances(d))
         awake_after = wait_asleep(d, len(names), idle_secs * 3 + 120)
         rss_idle = d.rss_kb()
-        log(f"load: {args.seconds} s, {args.clients} clients, Zipf s={args.zipf}")
+        log(f"load: {args.seconds} s, {args.rate:.0f}/s from {args.clients} clients, "
+            f"Zipf s={args.zipf}")
         wakes, warm, errors, samples = load(d, names, args.seconds, args.clients, args.zipf,
-                                            idle_secs)
+                                            idle_secs, args.rate)
         fleet_kb, fleet_n = fleet_rss_kb(args.workdir / "root", d.proc.pid)
         v1 = list_latency(d, "/api/v1/instances")
         pb = list_latency(d, "/api/pb_instances")
@@ -298,7 +308,8 @@ def main(argv):
     rss = [r for _, r in samples if r]
     print()
     print(f"## bench-tenants: {len(names)} seed 001 users, idle timeout {args.idle_timeout}, "
-          f"pool {args.pool_size}, {args.clients} clients for {args.seconds} s, Zipf s={args.zipf}")
+          f"pool {args.pool_size}, {args.rate:.0f} requests/s from {args.clients} clients for "
+          f"{args.seconds} s, Zipf s={args.zipf}")
     print()
     print("| measure | p50 | p99 | n | goal |")
     print("|---|---:|---:|---:|---|")

@@ -295,7 +295,17 @@ impl Manager {
         let began = Instant::now();
         self.hold(name, true).await;
         let result = self.start_locked(rec, &Actor::daemon()).await;
+        tracing::debug!(
+            instance = name,
+            took_ms = began.elapsed().as_millis() as u64,
+            "wake: started"
+        );
         self.hold(name, false).await;
+        tracing::debug!(
+            instance = name,
+            took_ms = began.elapsed().as_millis() as u64,
+            "wake: route released"
+        );
         drop(guard);
         let took = began.elapsed().as_millis();
         self.audited(&Actor::daemon(), AuditAction::Wake, name, result, |r| {
