@@ -261,7 +261,17 @@ impl Manager {
         self.set_state(name, Status::Sleeping, None, rec.restarts, None);
         self.sync_route_now(name).await;
         let stopped = self.runtime.stop(&rec.name).await;
+        // What the daemon kept of it while awake goes: a sleeping instance
+        // costs its row and its route, so memory follows the awake part.
         self.busy_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&rec.name);
+        self.health_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&rec.name);
+        self.health_failures
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&rec.name);
