@@ -64,8 +64,11 @@ pub(super) struct HostConflict {
 /// Host → route, and name → route, for one snapshot of the routes.
 #[derive(Debug, Default)]
 pub(super) struct Table {
-    by_name: BTreeMap<String, Arc<Entry>>,
-    by_host: HashMap<Box<str>, Arc<Entry>>,
+    // Shared keys: a change clones the maps (reference counts, no new
+    // strings) rather than building them again, so one route's change
+    // costs little at ten thousand routes.
+    by_name: BTreeMap<Arc<str>, Arc<Entry>>,
+    by_host: HashMap<Arc<str>, Arc<Entry>>,
 }
 
 impl Table {
@@ -79,15 +82,15 @@ impl Table {
         let mut by_name = BTreeMap::new();
         for route in routes {
             by_name.insert(
-                route.name.as_str().to_string(),
+                Arc::from(route.name.as_str()),
                 Arc::new(Entry::new(route, metrics, activities)),
             );
         }
         Self::index(by_name)
     }
 
-    fn index(by_name: BTreeMap<String, Arc<Entry>>) -> (Self, Vec<HostConflict>) {
-        let mut by_host: HashMap<Box<str>, Arc<Entry>> = HashMap::new();
+    fn index(by_name: BTreeMap<Arc<str>, Arc<Entry>>) -> (Self, Vec<HostConflict>) {
+        let mut by_host: HashMap<Arc<str>, Arc<Entry>> = HashMap::new();
         let mut conflicts = Vec::new();
         // BTreeMap order: the name that sorts first wins a contested host,
         // whatever order the routes were put in.
@@ -104,7 +107,7 @@ impl Table {
                     }
                     Some(_) => {}
                     None => {
-                        by_host.insert(key.into_boxed_str(), Arc::clone(entry));
+                        by_host.insert(Arc::from(key), Arc::clone(entry));
                     }
                 }
             }
@@ -112,19 +115,82 @@ impl Table {
         (Self { by_name, by_host }, conflicts)
     }
 
-    /// This table with `route` added or replaced.
+    /// This table with `route` added or replaced: the maps cloned, then
+    /// only the hosts of this route changed, with the same rule as
+    /// [`Table::build`] (the name that sorts first keeps a contested
+    /// host). The conflicts returned are those this route is part of.
     pub(super) fn with_put(
         &self,
         route: Route,
         metrics: Option<&Metrics>,
         activities: &Activities,
     ) -> (Self, Vec<HostConflict>) {
+        let name: Arc<str> = Arc::from(route.name.as_str());
+        let entry = Arc::new(Entry::new(route, metrics, activities));
         let mut by_name = self.by_name.clone();
-        by_name.insert(
-            route.name.as_str().to_string(),
-            Arc::new(Entry::new(route, metrics, activities)),
-        );
-        Self::index(by_name)
+        let old = by_name.insert(Arc::clone(&name), Arc::clone(&entry));
+        let mut by_host = self.by_host.clone();
+        let wanted: std::collections::BTreeSet<String> = entry
+            .route
+            .hosts
+            .iter()
+            .map(|h| normalize_host_owned(h))
+            .collect();
+        let mut conflicts = Vec::new();
+        // Hosts the old route held and this one does not claim go to the
+        // next claimant in name order, if any.
+        if let Some(old) = &old {
+            for host in old.route.hosts.iter().map(|h| normalize_host_owned(h)) {
+                if wanted.contains(&host) {
+                    continue;
+                }
+                let held = by_host
+                    .get(host.as_str())
+                    .is_some_and(|e| Arc::ptr_eq(e, old));
+                if !held {
+                    continue;
+                }
+                by_host.remove(host.as_str());
+                let next = by_name.values().find(|e| {
+                    !Arc::ptr_eq(e, &entry)
+                        && e.route
+                            .hosts
+                            .iter()
+                            .any(|h| normalize_host_owned(h) == host)
+                });
+                if let Some(next) = next {
+                    by_host.insert(Arc::from(host.as_str()), Arc::clone(next));
+                }
+            }
+        }
+        for host in wanted {
+            let holder = by_host.get(host.as_str()).map(Arc::clone);
+            match holder {
+                Some(current)
+                    if old.as_ref().is_some_and(|o| Arc::ptr_eq(&current, o))
+                        || *current.route.name.as_str() == *name =>
+                {
+                    by_host.insert(Arc::from(host.as_str()), Arc::clone(&entry));
+                }
+                Some(current) if current.route.name.as_str() > &*name => {
+                    conflicts.push(HostConflict {
+                        host: host.clone(),
+                        kept: name.to_string(),
+                        ignored: current.route.name.as_str().to_string(),
+                    });
+                    by_host.insert(Arc::from(host.as_str()), Arc::clone(&entry));
+                }
+                Some(current) => conflicts.push(HostConflict {
+                    host,
+                    kept: current.route.name.as_str().to_string(),
+                    ignored: name.to_string(),
+                }),
+                None => {
+                    by_host.insert(Arc::from(host.as_str()), Arc::clone(&entry));
+                }
+            }
+        }
+        (Self { by_name, by_host }, conflicts)
     }
 
     /// This table without the route called `name`, or `None` if there is no
@@ -154,7 +220,7 @@ impl Table {
     }
 
     pub(super) fn names(&self) -> impl Iterator<Item = &str> {
-        self.by_name.keys().map(String::as_str)
+        self.by_name.keys().map(|k| &**k)
     }
 }
 
@@ -429,6 +495,58 @@ mod tests {
         let t3 = t2.without("blog").unwrap();
         assert!(t3.lookup("blog.localhost").is_none());
         assert!(t3.without("blog").is_none());
+    }
+
+    /// Route changes made one at a time give the same table as building
+    /// it from the final routes: contested hosts, hosts given up and taken
+    /// over, in random orders.
+    #[test]
+    fn one_change_at_a_time_equals_a_full_build() {
+        let names = ["a", "b", "c", "d"];
+        let hosts = ["x.test", "y.test", "z.test", "W.test.", "v.test"];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let activities = Activities::default();
+        for _round in 0..200 {
+            let mut t = Table::default();
+            let mut current: BTreeMap<&str, Route> = BTreeMap::new();
+            for step in 0..12 {
+                let name = names[next(names.len() as u64) as usize];
+                let mut picked: Vec<&str> =
+                    hosts.iter().copied().filter(|_| next(3) == 0).collect();
+                picked.push(match name {
+                    "a" => "a.localhost",
+                    "b" => "b.localhost",
+                    "c" => "c.localhost",
+                    _ => "d.localhost",
+                });
+                let r = route(name, 8000 + step, &picked);
+                current.insert(name, r.clone());
+                t = if next(5) == 0 {
+                    current.remove(name);
+                    t.without(name).unwrap_or(t)
+                } else {
+                    t.with_put(r, None, &activities).0
+                };
+                let full = table(&current.values().cloned().collect::<Vec<_>>());
+                let mut all: Vec<String> = hosts.iter().map(|h| normalize_host_owned(h)).collect();
+                all.extend(names.iter().map(|n| format!("{n}.localhost")));
+                for host in &all {
+                    let got = t
+                        .lookup(host)
+                        .map(|e| (e.route.name.to_string(), e.route.port));
+                    let want = full
+                        .lookup(host)
+                        .map(|e| (e.route.name.to_string(), e.route.port));
+                    assert_eq!(got, want, "{host} after step {step}: {current:?}");
+                }
+            }
+        }
     }
 
     #[test]
