@@ -446,12 +446,12 @@ mod tests {
         assert_eq!(clients_of(&ports).get(&port), None);
         // Another process's (as Caddy's) is.
         let mut other = std::process::Command::new("bash")
-            .args(["-c", &format!("exec 3<>/dev/tcp/127.0.0.1/{port}; sleep 5")])
+            .args(["-c", &format!("exec 3<>/dev/tcp/127.0.0.1/{port}; sleep 30")])
             .spawn()
             .unwrap();
         let _theirs = listener.accept().unwrap();
         let mut seen = None;
-        for _ in 0..100 {
+        for _ in 0..500 {
             seen = clients_of(&ports).get(&port).copied();
             if seen.is_some() {
                 break;

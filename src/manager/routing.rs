@@ -219,15 +219,18 @@ impl Manager {
 
     /// Make the router hold exactly the routes of the ready instances.
     pub async fn reconcile_routes(&self) -> Result<ReconcileReport> {
+        let records = self.list()?;
         if let Some(wake) = self.wake_proxy.get() {
-            let records = self.list()?;
             let wake_routes: Vec<Route> = records
                 .iter()
                 .filter_map(|r| self.wake_route_for(r).ok())
                 .collect();
             wake.proxy.reconcile(&wake_routes).await?;
         }
-        let routes = self.all_routes();
+        let routes: Vec<Route> = records
+            .iter()
+            .filter_map(|r| self.route_for(r).ok())
+            .collect();
         let report = self.router.reconcile(&routes).await?;
         let mut last = self.last_routes.lock().unwrap_or_else(|p| p.into_inner());
         last.clear();

@@ -477,20 +477,9 @@ impl Store {
 
     /// Every instance, by name.
     pub fn list_instances(&self) -> Result<Vec<InstanceRecord>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {INSTANCE_COLUMNS} FROM instances ORDER BY name"
-        ))?;
-        let rows = stmt.query_map([], instance_from_row)?;
-        let mut out = Vec::new();
-        for row in rows {
-            out.push(row??);
-        }
-        Ok(out)
+        self.select_instances("1")
     }
 
-    /// Ports held by instances, whatever their state: a stopped instance
-    /// keeps its port.
     /// The instances scale to zero looks at: awake ones with an idle
     /// timeout, and sleeping ones with a wake schedule. Its cost follows
     /// how many are awake, not the size of the fleet.
@@ -506,6 +495,8 @@ impl Store {
         self.select_instances("phase = 'ready' AND status NOT IN ('stopped', 'sleeping')")
     }
 
+    /// The instances `filter` (an SQL condition of ours, never input)
+    /// selects, by name.
     fn select_instances(&self, filter: &str) -> Result<Vec<InstanceRecord>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
@@ -519,6 +510,8 @@ impl Store {
         Ok(out)
     }
 
+    /// Ports held by instances, whatever their state: a stopped instance
+    /// keeps its port.
     pub fn used_ports(&self) -> Result<Vec<u16>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT port FROM instances")?;
