@@ -446,7 +446,10 @@ mod tests {
         assert_eq!(clients_of(&ports).get(&port), None);
         // Another process's (as Caddy's) is.
         let mut other = std::process::Command::new("bash")
-            .args(["-c", &format!("exec 3<>/dev/tcp/127.0.0.1/{port}; sleep 30")])
+            .args([
+                "-c",
+                &format!("exec 3<>/dev/tcp/127.0.0.1/{port}; sleep 30"),
+            ])
             .spawn()
             .unwrap();
         let _theirs = listener.accept().unwrap();
