@@ -159,12 +159,19 @@ impl Manager {
     }
 
     /// Run a recorded deploy (or rollback) in a task of its own, one at a
-    /// time per instance.
+    /// time per instance and in the order they were asked for: the place in
+    /// line is taken here, before the task first runs.
     pub(super) fn spawn_deploy(self: &Arc<Self>, d: DeployRecord, actor: Actor) {
         let this = Arc::clone(self);
+        let (after, _my_turn) = self.take_deploy_turn(d.instance.as_str());
         tokio::spawn(async move {
-            let lock = this.deploy_lock_for(d.instance.as_str());
-            let _one_at_a_time = lock.lock().await;
+            // Ends (with Ok or with the sender dropped) when the deploy
+            // before this one is over; `_my_turn` is dropped when this one
+            // is, panics included.
+            let _my_turn = _my_turn;
+            if let Some(after) = after {
+                let _ = after.await;
+            }
             let name = d.instance.to_string();
             let Ok(rec) = this.get(&name) else {
                 this.finish_deploy(d, Err("the instance was deleted".into()), &actor);
@@ -409,9 +416,19 @@ impl Manager {
         self.builder.clone()
     }
 
-    fn deploy_lock_for(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.deploy_locks.lock().unwrap_or_else(|p| p.into_inner());
-        locks.entry(name.to_string()).or_default().clone()
+    /// A place at the end of an instance's line of deploys: what to wait
+    /// for (the end of the deploy before, if any) and what to drop when
+    /// this deploy ends.
+    fn take_deploy_turn(
+        &self,
+        name: &str,
+    ) -> (
+        Option<tokio::sync::oneshot::Receiver<()>>,
+        tokio::sync::oneshot::Sender<()>,
+    ) {
+        let (done, next_waits_on) = tokio::sync::oneshot::channel();
+        let mut line = self.deploy_lines.lock().unwrap_or_else(|p| p.into_inner());
+        (line.insert(name.to_string(), next_waits_on), done)
     }
 
     /// An instance's deploys, newest first.

@@ -113,8 +113,9 @@ pub struct Manager {
     replicator: crate::replication::Replicator,
     /// How deploys build (user, workspace root, limits, Go).
     builder: crate::build::Builder,
-    /// One deploy at a time per instance: the next waits (`queued`).
-    deploy_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// One deploy at a time per instance, in the order asked for: the end of
+    /// each instance's line, which the next deploy waits on (`queued`).
+    deploy_lines: Mutex<HashMap<String, tokio::sync::oneshot::Receiver<()>>>,
     /// Instances being switched to another release: the embedded proxy
     /// holds their new requests until they answer again.
     held: Mutex<std::collections::HashSet<String>>,
@@ -173,7 +174,7 @@ impl Manager {
             metrics,
             replicator,
             builder,
-            deploy_locks: Mutex::new(HashMap::new()),
+            deploy_lines: Mutex::new(HashMap::new()),
             held: Mutex::new(std::collections::HashSet::new()),
             wake_proxy: std::sync::OnceLock::new(),
             busy_seen: Mutex::new(HashMap::new()),
