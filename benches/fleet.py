@@ -504,6 +504,7 @@ def run_pockestrator(args, work: Path, ports: list[int], binary: Path, res: Resu
                     # a busy 8080 does not stop the benchmark.
                     "--proxy-listen", f"{LOOPBACK}:0",
                     "--release-source", str(MIRROR),
+                    "--pool-size", str(args.pool_size),
                 ],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
                 start_new_session=True, cwd=str(work),
@@ -533,6 +534,9 @@ def run_pockestrator(args, work: Path, ports: list[int], binary: Path, res: Resu
                 f"runs its installed copy of the release ({installed.relative_to(root)}), "
                 + ("byte-identical to the binary supervisord runs" if same else "WHICH DIFFERS from the binary supervisord runs")
             )
+
+        if args.pool_size:
+            warm_pool(api, root, args)
 
         # Bring-up.
         log(f"pockestrator: bring-up of {len(ports)} instances")
@@ -636,6 +640,34 @@ def run_pockestrator(args, work: Path, ports: list[int], binary: Path, res: Resu
             res.errors.append(f"stop-all: {len(left)} PocketBase processes still alive after the stop requests returned")
     finally:
         shutdown_pockestrator(proc, root, res)
+
+
+def pool_ready(root: Path) -> int:
+    """Finished pool directories (what `pool/<binary>/<id>/pb_data` holds)."""
+    return sum(1 for d in (root / "pool").glob("*/*")
+               if not d.name.startswith(".") and (d / "pb_data" / "data.db").is_file())
+
+
+def warm_pool(api, root: Path, args):
+    """Fill the pool before the timed bring-up: a create (then deleted)
+    starts the refill for the version's binary; wait until it is full."""
+    log(f"pockestrator: filling a pool of {args.pool_size} data directories")
+    status, body = api.call("POST", "/api/v1/instances",
+                            {"name": "pool-warmer", "version": args.version},
+                            timeout=BRING_UP_TIMEOUT)
+    if status != 201:
+        raise BenchError(f"create pool-warmer: HTTP {status}: {short(body)}")
+    status, body = api.call("DELETE", "/api/v1/instances/pool-warmer", timeout=STOP_TIMEOUT)
+    if status not in (200, 204):
+        raise BenchError(f"delete pool-warmer: HTTP {status}: {short(body)}")
+    deadline = time.monotonic() + 60 + 2 * args.pool_size
+    while pool_ready(root) < args.pool_size:
+        if time.monotonic() > deadline or STOP.is_set():
+            raise BenchError(f"the pool holds {pool_ready(root)} of {args.pool_size} "
+                             "directories after waiting")
+        time.sleep(0.5)
+    time.sleep(1.0)  # the last refill's process has exited
+    log(f"pockestrator: pool of {pool_ready(root)} ready")
 
 
 def shutdown_pockestrator(proc, root: Path, res: Result):
@@ -970,6 +1002,11 @@ def report(args, pk: Result, sv: Result, base: Result, binary: Path, ports_pk, p
         "",
         "Bring-up for supervisord includes its own start (it starts its programs itself);",
         "pockestrator's daemon was already up and the release installed. MB = 10^6 bytes (VmRSS).",
+        (f"pockestrator's pool of pre-initialised data directories held {args.pool_size} before "
+         "the bring-up (filled beforehand, not timed): each create started on one."
+         if args.pool_size else
+         "No pool of pre-initialised data directories (--pool-size 0): each create ran "
+         "PocketBase's first migrations."),
     ]
     if base.bring_up is not None:
         floor = (f"No manager, for reference: the same {args.instances} PocketBase spawned directly "
@@ -1032,6 +1069,10 @@ def parse_args(argv):
                    help="instances killed with SIGKILL, each a different one (default 10)")
     p.add_argument("--version", default="0.40.6", metavar="X.Y.Z",
                    help="PocketBase version, one of the pinned binaries in .cache/deps (default 0.40.6)")
+    p.add_argument("--pool-size", type=int, default=0, metavar="N",
+                   help="pockestrator's pool of pre-initialised data directories per version, "
+                   "filled before the bring-up is timed (default 0: no pool, every create "
+                   "runs PocketBase's first migrations)")
     p.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--reap", type=Path, metavar="DIR", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -1040,6 +1081,8 @@ def parse_args(argv):
             p.error("run it through scripts/bench (it passes --workdir)")
         if not 1 <= a.instances <= 1000:
             p.error("--instances must be between 1 and 1000")
+        if not 0 <= a.pool_size <= 1000:
+            p.error("--pool-size must be between 0 and 1000")
         if not 1 <= a.kills:
             p.error("--kills must be at least 1")
         a.kills = min(a.kills, a.instances)

@@ -74,7 +74,7 @@ class Daemon:
                  "--health-interval", "30s"],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
                 start_new_session=True,
-                env=dict(os.environ, POCKESTRATOR_LOG="info"),
+                env=dict(os.environ, POCKESTRATOR_LOG=os.environ.get("POCKESTRATOR_LOG", "info")),
             )
         lines = read_lines_until(self.err, self.proc, {
             "api": lambda l: "pockestrator: API on http://" in l,

@@ -380,13 +380,21 @@ pub fn clients_of(ports: &std::collections::HashSet<u16>) -> std::collections::H
 /// Whether process `pid` holds the socket listening on TCP `port`:
 /// `None` when that cannot be told (no `/proc`, another user's process).
 /// A health answer on a port another program took is not the instance's.
+///
+/// The listening sockets come from the kernel's sock_diag netlink (a dump
+/// of listening sockets only, which is quick), else from `/proc/net/tcp*`:
+/// reading those walks every bucket of the kernel's connection tables, some
+/// milliseconds each on a big host, and this runs once per start or wake.
 pub fn listens_on(pid: u32, port: u16) -> Option<bool> {
-    let mut inodes = Vec::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        if let Ok(text) = std::fs::read_to_string(table) {
-            inodes.extend(parse_listeners(&text, port));
+    let inodes = listening_inodes(port).unwrap_or_else(|| {
+        let mut inodes = Vec::new();
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            if let Ok(text) = std::fs::read_to_string(table) {
+                inodes.extend(parse_listeners(&text, port));
+            }
         }
-    }
+        inodes
+    });
     if inodes.is_empty() {
         return Some(false);
     }
@@ -399,9 +407,90 @@ pub fn listens_on(pid: u32, port: u16) -> Option<bool> {
     }))
 }
 
+/// The inodes of the TCP sockets (IPv4 and IPv6) listening on `port`, from
+/// sock_diag; `None` if the kernel's netlink does not answer.
+fn listening_inodes(port: u16) -> Option<Vec<u64>> {
+    use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload};
+    use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP};
+    use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
+    use netlink_packet_sock_diag::SockDiagMessage;
+    use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr};
+
+    let mut socket = Socket::new(NETLINK_SOCK_DIAG).ok()?;
+    socket.bind_auto().ok()?;
+    socket.connect(&SocketAddr::new(0, 0)).ok()?;
+    let mut inodes = Vec::new();
+    for (family, id) in [
+        (AF_INET, SocketId::new_v4()),
+        (AF_INET6, SocketId::new_v6()),
+    ] {
+        let mut header = NetlinkHeader::default();
+        header.flags = netlink_packet_core::NLM_F_REQUEST | netlink_packet_core::NLM_F_DUMP;
+        let mut request = NetlinkMessage::new(
+            header,
+            SockDiagMessage::InetRequest(InetRequest {
+                family,
+                protocol: IPPROTO_TCP,
+                extensions: ExtensionFlags::empty(),
+                states: StateFlags::LISTEN,
+                socket_id: id,
+            })
+            .into(),
+        );
+        request.finalize();
+        let mut out = vec![0; request.buffer_len()];
+        request.serialize(&mut out);
+        socket.send(&out, 0).ok()?;
+        let mut buf = vec![0u8; 32 * 1024];
+        'dump: loop {
+            let size = socket.recv(&mut &mut buf[..], 0).ok()?;
+            let mut offset = 0;
+            while offset < size {
+                let answer =
+                    NetlinkMessage::<SockDiagMessage>::deserialize(&buf[offset..size]).ok()?;
+                let length = answer.header.length as usize;
+                match answer.payload {
+                    NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r))
+                        if r.header.socket_id.source_port == port =>
+                    {
+                        inodes.push(u64::from(r.header.inode));
+                    }
+                    NetlinkPayload::Done(_) => break 'dump,
+                    NetlinkPayload::Error(_) => return None,
+                    _ => {}
+                }
+                if length == 0 {
+                    return None;
+                }
+                offset += length;
+            }
+        }
+    }
+    Some(inodes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kernel_names_the_listener_of_a_port() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let Some(inodes) = listening_inodes(port) else {
+            eprintln!("SKIP: no sock_diag netlink here; listens_on reads /proc/net/tcp instead");
+            assert_eq!(listens_on(std::process::id(), port), Some(true));
+            return;
+        };
+        assert_eq!(inodes.len(), 1, "{inodes:?}");
+        assert_eq!(listens_on(std::process::id(), port), Some(true));
+        // A connection to it is not a listener, and a closed port has none.
+        let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        assert_eq!(listening_inodes(port).unwrap().len(), 1);
+        drop(listener);
+        assert_eq!(listening_inodes(port).unwrap(), Vec::<u64>::new());
+        assert_eq!(listens_on(std::process::id(), port), Some(false));
+    }
 
     #[test]
     fn listeners_and_their_owner() {

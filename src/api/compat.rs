@@ -272,7 +272,9 @@ pub async fn stop_pb(
 
 #[utoipa::path(get, path = "/api/pb_instances", tag = "seed-001",
     responses((status = 200, body = InstancesResponse)))]
-pub async fn pb_instances(State(state): State<AppState>) -> Answer<InstancesResponse> {
+pub async fn pb_instances(
+    State(state): State<AppState>,
+) -> Result<super::SizedJson<InstancesResponse>, Failure> {
     let records = state.manager.list_users()?;
     let instances: BTreeMap<String, UserInstanceSummary> = records
         .iter()
@@ -292,7 +294,11 @@ pub async fn pb_instances(State(state): State<AppState>) -> Answer<InstancesResp
         })
         .collect();
     let count = instances.len();
-    Ok(Json(InstancesResponse { instances, count }))
+    // About 160 bytes a user.
+    Ok(super::SizedJson {
+        body: InstancesResponse { instances, count },
+        expected_bytes: 256 + count * 192,
+    })
 }
 
 #[utoipa::path(get, path = "/health/pb", tag = "seed-001",

@@ -162,7 +162,9 @@ pub async fn daemon_health(State(state): State<AppState>) -> ApiResult<Json<Daem
 
 #[utoipa::path(get, path = "/api/v1/instances", tag = "instances",
     responses((status = 200, body = InstanceList)))]
-pub async fn list_instances(State(state): State<AppState>) -> ApiResult<Json<InstanceList>> {
+pub async fn list_instances(
+    State(state): State<AppState>,
+) -> ApiResult<super::SizedJson<InstanceList>> {
     // Three queries for the whole fleet, not one per instance.
     let records = state.manager.list()?;
     let mut domains = state.manager.all_custom_domains()?;
@@ -178,8 +180,13 @@ pub async fn list_instances(State(state): State<AppState>) -> ApiResult<Json<Ins
             dto.replica = replicas.remove(rec.name.as_str()).map(Into::into);
             dto
         })
-        .collect();
-    Ok(Json(InstanceList { instances }))
+        .collect::<Vec<_>>();
+    // About 700 bytes an instance.
+    let expected_bytes = 1024 + instances.len() * 768;
+    Ok(super::SizedJson {
+        body: InstanceList { instances },
+        expected_bytes,
+    })
 }
 
 #[utoipa::path(post, path = "/api/v1/instances", tag = "instances", request_body = CreateInstance,

@@ -166,6 +166,29 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
     next.run(req).await
 }
 
+/// A JSON answer whose size is roughly known beforehand (a list of the
+/// whole fleet): serialized into a buffer of about that size at once, not
+/// one that doubles, and copies, its way up to megabytes.
+pub struct SizedJson<T> {
+    pub body: T,
+    pub expected_bytes: usize,
+}
+
+impl<T: serde::Serialize> IntoResponse for SizedJson<T> {
+    fn into_response(self) -> Response {
+        let mut buf = Vec::with_capacity(self.expected_bytes);
+        match serde_json::to_writer(&mut buf, &self.body) {
+            Ok(()) => ([(header::CONTENT_TYPE, "application/json")], buf).into_response(),
+            Err(e) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                format!("cannot render the answer: {e}"),
+            )
+            .into_response(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,10 +34,20 @@ impl Manager {
                 // The answer must come from this process: a port another
                 // program took before PocketBase bound it answers too, while
                 // PocketBase itself exits ("address already in use").
-                if pocketbase::is_healthy(&self.http, spec.port, Duration::from_secs(2)).await
-                    && crate::procstat::listens_on(pid, spec.port) != Some(false)
-                {
-                    return Ok(pid);
+                if pocketbase::is_healthy(&self.http, spec.port, Duration::from_secs(2)).await {
+                    tracing::debug!(
+                        instance = %spec.name,
+                        took_us = started.elapsed().as_micros() as u64,
+                        "start: answered"
+                    );
+                    if crate::procstat::listens_on(pid, spec.port) != Some(false) {
+                        tracing::debug!(
+                            instance = %spec.name,
+                            took_us = started.elapsed().as_micros() as u64,
+                            "start: healthy"
+                        );
+                        return Ok(pid);
+                    }
                 }
             }
             if Instant::now() > deadline {
@@ -104,10 +114,16 @@ impl Manager {
             self.runtime.observe(&spec.name).map(|o| o.phase),
             Some(RunPhase::Running | RunPhase::BackingOff)
         );
+        let began = Instant::now();
         if !running {
             self.set_state(name, Status::Starting, None, rec.restarts, None);
             self.runtime.start(spec.clone()).await?;
         }
+        tracing::debug!(
+            instance = name,
+            took_us = began.elapsed().as_micros() as u64,
+            "start: spawned"
+        );
         match self.wait_healthy(&spec).await {
             Ok(pid) => {
                 self.set_state(name, Status::Running, Some(pid), rec.restarts, None);

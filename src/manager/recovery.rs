@@ -16,6 +16,9 @@ use crate::model::{DesiredState, Status};
 use crate::runtime::Runtime;
 use crate::store::{InstanceRecord, Phase};
 
+/// How many instances a daemon start recovers at the same time.
+const RECOVER_AT_ONCE: usize = 64;
+
 impl Manager {
     /// Bring the runtime in line with the store after a daemon start:
     /// half-made creates are rolled back; instances that should run are
@@ -25,9 +28,13 @@ impl Manager {
         let actor = Actor::daemon();
         self.end_interrupted_deploys();
         let records = self.store.list_instances()?;
-        let mut tasks = Vec::new();
-        for rec in records {
-            tasks.push(async move {
+        // Side by side, but a bounded number at a time: a future per
+        // instance of a fleet of ten thousand, all at once, would take a
+        // hundred megabytes the allocator keeps afterwards.
+        futures::StreamExt::for_each_concurrent(
+            futures::stream::iter(records),
+            RECOVER_AT_ONCE,
+            |rec| async move {
                 let name = rec.name.clone();
                 if let Err(e) = self.recover_one(rec, &Actor::daemon()).await {
                     tracing::error!(instance = %name, error = %e, "cannot recover instance");
@@ -38,9 +45,9 @@ impl Manager {
                         Err(e.to_string()),
                     );
                 }
-            });
-        }
-        futures::future::join_all(tasks).await;
+            },
+        )
+        .await;
         self.resume_replications().await;
         let _ = actor;
         Ok(())

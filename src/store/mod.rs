@@ -186,6 +186,11 @@ pub struct ConfigChange {
 /// connection lock for one short statement or transaction.
 pub struct Store {
     conn: Mutex<Connection>,
+    /// A read-only second connection (a file store's; an in-memory one has
+    /// only `conn`) for the reads of the whole fleet: in WAL mode it reads
+    /// a committed snapshot while `conn` writes, so a list of ten thousand
+    /// instances never holds up a wake's or a health check's write.
+    reader: Option<Mutex<Connection>>,
 }
 
 fn ts(t: DateTime<Utc>) -> String {
@@ -235,6 +240,10 @@ fn map_unique(err: rusqlite::Error, rec: &InstanceRecord) -> StoreError {
     StoreError::Sql(err)
 }
 
+/// How much of the database file SQLite may map instead of copying pages
+/// in with `pread` (address space, not memory: the pages are the file's).
+const MMAP_BYTES: i64 = 256 << 20;
+
 const INSTANCE_COLUMNS: &str =
     "name, port, version, binary_path, dir, domain, desired, status, phase, \
      pid, restarts, superuser_email, compat_user, systemd_config_hash, caddy_config_hash, \
@@ -260,11 +269,17 @@ fn instance_from_row(row: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, S
     let release_binary: bool = row.get(24)?;
     let idle_timeout_secs: Option<i64> = row.get(25)?;
     let wake_schedule: Option<String> = row.get(26)?;
-    let label = row_label(&name);
+    // The row's label is made only for an error: a list of ten thousand
+    // rows should not format ten thousand labels it never shows.
     let corrupt = |field: &'static str, value: &str| StoreError::Corrupt {
-        row: label.clone(),
+        row: row_label(&name),
         field,
         value: value.to_string(),
+    };
+    let time = |field: &'static str, raw: &str| {
+        DateTime::parse_from_rfc3339(raw)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| corrupt(field, raw))
     };
     let build = || -> Result<InstanceRecord, StoreError> {
         Ok(InstanceRecord {
@@ -296,11 +311,11 @@ fn instance_from_row(row: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, S
             systemd_config_hash: row.get(13)?,
             caddy_config_hash: row.get(14)?,
             created_by: row.get(15)?,
-            created_at: parse_ts(&label, "instances.created_at", created_at.clone())?,
-            updated_at: parse_ts(&label, "instances.updated_at", updated_at.clone())?,
+            created_at: time("instances.created_at", &created_at)?,
+            updated_at: time("instances.updated_at", &updated_at)?,
             last_health_check: last_health
-                .clone()
-                .map(|t| parse_ts(&label, "instances.last_health_check", t))
+                .as_deref()
+                .map(|t| time("instances.last_health_check", t))
                 .transpose()?,
             last_error: row.get(19)?,
             max_body_bytes: row.get(20)?,
@@ -377,7 +392,19 @@ impl Store {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::setup(conn, path)
+        let mut store = Self::setup(conn, path)?;
+        let reader = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        reader.busy_timeout(std::time::Duration::from_secs(5))?;
+        reader.pragma_update(None, "mmap_size", MMAP_BYTES)?;
+        store.reader = Some(Mutex::new(reader));
+        Ok(store)
     }
 
     /// An in-memory store, for tests.
@@ -391,10 +418,20 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
         migrations::migrate(&mut conn, path)?;
         Ok(Store {
             conn: Mutex::new(conn),
+            reader: None,
         })
+    }
+
+    /// The connection for reads of the whole fleet (see `reader`).
+    fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
+        match &self.reader {
+            Some(reader) => reader.lock().unwrap_or_else(|p| p.into_inner()),
+            None => self.conn(),
+        }
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -498,7 +535,7 @@ impl Store {
     /// The instances `filter` (an SQL condition of ours, never input)
     /// selects, by name.
     fn select_instances(&self, filter: &str) -> Result<Vec<InstanceRecord>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {INSTANCE_COLUMNS} FROM instances WHERE {filter} ORDER BY name"
         ))?;
@@ -871,7 +908,7 @@ impl Store {
     pub fn all_domains(
         &self,
     ) -> Result<std::collections::HashMap<String, Vec<String>>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare(
             "SELECT instance, domain FROM instance_domains ORDER BY instance, added_at, domain",
         )?;
