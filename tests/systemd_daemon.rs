@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::support::daemon::{alive, Daemon};
-use crate::support::{free_port, wait_until, PB_NEW};
+use crate::support::{free_port, quiet_port, wait_until, PB_NEW};
 
 /// A recording `systemctl` double that runs our units' `ExecStart=`.
 const FAKE_SYSTEMCTL: &str = r#"#!/bin/bash
@@ -161,7 +161,7 @@ async fn instances_run_as_systemd_units() {
         ],
     )
     .await;
-    let port = free_port().to_string();
+    let port = quiet_port().to_string();
     let out = d.cli(&["create", "bad", "--version", PB_NEW, "--memory-max", "lots"]);
     assert!(!out.status.success());
     assert!(
