@@ -154,23 +154,41 @@ impl Daemon {
             cmd.env(k, v);
         }
         self.child = Some(cmd.spawn().expect("spawn pockestrator serve"));
+        // Until the daemon names its API address; a daemon that exits first
+        // fails the test at once with what it logged, not after a timeout.
         let log_path = self.log_path();
-        let addr: SocketAddr =
-            wait_until(Duration::from_secs(30), "the daemon's API address", || {
-                let log_path = log_path.clone();
-                async move {
-                    let text = std::fs::read_to_string(&log_path).ok()?;
-                    let text = text.get(start_len..)?;
-                    let line = text.lines().find(|l| l.contains("API on http://"))?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let addr: SocketAddr = loop {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let since = text.get(start_len..).unwrap_or_default();
+            let addr = since
+                .lines()
+                .find(|l| l.contains("API on http://"))
+                .and_then(|line| {
                     line.split("http://")
                         .nth(1)?
                         .split_whitespace()
                         .next()?
                         .parse()
                         .ok()
-                }
-            })
-            .await;
+                });
+            if let Some(addr) = addr {
+                break addr;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("the daemon exited ({status}) before it named its API address; it logged:\n{since}");
+            }
+            if std::time::Instant::now() > deadline {
+                panic!(
+                    "timed out after 30s waiting for the daemon's API address; it logged:\n{since}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         self.addr = addr;
         let ready = self.log_path();
         wait_until(Duration::from_secs(60), "the daemon to be ready", || {
