@@ -34,20 +34,15 @@ impl Manager {
                 // The answer must come from this process: a port another
                 // program took before PocketBase bound it answers too, while
                 // PocketBase itself exits ("address already in use").
-                if pocketbase::is_healthy(&self.http, spec.port, Duration::from_secs(2)).await {
+                if pocketbase::is_healthy(&self.http, spec.port, Duration::from_secs(2)).await
+                    && crate::procstat::listens_on(pid, spec.port) != Some(false)
+                {
                     tracing::debug!(
                         instance = %spec.name,
                         took_us = started.elapsed().as_micros() as u64,
-                        "start: answered"
+                        "start: healthy"
                     );
-                    if crate::procstat::listens_on(pid, spec.port) != Some(false) {
-                        tracing::debug!(
-                            instance = %spec.name,
-                            took_us = started.elapsed().as_micros() as u64,
-                            "start: healthy"
-                        );
-                        return Ok(pid);
-                    }
+                    return Ok(pid);
                 }
             }
             if Instant::now() > deadline {

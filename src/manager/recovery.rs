@@ -25,7 +25,6 @@ impl Manager {
     /// adopted when their process is still alive (no restart) and started
     /// otherwise; instances that should be stopped are stopped.
     pub async fn recover(&self) -> Result<()> {
-        let actor = Actor::daemon();
         self.end_interrupted_deploys();
         let records = self.store.list_instances()?;
         // Side by side, but a bounded number at a time: a future per
@@ -49,7 +48,6 @@ impl Manager {
         )
         .await;
         self.resume_replications().await;
-        let _ = actor;
         Ok(())
     }
 

@@ -304,11 +304,6 @@ impl Manager {
         }
         let began = Instant::now();
         self.hold(name, true).await;
-        tracing::debug!(
-            instance = name,
-            took_ms = began.elapsed().as_millis() as u64,
-            "wake: held"
-        );
         let result = self.start_locked(rec, &Actor::daemon()).await;
         tracing::debug!(
             instance = name,

@@ -197,14 +197,19 @@ fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-fn parse_ts(row: &str, field: &'static str, raw: String) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::parse_from_rfc3339(&raw)
+/// A stored timestamp (as `ts` writes it), if it is one.
+fn parse_time(raw: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(raw)
+        .ok()
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| StoreError::Corrupt {
-            row: row.to_string(),
-            field,
-            value: raw,
-        })
+}
+
+fn parse_ts(row: &str, field: &'static str, raw: String) -> Result<DateTime<Utc>, StoreError> {
+    parse_time(&raw).ok_or_else(|| StoreError::Corrupt {
+        row: row.to_string(),
+        field,
+        value: raw,
+    })
 }
 
 /// How an instance row is named in an error: a valid name as it is,
@@ -276,11 +281,7 @@ fn instance_from_row(row: &Row<'_>) -> rusqlite::Result<Result<InstanceRecord, S
         field,
         value: value.to_string(),
     };
-    let time = |field: &'static str, raw: &str| {
-        DateTime::parse_from_rfc3339(raw)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|_| corrupt(field, raw))
-    };
+    let time = |field: &'static str, raw: &str| parse_time(raw).ok_or_else(|| corrupt(field, raw));
     let build = || -> Result<InstanceRecord, StoreError> {
         Ok(InstanceRecord {
             name: InstanceName::parse(&name).map_err(|_| corrupt("instances.name", &name))?,
