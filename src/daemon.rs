@@ -450,9 +450,24 @@ pub async fn run(
     Ok(())
 }
 
+/// The data dir's lock, held while this value lives.
+///
+/// It is a POSIX record lock (`fcntl(F_SETLK)`), not `flock`: a record lock
+/// belongs to this process only. A child forked to run PocketBase, a build
+/// or `migrate up` does not share it between its fork and its exec, so a
+/// daemon killed while such a child waits for the CPU (the pool's run at
+/// nice 19) leaves nothing behind that keeps the next daemon out. The lock
+/// goes when this process ends, however it ends. Nothing else in the daemon
+/// opens the lock file: closing any descriptor of it would drop the lock.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
 /// Hold an exclusive lock on the data dir for the daemon's lifetime, so two
 /// daemons never manage the same instances.
-pub fn lock_data_dir(layout: &Layout) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+pub fn lock_data_dir(layout: &Layout) -> anyhow::Result<DataDirLock> {
+    use std::os::fd::AsRawFd;
     let path = layout.lock();
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -461,16 +476,21 @@ pub fn lock_data_dir(layout: &Layout) -> anyhow::Result<nix::fcntl::Flock<std::f
         .mode(0o600)
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
-        if errno == nix::errno::Errno::EWOULDBLOCK {
-            anyhow::anyhow!(
-                "another pockestrator daemon is running on {}: stop it first, or pass another --data-dir",
-                layout.root.display()
-            )
-        } else {
-            anyhow::anyhow!("cannot lock {}: {errno}", path.display())
-        }
-    })
+    let whole = nix::libc::flock {
+        l_type: nix::libc::F_WRLCK as nix::libc::c_short,
+        l_whence: nix::libc::SEEK_SET as nix::libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    match nix::fcntl::fcntl(file.as_raw_fd(), nix::fcntl::FcntlArg::F_SETLK(&whole)) {
+        Ok(_) => Ok(DataDirLock { _file: file }),
+        Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => Err(anyhow::anyhow!(
+            "another pockestrator daemon is running on {}: stop it first, or pass another --data-dir",
+            layout.root.display()
+        )),
+        Err(errno) => Err(anyhow::anyhow!("cannot lock {}: {errno}", path.display())),
+    }
 }
 
 /// Bind the unix socket (0600). A socket file left by a daemon that died is

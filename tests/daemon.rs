@@ -1112,3 +1112,75 @@ exec '{real}' "$@""#,
     let (code, _) = d.get("/api/v1/instances/asked").await;
     assert_eq!(code, 404, "a failed create leaves nothing behind");
 }
+
+/// `serve` on a data dir, with nothing else; its exit and what it said.
+fn serve_once(data_dir: &std::path::Path) -> std::process::Output {
+    let mut child = std::process::Command::new(crate::support::daemon::BIN)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["serve", "--listen", "none", "--proxy-listen", "127.0.0.1:0"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A daemon that got the lock runs until told to stop.
+    std::thread::sleep(Duration::from_millis(1500));
+    if child.try_wait().unwrap().is_none() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_daemon_is_refused_and_a_forked_child_keeps_no_lock() {
+    use std::os::unix::process::CommandExt;
+    let d = Daemon::start().await;
+    let second = serve_once(d.data_dir());
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{said}");
+    assert!(
+        said.contains("another pockestrator daemon is running"),
+        "{said}"
+    );
+    // The first daemon is untouched.
+    let (code, _) = d.get("/api/v1/instances").await;
+    assert_eq!(code, 200);
+
+    // A daemon killed while a child it forked waits for its exec (a
+    // `migrate up` at nice 19 on a busy host) must not keep the next daemon
+    // out: the child's copy of the descriptors carries no lock.
+    let dir = tempfile::tempdir().unwrap();
+    let layout = pockestrator::config::Layout::new(dir.path());
+    let lock = pockestrator::daemon::lock_data_dir(&layout).unwrap();
+    let (mut forked, in_child) = std::os::unix::net::UnixStream::pair().unwrap();
+    let in_child = std::os::fd::AsRawFd::as_raw_fd(&in_child);
+    let slow = std::thread::spawn(move || {
+        let mut slow = std::process::Command::new("true");
+        // SAFETY: write and sleep are async-signal-safe; this is what a
+        // child starved of the CPU between fork and exec looks like.
+        unsafe {
+            slow.pre_exec(move || {
+                nix::libc::write(in_child, b"f".as_ptr().cast(), 1);
+                nix::libc::sleep(8);
+                Ok(())
+            });
+        }
+        slow.status().unwrap()
+    });
+    let mut byte = [0u8];
+    std::io::Read::read_exact(&mut forked, &mut byte).unwrap();
+    drop(lock);
+    let next = serve_once(dir.path());
+    let said = String::from_utf8_lossy(&next.stderr);
+    let still_forked = !slow.is_finished();
+    assert!(
+        !said.contains("another pockestrator daemon"),
+        "a forked child kept the data dir locked: {said}"
+    );
+    assert!(still_forked, "the child reached its exec before the check");
+    assert!(slow.join().unwrap().success());
+}
