@@ -23,7 +23,7 @@ use serde::Serialize;
 use crate::api::dto::{
     AddDomain, BackupDto, BackupList, ConfigHistory, CreateBackup, CreateInstance, CreatedDto,
     DeletedBackup, DeletedDto, DeployCredentials, DeployDto, DeployList, DoctorReport, DomainList,
-    ErrorBody, EventList, ImportReport, ImportRequest, InstallProgress, InstallVersion,
+    ErrorBody, EventList, HostList, ImportReport, ImportRequest, InstallProgress, InstallVersion,
     InstanceDto, InstanceList, LogLines, RestoreBackup, ScheduleState, SetSchedule, SetSuperuser,
     StartDeploy, StartRollback, SuperuserDto, UpdateInstance, UpgradeInstance, VersionList,
     WebhookDto,
@@ -296,6 +296,11 @@ impl Client {
     /// Every instance: `GET /api/v1/instances`.
     pub async fn list_instances(&self) -> Result<InstanceList, ClientError> {
         self.get(INSTANCES).await
+    }
+
+    /// The hosts of the cluster: `GET /api/v1/hosts`.
+    pub async fn hosts(&self) -> Result<HostList, ClientError> {
+        self.get(HOSTS).await
     }
 
     /// One instance in detail: `GET /api/v1/instances/{name}`.
@@ -609,6 +614,7 @@ fn backup_path(name: &str, id: &str) -> String {
 }
 
 const INSTANCES: &str = "/api/v1/instances";
+const HOSTS: &str = "/api/v1/hosts";
 const VERSIONS: &str = "/api/v1/versions";
 const VERSIONS_INSTALL: &str = "/api/v1/versions/install";
 const EVENTS: &str = "/api/v1/events";

@@ -193,6 +193,8 @@ pub struct Config {
     /// Deploys from git: where local repositories may come from, who
     /// builds, where and within which limits, how many releases are kept.
     pub deploy: DeployConfig,
+    /// The cluster to join (`serve --cluster`); `None`: this host alone.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// The limits of one deploy's build.
@@ -275,6 +277,7 @@ impl Config {
             litestream: None,
             pool_size: 2,
             deploy: DeployConfig::default(),
+            cluster: None,
             data_dir,
         }
     }
@@ -394,4 +397,22 @@ pub fn default_data_dir() -> PathBuf {
         return PathBuf::from(home).join(".local/share/pockestrator");
     }
     PathBuf::from(".pockestrator")
+}
+
+/// What `serve --cluster` was given.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// `nats://HOST:PORT` (or `tls://`), validated by
+    /// [`crate::model::cluster::parse_servers`].
+    pub servers: Vec<String>,
+    pub host: crate::model::cluster::HostName,
+    pub region: Option<crate::model::cluster::Region>,
+    pub tags: Vec<crate::model::cluster::Tag>,
+    pub prefix: crate::model::cluster::ClusterPrefix,
+    /// `--nats-creds`: a `.creds` file (a JWT and an NKey seed).
+    pub creds: Option<PathBuf>,
+    /// How often this host says it is alive.
+    pub heartbeat: Duration,
+    /// A host silent for this long is reported `lost`.
+    pub lost_after: Duration,
 }

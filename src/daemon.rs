@@ -266,6 +266,34 @@ pub async fn run(
         events,
         metrics,
     )?;
+    // A cluster is joined before the API answers, so that its first
+    // request already sees the whole fleet; one that cannot be reached
+    // stops the start with the reason.
+    let cluster = match &cfg.cluster {
+        Some(cluster_cfg) => {
+            let cluster = crate::cluster::Cluster::connect(cluster_cfg.clone(), &cfg.credentials)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot join the cluster at {}",
+                        cluster_cfg.servers.join(",")
+                    )
+                })?;
+            let cluster = Arc::new(cluster);
+            let api = match &listeners.tcp {
+                Some(t) => Some(format!("http://{}", t.local_addr()?)),
+                None => None,
+            };
+            let proxy = match &listeners.proxy {
+                Some(p) => Some(format!("http://{}", p.local_addr()?)),
+                None => None,
+            };
+            manager.join_cluster(cluster.clone(), api, proxy);
+            tracing::info!(host = %cluster_cfg.host, servers = %cluster_cfg.servers.join(","), "joined the cluster");
+            Some(cluster)
+        }
+        None => None,
+    };
     // Scale to zero: who asks for wakes. With Caddy, the wake proxy, which
     // asleep instances' Caddy routes point at (trusting Caddy's
     // forwarding headers, as the instances do).
@@ -297,6 +325,15 @@ pub async fn run(
         manager: manager.clone(),
         token: Arc::new(token),
     };
+    let forwarded = cluster.map(|cluster| {
+        let handler = api::cluster::forwarded_handler(state.clone());
+        let stop = stop_rx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = cluster.serve_forwarded(handler, stop).await {
+                tracing::error!(error = %e, "cluster: cannot answer forwarded requests");
+            }
+        })
+    });
     let unix_app =
         api::unix_router(state.clone()).into_make_service_with_connect_info::<UnixPeer>();
     let mut unix_stop = stop_rx.clone();
@@ -347,7 +384,9 @@ pub async fn run(
         tokio::spawn(manager.clone().backup_loop(stop_rx.clone())),
         tokio::spawn(manager.clone().replication_loop(stop_rx.clone())),
         tokio::spawn(manager.clone().idle_loop(stop_rx.clone())),
+        tokio::spawn(manager.clone().cluster_loop(stop_rx.clone())),
     ];
+    background.extend(forwarded);
     if let Some(requests) = wake_requests {
         background.push(tokio::spawn(
             manager.clone().wake_loop(requests, stop_rx.clone()),

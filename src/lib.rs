@@ -17,6 +17,7 @@
 //! - [`replication`]: continuous replication of `data.db` with Litestream.
 //! - [`pocketbase`]: talking to one PocketBase — its CLI and health endpoint.
 //! - [`events`]: the closed event enum and the broadcast bus.
+//! - [`cluster`]: many hosts over NATS JetStream — heartbeats, names, forwarded requests.
 //! - [`manager`]: every mutation goes through here, whichever door it came in by.
 //! - [`health`]: the probe loop.
 //! - [`doctor`]: checks of the host (disk, limits, inotify, Caddy, systemd).
@@ -34,6 +35,7 @@ pub mod archive;
 pub mod build;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod credentials;
 pub mod daemon;

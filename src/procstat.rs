@@ -265,43 +265,7 @@ impl Sampler {
     }
 }
 
-/// Bytes for people: `512 B`, `1.5 KiB`, `17.5 MiB`, `2.0 GiB` (binary
-/// units, one decimal above bytes).
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    // Move up while the value would print as 1024.0 or more.
-    while value >= 1023.95 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
-
-/// A duration for people, in its two largest units: `45s`, `3m 12s`,
-/// `2h 5m`, `3d 4h` (fractions of a second are dropped).
-pub fn human_duration(duration: Duration) -> String {
-    let secs = duration.as_secs();
-    let (days, hours, mins, secs) = (
-        secs / 86_400,
-        secs % 86_400 / 3_600,
-        secs % 3_600 / 60,
-        secs % 60,
-    );
-    if days > 0 {
-        format!("{days}d {hours}h")
-    } else if hours > 0 {
-        format!("{hours}h {mins}m")
-    } else if mins > 0 {
-        format!("{mins}m {secs}s")
-    } else {
-        format!("{secs}s")
-    }
-}
+pub use crate::model::human::{human_bytes, human_duration};
 
 /// The inodes of the sockets listening on TCP `port`, from the text of
 /// `/proc/net/tcp` or `/proc/net/tcp6`.
@@ -773,49 +737,6 @@ mod tests {
     }
 
     #[test]
-    fn human_bytes_boundaries() {
-        let cases = [
-            (0, "0 B"),
-            (512, "512 B"),
-            (1023, "1023 B"),
-            (1024, "1.0 KiB"),
-            (1536, "1.5 KiB"),
-            ((1 << 20) - 1, "1.0 MiB"),
-            (1 << 20, "1.0 MiB"),
-            (17 * (1 << 20) + (1 << 19), "17.5 MiB"),
-            ((1 << 30) - (1 << 20), "1023.0 MiB"),
-            (2 * (1 << 30), "2.0 GiB"),
-            (1 << 40, "1.0 TiB"),
-            (u64::MAX, "16.0 EiB"),
-        ];
-        for (bytes, want) in cases {
-            assert_eq!(human_bytes(bytes), want, "{bytes}");
-        }
-    }
-
-    #[test]
-    fn human_duration_boundaries() {
-        let cases = [
-            (0, "0s"),
-            (45, "45s"),
-            (59, "59s"),
-            (60, "1m 0s"),
-            (192, "3m 12s"),
-            (3_599, "59m 59s"),
-            (3_600, "1h 0m"),
-            (2 * 3_600 + 5 * 60 + 59, "2h 5m"),
-            (86_399, "23h 59m"),
-            (86_400, "1d 0h"),
-            (3 * 86_400 + 4 * 3_600 + 59 * 60, "3d 4h"),
-            (400 * 86_400, "400d 0h"),
-        ];
-        for (secs, want) in cases {
-            assert_eq!(human_duration(Duration::from_secs(secs)), want, "{secs}");
-        }
-        assert_eq!(human_duration(Duration::from_millis(999)), "0s");
-    }
-
-    #[test]
     fn live_sample_of_this_process() {
         let pid = std::process::id();
         let mut sampler = Sampler::new();
@@ -847,5 +768,52 @@ mod tests {
         // Pids not asked for are forgotten.
         assert!(sampler.sample(&[]).is_empty());
         assert!(sampler.previous.is_empty());
+    }
+}
+
+/// The host's memory, `(MemTotal, MemAvailable)` in bytes, from
+/// `/proc/meminfo`.
+pub fn host_memory() -> Option<(u64, u64)> {
+    parse_meminfo(&std::fs::read_to_string("/proc/meminfo").ok()?)
+}
+
+/// `(MemTotal, MemAvailable)` in bytes from the text of `/proc/meminfo`.
+pub fn parse_meminfo(text: &str) -> Option<(u64, u64)> {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .map(|kb| kb * 1024)
+    };
+    Some((field("MemTotal")?, field("MemAvailable")?))
+}
+
+/// The one-minute load average, from `/proc/loadavg`.
+pub fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod host_tests {
+    #[test]
+    fn meminfo_in_bytes() {
+        let text = "MemTotal:       24546880 kB\nMemFree:  100 kB\nMemAvailable:   20000000 kB\n";
+        assert_eq!(
+            super::parse_meminfo(text),
+            Some((24546880 * 1024, 20000000 * 1024))
+        );
+        assert_eq!(super::parse_meminfo("MemTotal: 1 kB\n"), None);
+        assert!(super::host_memory().is_some_and(|(t, a)| t > 0 && a <= t));
     }
 }

@@ -7,6 +7,7 @@ mod support;
 mod backup;
 mod backup_remote;
 mod caddy;
+mod cluster;
 mod compat;
 mod daemon;
 mod dashboard;

@@ -53,6 +53,8 @@ pub mod patterns {
     pub const TOKEN: &str = "^[!-~]{0,4096}$";
     /// A private key in OpenSSH or PEM form (empty: remove it).
     pub const SSH_KEY: &str = "^(-----BEGIN [ -~\\n\\r\\t]{1,16000})?$";
+    /// `HostName`, `Region` and `Tag` of a cluster: lowercase DNS labels.
+    pub const LABEL: &str = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
     pub const TIMESTAMP: &str = "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$";
 }
 
@@ -129,6 +131,9 @@ pub struct InstanceDto {
     /// Whether its route is in place (only when asked for one instance).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route: Option<RouteStatus>,
+    /// The host of the cluster it runs on (only in a cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// Whether an instance's route is in place in the router.
@@ -176,6 +181,7 @@ impl InstanceDto {
             wake_schedule: r.wake_schedule.as_ref().map(|c| c.as_str().to_string()),
             replica: None,
             route: None,
+            host: None,
         }
     }
 }
@@ -221,6 +227,18 @@ pub struct CreateInstance {
     #[serde(default, deserialize_with = "whole_number")]
     #[schema(minimum = 0, maximum = 2592000)]
     pub idle_timeout_secs: Option<u64>,
+    /// In a cluster: the host to create it on (default: the host with the
+    /// most memory per instance among those that are up and match
+    /// `region` and `tags`).
+    #[schema(max_length = 63)]
+    pub host: Option<String>,
+    /// In a cluster: only a host of this region.
+    #[schema(max_length = 63)]
+    pub region: Option<String>,
+    /// In a cluster: only a host with every one of these tags.
+    #[serde(default)]
+    #[schema(max_items = 32)]
+    pub tags: Vec<String>,
     /// A cron expression in UTC: a sleeping instance is woken 5 s before
     /// each time, for its own cron jobs, and sleeps again when idle.
     #[schema(max_length = 200)]
@@ -347,6 +365,48 @@ pub struct DeletedDto {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct InstanceList {
     pub instances: Vec<InstanceDto>,
+    /// In a cluster: hosts that are up but did not answer, so their
+    /// instances are missing from this list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreachable_hosts: Vec<UnreachableHost>,
+}
+
+/// A host whose part of a list is missing, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UnreachableHost {
+    pub host: String,
+    pub error: String,
+}
+
+/// One host of a cluster, as its last heartbeat described it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct HostDto {
+    pub name: String,
+    pub region: Option<String>,
+    pub tags: Vec<String>,
+    /// `up` (a heartbeat within three intervals), `late` or `lost`.
+    pub health: String,
+    /// Whether this is the host that answered.
+    pub this: bool,
+    /// Its API on TCP, when it listens on one.
+    pub api: Option<String>,
+    /// Its embedded proxy, when it runs one.
+    pub proxy: Option<String>,
+    pub version: String,
+    pub instances: usize,
+    pub running: usize,
+    pub mem_available_bytes: u64,
+    pub mem_total_bytes: u64,
+    pub load1: f64,
+    pub cpus: usize,
+    pub started_at: DateTime<Utc>,
+    pub seen_at: DateTime<Utc>,
+}
+
+/// `GET /api/v1/hosts`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HostList {
+    pub hosts: Vec<HostDto>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -1,6 +1,7 @@
 //! The one mapping from errors to HTTP answers: a status and
 //! `{"error":{"code":…,"message":…}}`.
 
+use crate::cluster::ClusterFailure;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -95,6 +96,15 @@ pub fn http_status(e: &ManagerError) -> StatusCode {
         },
         ManagerError::Release(e) if e.is_user_error() => 400,
         ManagerError::Release(_) => 502,
+        ManagerError::Cluster(c) => match c {
+            ClusterFailure::HeldElsewhere { .. } => 409,
+            ClusterFailure::NotClustered => 409,
+            ClusterFailure::UnknownHost(_) => 404,
+            ClusterFailure::TooLarge(_) => 413,
+            ClusterFailure::Unreachable(_)
+            | ClusterFailure::Refused(_)
+            | ClusterFailure::NoAnswer(_) => 503,
+        },
         _ => 500,
     };
     StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
@@ -135,6 +145,14 @@ pub fn code(e: &ManagerError) -> &'static str {
             FailureKind::Failed => "destination_error",
         },
         ManagerError::Store(_) => "store_error",
+        ManagerError::Cluster(c) => match c {
+            ClusterFailure::HeldElsewhere { .. } => "name_taken",
+            ClusterFailure::NotClustered => "not_clustered",
+            ClusterFailure::UnknownHost(_) => "unknown_host",
+            ClusterFailure::TooLarge(_) => "too_large",
+            ClusterFailure::Unreachable(_) | ClusterFailure::Refused(_) => "cluster_unavailable",
+            ClusterFailure::NoAnswer(_) => "host_unavailable",
+        },
         ManagerError::Release(e) if e.is_user_error() => "unknown_version",
         ManagerError::Release(_) => "release_unavailable",
         ManagerError::Runtime(_) => "runtime_error",

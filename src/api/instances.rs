@@ -122,6 +122,7 @@ pub fn instance_dto(
         .unwrap_or(state.manager.config().routing.max_body_bytes);
     let mut dto = InstanceDto::new(rec, domains, urls, limit);
     dto.replica = state.manager.replication_of(&rec.name).map(Into::into);
+    dto.host = state.manager.host_name().map(|h| h.to_string());
     Ok(dto)
 }
 
@@ -164,12 +165,73 @@ pub async fn daemon_health(State(state): State<AppState>) -> ApiResult<Json<Daem
     responses((status = 200, body = InstanceList)))]
 pub async fn list_instances(
     State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    from: Option<Extension<super::cluster::ForwardedFrom>>,
 ) -> ApiResult<super::SizedJson<InstanceList>> {
+    // In a cluster, the other hosts are asked at the same time as this one
+    // lists its own; one that does not answer, or is lost, is named.
+    let others = if super::cluster::forwarded(&from) {
+        Vec::new()
+    } else {
+        state.manager.other_hosts().await?
+    };
+    let (alive, lost): (Vec<_>, Vec<_>) = others
+        .iter()
+        .cloned()
+        .partition(|(_, health, _)| *health != crate::model::cluster::HostHealth::Lost);
+    let asked = tokio::spawn(futures::future::join_all(alive.into_iter().map(
+        |(host, _, _)| {
+            let (state, actor) = (state.clone(), actor.clone());
+            async move {
+                let answer = super::cluster::ask(&state, &host, "/api/v1/instances", &actor).await;
+                (host, answer)
+            }
+        },
+    )));
+    let mut list = list_local(&state)?;
+    let asked = asked
+        .await
+        .map_err(|e| ApiError::from(crate::manager::ManagerError::Internal(e.to_string())))?;
+    for (host, _, seen) in lost {
+        list.unreachable_hosts.push(UnreachableHost {
+            host: host.to_string(),
+            error: format!(
+                "lost: no heartbeat since {}, so its instances are not listed",
+                seen.format("%Y-%m-%d %H:%M:%S UTC")
+            ),
+        });
+    }
+    for (host, answer) in asked {
+        match answer.and_then(|v| {
+            serde_json::from_value::<InstanceList>(v)
+                .map_err(|e| format!("answered a list that does not parse: {e}"))
+        }) {
+            Ok(theirs) => list.instances.extend(theirs.instances),
+            Err(error) => list.unreachable_hosts.push(UnreachableHost {
+                host: host.to_string(),
+                error,
+            }),
+        }
+    }
+    if !others.is_empty() {
+        list.instances.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    // About 700 bytes an instance.
+    let expected_bytes = 1024 + list.instances.len() * 768;
+    Ok(super::SizedJson {
+        body: list,
+        expected_bytes,
+    })
+}
+
+/// This host's instances.
+fn list_local(state: &AppState) -> ApiResult<InstanceList> {
     // Three queries for the whole fleet, not one per instance.
     let records = state.manager.list()?;
     let mut domains = state.manager.all_custom_domains()?;
     let mut replicas = state.manager.replications_by_name();
     let default_limit = state.manager.config().routing.max_body_bytes;
+    let host = state.manager.host_name().map(|h| h.to_string());
     let instances = records
         .iter()
         .map(|rec| {
@@ -178,14 +240,13 @@ pub async fn list_instances(
             let limit = rec.max_body_bytes.unwrap_or(default_limit);
             let mut dto = InstanceDto::new(rec, custom, urls, limit);
             dto.replica = replicas.remove(rec.name.as_str()).map(Into::into);
+            dto.host = host.clone();
             dto
         })
         .collect::<Vec<_>>();
-    // About 700 bytes an instance.
-    let expected_bytes = 1024 + instances.len() * 768;
-    Ok(super::SizedJson {
-        body: InstanceList { instances },
-        expected_bytes,
+    Ok(InstanceList {
+        instances,
+        unreachable_hosts: Vec::new(),
     })
 }
 
@@ -198,7 +259,45 @@ pub async fn list_instances(
 pub async fn create_instance(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
+    from: Option<Extension<super::cluster::ForwardedFrom>>,
     ApiJson(body): ApiJson<CreateInstance>,
+) -> ApiResult<Response> {
+    // In a cluster, the instance may go to another host: the request goes
+    // there whole.
+    if !super::cluster::forwarded(&from) {
+        let target = state
+            .manager
+            .placement(body.host.as_deref(), body.region.as_deref(), &body.tags)
+            .await?;
+        if let Some(host) = target.filter(|h| Some(h) != state.manager.host_name()) {
+            let bytes = serde_json::to_vec(&body)
+                .map_err(|e| ApiError::bad_request(format!("cannot forward the request: {e}")))?;
+            let mut req = axum::http::Request::builder()
+                .method("POST")
+                .uri("/api/v1/instances")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(bytes))
+                .map_err(|e| ApiError::bad_request(format!("cannot forward the request: {e}")))?;
+            req.extensions_mut().insert(actor);
+            return Ok(super::cluster::send_on(&state, &host, req).await);
+        }
+    } else if let Some(host) = body.host.as_deref() {
+        if Some(host) != state.manager.host_name().map(|h| h.as_str()) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("this host is not {}", crate::model::names::shown(host)),
+            ));
+        }
+    }
+    Ok(create_here(&state, &actor, body).await?.into_response())
+}
+
+/// Create the instance on this host.
+async fn create_here(
+    state: &AppState,
+    actor: &Actor,
+    body: CreateInstance,
 ) -> ApiResult<(StatusCode, Json<CreatedDto>)> {
     let binary = binary_choice(body.version.as_deref(), body.binary.as_deref())?;
     let created = state
@@ -217,13 +316,13 @@ pub async fn create_instance(
                 idle_timeout_secs: body.idle_timeout_secs,
                 wake_schedule: body.wake_schedule,
             },
-            &actor,
+            actor,
         )
         .await?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedDto {
-            instance: instance_dto(&state, &created.instance)?,
+            instance: instance_dto(state, &created.instance)?,
             superuser: created
                 .superuser
                 .map(|(email, password)| SuperuserDto { email, password }),

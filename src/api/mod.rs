@@ -10,6 +10,7 @@
 //! the single mapping in [`error`].
 
 pub mod backups;
+pub mod cluster;
 pub mod compat;
 pub mod deploys;
 pub mod dto;
@@ -59,11 +60,16 @@ impl Connected<IncomingStream<'_, UnixListener>> for UnixPeer {
 fn routes(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/openapi.json", get(openapi::document))
+        .route("/api/v1/hosts", get(cluster::list_hosts))
         .merge(instances::routes())
         .merge(backups::routes())
         .merge(compat::routes())
         .merge(deploys::routes())
         .merge(lab::routes())
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            cluster::forward_if_elsewhere,
+        ))
         .with_state(state)
 }
 

@@ -40,6 +40,7 @@ use super::instances as h;
         d::start_deploy, d::list_deploys, d::get_deploy, d::deploy_log, d::start_rollback,
         d::set_webhook, d::delete_webhook, d::set_credentials,
         c::init_pb, c::pb_status, c::stop_pb, c::pb_instances, c::health,
+        super::cluster::list_hosts,
     ),
     components(schemas(
         InstanceDto, CreateInstance, CreatedDto, SuperuserDto, UpdateInstance, UpgradeInstance,
@@ -50,10 +51,12 @@ use super::instances as h;
         BackupDto, BackupList, CreateBackup, RestoreBackup, DeletedBackup,
         ScheduleDto, ScheduleState, SetSchedule, ReplicaDto, SetReplication, RestoreReplica,
         StartDeploy, DeployDto, DeployList, StartRollback, WebhookDto, DeployCredentials,
+        HostDto, HostList, UnreachableHost,
         c::InitRequest, c::InitResponse, c::StatusResponse, c::StopResponse, c::InstancesResponse,
         c::HealthResponse, c::UserInstance, c::UserInstanceSummary, c::CompatFailure,
     )),
     tags(
+        (name = "cluster", description = "The hosts of a cluster (`serve --cluster`). In a cluster, `/api/v1/instances` lists every host's instances and a request about an instance another host holds is answered by that host (header `x-pockestrator-host`)."),
         (name = "seed-001", description = "Seed 001's per-user API, unchanged: one PocketBase per user id, with that API's shapes, states and error body."),
     ),
     modifiers(&BearerAuth),
@@ -96,6 +99,8 @@ const FIELD_PATTERNS: &[(&str, &str, &str)] = &[
     ("CreateInstance", "superuser_password", patterns::PASSWORD),
     ("CreateInstance", "memory_max", patterns::MEMORY_MAX),
     ("CreateInstance", "cpu_quota", patterns::CPU_QUOTA),
+    ("CreateInstance", "host", patterns::LABEL),
+    ("CreateInstance", "region", patterns::LABEL),
     ("UpdateInstance", "domain", patterns::DOMAIN),
     ("UpdateInstance", "memory_max", patterns::MEMORY_MAX),
     ("UpdateInstance", "cpu_quota", patterns::CPU_QUOTA),
@@ -215,6 +220,13 @@ fn refine(doc: &mut Value) {
         .and_then(Value::as_object_mut)
     {
         items.insert("pattern".into(), json!(patterns::ABSOLUTE_PATH));
+    }
+    if let Some(items) = schemas
+        .get_mut("CreateInstance")
+        .and_then(|s| s.pointer_mut("/properties/tags/items"))
+        .and_then(Value::as_object_mut)
+    {
+        items.insert("pattern".into(), json!(patterns::LABEL));
     }
     for name in CLOSED_BODIES {
         if let Some(s) = schemas.get_mut(*name).and_then(Value::as_object_mut) {
@@ -337,6 +349,7 @@ mod tests {
                 "/api/v1/events",
                 "/api/v1/events/stream",
                 "/api/v1/health",
+                "/api/v1/hosts",
                 "/api/v1/import",
                 "/api/v1/instances",
                 "/api/v1/instances/{name}",

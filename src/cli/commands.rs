@@ -58,6 +58,18 @@ pub struct CreateArgs {
     /// sleeps again when idle.
     #[arg(long, value_name = "CRON")]
     pub wake_schedule: Option<String>,
+    /// In a cluster: the host to create it on (see `pockestrator hosts`).
+    /// Default: the host that is up with the most free memory per
+    /// instance, among those matching --region and --tag.
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// In a cluster: only a host of this region (`serve --region`).
+    #[arg(long, value_name = "REGION", conflicts_with = "host")]
+    pub region: Option<String>,
+    /// In a cluster: only a host with this tag (`serve --tags`); repeat
+    /// for several.
+    #[arg(long = "tag", value_name = "TAG", conflicts_with = "host")]
+    pub tags: Vec<String>,
 }
 
 /// An idle timeout as sent: whole seconds, 0 for off.
@@ -308,8 +320,15 @@ pub async fn create(g: &GlobalArgs, args: CreateArgs) -> anyhow::Result<ExitCode
     } else {
         None
     };
+    // In a cluster the instance may go to another host, which downloads
+    // its release itself.
+    let clustered = client.hosts().await.is_ok();
     let (version, binary) = match &args.binary {
         Some(path) => (None, Some(absolute_binary(path)?)),
+        None if clustered => {
+            crate::model::InstanceName::parse(&args.name)?;
+            (args.version.clone(), None)
+        }
         None => {
             // Install first so the download shows a progress bar; a bad name
             // is caught before the download by checking it here too.
@@ -335,6 +354,9 @@ pub async fn create(g: &GlobalArgs, args: CreateArgs) -> anyhow::Result<ExitCode
         cpu_quota: args.cpu_quota,
         idle_timeout_secs: args.idle_timeout.map(|t| t.0),
         wake_schedule: args.wake_schedule,
+        host: args.host,
+        region: args.region,
+        tags: args.tags,
     };
     let created = client.create_instance(&body).await?;
     if g.json {
@@ -350,10 +372,27 @@ pub async fn create(g: &GlobalArgs, args: CreateArgs) -> anyhow::Result<ExitCode
 
 pub async fn list(g: &GlobalArgs) -> anyhow::Result<ExitCode> {
     let list = g.client()?.list_instances().await?;
+    // In a cluster: the hosts whose instances are missing, said, not hidden.
+    for missing in &list.unreachable_hosts {
+        eprintln!(
+            "warning: host {} is not in this list: {}",
+            missing.host, missing.error
+        );
+    }
     if g.json {
         print_json(&list.instances)?;
     } else {
         print!("{}", table::instances(&list.instances, now()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn hosts(g: &GlobalArgs) -> anyhow::Result<ExitCode> {
+    let list = g.client()?.hosts().await?;
+    if g.json {
+        print_json(&list.hosts)?;
+    } else {
+        print!("{}", table::hosts(&list.hosts, now()));
     }
     Ok(ExitCode::SUCCESS)
 }

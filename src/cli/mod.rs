@@ -119,6 +119,9 @@ pub enum Command {
     List,
     /// Show one instance in detail.
     Status { name: String },
+    /// List the hosts of the cluster (`serve --cluster`): health from their
+    /// heartbeats, region, tags, instances, free memory and load.
+    Hosts,
     /// Change an instance's port, domain or request body limit.
     Update(commands::UpdateArgs),
     /// Start a stopped instance and wait until it is healthy.
@@ -257,6 +260,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Create(args) => commands::create(g, args).await,
         Command::List => commands::list(g).await,
         Command::Status { name } => commands::status(g, &name).await,
+        Command::Hosts => commands::hosts(g).await,
         Command::Update(args) => commands::update(g, args).await,
         Command::Start { name } => commands::lifecycle(g, &name, Lifecycle::Start).await,
         Command::Stop { name } => commands::lifecycle(g, &name, Lifecycle::Stop).await,

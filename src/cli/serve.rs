@@ -87,6 +87,38 @@ pub struct ServeArgs {
     /// never go in a destination URL.
     #[arg(long, env = "POCKESTRATOR_CREDENTIALS", value_name = "FILE")]
     pub credentials: Option<PathBuf>,
+    /// Join a cluster of hosts through these NATS JetStream servers
+    /// (nats://HOST:PORT, comma-separated; tls://HOST:PORT for TLS). Every
+    /// host's CLI, API and dashboard then list and manage every instance of
+    /// the cluster. Without it this host needs no NATS. Credentials never go
+    /// in these URLs: --nats-creds, or NATS_USER and NATS_PASSWORD (or
+    /// NATS_TOKEN) in the --credentials file or the environment.
+    #[arg(long, env = "POCKESTRATOR_CLUSTER", value_name = "URLS")]
+    pub cluster: Option<String>,
+    /// This host's name in the cluster (a-z, 0-9, '-'). Default: the
+    /// machine's host name.
+    #[arg(long, env = "POCKESTRATOR_HOST_NAME", value_name = "NAME")]
+    pub host_name: Option<String>,
+    /// This host's region, for placement (`create --region`).
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+    /// This host's tags, comma-separated, for placement (`create --tag`).
+    #[arg(long, value_name = "TAGS", default_value = "")]
+    pub tags: String,
+    /// A NATS .creds file (a JWT and an NKey seed) to join the cluster with.
+    #[arg(long, value_name = "FILE")]
+    pub nats_creds: Option<PathBuf>,
+    /// The start of the cluster's NATS subjects and key-value buckets, so
+    /// several clusters can share one NATS account.
+    #[arg(long, value_name = "PREFIX", default_value = "pockestrator")]
+    pub cluster_prefix: String,
+    /// How often this host tells the cluster it is alive. A host silent for
+    /// three of these is `late`; for --host-lost-after, `lost`.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub heartbeat: Duration,
+    /// How long a silent host is `late` before it is reported `lost`.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub host_lost_after: Duration,
     /// How long a starting instance may take to become healthy.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub start_timeout: Duration,
@@ -249,6 +281,7 @@ fn absolute(path: PathBuf) -> anyhow::Result<PathBuf> {
 
 pub fn config(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<Config> {
     let mut cfg = Config::new(absolute(g.data_dir())?);
+    cfg.cluster = cluster_config(&args)?;
     cfg.listen = match args.listen.as_str() {
         "none" | "off" | "" => None,
         raw => Some(raw.parse::<SocketAddr>().map_err(|_| {
@@ -382,6 +415,73 @@ pub fn config(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<Config> {
         None => None,
     };
     Ok(cfg)
+}
+
+/// The cluster flags, checked; `None` without `--cluster`.
+fn cluster_config(args: &ServeArgs) -> anyhow::Result<Option<crate::config::ClusterConfig>> {
+    use crate::model::cluster::{parse_servers, parse_tags, ClusterPrefix, HostName, Region};
+    let Some(servers) = &args.cluster else {
+        let stray = [
+            (args.host_name.is_some(), "--host-name"),
+            (args.region.is_some(), "--region"),
+            (!args.tags.trim().is_empty(), "--tags"),
+            (args.nats_creds.is_some(), "--nats-creds"),
+        ];
+        if let Some((_, flag)) = stray.iter().find(|(given, _)| *given) {
+            anyhow::bail!("{flag} is a setting of a cluster: give --cluster nats://HOST:PORT too");
+        }
+        return Ok(None);
+    };
+    let servers = parse_servers(servers).map_err(|e| anyhow::anyhow!("--cluster: {e}"))?;
+    let host = match &args.host_name {
+        Some(name) => HostName::parse(name).map_err(|e| anyhow::anyhow!("--host-name: {e}"))?,
+        None => {
+            let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            let raw = raw.trim();
+            let first = raw
+                .split('.')
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            HostName::parse(&first).map_err(|e| {
+                anyhow::anyhow!("the machine's host name cannot name it in the cluster ({e}): give --host-name NAME")
+            })?
+        }
+    };
+    let region = args
+        .region
+        .as_deref()
+        .map(Region::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--region: {e}"))?;
+    let tags = parse_tags(&args.tags).map_err(|e| anyhow::anyhow!("--tags: {e}"))?;
+    let prefix = ClusterPrefix::parse(&args.cluster_prefix)
+        .map_err(|e| anyhow::anyhow!("--cluster-prefix: {e}"))?;
+    if args.heartbeat < Duration::from_millis(200) || args.heartbeat > Duration::from_secs(60) {
+        anyhow::bail!("--heartbeat: use 200ms to 60s");
+    }
+    if args.host_lost_after < args.heartbeat * 3 {
+        anyhow::bail!(
+            "--host-lost-after must be at least three heartbeats ({:?})",
+            args.heartbeat * 3
+        );
+    }
+    let creds = args.nats_creds.clone().map(absolute).transpose()?;
+    if let Some(file) = &creds {
+        if !file.is_file() {
+            anyhow::bail!("--nats-creds {}: no such file", file.display());
+        }
+    }
+    Ok(Some(crate::config::ClusterConfig {
+        servers,
+        host,
+        region,
+        tags,
+        prefix,
+        creds,
+        heartbeat: args.heartbeat,
+        lost_after: args.host_lost_after,
+    }))
 }
 
 pub async fn run(g: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {

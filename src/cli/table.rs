@@ -5,8 +5,8 @@
 use chrono::{DateTime, Utc};
 
 use crate::api::dto::{
-    BackupDto, ConfigChangeDto, CreatedDto, DeployList, DoctorReport, EventDto, ImportReport,
-    InstanceDto, VersionList,
+    BackupDto, ConfigChangeDto, CreatedDto, DeployList, DoctorReport, EventDto, HostDto,
+    ImportReport, InstanceDto, VersionList,
 };
 
 /// Columns aligned with two spaces, no trailing spaces.
@@ -62,11 +62,16 @@ pub fn instances(list: &[InstanceDto], now: DateTime<Utc>) -> String {
     if list.is_empty() {
         return "no instances yet: create one with `pockestrator create NAME`\n".to_string();
     }
+    // In a cluster, a column for the host each instance runs on.
+    let hosts = list.iter().any(|i| i.host.is_some());
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|i| {
-            vec![
-                i.name.clone(),
+            let mut row = vec![i.name.clone()];
+            if hosts {
+                row.push(dash(i.host.as_deref()));
+            }
+            row.extend([
                 i.status.to_string(),
                 i.version.clone(),
                 i.port.to_string(),
@@ -74,12 +79,56 @@ pub fn instances(list: &[InstanceDto], now: DateTime<Utc>) -> String {
                 i.restarts.to_string(),
                 ago(i.last_health_check, now),
                 i.urls.first().cloned().unwrap_or_else(|| i.url.clone()),
+            ]);
+            row
+        })
+        .collect();
+    let mut headers = vec!["NAME"];
+    if hosts {
+        headers.push("HOST");
+    }
+    headers.extend([
+        "STATUS", "VERSION", "PORT", "PID", "RESTARTS", "CHECKED", "URL",
+    ]);
+    table(&headers, &rows)
+}
+
+/// `pockestrator hosts`: every host of the cluster, this one marked.
+pub fn hosts(list: &[HostDto], now: DateTime<Utc>) -> String {
+    if list.is_empty() {
+        return "no hosts have reported yet\n".to_string();
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|h| {
+            vec![
+                if h.this {
+                    format!("{} (this)", h.name)
+                } else {
+                    h.name.clone()
+                },
+                h.health.clone(),
+                dash(h.region.as_deref()),
+                if h.tags.is_empty() {
+                    "-".to_string()
+                } else {
+                    h.tags.join(",")
+                },
+                format!("{}/{}", h.running, h.instances),
+                format!(
+                    "{} of {}",
+                    crate::model::human::human_bytes(h.mem_available_bytes),
+                    crate::model::human::human_bytes(h.mem_total_bytes)
+                ),
+                format!("{:.2}/{}", h.load1, h.cpus),
+                ago(Some(h.seen_at), now),
+                dash(h.api.as_deref()),
             ]
         })
         .collect();
     table(
         &[
-            "NAME", "STATUS", "VERSION", "PORT", "PID", "RESTARTS", "CHECKED", "URL",
+            "HOST", "HEALTH", "REGION", "TAGS", "RUNNING", "MEM FREE", "LOAD", "SEEN", "API",
         ],
         &rows,
     )
@@ -157,6 +206,9 @@ pub fn instance(i: &InstanceDto, now: DateTime<Utc>) -> String {
         ("directory", i.dir.clone()),
         ("binary", i.binary.clone()),
     ];
+    if let Some(host) = &i.host {
+        rows.insert(2, ("host", host.clone()));
+    }
     if i.memory_max.is_some() || i.cpu_quota.is_some() {
         rows.push((
             "limits",
@@ -511,6 +563,7 @@ mod tests {
             wake_schedule: None,
             replica: None,
             route: None,
+            host: None,
         }
     }
 
@@ -530,6 +583,70 @@ mod tests {
             no instances yet: create one with `pockestrator create NAME`
         "#]]
         .assert_eq(&instances(&[], now));
+    }
+
+    #[test]
+    fn cluster_tables() {
+        let now = at("2026-11-22T11:00:00Z");
+        let mut a = sample("alpha", Status::Running, Some(12345));
+        a.host = Some("h1".into());
+        let mut b = sample("beta", Status::Sleeping, None);
+        b.host = Some("h2".into());
+        expect![[r#"
+            NAME   HOST  STATUS    VERSION  PORT  PID    RESTARTS  CHECKED  URL
+            alpha  h1    running   0.28.4   8094  12345  2         3s ago   http://moots.tigawanna.vip:8080
+            beta   h2    sleeping  0.28.4   8094  -      2         3s ago   http://moots.tigawanna.vip:8080
+        "#]].assert_eq(&instances(&[a.clone(), b], now));
+        expect![[r#"
+            name         alpha
+            status       running (wanted: running)
+            host         h1
+            version      0.28.4
+            port         8094
+            urls         http://moots.tigawanna.vip:8080 http://moots.app:8080 http://127.0.0.1:8094
+            admin ui     http://moots.tigawanna.vip:8080/_/
+            base domain  tigawanna.vip
+            domains      moots.app
+            pid          12345
+            restarts     2
+            last check   3s ago
+            superuser    admin@example.com
+            created      2026-11-22 10:00:00 UTC by socket:uid=0
+            directory    /var/lib/pockestrator/instances/moots
+            binary       /var/lib/pockestrator/releases/0.28.4/linux_amd64/pocketbase
+        "#]]
+        .assert_eq(&instance(&a, now));
+        let host = |name: &str, this: bool, health: &str| HostDto {
+            name: name.into(),
+            region: (name == "h1").then(|| "eu".into()),
+            tags: if this {
+                vec!["ssd".into(), "big".into()]
+            } else {
+                vec![]
+            },
+            health: health.into(),
+            this,
+            api: Some(format!("http://10.0.0.{}:9000", name.len())),
+            proxy: None,
+            version: "0.1.0".into(),
+            instances: 12,
+            running: 3,
+            mem_available_bytes: 6 << 30,
+            mem_total_bytes: 16 << 30,
+            load1: 0.5,
+            cpus: 4,
+            started_at: at("2026-11-22T10:00:00Z"),
+            seen_at: at("2026-11-22T10:59:58Z"),
+        };
+        expect![[r#"
+            HOST       HEALTH  REGION  TAGS     RUNNING  MEM FREE             LOAD    SEEN    API
+            h1 (this)  up      eu      ssd,big  3/12     6.0 GiB of 16.0 GiB  0.50/4  2s ago  http://10.0.0.2:9000
+            h2         lost    -       -        3/12     6.0 GiB of 16.0 GiB  0.50/4  2s ago  http://10.0.0.2:9000
+        "#]].assert_eq(&hosts(&[host("h1", true, "up"), host("h2", false, "lost")], now));
+        expect![[r#"
+            no hosts have reported yet
+        "#]]
+        .assert_eq(&hosts(&[], now));
     }
 
     #[test]

@@ -240,6 +240,9 @@ impl Manager {
         if self.store.get_instance(name.as_str())?.is_some() {
             return Err(StoreError::NameTaken(name.to_string()).into());
         }
+        // In a cluster the name is the whole fleet's: taken there first,
+        // let go of again if this create fails.
+        let claim = self.claim_name(name.as_str()).await?;
         // Download before anything is reserved: a download error leaves
         // nothing behind.
         let installed = self.install(&req.binary).await?;
@@ -346,6 +349,7 @@ impl Manager {
                 }
                 self.sync_route_now(&rec.name).await;
                 let instance = self.get(&rec.name)?;
+                claim.keep();
                 Ok(Created {
                     instance,
                     superuser,

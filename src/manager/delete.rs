@@ -88,6 +88,7 @@ impl Manager {
             }
         }
         self.store.delete_instance(name)?;
+        self.release_name(name).await;
         self.sync_route_now(name).await;
         self.events.publish(Event::InstanceRemoved {
             name: name.to_string(),

@@ -27,6 +27,8 @@ pub enum ManagerError {
     #[error(transparent)]
     Idle(#[from] crate::model::IdleError),
     #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterFailure),
+    #[error(transparent)]
     Destination(#[from] crate::destination::DestinationError),
     #[error(transparent)]
     Archive(#[from] crate::archive::ArchiveError),

@@ -14,6 +14,7 @@
 //! lock, so there is no lock ordering to get wrong.
 
 mod backup;
+mod cluster;
 mod create;
 mod delete;
 mod deploy;
@@ -129,6 +130,8 @@ pub struct Manager {
     next_wakes: Mutex<HashMap<InstanceName, Option<chrono::DateTime<chrono::Utc>>>>,
     /// Pre-initialised data directories for new instances.
     pool: pool::Pool,
+    /// The cluster this host is part of (`serve --cluster`), if any.
+    membership: std::sync::OnceLock<cluster::Membership>,
 }
 
 impl Manager {
@@ -180,6 +183,7 @@ impl Manager {
             busy_seen: Mutex::new(HashMap::new()),
             next_wakes: Mutex::new(HashMap::new()),
             pool,
+            membership: std::sync::OnceLock::new(),
         }))
     }
 

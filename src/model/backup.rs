@@ -256,7 +256,7 @@ fn parse_prefix(raw: &str) -> Result<String, &'static str> {
 }
 
 /// `host:port`, with a DNS name, an IPv4 address or a bracketed IPv6 one.
-fn valid_host_port(raw: &str) -> bool {
+pub(crate) fn valid_host_port(raw: &str) -> bool {
     let Some((host, port)) = raw.rsplit_once(':') else {
         return false;
     };

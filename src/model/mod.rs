@@ -8,8 +8,10 @@
 pub mod audit;
 pub mod backoff;
 pub mod backup;
+pub mod cluster;
 pub mod deploy;
 pub mod git;
+pub mod human;
 pub mod idle;
 pub mod limits;
 pub mod names;

@@ -246,3 +246,121 @@ fn http() -> reqwest::Client {
         .build()
         .unwrap()
 }
+
+/// Three nats-servers with JetStream clustered on loopback (R3 streams need
+/// three), each killed when dropped.
+pub struct NatsCluster {
+    nodes: Vec<NatsNode>,
+    _dir: tempfile::TempDir,
+}
+
+struct NatsNode {
+    child: Option<Child>,
+    port: u16,
+    monitor_port: u16,
+    config: PathBuf,
+}
+
+impl NatsCluster {
+    pub async fn start() -> Option<NatsCluster> {
+        let bin = nats_server_bin()?;
+        let dir = tempfile::tempdir().unwrap();
+        let ports: Vec<(u16, u16, u16)> = (0..3)
+            .map(|_| (quiet_port(), quiet_port(), quiet_port()))
+            .collect();
+        let routes = ports
+            .iter()
+            .map(|(_, cluster, _)| format!("\"nats-route://127.0.0.1:{cluster}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut nodes = Vec::new();
+        for (i, (port, cluster, monitor)) in ports.iter().enumerate() {
+            let store = dir.path().join(format!("n{i}"));
+            let config = dir.path().join(format!("n{i}.conf"));
+            std::fs::write(
+                &config,
+                format!(
+                    "server_name: n{i}\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor}\n\
+                     jetstream {{ store_dir: \"{}\" }}\n\
+                     cluster {{ name: pk, listen: 127.0.0.1:{cluster}, routes: [{routes}] }}\n",
+                    store.display()
+                ),
+            )
+            .unwrap();
+            let mut node = NatsNode {
+                child: None,
+                port: *port,
+                monitor_port: *monitor,
+                config,
+            };
+            node.spawn(&bin);
+            nodes.push(node);
+        }
+        let cluster = NatsCluster { nodes, _dir: dir };
+        for i in 0..3 {
+            cluster.wait_ready(i).await;
+        }
+        Some(cluster)
+    }
+
+    /// `nats://127.0.0.1:P1,nats://127.0.0.1:P2,nats://127.0.0.1:P3`
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("nats://127.0.0.1:{}", n.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Kill node `i` (the cluster keeps a quorum of two).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// A node is ready when its JetStream is current with a meta leader.
+    async fn wait_ready(&self, i: usize) {
+        let url = format!("http://127.0.0.1:{}/healthz", self.nodes[i].monitor_port);
+        let jsz = format!("http://127.0.0.1:{}/jsz", self.nodes[i].monitor_port);
+        wait_until(
+            Duration::from_secs(60),
+            "the NATS cluster to be ready",
+            || {
+                let (url, jsz) = (url.clone(), jsz.clone());
+                async move {
+                    let ok = http().get(&url).send().await.ok()?.status().is_success();
+                    let meta: serde_json::Value =
+                        http().get(&jsz).send().await.ok()?.json().await.ok()?;
+                    let leader = meta["meta_cluster"]["leader"]
+                        .as_str()
+                        .is_some_and(|l| !l.is_empty());
+                    (ok && leader).then_some(())
+                }
+            },
+        )
+        .await;
+    }
+}
+
+impl NatsNode {
+    fn spawn(&mut self, bin: &std::path::Path) {
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        self.child = Some(child);
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! The API across a cluster: `GET /api/v1/hosts`, requests about an
+//! instance another host holds sent on to that host over NATS (and its
+//! answer given back as it came), and the side of this host that answers
+//! such requests through its own router.
+//!
+//! A request forwarded here carries [`ForwardedFrom`], which no client can
+//! set: it is answered from this host alone and never sent on again.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use bytes::Bytes;
+use tower::ServiceExt;
+
+use super::dto::{HostDto, HostList};
+use super::error::ApiError;
+use super::AppState;
+use crate::cluster::{Answer, Forwarded, Handler};
+use crate::manager::Actor;
+use crate::model::cluster::HostName;
+
+/// Set on a request that another host forwarded here.
+#[derive(Debug, Clone)]
+pub struct ForwardedFrom(pub HostName);
+
+/// The header naming the host that answered a forwarded request.
+pub const HOST_HEADER: &str = "x-pockestrator-host";
+
+/// The largest request body sent on to another host.
+const BODY_LIMIT: usize = 64 * 1024 * 1024;
+
+#[utoipa::path(get, path = "/api/v1/hosts", tag = "cluster",
+    responses((status = 200, body = HostList),
+              (status = 409, body = super::dto::ErrorBody, description = "this daemon is not part of a cluster (`not_clustered`)"),
+              (status = 503, body = super::dto::ErrorBody, description = "the NATS cluster cannot be reached")))]
+pub async fn list_hosts(State(state): State<AppState>) -> Result<Json<HostList>, ApiError> {
+    let me = state.manager.host_name().cloned();
+    let hosts = state
+        .manager
+        .hosts()
+        .await?
+        .into_iter()
+        .map(|(b, health)| HostDto {
+            this: me.as_ref() == Some(&b.name),
+            name: b.name.to_string(),
+            region: b.region.map(|r| r.to_string()),
+            tags: b.tags.iter().map(|t| t.to_string()).collect(),
+            health: health.as_str().to_string(),
+            api: b.api,
+            proxy: b.proxy,
+            version: b.version,
+            instances: b.instances,
+            running: b.running,
+            mem_available_bytes: b.mem_available_bytes,
+            mem_total_bytes: b.mem_total_bytes,
+            load1: b.load1,
+            cpus: b.cpus,
+            started_at: b.started_at,
+            seen_at: b.seen_at,
+        })
+        .collect();
+    Ok(Json(HostList { hosts }))
+}
+
+/// The instance a path of `/api/v1/instances/{name}/…` is about.
+fn instance_of(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/api/v1/instances/")?;
+    let name = rest.split('/').next()?;
+    (!name.is_empty()).then_some(name)
+}
+
+/// Middleware: a request about an instance that another host holds goes to
+/// that host; everything else is answered here.
+pub async fn forward_if_elsewhere(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if req.extensions().get::<ForwardedFrom>().is_some() {
+        return next.run(req).await;
+    }
+    let Some(name) = instance_of(req.uri().path()) else {
+        return next.run(req).await;
+    };
+    let host = match state.manager.held_elsewhere(name).await {
+        Ok(Some(host)) => host,
+        Ok(None) => return next.run(req).await,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let follows = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "follow=true" || p == "follow=1"));
+    if follows {
+        return ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "not_forwarded",
+            format!(
+                "{name} runs on host {host}: following its log through another host is not supported; ask host {host}'s API (`pockestrator hosts` shows it)"
+            ),
+        )
+        .into_response();
+    }
+    send_on(&state, &host, req).await
+}
+
+/// Send `req` to `host` and answer with what it answered.
+pub async fn send_on(state: &AppState, host: &HostName, req: Request) -> Response {
+    let Some(me) = state.manager.host_name().cloned() else {
+        return ApiError::from(crate::manager::ManagerError::Cluster(
+            crate::cluster::ClusterFailure::NotClustered,
+        ))
+        .into_response();
+    };
+    let actor = req
+        .extensions()
+        .get::<Actor>()
+        .map(|a| a.0.clone())
+        .unwrap_or_else(|| "unknown".into());
+    let (parts, body) = req.into_parts();
+    let body = match axum::body::to_bytes(body, BODY_LIMIT).await {
+        Ok(b) => b,
+        Err(e) => {
+            return ApiError::bad_request(format!("cannot read the request body: {e}"))
+                .into_response()
+        }
+    };
+    let forwarded = Forwarded {
+        method: parts.method.to_string(),
+        path_and_query: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| parts.uri.path().to_string()),
+        content_type: parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        body,
+        actor,
+        from: me,
+    };
+    match state.manager.forward(host, forwarded).await {
+        Ok(answer) => answer_response(host, answer),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+fn answer_response(host: &HostName, answer: Answer) -> Response {
+    let mut resp = Response::new(Body::from(answer.body));
+    *resp.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    if let Some(t) = answer
+        .content_type
+        .and_then(|t| HeaderValue::from_str(&t).ok())
+    {
+        resp.headers_mut().insert(header::CONTENT_TYPE, t);
+    }
+    if let Ok(h) = HeaderValue::from_str(host.as_str()) {
+        resp.headers_mut().insert(HOST_HEADER, h);
+    }
+    resp
+}
+
+/// Ask `host` the same GET this host was asked (a list), as JSON.
+pub async fn ask(
+    state: &AppState,
+    host: &HostName,
+    path_and_query: &str,
+    actor: &Actor,
+) -> Result<serde_json::Value, String> {
+    let Some(me) = state.manager.host_name().cloned() else {
+        return Err("not in a cluster".into());
+    };
+    let answer = state
+        .manager
+        .ask(
+            host,
+            Forwarded {
+                method: "GET".into(),
+                path_and_query: path_and_query.into(),
+                content_type: None,
+                body: Bytes::new(),
+                actor: actor.0.clone(),
+                from: me,
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    if answer.status != 200 {
+        return Err(format!(
+            "answered {}: {}",
+            answer.status,
+            String::from_utf8_lossy(&answer.body[..answer.body.len().min(300)])
+        ));
+    }
+    serde_json::from_slice(&answer.body)
+        .map_err(|e| format!("answered JSON that does not parse: {e}"))
+}
+
+/// What answers requests forwarded to this host: its own API router, as if
+/// the request had come in on the unix socket, with the actor it came with
+/// and the host it came from in the audit line.
+pub fn forwarded_handler(state: AppState) -> Handler {
+    let router = super::routes(state);
+    std::sync::Arc::new(move |req: Forwarded| {
+        let router = router.clone();
+        Box::pin(async move {
+            let mut builder = axum::http::Request::builder()
+                .method(req.method.as_str())
+                .uri(req.path_and_query.as_str());
+            if let Some(t) = &req.content_type {
+                builder = builder.header(header::CONTENT_TYPE, t);
+            }
+            let Ok(mut http) = builder.body(Body::from(req.body)) else {
+                return Answer {
+                    status: 400,
+                    content_type: None,
+                    body: Bytes::from_static(b"malformed forwarded request"),
+                };
+            };
+            http.extensions_mut()
+                .insert(Actor(format!("{} via host {}", req.actor, req.from)));
+            http.extensions_mut().insert(ForwardedFrom(req.from));
+            let resp = match router.oneshot(http).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            };
+            let status = resp.status().as_u16();
+            let content_type = resp
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .unwrap_or_default();
+            Answer {
+                status,
+                content_type,
+                body,
+            }
+        })
+    })
+}
+
+/// Whether the request was forwarded here by another host.
+pub fn forwarded(ext: &Option<Extension<ForwardedFrom>>) -> bool {
+    ext.is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_instance_a_path_is_about() {
+        assert_eq!(super::instance_of("/api/v1/instances/blog"), Some("blog"));
+        assert_eq!(
+            super::instance_of("/api/v1/instances/blog/stop"),
+            Some("blog")
+        );
+        assert_eq!(super::instance_of("/api/v1/instances/"), None);
+        assert_eq!(super::instance_of("/api/v1/instances"), None);
+        assert_eq!(super::instance_of("/api/v1/hosts"), None);
+    }
+}

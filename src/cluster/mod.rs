@@ -1,0 +1,479 @@
+//! The adapter to a NATS JetStream cluster (`serve --cluster`): the
+//! connection, two key-value buckets and one request subject per host.
+//!
+//! - `{prefix}-hosts`: each host's [`HostBeat`], put every heartbeat.
+//! - `{prefix}-instances`: which host holds each instance ([`Claim`]),
+//!   made with compare-and-set (`create`), so two hosts never hold one
+//!   name, and let go with the revision it was made at.
+//! - `{prefix}.host.{name}.api`: API requests forwarded to the host that
+//!   holds the instance they are about ([`Forwarded`]); the answer comes
+//!   back in parts no bigger than the server's payload limit.
+//!
+//! What the records mean and the rules over them are in
+//! [`crate::model::cluster`]; what the daemon does with them is the
+//! manager's (`manager::cluster`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use async_nats::{ConnectOptions, HeaderMap, ServerAddr};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::StreamExt;
+
+pub use crate::config::ClusterConfig;
+use crate::credentials::Credentials;
+use crate::model::cluster::{host_health, Claim, HostBeat, HostHealth, HostName};
+
+/// How long connecting to the cluster may take before the daemon gives up.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a forwarded request may take to be answered. Creates that
+/// download a release and upgrades take seconds; a host silent this long is
+/// not going to answer.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// How long a list waits for another host's part.
+pub const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a cluster operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterFailure {
+    #[error("cannot reach the NATS cluster: {0}")]
+    Unreachable(String),
+    #[error("the NATS cluster refused this host: {0}")]
+    Refused(String),
+    #[error("instance {name} is held by host {host} of the cluster: pick another name")]
+    HeldElsewhere { name: String, host: HostName },
+    #[error("no host named {0} in the cluster: see `pockestrator hosts`")]
+    UnknownHost(String),
+    #[error(
+        "host {0} did not answer: it may be down or cut off from NATS (see `pockestrator hosts`)"
+    )]
+    NoAnswer(HostName),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("this daemon is not part of a cluster: start it with `serve --cluster nats://HOST:PORT --host-name NAME`")]
+    NotClustered,
+}
+
+/// An API request forwarded to another host: the method, path and query,
+/// body, and who asked (authenticated by the host it came in at).
+#[derive(Debug, Clone)]
+pub struct Forwarded {
+    pub method: String,
+    pub path_and_query: String,
+    pub content_type: Option<String>,
+    pub body: Bytes,
+    pub actor: String,
+    pub from: HostName,
+}
+
+/// The answer to a forwarded request.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Bytes,
+}
+
+/// What answers forwarded requests on this host (the API's router).
+pub type Handler = Arc<dyn Fn(Forwarded) -> BoxFuture<'static, Answer> + Send + Sync>;
+
+const H_METHOD: &str = "Pk-Method";
+const H_PATH: &str = "Pk-Path";
+const H_ACTOR: &str = "Pk-Actor";
+const H_FROM: &str = "Pk-From";
+const H_TYPE: &str = "Pk-Content-Type";
+const H_STATUS: &str = "Pk-Status";
+const H_PART: &str = "Pk-Part";
+const H_PARTS: &str = "Pk-Parts";
+
+/// One host's connection to the cluster.
+pub struct Cluster {
+    cfg: ClusterConfig,
+    client: async_nats::Client,
+    hosts: kv::Store,
+    claims: kv::Store,
+    started_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl Cluster {
+    /// Connect, and open (or make) the buckets. Fails fast: a daemon told
+    /// to join a cluster it cannot reach says so at start.
+    pub async fn connect(
+        cfg: ClusterConfig,
+        credentials: &Credentials,
+    ) -> Result<Self, ClusterFailure> {
+        let creds = cfg.creds.clone().or_else(|| credentials.nats_creds());
+        let mut options = match &creds {
+            Some(file) => ConnectOptions::with_credentials_file(file)
+                .await
+                .map_err(|e| {
+                    ClusterFailure::Refused(format!(
+                        "cannot read the credentials file {}: {e}",
+                        file.display()
+                    ))
+                })?,
+            None => ConnectOptions::new(),
+        };
+        if let (Some(user), Some(password)) = (credentials.nats_user(), credentials.nats_password())
+        {
+            options =
+                options.user_and_password(user.expose().to_string(), password.expose().to_string());
+        }
+        if let Some(token) = credentials.nats_token() {
+            options = options.token(token.expose().to_string());
+        }
+        let servers = cfg
+            .servers
+            .iter()
+            .map(|u| u.parse::<ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ClusterFailure::Refused(e.to_string()))?;
+        let options = options
+            .name(format!("pockestrator {}", cfg.host))
+            .connection_timeout(CONNECT_TIMEOUT)
+            .request_timeout(Some(Duration::from_secs(10)))
+            // Once in, a host keeps trying to get back: a cluster node going
+            // away is routine.
+            .max_reconnects(None);
+        let client = tokio::time::timeout(CONNECT_TIMEOUT * 2, options.connect(servers))
+            .await
+            .map_err(|_| {
+                ClusterFailure::Unreachable(format!("no answer within {:?}", CONNECT_TIMEOUT * 2))
+            })?
+            .map_err(|e| match e.kind() {
+                async_nats::ConnectErrorKind::Authentication
+                | async_nats::ConnectErrorKind::AuthorizationViolation
+                | async_nats::ConnectErrorKind::Tls => {
+                    ClusterFailure::Refused(credentials.scrub(&e.to_string()))
+                }
+                _ => ClusterFailure::Unreachable(credentials.scrub(&e.to_string())),
+            })?;
+        // One copy per server, up to three (a JetStream R3 stream).
+        let replicas = client.server_info().connect_urls.len().clamp(1, 3);
+        let js = jetstream::new(client.clone());
+        let hosts = bucket(
+            &js,
+            cfg.prefix.hosts_bucket(),
+            "pockestrator hosts",
+            replicas,
+        )
+        .await?;
+        let claims = bucket(
+            &js,
+            cfg.prefix.claims_bucket(),
+            "pockestrator instances and their hosts",
+            replicas,
+        )
+        .await?;
+        Ok(Self {
+            cfg,
+            client,
+            hosts,
+            claims,
+            started_at: chrono::Utc::now(),
+        })
+    }
+
+    pub fn config(&self) -> &ClusterConfig {
+        &self.cfg
+    }
+
+    pub fn host(&self) -> &HostName {
+        &self.cfg.host
+    }
+
+    pub fn started_at(&self) -> chrono::DateTime<chrono::Utc> {
+        self.started_at
+    }
+
+    /// Say this host is alive (and how loaded it is).
+    pub async fn beat(&self, beat: &HostBeat) -> Result<(), ClusterFailure> {
+        let value = serde_json::to_vec(beat).map_err(|e| ClusterFailure::Refused(e.to_string()))?;
+        self.hosts
+            .put(self.cfg.host.as_str(), value.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| ClusterFailure::Unreachable(e.to_string()))
+    }
+
+    /// Every host that ever beat in this cluster, with its health now,
+    /// sorted by name. A record that does not parse is skipped.
+    pub async fn hosts(&self) -> Result<Vec<(HostBeat, HostHealth)>, ClusterFailure> {
+        let unreachable = |e: &dyn std::fmt::Display| ClusterFailure::Unreachable(e.to_string());
+        let mut keys = self.hosts.keys().await.map_err(|e| unreachable(&e))?;
+        let now = chrono::Utc::now();
+        let mut out = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| unreachable(&e))?;
+            let Some(value) = self.hosts.get(&key).await.map_err(|e| unreachable(&e))? else {
+                continue;
+            };
+            if let Ok(beat) = serde_json::from_slice::<HostBeat>(&value) {
+                let health =
+                    host_health(beat.seen_at, now, self.cfg.heartbeat, self.cfg.lost_after);
+                out.push((beat, health));
+            }
+        }
+        out.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        Ok(out)
+    }
+
+    /// Take the name for this host. Already this host's: fine; another's:
+    /// [`ClusterFailure::HeldElsewhere`].
+    pub async fn claim(&self, name: &str) -> Result<(), ClusterFailure> {
+        let claim = Claim {
+            host: self.cfg.host.clone(),
+            since: chrono::Utc::now(),
+        };
+        let value: Bytes = serde_json::to_vec(&claim)
+            .map_err(|e| ClusterFailure::Refused(e.to_string()))?
+            .into();
+        // A name let go of between the create and the read is tried again,
+        // a few times.
+        for _ in 0..3 {
+            match self.claims.create(name, value.clone()).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    match self.owner(name).await? {
+                        Some(c) if c.host == self.cfg.host => return Ok(()),
+                        Some(c) => {
+                            return Err(ClusterFailure::HeldElsewhere {
+                                name: name.to_string(),
+                                host: c.host,
+                            })
+                        }
+                        None => continue,
+                    }
+                }
+                Err(e) => return Err(ClusterFailure::Unreachable(e.to_string())),
+            }
+        }
+        Err(ClusterFailure::Unreachable(format!(
+            "the claim of {name} changed under every try"
+        )))
+    }
+
+    /// Let go of the name, if this host holds it.
+    pub async fn release(&self, name: &str) -> Result<(), ClusterFailure> {
+        let entry = self
+            .claims
+            .entry(name)
+            .await
+            .map_err(|e| ClusterFailure::Unreachable(e.to_string()))?;
+        let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
+            return Ok(());
+        };
+        let ours =
+            serde_json::from_slice::<Claim>(&entry.value).is_ok_and(|c| c.host == self.cfg.host);
+        if !ours {
+            return Ok(());
+        }
+        self.claims
+            .delete_expect_revision(name, Some(entry.revision))
+            .await
+            .map_err(|e| ClusterFailure::Unreachable(e.to_string()))
+    }
+
+    /// Who holds the name, if anyone.
+    pub async fn owner(&self, name: &str) -> Result<Option<Claim>, ClusterFailure> {
+        let value = self
+            .claims
+            .get(name)
+            .await
+            .map_err(|e| ClusterFailure::Unreachable(e.to_string()))?;
+        Ok(value.and_then(|v| serde_json::from_slice(&v).ok()))
+    }
+
+    /// Send a request to `host` and wait for its whole answer, at most
+    /// `within`.
+    pub async fn forward(
+        &self,
+        host: &HostName,
+        req: Forwarded,
+        within: Duration,
+    ) -> Result<Answer, ClusterFailure> {
+        let limit = self
+            .client
+            .server_info()
+            .max_payload
+            .saturating_sub(8 * 1024);
+        if req.body.len() > limit {
+            return Err(ClusterFailure::TooLarge(format!(
+                "the request body ({} bytes) is larger than what NATS carries in one message ({limit} bytes): send it to host {host} directly",
+                req.body.len()
+            )));
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(H_METHOD, req.method.as_str());
+        headers.insert(H_PATH, req.path_and_query.as_str());
+        headers.insert(H_ACTOR, req.actor.as_str());
+        headers.insert(H_FROM, req.from.as_str());
+        if let Some(t) = &req.content_type {
+            headers.insert(H_TYPE, t.as_str());
+        }
+        let inbox = self.client.new_inbox();
+        let unreachable = |e: &dyn std::fmt::Display| ClusterFailure::Unreachable(e.to_string());
+        let mut replies = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| unreachable(&e))?;
+        self.client
+            .publish_with_reply_and_headers(
+                self.cfg.prefix.api_subject(host),
+                inbox,
+                headers,
+                req.body,
+            )
+            .await
+            .map_err(|e| unreachable(&e))?;
+        let collect = async {
+            let mut body = Vec::new();
+            let (mut status, mut content_type, mut parts) = (0u16, None, 1usize);
+            let mut got = 0usize;
+            while got < parts {
+                let Some(msg) = replies.next().await else {
+                    return Err(ClusterFailure::NoAnswer(host.clone()));
+                };
+                if msg.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+                    return Err(ClusterFailure::NoAnswer(host.clone()));
+                }
+                let header = |name: &str| {
+                    msg.headers
+                        .as_ref()
+                        .and_then(|h| h.get(name))
+                        .map(|v| v.as_str().to_string())
+                };
+                if got == 0 {
+                    status = header(H_STATUS).and_then(|s| s.parse().ok()).unwrap_or(502);
+                    content_type = header(H_TYPE);
+                    parts = header(H_PARTS)
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(1)
+                        .max(1);
+                }
+                body.extend_from_slice(&msg.payload);
+                got += 1;
+            }
+            Ok(Answer {
+                status,
+                content_type,
+                body: body.into(),
+            })
+        };
+        tokio::time::timeout(within, collect)
+            .await
+            .map_err(|_| ClusterFailure::NoAnswer(host.clone()))?
+    }
+
+    /// Answer the requests forwarded to this host with `handler`, until
+    /// `stop`. Each request runs in a task of its own.
+    pub async fn serve_forwarded(
+        self: Arc<Self>,
+        handler: Handler,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), ClusterFailure> {
+        let mut requests = self
+            .client
+            .subscribe(self.cfg.prefix.api_subject(&self.cfg.host))
+            .await
+            .map_err(|e| ClusterFailure::Unreachable(e.to_string()))?;
+        loop {
+            let msg = tokio::select! {
+                msg = requests.next() => match msg { Some(m) => m, None => return Ok(()) },
+                _ = stop.wait_for(|s| *s) => return Ok(()),
+            };
+            let Some(reply) = msg.reply.clone() else {
+                continue;
+            };
+            let header = |name: &str| {
+                msg.headers
+                    .as_ref()
+                    .and_then(|h| h.get(name))
+                    .map(|v| v.as_str().to_string())
+            };
+            let from = header(H_FROM).and_then(|h| HostName::parse(&h).ok());
+            let (Some(method), Some(path), Some(from)) = (header(H_METHOD), header(H_PATH), from)
+            else {
+                continue;
+            };
+            let req = Forwarded {
+                method,
+                path_and_query: path,
+                content_type: header(H_TYPE),
+                body: msg.payload.clone(),
+                actor: header(H_ACTOR).unwrap_or_else(|| "unknown".into()),
+                from,
+            };
+            let (handler, me) = (handler.clone(), self.clone());
+            tokio::spawn(async move {
+                let answer = handler(req).await;
+                if let Err(e) = me.reply(reply, answer).await {
+                    tracing::warn!(error = %e, "cluster: cannot answer a forwarded request");
+                }
+            });
+        }
+    }
+
+    async fn reply(&self, to: async_nats::Subject, answer: Answer) -> Result<(), ClusterFailure> {
+        let size = self
+            .client
+            .server_info()
+            .max_payload
+            .saturating_sub(8 * 1024)
+            .max(1024);
+        let chunks: Vec<Bytes> = if answer.body.is_empty() {
+            vec![Bytes::new()]
+        } else {
+            (0..answer.body.len())
+                .step_by(size)
+                .map(|at| answer.body.slice(at..(at + size).min(answer.body.len())))
+                .collect()
+        };
+        let parts = chunks.len().to_string();
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let mut headers = HeaderMap::new();
+            headers.insert(H_PART, i.to_string().as_str());
+            if i == 0 {
+                headers.insert(H_STATUS, answer.status.to_string().as_str());
+                headers.insert(H_PARTS, parts.as_str());
+                if let Some(t) = &answer.content_type {
+                    headers.insert(H_TYPE, t.as_str());
+                }
+            }
+            self.client
+                .publish_with_headers(to.clone(), headers, chunk)
+                .await
+                .map_err(|e| ClusterFailure::Unreachable(e.to_string()))?;
+        }
+        self.client
+            .flush()
+            .await
+            .map_err(|e| ClusterFailure::Unreachable(e.to_string()))
+    }
+}
+
+/// Open a key-value bucket, or make it.
+async fn bucket(
+    js: &jetstream::Context,
+    name: String,
+    description: &str,
+    replicas: usize,
+) -> Result<kv::Store, ClusterFailure> {
+    if let Ok(store) = js.get_key_value(&name).await {
+        return Ok(store);
+    }
+    js.create_key_value(kv::Config {
+        bucket: name.clone(),
+        description: description.to_string(),
+        history: 1,
+        num_replicas: replicas,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| ClusterFailure::Refused(format!("cannot open or make the bucket {name}: {e}")))
+}

@@ -1,0 +1,270 @@
+//! This host's part in a cluster (`serve --cluster`): its heartbeat, the
+//! names it holds, and the doors the API uses to reach other hosts (their
+//! list, a request forwarded to the host that holds an instance, where a
+//! new instance goes).
+//!
+//! Without `--cluster` every method here says so or does nothing: one
+//! host needs no NATS.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::{Manager, ManagerError, Result};
+use crate::cluster::{Answer, Cluster, ClusterFailure, Forwarded};
+use crate::model::cluster::{place, HostBeat, HostHealth, HostName, Region, Tag};
+use crate::model::Status;
+
+/// A cluster this daemon joined, and how other hosts reach it.
+pub(super) struct Membership {
+    pub cluster: Arc<Cluster>,
+    pub api: Option<String>,
+    pub proxy: Option<String>,
+}
+
+/// A name taken in the cluster for a create under way: let go of again
+/// when dropped, unless the create succeeded ([`NameClaim::keep`]).
+pub(super) struct NameClaim {
+    held: Option<(Arc<Cluster>, String)>,
+}
+
+impl NameClaim {
+    pub fn keep(mut self) {
+        self.held = None;
+    }
+}
+
+impl Drop for NameClaim {
+    fn drop(&mut self) {
+        if let Some((cluster, name)) = self.held.take() {
+            tokio::spawn(async move {
+                if let Err(e) = cluster.release(&name).await {
+                    tracing::warn!(instance = %name, error = %e, "cluster: cannot let go of the name of a failed create");
+                }
+            });
+        }
+    }
+}
+
+impl Manager {
+    /// Join a cluster: from now on names are claimed in it, and the
+    /// cluster loop beats for this host.
+    pub fn join_cluster(&self, cluster: Arc<Cluster>, api: Option<String>, proxy: Option<String>) {
+        let _ = self.membership.set(Membership {
+            cluster,
+            api,
+            proxy,
+        });
+    }
+
+    fn cluster(&self) -> Result<&Arc<Cluster>> {
+        self.membership
+            .get()
+            .map(|m| &m.cluster)
+            .ok_or(ManagerError::Cluster(ClusterFailure::NotClustered))
+    }
+
+    /// This host's name in its cluster, if it is in one.
+    pub fn host_name(&self) -> Option<&HostName> {
+        self.membership.get().map(|m| m.cluster.host())
+    }
+
+    /// Every host of the cluster with its health, sorted by name.
+    pub async fn hosts(&self) -> Result<Vec<(HostBeat, HostHealth)>> {
+        Ok(self.cluster()?.hosts().await?)
+    }
+
+    /// The host that holds `name`, when that is not this one: an instance
+    /// with a local record is this host's, whatever the cluster says.
+    pub async fn held_elsewhere(&self, name: &str) -> Result<Option<HostName>> {
+        let Some(m) = self.membership.get() else {
+            return Ok(None);
+        };
+        if self.store.get_instance(name)?.is_some() {
+            return Ok(None);
+        }
+        Ok(m.cluster
+            .owner(name)
+            .await?
+            .map(|c| c.host)
+            .filter(|h| h != m.cluster.host()))
+    }
+
+    /// Send an API request to another host and wait for its answer (an
+    /// operation: up to [`crate::cluster::FORWARD_TIMEOUT`]).
+    pub async fn forward(&self, host: &HostName, req: Forwarded) -> Result<Answer> {
+        let within = crate::cluster::FORWARD_TIMEOUT;
+        Ok(self.cluster()?.forward(host, req, within).await?)
+    }
+
+    /// Ask another host for its part of a list (up to
+    /// [`crate::cluster::ASK_TIMEOUT`]).
+    pub async fn ask(&self, host: &HostName, req: Forwarded) -> Result<Answer> {
+        let within = crate::cluster::ASK_TIMEOUT;
+        Ok(self.cluster()?.forward(host, req, within).await?)
+    }
+
+    /// Which host a new instance goes to: `host` if named (it must be a
+    /// host of the cluster that is up), else the roomiest up host in
+    /// `region` with every tag of `tags`. Without a cluster, only no
+    /// choice at all is possible.
+    pub async fn placement(
+        &self,
+        host: Option<&str>,
+        region: Option<&str>,
+        tags: &[String],
+    ) -> Result<Option<HostName>> {
+        let Some(m) = self.membership.get() else {
+            if host.is_some() || region.is_some() || !tags.is_empty() {
+                return Err(ManagerError::Cluster(ClusterFailure::NotClustered));
+            }
+            return Ok(None);
+        };
+        let invalid = |e: crate::model::cluster::ClusterError| ManagerError::Invalid(e.to_string());
+        let hosts = m.cluster.hosts().await?;
+        if let Some(host) = host {
+            let host = HostName::parse(host).map_err(invalid)?;
+            return match hosts.iter().find(|(h, _)| h.name == host) {
+                // A late host is asked: it answers, or the forward says it
+                // did not.
+                Some((_, HostHealth::Up | HostHealth::Late)) => Ok(Some(host)),
+                Some((_, HostHealth::Lost)) => Err(ManagerError::Conflict(format!(
+                    "host {host} is lost (no heartbeat for longer than its lease): it takes no new instances now (see `pockestrator hosts`)"
+                ))),
+                None => Err(ManagerError::Cluster(ClusterFailure::UnknownHost(
+                    host.to_string(),
+                ))),
+            };
+        }
+        let region = region.map(Region::parse).transpose().map_err(invalid)?;
+        let tags = tags
+            .iter()
+            .map(|t| Tag::parse(t))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(invalid)?;
+        match place(&hosts, region.as_ref(), &tags) {
+            Some(beat) => Ok(Some(beat.name.clone())),
+            None => Err(ManagerError::Conflict(format!(
+                "no host of the cluster that is up fits{}{}: see `pockestrator hosts`",
+                region.map(|r| format!(" region {r}")).unwrap_or_default(),
+                if tags.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " with tags {}",
+                        tags.iter()
+                            .map(|t| t.as_str())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    )
+                }
+            ))),
+        }
+    }
+
+    /// The other hosts of the cluster, with their health and last
+    /// heartbeat: the ones a list of the whole fleet asks (or, lost, names).
+    pub async fn other_hosts(&self) -> Result<Vec<(HostName, HostHealth, DateTime<Utc>)>> {
+        let Some(m) = self.membership.get() else {
+            return Ok(Vec::new());
+        };
+        Ok(m.cluster
+            .hosts()
+            .await?
+            .into_iter()
+            .filter(|(h, _)| &h.name != m.cluster.host())
+            .map(|(h, health)| (h.name, health, h.seen_at))
+            .collect())
+    }
+
+    /// Take `name` in the cluster before a create makes anything: two hosts
+    /// creating one name at once, one of them gets it.
+    pub(super) async fn claim_name(&self, name: &str) -> Result<NameClaim> {
+        let Some(m) = self.membership.get() else {
+            return Ok(NameClaim { held: None });
+        };
+        m.cluster.claim(name).await?;
+        Ok(NameClaim {
+            held: Some((m.cluster.clone(), name.to_string())),
+        })
+    }
+
+    /// Let go of a deleted instance's name.
+    pub(super) async fn release_name(&self, name: &str) {
+        if let Some(m) = self.membership.get() {
+            if let Err(e) = m.cluster.release(name).await {
+                tracing::warn!(instance = name, error = %e, "cluster: cannot let go of the name of a deleted instance");
+            }
+        }
+    }
+
+    fn host_beat(&self, m: &Membership) -> HostBeat {
+        let records = self.store.list_instances().unwrap_or_default();
+        let (total, available) = crate::procstat::host_memory().unwrap_or((0, 0));
+        let cfg = m.cluster.config();
+        HostBeat {
+            name: cfg.host.clone(),
+            region: cfg.region.clone(),
+            tags: cfg.tags.clone(),
+            api: m.api.clone(),
+            proxy: m.proxy.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            instances: records.len(),
+            running: records
+                .iter()
+                .filter(|r| r.status == Status::Running)
+                .count(),
+            mem_available_bytes: available,
+            mem_total_bytes: total,
+            load1: crate::procstat::load_average().unwrap_or(0.0),
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            started_at: m.cluster.started_at(),
+            seen_at: chrono::Utc::now(),
+        }
+    }
+
+    /// Beat for this host until `stop`; first, hold every local instance's
+    /// name (a name held by another host is logged: two hosts' records of
+    /// one name need an operator).
+    pub async fn cluster_loop(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let Some(m) = self.membership.get() else {
+            return;
+        };
+        let interval = m.cluster.config().heartbeat;
+        let mut claimed = false;
+        loop {
+            if let Err(e) = m.cluster.beat(&self.host_beat(m)).await {
+                tracing::warn!(error = %e, "cluster: heartbeat failed");
+            }
+            if !claimed {
+                claimed = self.claim_local_names(&m.cluster).await;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    /// Claim the names of this host's instances; true once every claim got
+    /// an answer.
+    async fn claim_local_names(&self, cluster: &Cluster) -> bool {
+        let Ok(records) = self.store.list_instances() else {
+            return false;
+        };
+        let mut answered = true;
+        for rec in records {
+            match cluster.claim(rec.name.as_str()).await {
+                Ok(()) => {}
+                Err(ClusterFailure::HeldElsewhere { name, host }) => {
+                    tracing::error!(instance = %name, other = %host, "cluster: this host has an instance whose name another host holds: rename or delete one of them");
+                }
+                Err(e) => {
+                    tracing::warn!(instance = %rec.name, error = %e, "cluster: cannot claim the name yet");
+                    answered = false;
+                }
+            }
+        }
+        answered
+    }
+}

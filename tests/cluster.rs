@@ -1,0 +1,421 @@
+//! Many hosts, one fleet: three real daemons joined through a real
+//! three-node nats-server cluster on loopback (`serve --cluster`).
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::support::daemon::Daemon;
+use crate::support::services::NatsCluster;
+use crate::support::{quiet_port, skip, wait_until};
+
+async fn host(nats: &NatsCluster, name: &str, extra: &[&str]) -> Daemon {
+    let urls = nats.urls();
+    let mut args = vec![
+        "--cluster",
+        urls.as_str(),
+        "--host-name",
+        name,
+        "--heartbeat",
+        "300ms",
+        "--host-lost-after",
+        "5s",
+    ];
+    args.extend_from_slice(extra);
+    Daemon::start_with(&args, &[]).await
+}
+
+/// Wait until `d` sees `n` hosts up.
+async fn hosts_up(d: &Daemon, n: usize) -> Value {
+    wait_until(
+        Duration::from_secs(30),
+        &format!("{n} hosts up"),
+        || async {
+            let (code, v) = d.get("/api/v1/hosts").await;
+            let up = v["hosts"]
+                .as_array()
+                .map_or(0, |h| h.iter().filter(|h| h["health"] == "up").count());
+            (code == 200 && up == n).then_some(v)
+        },
+    )
+    .await
+}
+
+async fn create_on(d: &Daemon, name: &str, body: Value) -> (u16, Value) {
+    let mut body = body;
+    body["name"] = json!(name);
+    body["port"] = json!(quiet_port());
+    d.post("/api/v1/instances", body).await
+}
+
+fn names_and_hosts(list: &Value) -> Vec<(String, String)> {
+    list["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["name"].as_str().unwrap().to_string(),
+                i["host"].as_str().unwrap_or("-").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_hosts_are_one_fleet_from_any_of_them() {
+    let Some(mut nats) = NatsCluster::start().await else {
+        skip(
+            "cluster::three_hosts_are_one_fleet_from_any_of_them",
+            "nats-server is missing: run scripts/fetch-test-deps",
+        );
+        return;
+    };
+    let a = host(&nats, "a", &["--region", "eu", "--tags", "ssd"]).await;
+    let b = host(&nats, "b", &["--region", "eu"]).await;
+    let c = host(&nats, "c", &["--region", "us", "--tags", "ssd,big"]).await;
+
+    // Every host sees all three, itself marked.
+    let seen = hosts_up(&c, 3).await;
+    let names: Vec<_> = seen["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].clone())
+        .collect();
+    assert_eq!(names, [json!("a"), json!("b"), json!("c")]);
+    let me: Vec<_> = seen["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["this"] == true)
+        .collect();
+    assert_eq!(me.len(), 1);
+    assert_eq!(me[0]["name"], "c");
+    assert_eq!(me[0]["region"], "us");
+    assert_eq!(me[0]["tags"], json!(["ssd", "big"]));
+    assert!(me[0]["mem_total_bytes"].as_u64().unwrap() > 0);
+    let table = String::from_utf8(a.cli(&["hosts"]).stdout).unwrap();
+    assert!(
+        table.contains("a (this)") && table.contains(" up "),
+        "{table}"
+    );
+
+    // A create sent to host a for host b is made on b, and says so.
+    let (code, made) = create_on(&a, "beta", json!({"host": "b"})).await;
+    assert_eq!(code, 201, "{made}\n{}", a.log());
+    assert_eq!(made["host"], "b", "{made}");
+    assert!(b.data_dir().join("instances/beta").is_dir());
+    assert!(!a.data_dir().join("instances/beta").exists());
+    let (code, made) = create_on(&a, "alpha", json!({})).await;
+    assert_eq!(code, 201, "{made}");
+    // Placement by region and tags.
+    let (code, made) = create_on(&b, "yankee", json!({"region": "us"})).await;
+    assert_eq!(code, 201, "{made}");
+    assert_eq!(made["host"], "c");
+    let (code, made) = create_on(&b, "ssd-eu", json!({"region": "eu", "tags": ["ssd"]})).await;
+    assert_eq!(code, 201, "{made}");
+    assert_eq!(made["host"], "a");
+    let (code, err) = create_on(&a, "nowhere", json!({"tags": ["gpu"]})).await;
+    assert_eq!(
+        (code, err["error"]["code"].as_str()),
+        (409, Some("conflict")),
+        "{err}"
+    );
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains("gpu"),
+        "{err}"
+    );
+    let (code, err) = create_on(&a, "lost", json!({"host": "zz"})).await;
+    assert_eq!(
+        (code, err["error"]["code"].as_str()),
+        (404, Some("unknown_host")),
+        "{err}"
+    );
+    let (code, err) = create_on(&a, "bad", json!({"host": "B.x"})).await;
+    assert_eq!(code, 400, "{err}");
+
+    // A name is the cluster's: taken on b, refused on c, naming b.
+    let (code, err) = create_on(&c, "beta", json!({"host": "c"})).await;
+    assert_eq!(
+        (code, err["error"]["code"].as_str()),
+        (409, Some("name_taken")),
+        "{err}"
+    );
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains("host b"),
+        "{err}"
+    );
+
+    // The whole fleet from any host, each instance with its host.
+    for d in [&a, &b, &c] {
+        let (code, list) = d.get("/api/v1/instances").await;
+        assert_eq!(code, 200);
+        let mut got = names_and_hosts(&list);
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("alpha".to_string(), list_host(&list, "alpha")),
+                ("beta".into(), "b".into()),
+                ("ssd-eu".into(), "a".into()),
+                ("yankee".into(), "c".into()),
+            ],
+            "{list}"
+        );
+    }
+    let table = String::from_utf8(c.cli(&["list"]).stdout).unwrap();
+    assert!(
+        table.starts_with("NAME") && table.contains("HOST"),
+        "{table}"
+    );
+    let status = c.cli_json(&["status", "beta"]);
+    assert_eq!(status["host"], "b");
+
+    // An operation from c on b's instance runs on b, audited there with
+    // who asked and through which host.
+    let out = c.cli(&["stop", "beta"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, on_b) = b.get("/api/v1/instances/beta").await;
+    assert_eq!(on_b["status"], "stopped", "{on_b}");
+    let (_, events) = b.get("/api/v1/events?instance=beta").await;
+    let stop = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "stop")
+        .expect("a stop in b's audit log")
+        .clone();
+    assert!(
+        stop["actor"].as_str().unwrap().ends_with("via host c"),
+        "{stop}"
+    );
+    let (code, started) = a.post("/api/v1/instances/beta/start", json!({})).await;
+    assert_eq!(code, 200, "{started}");
+    assert_eq!(started["status"], "running");
+
+    // A delete lets go of the name: another host can take it.
+    let (code, gone) = a
+        .api(
+            reqwest::Method::DELETE,
+            "/api/v1/instances/beta?purge=true",
+            None,
+        )
+        .await;
+    assert_eq!(code, 200, "{gone}");
+    assert!(!b.data_dir().join("instances/beta").exists());
+    let (code, made) = create_on(&c, "beta", json!({"host": "c"})).await;
+    assert_eq!(code, 201, "{made}");
+
+    // One NATS node gone: after the streams elect new leaders (a request
+    // meanwhile gets 503 `cluster_unavailable`, never a wrong answer) the
+    // cluster keeps working.
+    nats.kill(0);
+    hosts_up(&a, 3).await;
+    let made = wait_until(
+        Duration::from_secs(60),
+        "a create after a NATS node died",
+        || async {
+            let (code, made) = create_on(&a, "after", json!({"host": "b"})).await;
+            match code {
+                201 => Some(made),
+                503 => {
+                    assert_eq!(made["error"]["code"], "cluster_unavailable", "{made}");
+                    None
+                }
+                _ => panic!("{code}: {made}\n{}", a.log()),
+            }
+        },
+    )
+    .await;
+    assert_eq!(made["host"], "b");
+    let (_, list) = c.get("/api/v1/instances").await;
+    assert!(
+        names_and_hosts(&list).contains(&("after".into(), "b".into())),
+        "{list}"
+    );
+    hosts_up(&a, 3).await;
+}
+
+fn list_host(list: &Value, name: &str) -> String {
+    names_and_hosts(list)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, h)| h)
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hosts_creating_one_name_at_once_make_it_once() {
+    let Some(nats) = NatsCluster::start().await else {
+        skip(
+            "cluster::two_hosts_creating_one_name_at_once_make_it_once",
+            "nats-server is missing: run scripts/fetch-test-deps",
+        );
+        return;
+    };
+    let a = host(&nats, "a", &[]).await;
+    let mut b = host(&nats, "b", &[]).await;
+    hosts_up(&a, 2).await;
+    for round in 0..3 {
+        let name = format!("race{round}");
+        let (on_a, on_b) = tokio::join!(
+            create_on(&a, &name, json!({"host": "a"})),
+            create_on(&b, &name, json!({"host": "b"}))
+        );
+        let codes = [on_a.0, on_b.0];
+        assert_eq!(
+            codes.iter().filter(|c| **c == 201).count(),
+            1,
+            "{on_a:?} {on_b:?}"
+        );
+        assert!(codes.contains(&409), "{on_a:?} {on_b:?}");
+        let made_here = [
+            a.data_dir().join("instances").join(&name).is_dir(),
+            b.data_dir().join("instances").join(&name).is_dir(),
+        ];
+        assert_eq!(made_here.iter().filter(|m| **m).count(), 1, "{made_here:?}");
+    }
+
+    // b's daemon dies: a says so, in its hosts and its lists, instead of
+    // leaving b's instances out silently.
+    b.kill9();
+    wait_until(Duration::from_secs(30), "b to be lost", || async {
+        let (_, v) = a.get("/api/v1/hosts").await;
+        v["hosts"]
+            .as_array()?
+            .iter()
+            .any(|h| h["name"] == "b" && h["health"] == "lost")
+            .then_some(())
+    })
+    .await;
+    let (code, list) = a.get("/api/v1/instances").await;
+    assert_eq!(code, 200);
+    let missing = &list["unreachable_hosts"];
+    assert_eq!(missing[0]["host"], "b", "{list}");
+    assert!(
+        missing[0]["error"].as_str().unwrap().starts_with("lost"),
+        "{list}"
+    );
+    let out = a.cli(&["list"]);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("warning: host b is not in this list"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cluster_settings_are_checked_and_one_host_needs_no_nats() {
+    let d = Daemon::start().await;
+    let (code, err) = d.get("/api/v1/hosts").await;
+    assert_eq!(
+        (code, err["error"]["code"].as_str()),
+        (409, Some("not_clustered")),
+        "{err}"
+    );
+    let out = d.cli(&["hosts"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--cluster"));
+    let (code, err) = create_on(&d, "x", json!({"host": "a"})).await;
+    assert_eq!(
+        (code, err["error"]["code"].as_str()),
+        (409, Some("not_clustered")),
+        "{err}"
+    );
+    let (_, list) = d.get("/api/v1/instances").await;
+    assert!(list.get("unreachable_hosts").is_none(), "{list}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |args: &[&str]| {
+        let out = std::process::Command::new(crate::support::daemon::BIN)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .arg("serve")
+            .args(["--listen", "none", "--proxy-listen", "127.0.0.1:0"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} was accepted");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let said = serve(&["--region", "eu"]);
+    assert!(
+        said.contains("--region is a setting of a cluster"),
+        "{said}"
+    );
+    for (bad, expect) in [
+        (
+            vec!["--cluster", "http://127.0.0.1:4222", "--host-name", "a"],
+            "write nats://",
+        ),
+        (
+            vec![
+                "--cluster",
+                "nats://u:pw@127.0.0.1:4222",
+                "--host-name",
+                "a",
+            ],
+            "--nats-creds",
+        ),
+        (
+            vec!["--cluster", "nats://127.0.0.1:4222", "--host-name", "A.b"],
+            "--host-name",
+        ),
+        (
+            vec!["--cluster", "nats://127.0.0.1:4222", "--host-name", "a;rm"],
+            "--host-name",
+        ),
+        (
+            vec![
+                "--cluster",
+                "nats://127.0.0.1:4222",
+                "--host-name",
+                "a",
+                "--tags",
+                "ok,Not",
+            ],
+            "--tags",
+        ),
+        (
+            vec![
+                "--cluster",
+                "nats://127.0.0.1:4222",
+                "--host-name",
+                "a",
+                "--cluster-prefix",
+                "a.b",
+            ],
+            "--cluster-prefix",
+        ),
+        (
+            vec![
+                "--cluster",
+                "nats://127.0.0.1:4222",
+                "--host-name",
+                "a",
+                "--nats-creds",
+                "/nonexistent.creds",
+            ],
+            "no such file",
+        ),
+    ] {
+        let said = serve(&bad);
+        assert!(said.contains(expect), "{bad:?}: {said}");
+        assert!(!said.contains("pw"), "{said}");
+    }
+    // Nothing listens there: the start fails fast, saying why.
+    let closed = quiet_port();
+    let said = serve(&[
+        "--cluster",
+        &format!("nats://127.0.0.1:{closed}"),
+        "--host-name",
+        "a",
+    ]);
+    assert!(said.contains("cannot join the cluster"), "{said}");
+}
