@@ -415,4 +415,7 @@ pub struct ClusterConfig {
     pub heartbeat: Duration,
     /// A host silent for this long is reported `lost`.
     pub lost_after: Duration,
+    /// Copies of the cluster's buckets (`--cluster-replicas`, 3: a
+    /// JetStream R3 stream survives one server lost).
+    pub replicas: usize,
 }

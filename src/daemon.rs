@@ -289,6 +289,11 @@ pub async fn run(
                 None => None,
             };
             manager.join_cluster(cluster.clone(), api, proxy);
+            if let (AnyRouter::Embedded(proxy), Some(elsewhere)) =
+                (router.as_ref(), manager.proxy_elsewhere())
+            {
+                proxy.send_elsewhere(elsewhere);
+            }
             tracing::info!(host = %cluster_cfg.host, servers = %cluster_cfg.servers.join(","), "joined the cluster");
             Some(cluster)
         }

@@ -107,7 +107,12 @@ async fn three_hosts_are_one_fleet_from_any_of_them() {
     assert_eq!(made["host"], "b", "{made}");
     assert!(b.data_dir().join("instances/beta").is_dir());
     assert!(!a.data_dir().join("instances/beta").exists());
-    let (code, made) = create_on(&a, "alpha", json!({})).await;
+    let (code, made) = create_on(
+        &a,
+        "alpha",
+        json!({"superuser_email": "admin@example.com", "superuser_password": "alpha-secret-1"}),
+    )
+    .await;
     assert_eq!(code, 201, "{made}");
     // Placement by region and tags.
     let (code, made) = create_on(&b, "yankee", json!({"region": "us"})).await;
@@ -169,6 +174,47 @@ async fn three_hosts_are_one_fleet_from_any_of_them() {
         table.starts_with("NAME") && table.contains("HOST"),
         "{table}"
     );
+
+    // Any host's proxy reaches any host's instance: alpha's superuser signs
+    // in through the proxy of every host, alpha's own and the others.
+    for d in [&a, &b, &c] {
+        wait_until(
+            Duration::from_secs(15),
+            "a sign-in through every proxy",
+            || async {
+                let resp = proxied(
+                    d,
+                    "alpha.localhost",
+                    "/api/collections/_superusers/auth-with-password",
+                )
+                .json(&json!({"identity": "admin@example.com", "password": "alpha-secret-1"}))
+                .send()
+                .await
+                .ok()?;
+                (resp.status() == 200).then_some(())
+            },
+        )
+        .await;
+    }
+    // A name no host holds is 404 on every proxy; a request another host
+    // already sent on is not sent on again.
+    let resp = proxied(&a, "nobody.localhost", "/api/health")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let (_, alpha) = a.get("/api/v1/instances/alpha").await;
+    let all = [&a, &b, &c];
+    let elsewhere = all
+        .into_iter()
+        .find(|d| alpha["host"] != d_name(d, all))
+        .unwrap();
+    let resp = proxied(elsewhere, "alpha.localhost", "/api/health")
+        .header("x-pockestrator-via", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
     let status = c.cli_json(&["status", "beta"]);
     assert_eq!(status["host"], "b");
 
@@ -214,8 +260,26 @@ async fn three_hosts_are_one_fleet_from_any_of_them() {
     // One NATS node gone: after the streams elect new leaders (a request
     // meanwhile gets 503 `cluster_unavailable`, never a wrong answer) the
     // cluster keeps working.
+    let killed_at = chrono::Utc::now();
     nats.kill(0);
-    hosts_up(&a, 3).await;
+    // Every host beats again (through another node) before the next step.
+    wait_until(
+        Duration::from_secs(60),
+        "every host to beat after the kill",
+        || async {
+            let (_, v) = a.get("/api/v1/hosts").await;
+            let hosts = v["hosts"].as_array()?;
+            let fresh = hosts.iter().filter(|h| {
+                h["health"] == "up"
+                    && h["seen_at"]
+                        .as_str()
+                        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                        .is_some_and(|t| t > killed_at)
+            });
+            (fresh.count() == 3).then_some(())
+        },
+    )
+    .await;
     let made = wait_until(
         Duration::from_secs(60),
         "a create after a NATS node died",
@@ -233,12 +297,29 @@ async fn three_hosts_are_one_fleet_from_any_of_them() {
     )
     .await;
     assert_eq!(made["host"], "b");
-    let (_, list) = c.get("/api/v1/instances").await;
+    let list = wait_until(Duration::from_secs(30), "a whole list from c", || async {
+        let (code, list) = c.get("/api/v1/instances").await;
+        (code == 200 && list["unreachable_hosts"].is_null()).then_some(list)
+    })
+    .await;
     assert!(
         names_and_hosts(&list).contains(&("after".into(), "b".into())),
         "{list}"
     );
-    hosts_up(&a, 3).await;
+}
+
+/// A request through `d`'s embedded proxy for `host`.
+fn proxied(d: &Daemon, host: &str, path: &str) -> reqwest::RequestBuilder {
+    let proxy = d.proxy.expect("an embedded proxy");
+    d.http
+        .post(format!("http://{proxy}{path}"))
+        .header(reqwest::header::HOST, host)
+}
+
+/// The host name `d` was started with, by its place in `all` (a, b, c).
+fn d_name(d: &Daemon, all: [&Daemon; 3]) -> &'static str {
+    let i = all.iter().position(|x| std::ptr::eq(*x, d)).unwrap();
+    ["a", "b", "c"][i]
 }
 
 fn list_host(list: &Value, name: &str) -> String {

@@ -116,6 +116,10 @@ pub struct ServeArgs {
     /// three of these is `late`; for --host-lost-after, `lost`.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub heartbeat: Duration,
+    /// Copies JetStream keeps of the cluster's buckets: 3 survive one NATS
+    /// server lost (and need three); 1 for a single server.
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub cluster_replicas: u8,
     /// How long a silent host is `late` before it is reported `lost`.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub host_lost_after: Duration,
@@ -481,6 +485,7 @@ fn cluster_config(args: &ServeArgs) -> anyhow::Result<Option<crate::config::Clus
         creds,
         heartbeat: args.heartbeat,
         lost_after: args.host_lost_after,
+        replicas: usize::from(args.cluster_replicas),
     }))
 }
 

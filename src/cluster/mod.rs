@@ -152,8 +152,7 @@ impl Cluster {
                 }
                 _ => ClusterFailure::Unreachable(credentials.scrub(&e.to_string())),
             })?;
-        // One copy per server, up to three (a JetStream R3 stream).
-        let replicas = client.server_info().connect_urls.len().clamp(1, 3);
+        let replicas = cfg.replicas;
         let js = jetstream::new(client.clone());
         let hosts = bucket(
             &js,
@@ -232,28 +231,29 @@ impl Cluster {
         let value: Bytes = serde_json::to_vec(&claim)
             .map_err(|e| ClusterFailure::Refused(e.to_string()))?
             .into();
-        // A name let go of between the create and the read is tried again,
-        // a few times.
+        // Whatever the create says (taken; or "wrong last sequence" when
+        // another host's create of the same name won the race a moment
+        // ago), the holder is read back; a name let go of meanwhile is
+        // tried again, a few times.
+        let mut last = String::new();
         for _ in 0..3 {
             match self.claims.create(name, value.clone()).await {
                 Ok(_) => return Ok(()),
-                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                    match self.owner(name).await? {
-                        Some(c) if c.host == self.cfg.host => return Ok(()),
-                        Some(c) => {
-                            return Err(ClusterFailure::HeldElsewhere {
-                                name: name.to_string(),
-                                host: c.host,
-                            })
-                        }
-                        None => continue,
-                    }
+                Err(e) => last = e.to_string(),
+            }
+            match self.owner(name).await? {
+                Some(c) if c.host == self.cfg.host => return Ok(()),
+                Some(c) => {
+                    return Err(ClusterFailure::HeldElsewhere {
+                        name: name.to_string(),
+                        host: c.host,
+                    })
                 }
-                Err(e) => return Err(ClusterFailure::Unreachable(e.to_string())),
+                None => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         }
         Err(ClusterFailure::Unreachable(format!(
-            "the claim of {name} changed under every try"
+            "cannot claim {name}: {last}"
         )))
     }
 
@@ -276,6 +276,26 @@ impl Cluster {
             .delete_expect_revision(name, Some(entry.revision))
             .await
             .map_err(|e| ClusterFailure::Unreachable(e.to_string()))
+    }
+
+    /// Every name's holder now, then every change: `(name, Some(claim))`
+    /// when a host takes it, `(name, None)` when it is let go of.
+    pub async fn watch_claims(
+        &self,
+    ) -> Result<impl futures::Stream<Item = (String, Option<Claim>)>, ClusterFailure> {
+        let watch = self
+            .claims
+            .watch_with_history(">")
+            .await
+            .map_err(|e| ClusterFailure::Unreachable(e.to_string()))?;
+        Ok(watch.filter_map(|entry| async move {
+            let entry = entry.ok()?;
+            let claim = match entry.operation {
+                kv::Operation::Put => serde_json::from_slice(&entry.value).ok(),
+                kv::Operation::Delete | kv::Operation::Purge => None,
+            };
+            Some((entry.key, claim))
+        }))
     }
 
     /// Who holds the name, if anyone.
@@ -475,5 +495,9 @@ async fn bucket(
         ..Default::default()
     })
     .await
-    .map_err(|e| ClusterFailure::Refused(format!("cannot open or make the bucket {name}: {e}")))
+    .map_err(|e| {
+        ClusterFailure::Refused(format!(
+            "cannot open or make the bucket {name} with {replicas} replicas ({e}): a cluster of fewer JetStream servers needs --cluster-replicas with their number"
+        ))
+    })
 }

@@ -6,20 +6,52 @@
 //! Without `--cluster` every method here says so or does nothing: one
 //! host needs no NATS.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
 
 use super::{Manager, ManagerError, Result};
 use crate::cluster::{Answer, Cluster, ClusterFailure, Forwarded};
 use crate::model::cluster::{place, HostBeat, HostHealth, HostName, Region, Tag};
-use crate::model::Status;
+use crate::model::{InstanceName, Status};
 
 /// A cluster this daemon joined, and how other hosts reach it.
 pub(super) struct Membership {
     pub cluster: Arc<Cluster>,
     pub api: Option<String>,
     pub proxy: Option<String>,
+    pub elsewhere: Arc<Elsewhere>,
+}
+
+/// Where other hosts' instances are, as this host last heard: which host
+/// holds each name (from a watch of the claims) and where each host's
+/// proxy listens (from the heartbeats). What this host's proxy sends on.
+#[derive(Default)]
+pub(super) struct Elsewhere {
+    names: RwLock<HashMap<String, HostName>>,
+    proxies: RwLock<HashMap<HostName, SocketAddr>>,
+}
+
+impl Elsewhere {
+    /// The instance a request for `host` (normalized) names, and the proxy
+    /// of the other host that holds it.
+    fn find(
+        &self,
+        me: &HostName,
+        base_domain: &str,
+        host: &str,
+    ) -> Option<(InstanceName, SocketAddr)> {
+        let label = host.strip_suffix(base_domain)?.strip_suffix('.')?;
+        let name = InstanceName::parse(label).ok()?;
+        let holder = self.names.read().ok()?.get(name.as_str())?.clone();
+        if &holder == me {
+            return None;
+        }
+        let proxy = *self.proxies.read().ok()?.get(&holder)?;
+        Some((name, proxy))
+    }
 }
 
 /// A name taken in the cluster for a create under way: let go of again
@@ -54,7 +86,19 @@ impl Manager {
             cluster,
             api,
             proxy,
+            elsewhere: Arc::default(),
         });
+    }
+
+    /// What the embedded proxy asks for a host it has no route for: the
+    /// instance of another host it names (`NAME.BASE_DOMAIN`) and that
+    /// host's proxy. `None` outside a cluster.
+    pub fn proxy_elsewhere(&self) -> Option<crate::router::embedded::Elsewhere> {
+        let m = self.membership.get()?;
+        let elsewhere = m.elsewhere.clone();
+        let me = m.cluster.host().clone();
+        let base = self.cfg.routing.base_domain.to_ascii_lowercase();
+        Some(Arc::new(move |host: &str| elsewhere.find(&me, &base, host)))
     }
 
     fn cluster(&self) -> Result<&Arc<Cluster>> {
@@ -231,19 +275,44 @@ impl Manager {
             return;
         };
         let interval = m.cluster.config().heartbeat;
+        let watcher = tokio::spawn(watch_claims(
+            m.cluster.clone(),
+            m.elsewhere.clone(),
+            stop.clone(),
+        ));
         let mut claimed = false;
         loop {
-            if let Err(e) = m.cluster.beat(&self.host_beat(m)).await {
-                tracing::warn!(error = %e, "cluster: heartbeat failed");
+            // A beat that hangs (its server just died, the client not yet
+            // moved to another) is given up for the next one.
+            let beat = self.host_beat(m);
+            match tokio::time::timeout(interval * 2, m.cluster.beat(&beat)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "cluster: heartbeat failed"),
+                Err(_) => tracing::warn!("cluster: a heartbeat got no answer in time"),
+            }
+            // Where the other hosts' proxies are, for this host's proxy.
+            if let Ok(hosts) = m.cluster.hosts().await {
+                let proxies = hosts
+                    .into_iter()
+                    .filter(|(_, health)| *health != HostHealth::Lost)
+                    .filter_map(|(h, _)| {
+                        let addr = h.proxy.as_deref()?.strip_prefix("http://")?.parse().ok()?;
+                        Some((h.name, addr))
+                    })
+                    .collect();
+                if let Ok(mut known) = m.elsewhere.proxies.write() {
+                    *known = proxies;
+                }
             }
             if !claimed {
                 claimed = self.claim_local_names(&m.cluster).await;
             }
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
-                _ = stop.wait_for(|s| *s) => return,
+                _ = stop.wait_for(|s| *s) => break,
             }
         }
+        let _ = watcher.await;
     }
 
     /// Claim the names of this host's instances; true once every claim got
@@ -266,5 +335,77 @@ impl Manager {
             }
         }
         answered
+    }
+}
+
+/// Follow the claims bucket into `elsewhere` until `stop`; a watch that
+/// breaks (a NATS node gone) is made again.
+async fn watch_claims(
+    cluster: Arc<Cluster>,
+    elsewhere: Arc<Elsewhere>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use futures::StreamExt;
+    loop {
+        match cluster.watch_claims().await {
+            Ok(changes) => {
+                let mut changes = std::pin::pin!(changes);
+                loop {
+                    let change = tokio::select! {
+                        c = changes.next() => c,
+                        _ = stop.wait_for(|s| *s) => return,
+                    };
+                    let Some((name, claim)) = change else { break };
+                    let Ok(mut names) = elsewhere.names.write() else {
+                        return;
+                    };
+                    match claim {
+                        Some(c) => names.insert(name, c.host),
+                        None => names.remove(&name),
+                    };
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cluster: cannot watch the claims yet"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_goes_to_the_proxy_of_the_host_that_holds_its_instance() {
+        let e = Elsewhere::default();
+        let (me, b) = (HostName::parse("a").unwrap(), HostName::parse("b").unwrap());
+        let addr: SocketAddr = "10.0.0.2:8080".parse().unwrap();
+        e.names.write().unwrap().insert("blog".into(), b.clone());
+        e.names.write().unwrap().insert("mine".into(), me.clone());
+        e.names
+            .write()
+            .unwrap()
+            .insert("nohost".into(), HostName::parse("c").unwrap());
+        e.proxies.write().unwrap().insert(b, addr);
+        let name = |n: &str| InstanceName::parse(n).unwrap();
+        assert_eq!(
+            e.find(&me, "example.com", "blog.example.com"),
+            Some((name("blog"), addr))
+        );
+        // Ours, unknown, a host with no proxy, another domain, a deeper name.
+        for host in [
+            "mine.example.com",
+            "other.example.com",
+            "nohost.example.com",
+            "blog.example.org",
+            "x.blog.example.com",
+            "blogexample.com",
+            "example.com",
+        ] {
+            assert_eq!(e.find(&me, "example.com", host), None, "{host}");
+        }
     }
 }

@@ -116,6 +116,17 @@ impl Body for Tracked {
 }
 
 impl Activities {
+    /// A cell that belongs to no instance of this host (a request sent on
+    /// to another host's proxy): counted nowhere.
+    pub(super) fn loose(&self) -> Arc<Cell> {
+        Arc::new(Cell {
+            epoch: self.epoch,
+            last_ms: AtomicU64::new(self.epoch.elapsed().as_millis() as u64),
+            open: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+        })
+    }
+
     /// The cell of `name`, made (as quiet since now) if it has none yet.
     pub(super) fn cell(&self, name: &str) -> Arc<Cell> {
         let mut cells = self.cells.lock().unwrap_or_else(PoisonError::into_inner);

@@ -115,6 +115,17 @@ impl Default for ProxyConfig {
     }
 }
 
+/// In a cluster: where a request for a host this proxy has no route for
+/// goes — the instance of another host it names and that host's proxy —
+/// given the normalized host. `None`: nowhere (404).
+pub type Elsewhere =
+    Arc<dyn Fn(&str) -> Option<(InstanceName, std::net::SocketAddr)> + Send + Sync>;
+
+/// Set on a request one host's proxy sends on to another's: the second
+/// never sends it on again, so two hosts that disagree for a moment about
+/// where an instance is cannot pass a request back and forth.
+pub const VIA_HEADER: &str = "x-pockestrator-via";
+
 /// The body of every response the proxy sends: the upstream's, streamed,
 /// or one of its own pages.
 type ProxyBody = Either<Tracked, Full<Bytes>>;
@@ -151,6 +162,8 @@ struct Shared {
     /// woken (the daemon takes the other end).
     wake_tx: tokio::sync::mpsc::UnboundedSender<InstanceName>,
     wake_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<InstanceName>>>,
+    /// In a cluster: where requests for other hosts' instances go.
+    elsewhere: std::sync::OnceLock<Elsewhere>,
 }
 
 /// One client connection: what its requests share.
@@ -217,8 +230,15 @@ impl ProxyRouter {
                 activities: Activities::default(),
                 wake_tx,
                 wake_rx: Mutex::new(Some(wake_rx)),
+                elsewhere: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// In a cluster: send requests for hosts this proxy has no route for
+    /// where `elsewhere` says (another host's proxy).
+    pub fn send_elsewhere(&self, elsewhere: Elsewhere) {
+        let _ = self.shared.elsewhere.set(elsewhere);
     }
 
     /// Serve until `shutdown` resolves. New connections are refused from
@@ -406,7 +426,19 @@ async fn handle(connection: &Connection, mut request: Request<Incoming>) -> Resp
         };
         let entry = match shared.table.load().lookup(key) {
             Some(entry) => Arc::clone(entry),
-            None => return pages::unknown_host(raw),
+            None => {
+                // Another host's instance, unless another host sent it here.
+                let there = match shared.elsewhere.get() {
+                    Some(elsewhere) if !parts.headers.contains_key(VIA_HEADER) => elsewhere(key),
+                    _ => None,
+                };
+                match there {
+                    Some((name, proxy)) => {
+                        Arc::new(Entry::elsewhere(name, proxy, &shared.activities))
+                    }
+                    None => return pages::unknown_host(raw),
+                }
+            }
         };
         let host_from_uri = parts.uri.authority().is_some();
         let forwarded_host = if host_from_uri {
@@ -506,6 +538,11 @@ async fn forward(
         &shared.trusted_proxies,
         forwarded_host.clone(),
     );
+    if entry.elsewhere {
+        parts
+            .headers
+            .insert(VIA_HEADER, HeaderValue::from_static("1"));
+    }
     let replay =
         (!upgrade && body.is_end_stream() && is_safe(&parts.method)).then(|| Replay::of(&parts));
     let upstream_request =

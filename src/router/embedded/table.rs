@@ -34,6 +34,8 @@ pub(super) struct Entry {
     /// Whether a request already asked for this asleep route's instance
     /// to be woken: one ask per entry, however many requests arrive.
     pub(super) wake_asked: AtomicBool,
+    /// Whether the upstream is another host's proxy (a cluster).
+    pub(super) elsewhere: bool,
 }
 
 impl Entry {
@@ -48,6 +50,38 @@ impl Entry {
             metrics,
             activity,
             wake_asked: AtomicBool::new(false),
+            elsewhere: false,
+        }
+    }
+}
+
+impl Entry {
+    /// An entry for one request to an instance of another host of the
+    /// cluster: to that host's proxy at `proxy`, which applies the
+    /// instance's own limits and state.
+    pub(super) fn elsewhere(
+        name: crate::model::InstanceName,
+        proxy: std::net::SocketAddr,
+        activities: &Activities,
+    ) -> Self {
+        let authority = Authority::from_maybe_shared(proxy.to_string())
+            .unwrap_or_else(|_| Authority::from_static("127.0.0.1"));
+        Self {
+            route: Route {
+                name,
+                port: proxy.port(),
+                hosts: Vec::new(),
+                max_body_bytes: u64::MAX,
+                read_timeout: crate::router::DEFAULT_READ_TIMEOUT,
+                available: true,
+                held: false,
+                asleep: false,
+            },
+            authority,
+            metrics: None,
+            activity: activities.loose(),
+            wake_asked: AtomicBool::new(false),
+            elsewhere: true,
         }
     }
 }
