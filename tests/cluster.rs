@@ -339,7 +339,7 @@ async fn two_hosts_creating_one_name_at_once_make_it_once() {
         );
         return;
     };
-    let a = host(&nats, "a", &[]).await;
+    let mut a = host(&nats, "a", &[]).await;
     let mut b = host(&nats, "b", &[]).await;
     hosts_up(&a, 2).await;
     for round in 0..3 {
@@ -360,6 +360,48 @@ async fn two_hosts_creating_one_name_at_once_make_it_once() {
             b.data_dir().join("instances").join(&name).is_dir(),
         ];
         assert_eq!(made_here.iter().filter(|m| **m).count(), 1, "{made_here:?}");
+    }
+
+    // A name a held in an earlier run without an instance for it (a create
+    // cut short by a crash) is let go of when a starts again, so b can
+    // take it; a's instances keep theirs.
+    let client = async_nats::connect(nats.urls().split(',').next().unwrap())
+        .await
+        .unwrap();
+    let claims = async_nats::jetstream::new(client)
+        .get_key_value("pockestrator-instances")
+        .await
+        .unwrap();
+    claims
+        .put(
+            "ghost",
+            json!({"host": "a", "since": "2020-01-01T00:00:00Z"})
+                .to_string()
+                .into(),
+        )
+        .await
+        .unwrap();
+    let (code, err) = create_on(&b, "ghost", json!({"host": "b"})).await;
+    assert_eq!(code, 409, "{err}");
+    a.restart().await;
+    let made = wait_until(Duration::from_secs(30), "a to let go of ghost", || async {
+        let (code, made) = create_on(&b, "ghost", json!({"host": "b"})).await;
+        (code == 201).then_some(made)
+    })
+    .await;
+    assert_eq!(made["host"], "b");
+    let kept: Vec<String> = ["race0", "race1", "race2"]
+        .iter()
+        .filter(|n| a.data_dir().join("instances").join(n).is_dir())
+        .map(|n| n.to_string())
+        .collect();
+    for name in &kept {
+        let claim = claims
+            .get(name.as_str())
+            .await
+            .unwrap()
+            .expect("still claimed");
+        assert!(String::from_utf8_lossy(&claim).contains("\"host\":\"a\""));
     }
 
     // b's daemon dies: a says so, in its hosts and its lists, instead of

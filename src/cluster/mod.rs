@@ -278,6 +278,22 @@ impl Cluster {
             .map_err(|e| ClusterFailure::Unreachable(e.to_string()))
     }
 
+    /// The names this host holds, with their claims.
+    pub async fn held_here(&self) -> Result<Vec<(String, Claim)>, ClusterFailure> {
+        let unreachable = |e: &dyn std::fmt::Display| ClusterFailure::Unreachable(e.to_string());
+        let mut keys = self.claims.keys().await.map_err(|e| unreachable(&e))?;
+        let mut out = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| unreachable(&e))?;
+            if let Some(claim) = self.owner(&key).await? {
+                if claim.host == self.cfg.host {
+                    out.push((key, claim));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Every name's holder now, then every change: `(name, Some(claim))`
     /// when a host takes it, `(name, None)` when it is let go of.
     pub async fn watch_claims(

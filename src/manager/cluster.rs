@@ -315,12 +315,36 @@ impl Manager {
         let _ = watcher.await;
     }
 
-    /// Claim the names of this host's instances; true once every claim got
-    /// an answer.
+    /// Claim the names of this host's instances, and let go of the names a
+    /// previous run of this host held but has no instance for (a create cut
+    /// short by a crash, a delete whose let-go did not reach NATS); true
+    /// once every claim got an answer.
     async fn claim_local_names(&self, cluster: &Cluster) -> bool {
         let Ok(records) = self.store.list_instances() else {
             return false;
         };
+        match cluster.held_here().await {
+            Ok(held) => {
+                for (name, claim) in held {
+                    // Claims of this run belong to creates under way.
+                    let stale = claim.since < cluster.started_at();
+                    if stale && matches!(self.store.get_instance(&name), Ok(None)) {
+                        match cluster.release(&name).await {
+                            Ok(()) => {
+                                tracing::info!(instance = %name, "cluster: let go of a name this host held without an instance")
+                            }
+                            Err(e) => {
+                                tracing::warn!(instance = %name, error = %e, "cluster: cannot let go of a stale name")
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster: cannot read the names this host holds yet");
+                return false;
+            }
+        }
         let mut answered = true;
         for rec in records {
             match cluster.claim(rec.name.as_str()).await {
