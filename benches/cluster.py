@@ -34,8 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fleet import (  # noqa: E402
-    DEPS, LOOPBACK, MIRROR, POCKESTRATOR, BenchError, can_bind, http_request,
-    read_lines_until,
+    DEPS, LOOPBACK, BenchError, can_bind, http_request, start_serve,
 )
 
 PORT_BASE = 23100
@@ -110,24 +109,9 @@ class Host:
         root = workdir / f"host-{name}"
         root.mkdir(parents=True)
         self.err = workdir / f"host-{name}.stderr"
-        with open(self.err, "wb") as err:
-            self.proc = subprocess.Popen(
-                [str(POCKESTRATOR), "--data-dir", str(root), "serve",
-                 "--listen", f"{LOOPBACK}:0", "--proxy-listen", f"{LOOPBACK}:0",
-                 "--release-source", str(MIRROR), "--cluster", nats.urls(),
-                 "--host-name", name, "--pool-size", "0"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                start_new_session=True)
-        lines = read_lines_until(self.err, self.proc, {
-            "api": lambda l: "pockestrator: API on http://" in l,
-            "proxy": lambda l: "pockestrator: proxy on http://" in l,
-            "ready": lambda l: "pockestrator is ready" in l,
-        }, 60.0)
-        self.api = int(lines["api"].split("http://", 1)[1].split()[0].rsplit(":", 1)[1])
-        self.proxy = int(lines["proxy"].split("http://", 1)[1].split()[0].rsplit(":", 1)[1])
-        token = subprocess.run([str(POCKESTRATOR), "--data-dir", str(root), "token"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        self.proc, self.api, self.proxy, self.headers = start_serve(
+            root, self.err,
+            ["--cluster", nats.urls(), "--host-name", name, "--pool-size", "0"])
 
     def call(self, method, path, body=None, timeout=120.0):
         data = json.dumps(body).encode() if body is not None else None
@@ -248,8 +232,8 @@ def main():
             routed_conc += lat; errors += err
             get_local += timed_calls(a, "GET", "/api/v1/instances/i0", 20)
             get_remote += timed_calls(b, "GET", "/api/v1/instances/i0", 20)
-            op_local += timed_calls(a, "POST", "/api/v1/instances/i3/restart", 1)
-            op_remote += timed_calls(b, "POST", "/api/v1/instances/i3/restart", 1)
+            op_local += timed_calls(a, "POST", "/api/v1/instances/i0/restart", 1)
+            op_remote += timed_calls(b, "POST", "/api/v1/instances/i0/restart", 1)
             for _ in range(5):
                 t0 = time.perf_counter()
                 status, body = a.call("GET", "/api/v1/instances")

@@ -481,6 +481,30 @@ def read_lines_until(path: Path, proc: subprocess.Popen, wanted, timeout: float)
     raise BenchError(f"not ready within {timeout:.0f} s:\n{tail(path)}")
 
 
+def start_serve(root: Path, err_path: Path, extra: list[str], env=None):
+    """`pockestrator serve` on ROOT with a TCP API and an embedded proxy on
+    loopback ports the system picks, plus EXTRA flags, its stderr into
+    ERR_PATH. Returns the process, the API and proxy ports, and the headers
+    that carry its token."""
+    with open(err_path, "wb") as err:
+        proc = subprocess.Popen(
+            [str(POCKESTRATOR), "--data-dir", str(root), "serve",
+             "--listen", f"{LOOPBACK}:0", "--proxy-listen", f"{LOOPBACK}:0",
+             "--release-source", str(MIRROR), *extra],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+            start_new_session=True, env=env)
+    lines = read_lines_until(err_path, proc, {
+        "api": lambda l: "pockestrator: API on http://" in l,
+        "proxy": lambda l: "pockestrator: proxy on http://" in l,
+        "ready": lambda l: "pockestrator is ready" in l,
+    }, 60.0)
+    port = lambda line: int(line.split("http://", 1)[1].split()[0].rsplit(":", 1)[1])  # noqa: E731
+    token = subprocess.run([str(POCKESTRATOR), "--data-dir", str(root), "token"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    return proc, port(lines["api"]), port(lines["proxy"]), headers
+
+
 def tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

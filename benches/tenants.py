@@ -31,8 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fleet import (  # noqa: E402
-    LOOPBACK, MIRROR, POCKESTRATOR, BenchError, http_request, processes_under,
-    read_lines_until, reap, status_kb,
+    LOOPBACK, BenchError, http_request, processes_under,
+    reap, start_serve, status_kb,
 )
 
 PB_VERSION = "0.40.6"
@@ -61,32 +61,16 @@ class Daemon:
         self.root = root
         root.mkdir(parents=True)
         self.err = root.parent / "daemon.stderr"
-        with open(self.err, "wb") as err:
-            self.proc = subprocess.Popen(
-                [str(POCKESTRATOR), "--data-dir", str(root), "serve",
-                 "--listen", f"{LOOPBACK}:0", "--proxy-listen", f"{LOOPBACK}:0",
-                 "--release-source", str(MIRROR),
-                 "--user-idle-timeout", args.idle_timeout,
-                 "--pool-size", str(args.pool_size),
-                 # Below Linux's ephemeral range (32768-60999): 10,000 users
-                 # take ports from here up.
-                 "--pb-base-port", "20000",
-                 "--health-interval", "30s"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                start_new_session=True,
-                env=dict(os.environ, POCKESTRATOR_LOG=os.environ.get("POCKESTRATOR_LOG", "info")),
-            )
-        lines = read_lines_until(self.err, self.proc, {
-            "api": lambda l: "pockestrator: API on http://" in l,
-            "proxy": lambda l: "pockestrator: proxy on http://" in l,
-            "ready": lambda l: "pockestrator is ready" in l,
-        }, 60.0)
-        self.api = int(lines["api"].split("http://", 1)[1].split()[0].rsplit(":", 1)[1])
-        self.proxy = int(lines["proxy"].split("http://", 1)[1].split()[0].rsplit(":", 1)[1])
-        self.token = (root / "api-token").read_text().strip() if (root / "api-token").exists() else \
-            subprocess.run([str(POCKESTRATOR), "--data-dir", str(root), "token"],
-                           capture_output=True, text=True, check=True).stdout.strip()
-        self.headers = {"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"}
+        self.proc, self.api, self.proxy, self.headers = start_serve(
+            root, self.err,
+            ["--user-idle-timeout", args.idle_timeout,
+             "--pool-size", str(args.pool_size),
+             # Below Linux's ephemeral range (32768-60999): 10,000 users
+             # take ports from here up.
+             "--pb-base-port", "20000",
+             "--health-interval", "30s"],
+            env=dict(os.environ, POCKESTRATOR_LOG=os.environ.get("POCKESTRATOR_LOG", "info")),
+        )
 
     def call(self, method, path, body=None, timeout=120.0):
         data = json.dumps(body).encode() if body is not None else None

@@ -133,6 +133,30 @@ impl Credentials {
         self.get("NATS_CREDS").map(|s| PathBuf::from(s.expose()))
     }
 
+    /// NATS connection options with these credentials: the `.creds` file
+    /// `creds` (else NATS_CREDS), user and password, a token. `Err`: the
+    /// `.creds` file that cannot be read, and why.
+    pub async fn nats_options(
+        &self,
+        creds: Option<&Path>,
+    ) -> Result<async_nats::ConnectOptions, (PathBuf, String)> {
+        let file = creds.map(Path::to_path_buf).or_else(|| self.nats_creds());
+        let mut options = match file {
+            Some(file) => async_nats::ConnectOptions::with_credentials_file(&file)
+                .await
+                .map_err(|e| (file, e.to_string()))?,
+            None => async_nats::ConnectOptions::new(),
+        };
+        if let (Some(user), Some(password)) = (self.nats_user(), self.nats_password()) {
+            options =
+                options.user_and_password(user.expose().to_string(), password.expose().to_string());
+        }
+        if let Some(token) = self.nats_token() {
+            options = options.token(token.expose().to_string());
+        }
+        Ok(options)
+    }
+
     /// The variables a child process (Litestream) needs to reach the same
     /// stores, under the names it reads.
     pub fn child_env(&self) -> Vec<(&'static str, Secret)> {

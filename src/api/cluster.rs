@@ -11,7 +11,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use bytes::Bytes;
 use tower::ServiceExt;
 
@@ -245,11 +245,6 @@ pub fn forwarded_handler(state: AppState) -> Handler {
             }
         })
     })
-}
-
-/// Whether the request was forwarded here by another host.
-pub fn forwarded(ext: &Option<Extension<ForwardedFrom>>) -> bool {
-    ext.is_some()
 }
 
 #[cfg(test)]

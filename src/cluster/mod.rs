@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
-use async_nats::{ConnectOptions, HeaderMap, ServerAddr};
+use async_nats::{HeaderMap, ServerAddr};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::StreamExt;
@@ -106,26 +106,15 @@ impl Cluster {
         cfg: ClusterConfig,
         credentials: &Credentials,
     ) -> Result<Self, ClusterFailure> {
-        let creds = cfg.creds.clone().or_else(|| credentials.nats_creds());
-        let mut options = match &creds {
-            Some(file) => ConnectOptions::with_credentials_file(file)
-                .await
-                .map_err(|e| {
-                    ClusterFailure::Refused(format!(
-                        "cannot read the credentials file {}: {e}",
-                        file.display()
-                    ))
-                })?,
-            None => ConnectOptions::new(),
-        };
-        if let (Some(user), Some(password)) = (credentials.nats_user(), credentials.nats_password())
-        {
-            options =
-                options.user_and_password(user.expose().to_string(), password.expose().to_string());
-        }
-        if let Some(token) = credentials.nats_token() {
-            options = options.token(token.expose().to_string());
-        }
+        let options = credentials
+            .nats_options(cfg.creds.as_deref())
+            .await
+            .map_err(|(file, e)| {
+                ClusterFailure::Refused(format!(
+                    "cannot read the credentials file {}: {e}",
+                    file.display()
+                ))
+            })?;
         let servers = cfg
             .servers
             .iter()

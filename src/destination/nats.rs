@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, object_store::ObjectStore};
-use async_nats::{ConnectOptions, ServerAddr};
+use async_nats::ServerAddr;
 
 use super::{local_failure, DestinationError, FailureKind, CONNECT_TIMEOUT};
 use crate::credentials::Credentials;
@@ -35,25 +35,12 @@ impl NatsStore {
         let fail = |kind, reason: String| {
             DestinationError::new(WHAT, destination, kind, credentials.scrub(&reason))
         };
-        let mut options = match credentials.nats_creds() {
-            Some(file) => ConnectOptions::with_credentials_file(&file)
-                .await
-                .map_err(|e| {
-                    fail(
-                        FailureKind::Setup,
-                        format!("cannot read the NATS_CREDS file {}: {e}", file.display()),
-                    )
-                })?,
-            None => ConnectOptions::new(),
-        };
-        if let (Some(user), Some(password)) = (credentials.nats_user(), credentials.nats_password())
-        {
-            options =
-                options.user_and_password(user.expose().to_string(), password.expose().to_string());
-        }
-        if let Some(token) = credentials.nats_token() {
-            options = options.token(token.expose().to_string());
-        }
+        let options = credentials.nats_options(None).await.map_err(|(file, e)| {
+            fail(
+                FailureKind::Setup,
+                format!("cannot read the NATS_CREDS file {}: {e}", file.display()),
+            )
+        })?;
         let options = options
             .connection_timeout(CONNECT_TIMEOUT)
             .request_timeout(Some(Duration::from_secs(10)))

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use super::{Manager, ManagerError, Result};
 use crate::cluster::{Answer, Cluster, ClusterFailure, Forwarded};
 use crate::model::cluster::{place, HostBeat, HostHealth, HostName, Region, Tag};
-use crate::model::{InstanceName, Status};
+use crate::model::InstanceName;
 
 /// A cluster this daemon joined, and how other hosts reach it.
 pub(super) struct Membership {
@@ -243,7 +243,7 @@ impl Manager {
     }
 
     fn host_beat(&self, m: &Membership) -> HostBeat {
-        let records = self.store.list_instances().unwrap_or_default();
+        let (instances, running) = self.store.instance_counts().unwrap_or((0, 0));
         let (total, available) = crate::procstat::host_memory().unwrap_or((0, 0));
         let cfg = m.cluster.config();
         HostBeat {
@@ -253,11 +253,8 @@ impl Manager {
             api: m.api.clone(),
             proxy: m.proxy.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            instances: records.len(),
-            running: records
-                .iter()
-                .filter(|r| r.status == Status::Running)
-                .count(),
+            instances,
+            running,
             mem_available_bytes: available,
             mem_total_bytes: total,
             load1: crate::procstat::load_average().unwrap_or(0.0),

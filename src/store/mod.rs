@@ -518,6 +518,18 @@ impl Store {
         self.select_instances("1")
     }
 
+    /// How many instances there are, and how many of them run (a host's
+    /// heartbeat): one counting query, not a read of every row.
+    pub fn instance_counts(&self) -> Result<(usize, usize), StoreError> {
+        let conn = self.reader();
+        let (total, running): (i64, i64) = conn.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(status = 'running'), 0) FROM instances WHERE phase = 'ready'",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        Ok((total as usize, running as usize))
+    }
+
     /// The instances scale to zero looks at: awake ones with an idle
     /// timeout, and sleeping ones with a wake schedule. Its cost follows
     /// how many are awake, not the size of the fleet.
@@ -1041,6 +1053,21 @@ mod tests {
         assert!(store.delete_instance("a").unwrap());
         assert!(store.get_instance("a").unwrap().is_none());
         assert!(!store.delete_instance("a").unwrap());
+    }
+
+    #[test]
+    fn instance_counts_count_ready_and_running() {
+        let store = Store::open_in_memory().unwrap();
+        assert_eq!(store.instance_counts().unwrap(), (0, 0));
+        store.insert_instance(&record("a", 8091)).unwrap();
+        store.insert_instance(&record("b", 8092)).unwrap();
+        let mut creating = record("c", 8093);
+        creating.phase = Phase::Creating;
+        store.insert_instance(&creating).unwrap();
+        store
+            .set_runtime("a", Status::Running, Some(1), 0, None)
+            .unwrap();
+        assert_eq!(store.instance_counts().unwrap(), (2, 1));
     }
 
     #[test]
