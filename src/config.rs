@@ -361,6 +361,11 @@ impl Layout {
     pub fn replication_dir(&self) -> PathBuf {
         self.root.join("replication")
     }
+    /// The instances this host stopped because it could not renew their
+    /// leases in its cluster, to start again once it can.
+    pub fn fenced(&self) -> PathBuf {
+        self.root.join("cluster-fenced.json")
+    }
     /// Pre-initialised data directories for new instances:
     /// `pool/<binary key>/<id>/pb_data`.
     pub fn pool(&self) -> PathBuf {
@@ -415,6 +420,10 @@ pub struct ClusterConfig {
     pub heartbeat: Duration,
     /// A host silent for this long is reported `lost`.
     pub lost_after: Duration,
+    /// How long a lease on an instance lasts unless renewed: a host that
+    /// cannot renew stops its replicated instances before it ends, and
+    /// another host brings them back from their replicas after it.
+    pub lease_ttl: Duration,
     /// Copies of the cluster's buckets (`--cluster-replicas`, 3: a
     /// JetStream R3 stream survives one server lost).
     pub replicas: usize,

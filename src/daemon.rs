@@ -381,6 +381,9 @@ pub async fn run(
         })
     });
     manager.recover().await?;
+    // Instances another host took over while this one was away are
+    // archived here before anything else serves them.
+    manager.stand_down_taken_over().await;
     manager.warm_pool();
     let mut background = vec![
         tokio::spawn(manager.clone().health_loop(stop_rx.clone())),

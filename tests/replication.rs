@@ -30,7 +30,11 @@ async fn daemon(test: &str, env: &[(&str, &str)]) -> Option<(Daemon, PathBuf)> {
 /// What a replica holds now: the `notes` titles of the database restored
 /// from `location` into a fresh file, sorted; `None` while it has nothing
 /// to restore.
-fn replica_titles(bin: &Path, location: &str, env: &[(String, String)]) -> Option<Vec<String>> {
+pub(crate) fn replica_titles(
+    bin: &Path,
+    location: &str,
+    env: &[(String, String)],
+) -> Option<Vec<String>> {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("data.db");
     let done = std::process::Command::new(bin)
@@ -94,20 +98,20 @@ async fn clone_with_both_notes(d: &Daemon, what: &str) {
     .await;
 }
 
-fn replica(d: &Daemon, name: &str) -> Value {
+pub(crate) fn replica(d: &Daemon, name: &str) -> Value {
     d.cli_json(&["status", name])["replica"].clone()
 }
 
 /// The pid of the Litestream replicating `name`, once it runs (on a busy
 /// host it may be between a start and its first pidfile).
-async fn litestream_pid(d: &Daemon, name: &str) -> i32 {
+pub(crate) async fn litestream_pid(d: &Daemon, name: &str) -> i32 {
     wait_until(Duration::from_secs(30), "Litestream to run", || async {
         replica(d, name)["pid"].as_u64().map(|p| p as i32)
     })
     .await
 }
 
-fn location(d: &Daemon, name: &str) -> String {
+pub(crate) fn location(d: &Daemon, name: &str) -> String {
     replica(d, name)["location"].as_str().unwrap().to_string()
 }
 

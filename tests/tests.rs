@@ -13,6 +13,7 @@ mod daemon;
 mod dashboard;
 mod dashboard_browser;
 mod deploy;
+mod failover;
 mod git_server;
 mod go_toolchain;
 mod metrics;

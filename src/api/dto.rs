@@ -376,6 +376,19 @@ pub struct InstanceList {
 pub struct UnreachableHost {
     pub host: String,
     pub error: String,
+    /// The instances the cluster says it holds, so none goes unmentioned.
+    #[serde(default)]
+    pub instances: Vec<HeldInstance>,
+}
+
+/// An instance of a host that is missing from a list.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct HeldInstance {
+    pub name: String,
+    /// Replicated: another host brings it back from its replica when its
+    /// lease runs out. Not replicated: it is lost with its host until the
+    /// host comes back (or it is restored from a backup).
+    pub replicated: bool,
 }
 
 /// One host of a cluster, as its last heartbeat described it.

@@ -97,7 +97,7 @@ pub fn http_status(e: &ManagerError) -> StatusCode {
         ManagerError::Release(e) if e.is_user_error() => 400,
         ManagerError::Release(_) => 502,
         ManagerError::Cluster(c) => match c {
-            ClusterFailure::HeldElsewhere { .. } => 409,
+            ClusterFailure::HeldElsewhere { .. } | ClusterFailure::LeaseHeld { .. } => 409,
             ClusterFailure::NotClustered => 409,
             ClusterFailure::UnknownHost(_) => 404,
             ClusterFailure::TooLarge(_) => 413,
@@ -147,6 +147,7 @@ pub fn code(e: &ManagerError) -> &'static str {
         ManagerError::Store(_) => "store_error",
         ManagerError::Cluster(c) => match c {
             ClusterFailure::HeldElsewhere { .. } => "name_taken",
+            ClusterFailure::LeaseHeld { .. } => "held_elsewhere",
             ClusterFailure::NotClustered => "not_clustered",
             ClusterFailure::UnknownHost(_) => "unknown_host",
             ClusterFailure::TooLarge(_) => "too_large",

@@ -192,13 +192,22 @@ pub async fn list_instances(
     let asked = asked
         .await
         .map_err(|e| ApiError::from(crate::manager::ManagerError::Internal(e.to_string())))?;
+    let held = |host: &crate::model::cluster::HostName| {
+        state
+            .manager
+            .held_by(host)
+            .into_iter()
+            .map(|(name, replicated)| super::dto::HeldInstance { name, replicated })
+            .collect()
+    };
     for (host, _, seen) in lost {
         list.unreachable_hosts.push(UnreachableHost {
-            host: host.to_string(),
             error: format!(
                 "lost: no heartbeat since {}, so its instances are not listed",
                 seen.format("%Y-%m-%d %H:%M:%S UTC")
             ),
+            instances: held(&host),
+            host: host.to_string(),
         });
     }
     for (host, answer) in asked {
@@ -208,6 +217,7 @@ pub async fn list_instances(
         }) {
             Ok(theirs) => list.instances.extend(theirs.instances),
             Err(error) => list.unreachable_hosts.push(UnreachableHost {
+                instances: held(&host),
                 host: host.to_string(),
                 error,
             }),

@@ -51,7 +51,7 @@ use super::instances as h;
         BackupDto, BackupList, CreateBackup, RestoreBackup, DeletedBackup,
         ScheduleDto, ScheduleState, SetSchedule, ReplicaDto, SetReplication, RestoreReplica,
         StartDeploy, DeployDto, DeployList, StartRollback, WebhookDto, DeployCredentials,
-        HostDto, HostList, UnreachableHost,
+        HeldInstance, HostDto, HostList, UnreachableHost,
         c::InitRequest, c::InitResponse, c::StatusResponse, c::StopResponse, c::InstancesResponse,
         c::HealthResponse, c::UserInstance, c::UserInstanceSummary, c::CompatFailure,
     )),

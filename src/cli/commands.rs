@@ -378,6 +378,26 @@ pub async fn list(g: &GlobalArgs) -> anyhow::Result<ExitCode> {
             "warning: host {} is not in this list: {}",
             missing.host, missing.error
         );
+        let (replicated, not): (Vec<_>, Vec<_>) =
+            missing.instances.iter().partition(|i| i.replicated);
+        let names = |v: &[&crate::api::dto::HeldInstance]| {
+            v.iter()
+                .map(|i| i.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if !replicated.is_empty() {
+            eprintln!(
+                "  replicated, so another host brings them back when their leases run out: {}",
+                names(&replicated)
+            );
+        }
+        if !not.is_empty() {
+            eprintln!(
+                "  not replicated, so lost with the host until it comes back (or restore them from a backup): {}",
+                names(&not)
+            );
+        }
     }
     if g.json {
         print_json(&list.instances)?;

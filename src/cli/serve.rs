@@ -123,6 +123,12 @@ pub struct ServeArgs {
     /// How long a silent host is `late` before it is reported `lost`.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub host_lost_after: Duration,
+    /// How long this host's lease on an instance lasts unless renewed (every
+    /// heartbeat). A host that cannot renew stops its replicated instances
+    /// after three fifths of it; when it ends, another host brings them
+    /// back from their replicas. At least four heartbeats.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub lease_ttl: Duration,
     /// How long a starting instance may take to become healthy.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub start_timeout: Duration,
@@ -470,6 +476,12 @@ fn cluster_config(args: &ServeArgs) -> anyhow::Result<Option<crate::config::Clus
             args.heartbeat * 3
         );
     }
+    if args.lease_ttl < args.heartbeat * 4 || args.lease_ttl > Duration::from_secs(600) {
+        anyhow::bail!(
+            "--lease-ttl must be at least four heartbeats ({:?}) and at most 10m",
+            args.heartbeat * 4
+        );
+    }
     let creds = args.nats_creds.clone().map(absolute).transpose()?;
     if let Some(file) = &creds {
         if !file.is_file() {
@@ -485,6 +497,7 @@ fn cluster_config(args: &ServeArgs) -> anyhow::Result<Option<crate::config::Clus
         creds,
         heartbeat: args.heartbeat,
         lost_after: args.host_lost_after,
+        lease_ttl: args.lease_ttl,
         replicas: usize::from(args.cluster_replicas),
     }))
 }

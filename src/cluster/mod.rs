@@ -5,6 +5,11 @@
 //! - `{prefix}-instances`: which host holds each instance ([`Claim`]),
 //!   made with compare-and-set (`create`), so two hosts never hold one
 //!   name, and let go with the revision it was made at.
+//! - `{prefix}-leases`: which host runs each instance now ([`Lease`]),
+//!   taken with `create` and renewed with `update` at the revision last
+//!   written, every heartbeat. Entries age out after the lease time
+//!   (the bucket's `max_age`), and NATS then writes a marker, so a watch
+//!   sees a lease run out.
 //! - `{prefix}.host.{name}.api`: API requests forwarded to the host that
 //!   holds the instance they are about ([`Forwarded`]); the answer comes
 //!   back in parts no bigger than the server's payload limit.
@@ -24,7 +29,7 @@ use futures::StreamExt;
 
 pub use crate::config::ClusterConfig;
 use crate::credentials::Credentials;
-use crate::model::cluster::{host_health, Claim, HostBeat, HostHealth, HostName};
+use crate::model::cluster::{host_health, Claim, Desired, HostBeat, HostHealth, HostName, Lease};
 
 /// How long connecting to the cluster may take before the daemon gives up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -46,6 +51,8 @@ pub enum ClusterFailure {
     Refused(String),
     #[error("instance {name} is held by host {host} of the cluster: pick another name")]
     HeldElsewhere { name: String, host: HostName },
+    #[error("host {host} runs instance {name} now (its lease)")]
+    LeaseHeld { name: String, host: HostName },
     #[error("no host named {0} in the cluster: see `pockestrator hosts`")]
     UnknownHost(String),
     #[error(
@@ -96,6 +103,7 @@ pub struct Cluster {
     client: async_nats::Client,
     hosts: kv::Store,
     claims: kv::Store,
+    leases: kv::Store,
     started_at: chrono::DateTime<chrono::Utc>,
 }
 
@@ -157,11 +165,13 @@ impl Cluster {
             replicas,
         )
         .await?;
+        let leases = lease_bucket(&js, &cfg).await?;
         Ok(Self {
             cfg,
             client,
             hosts,
             claims,
+            leases,
             started_at: chrono::Utc::now(),
         })
     }
@@ -216,6 +226,8 @@ impl Cluster {
         let claim = Claim {
             host: self.cfg.host.clone(),
             since: chrono::Utc::now(),
+            desired: None,
+            from: None,
         };
         let value: Bytes = serde_json::to_vec(&claim)
             .map_err(|e| ClusterFailure::Refused(e.to_string()))?
@@ -311,6 +323,209 @@ impl Cluster {
             .await
             .map_err(|e| ClusterFailure::Unreachable(e.to_string()))?;
         Ok(value.and_then(|v| serde_json::from_slice(&v).ok()))
+    }
+
+    /// The claim of `name` with its revision, if anyone holds it.
+    async fn claim_entry(&self, name: &str) -> Result<Option<(Claim, u64)>, ClusterFailure> {
+        let entry = self
+            .claims
+            .entry(name)
+            .await
+            .map_err(|e| ClusterFailure::Unreachable(e.to_string()))?;
+        Ok(entry
+            .filter(|e| e.operation == kv::Operation::Put)
+            .and_then(|e| Some((serde_json::from_slice(&e.value).ok()?, e.revision))))
+    }
+
+    /// Record what another host needs to bring `name` back, in this host's
+    /// claim of it; nothing when it says so already, or the name is not
+    /// this host's.
+    pub async fn publish_desired(
+        &self,
+        name: &str,
+        desired: &Desired,
+    ) -> Result<bool, ClusterFailure> {
+        let Some((mut claim, revision)) = self.claim_entry(name).await? else {
+            return Ok(false);
+        };
+        if claim.host != self.cfg.host || claim.desired.as_ref() == Some(desired) {
+            return Ok(false);
+        }
+        claim.desired = Some(desired.clone());
+        let value =
+            serde_json::to_vec(&claim).map_err(|e| ClusterFailure::Refused(e.to_string()))?;
+        self.claims
+            .update(name, value.into(), revision)
+            .await
+            .map(|_| true)
+            .map_err(|e| ClusterFailure::Unreachable(e.to_string()))
+    }
+
+    /// Move the claim of `name` from host `from` to host `to` at the
+    /// revision it was read at, keeping its desired state: a failover's
+    /// take-over (`taken_from` names the host it came from), or a failed
+    /// one's give-back.
+    pub async fn move_claim(
+        &self,
+        name: &str,
+        from: &HostName,
+        to: &HostName,
+        taken_from: Option<HostName>,
+    ) -> Result<Claim, ClusterFailure> {
+        let Some((claim, revision)) = self.claim_entry(name).await? else {
+            return Err(ClusterFailure::Refused(format!(
+                "{name} is held by no host any more"
+            )));
+        };
+        if &claim.host != from {
+            return Err(ClusterFailure::HeldElsewhere {
+                name: name.to_string(),
+                host: claim.host,
+            });
+        }
+        let moved = Claim {
+            host: to.clone(),
+            since: chrono::Utc::now(),
+            desired: claim.desired,
+            from: taken_from,
+        };
+        let value =
+            serde_json::to_vec(&moved).map_err(|e| ClusterFailure::Refused(e.to_string()))?;
+        self.claims
+            .update(name, value.into(), revision)
+            .await
+            .map_err(|e| ClusterFailure::Unreachable(e.to_string()))?;
+        Ok(moved)
+    }
+
+    /// Take or renew this host's lease on `name`: at `revision` (the one
+    /// this host last wrote) with compare-and-set; without one, or when
+    /// that fails, from what the bucket holds: this host's (an earlier run,
+    /// a renewal whose answer was lost) is renewed at its revision, none is
+    /// taken with `create`, another host's is [`ClusterFailure::LeaseHeld`].
+    /// The new revision.
+    pub async fn renew_lease(
+        &self,
+        name: &str,
+        revision: Option<u64>,
+    ) -> Result<u64, ClusterFailure> {
+        let lease = Lease {
+            host: self.cfg.host.clone(),
+            since: chrono::Utc::now(),
+        };
+        let value: Bytes = serde_json::to_vec(&lease)
+            .map_err(|e| ClusterFailure::Refused(e.to_string()))?
+            .into();
+        let unreachable = |e: &dyn std::fmt::Display| ClusterFailure::Unreachable(e.to_string());
+        if let Some(r) = revision {
+            if let Ok(r) = self.leases.update(name, value.clone(), r).await {
+                return Ok(r);
+            }
+        }
+        let entry = self.leases.entry(name).await.map_err(|e| unreachable(&e))?;
+        let held = entry
+            .filter(|e| e.operation == kv::Operation::Put)
+            .map(|e| {
+                let holder = serde_json::from_slice::<Lease>(&e.value)
+                    .map(|l| l.host)
+                    .ok();
+                (holder, e.revision)
+            });
+        match held {
+            Some((Some(host), r)) if host == self.cfg.host => self
+                .leases
+                .update(name, value, r)
+                .await
+                .map_err(|e| unreachable(&e)),
+            Some((Some(host), _)) => Err(ClusterFailure::LeaseHeld {
+                name: name.to_string(),
+                host,
+            }),
+            _ => match self.leases.create(name, value).await {
+                Ok(r) => Ok(r),
+                Err(e) => match self.lease_holder(name).await? {
+                    Some(host) if host != self.cfg.host => Err(ClusterFailure::LeaseHeld {
+                        name: name.to_string(),
+                        host,
+                    }),
+                    _ => Err(unreachable(&e)),
+                },
+            },
+        }
+    }
+
+    /// Take the lease on `name` only if nobody holds it (a failover: the
+    /// first host to take it brings the instance back).
+    pub async fn take_lease(&self, name: &str) -> Result<u64, ClusterFailure> {
+        let lease = Lease {
+            host: self.cfg.host.clone(),
+            since: chrono::Utc::now(),
+        };
+        let value =
+            serde_json::to_vec(&lease).map_err(|e| ClusterFailure::Refused(e.to_string()))?;
+        match self.leases.create(name, value.into()).await {
+            Ok(r) => Ok(r),
+            Err(e) => match self.lease_holder(name).await? {
+                Some(host) => Err(ClusterFailure::LeaseHeld {
+                    name: name.to_string(),
+                    host,
+                }),
+                None => Err(ClusterFailure::Unreachable(e.to_string())),
+            },
+        }
+    }
+
+    /// Who holds the lease on `name` now, if anyone.
+    pub async fn lease_holder(&self, name: &str) -> Result<Option<HostName>, ClusterFailure> {
+        let value = self
+            .leases
+            .get(name)
+            .await
+            .map_err(|e| ClusterFailure::Unreachable(e.to_string()))?;
+        Ok(value
+            .and_then(|v| serde_json::from_slice::<Lease>(&v).ok())
+            .map(|l| l.host))
+    }
+
+    /// Let go of the lease on `name`, if this host holds it.
+    pub async fn release_lease(&self, name: &str) -> Result<(), ClusterFailure> {
+        let entry = self
+            .leases
+            .entry(name)
+            .await
+            .map_err(|e| ClusterFailure::Unreachable(e.to_string()))?;
+        let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
+            return Ok(());
+        };
+        if !serde_json::from_slice::<Lease>(&entry.value).is_ok_and(|l| l.host == self.cfg.host) {
+            return Ok(());
+        }
+        self.leases
+            .delete_expect_revision(name, Some(entry.revision))
+            .await
+            .map_err(|e| ClusterFailure::Unreachable(e.to_string()))
+    }
+
+    /// Every lease now, then every change: `(name, Some(host))` when a host
+    /// takes or renews it, `(name, None)` when it is let go of or runs out.
+    pub async fn watch_leases(
+        &self,
+    ) -> Result<impl futures::Stream<Item = (String, Option<HostName>)>, ClusterFailure> {
+        let watch = self
+            .leases
+            .watch_with_history(">")
+            .await
+            .map_err(|e| ClusterFailure::Unreachable(e.to_string()))?;
+        Ok(watch.filter_map(|entry| async move {
+            let entry = entry.ok()?;
+            let host = match entry.operation {
+                kv::Operation::Put => serde_json::from_slice::<Lease>(&entry.value)
+                    .ok()
+                    .map(|l| l.host),
+                kv::Operation::Delete | kv::Operation::Purge => None,
+            };
+            Some((entry.key, host))
+        }))
     }
 
     /// Send a request to `host` and wait for its whole answer, at most
@@ -480,6 +695,43 @@ impl Cluster {
             .await
             .map_err(|e| ClusterFailure::Unreachable(e.to_string()))
     }
+}
+
+/// Open the leases bucket, or make it: entries age out after the lease
+/// time, and NATS marks each that does (2.11 or later), so watches see it.
+async fn lease_bucket(
+    js: &jetstream::Context,
+    cfg: &ClusterConfig,
+) -> Result<kv::Store, ClusterFailure> {
+    let name = cfg.prefix.leases_bucket();
+    if let Ok(store) = js.get_key_value(&name).await {
+        if let Ok(info) = js
+            .get_stream(format!("KV_{name}"))
+            .await
+            .map(|s| s.cached_info().config.max_age)
+        {
+            if info != cfg.lease_ttl {
+                tracing::warn!(bucket = %name, cluster = ?info, this_host = ?cfg.lease_ttl, "cluster: the leases bucket has another lease time than --lease-ttl: the bucket's holds");
+            }
+        }
+        return Ok(store);
+    }
+    let replicas = cfg.replicas;
+    js.create_key_value(kv::Config {
+        bucket: name.clone(),
+        description: "pockestrator leases: which host runs each instance now".to_string(),
+        history: 1,
+        max_age: cfg.lease_ttl,
+        limit_markers: Some(cfg.lease_ttl),
+        num_replicas: replicas,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| {
+        ClusterFailure::Refused(format!(
+            "cannot open or make the bucket {name} with {replicas} replicas ({e}): it needs NATS 2.11 or later, and a cluster of fewer JetStream servers needs --cluster-replicas with their number"
+        ))
+    })
 }
 
 /// Open a key-value bucket, or make it.

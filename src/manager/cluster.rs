@@ -6,15 +6,15 @@
 //! Without `--cluster` every method here says so or does nothing: one
 //! host needs no NATS.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
 
 use super::{Manager, ManagerError, Result};
 use crate::cluster::{Answer, Cluster, ClusterFailure, Forwarded};
-use crate::model::cluster::{place, HostBeat, HostHealth, HostName, Region, Tag};
+use crate::model::cluster::{place, Claim, Desired, HostBeat, HostHealth, HostName, Region, Tag};
 use crate::model::InstanceName;
 
 /// A cluster this daemon joined, and how other hosts reach it.
@@ -23,14 +23,46 @@ pub(super) struct Membership {
     pub api: Option<String>,
     pub proxy: Option<String>,
     pub elsewhere: Arc<Elsewhere>,
+    /// The leases this host holds, on its replicated instances.
+    pub leases: Mutex<HashMap<String, HeldLease>>,
+    /// The instances this host stopped because it could not renew their
+    /// leases (kept in [`crate::config::Layout::fenced`] too).
+    pub fenced: Mutex<HashSet<String>>,
+    /// What this host last published as each instance's desired state.
+    pub published: Mutex<HashMap<String, Desired>>,
+    /// Other hosts' replicated instances without a lease: since when this
+    /// host has seen them so, and the ones it is bringing back.
+    pub orphans: Mutex<Orphans>,
 }
 
-/// Where other hosts' instances are, as this host last heard: which host
-/// holds each name (from a watch of the claims) and where each host's
-/// proxy listens (from the heartbeats). What this host's proxy sends on.
+/// A lease this host holds: the revision it last wrote (`None` until the
+/// first renewal got an answer) and when a renewal last succeeded.
+pub(super) struct HeldLease {
+    pub revision: Option<u64>,
+    pub renewed: std::time::Instant,
+}
+
+/// Other hosts' replicated instances without a lease, as this host sees
+/// them.
+#[derive(Default)]
+pub(super) struct Orphans {
+    /// Since when each has had no lease.
+    pub seen: HashMap<String, std::time::Instant>,
+    /// Being brought back here now.
+    pub busy: HashSet<String>,
+    /// A failover that failed is not tried again before this.
+    pub retry_after: HashMap<String, std::time::Instant>,
+}
+
+/// Where other hosts' instances are, as this host last heard: each name's
+/// claim (from a watch of the claims), each lease's holder (from a watch
+/// of the leases) and where each host's proxy listens (from the
+/// heartbeats). What this host's proxy sends on, and what failovers start
+/// from.
 #[derive(Default)]
 pub(super) struct Elsewhere {
-    names: RwLock<HashMap<String, HostName>>,
+    pub claims: RwLock<HashMap<String, Claim>>,
+    pub leases: RwLock<HashMap<String, HostName>>,
     proxies: RwLock<HashMap<HostName, SocketAddr>>,
 }
 
@@ -45,7 +77,7 @@ impl Elsewhere {
     ) -> Option<(InstanceName, SocketAddr)> {
         let label = host.strip_suffix(base_domain)?.strip_suffix('.')?;
         let name = InstanceName::parse(label).ok()?;
-        let holder = self.names.read().ok()?.get(name.as_str())?.clone();
+        let holder = self.claims.read().ok()?.get(name.as_str())?.host.clone();
         if &holder == me {
             return None;
         }
@@ -61,6 +93,11 @@ pub(super) struct NameClaim {
 }
 
 impl NameClaim {
+    /// A claim made already (a failover's): nothing to let go of.
+    pub fn none() -> Self {
+        Self { held: None }
+    }
+
     pub fn keep(mut self) {
         self.held = None;
     }
@@ -87,6 +124,10 @@ impl Manager {
             api,
             proxy,
             elsewhere: Arc::default(),
+            leases: Mutex::default(),
+            fenced: Mutex::default(),
+            published: Mutex::default(),
+            orphans: Mutex::default(),
         });
     }
 
@@ -101,7 +142,7 @@ impl Manager {
         Some(Arc::new(move |host: &str| elsewhere.find(&me, &base, host)))
     }
 
-    fn cluster(&self) -> Result<&Arc<Cluster>> {
+    pub(super) fn cluster(&self) -> Result<&Arc<Cluster>> {
         self.membership
             .get()
             .map(|m| &m.cluster)
@@ -221,6 +262,27 @@ impl Manager {
             .collect())
     }
 
+    /// The instances the cluster says `host` holds, sorted, each with
+    /// whether another host can bring it back (it is replicated).
+    pub fn held_by(&self, host: &HostName) -> Vec<(String, bool)> {
+        let Some(m) = self.membership.get() else {
+            return Vec::new();
+        };
+        let Ok(claims) = m.elsewhere.claims.read() else {
+            return Vec::new();
+        };
+        let mut held: Vec<(String, bool)> = claims
+            .iter()
+            .filter(|(_, c)| &c.host == host)
+            .map(|(name, c)| {
+                let replicated = c.desired.as_ref().is_some_and(|d| d.replica.is_some());
+                (name.clone(), replicated)
+            })
+            .collect();
+        held.sort();
+        held
+    }
+
     /// Take `name` in the cluster before a create makes anything: two hosts
     /// creating one name at once, one of them gets it.
     pub(super) async fn claim_name(&self, name: &str) -> Result<NameClaim> {
@@ -242,7 +304,7 @@ impl Manager {
         }
     }
 
-    fn host_beat(&self, m: &Membership) -> HostBeat {
+    pub(super) fn host_beat(&self, m: &Membership) -> HostBeat {
         let (instances, running) = self.store.instance_counts().unwrap_or((0, 0));
         let (total, available) = crate::procstat::host_memory().unwrap_or((0, 0));
         let cfg = m.cluster.config();
@@ -277,6 +339,13 @@ impl Manager {
             m.elsewhere.clone(),
             stop.clone(),
         ));
+        let lease_watcher = tokio::spawn(watch_leases(
+            m.cluster.clone(),
+            m.elsewhere.clone(),
+            stop.clone(),
+        ));
+        self.load_fenced(m);
+        let leases = tokio::spawn(self.clone().lease_loop(stop.clone()));
         let mut claimed = false;
         loop {
             // A beat that hangs (its server just died, the client not yet
@@ -289,6 +358,8 @@ impl Manager {
             }
             // Where the other hosts' proxies are, for this host's proxy.
             if let Ok(hosts) = m.cluster.hosts().await {
+                self.publish_desired(m).await;
+                self.find_orphans(m, &hosts);
                 let proxies = hosts
                     .into_iter()
                     .filter(|(_, health)| *health != HostHealth::Lost)
@@ -310,6 +381,8 @@ impl Manager {
             }
         }
         let _ = watcher.await;
+        let _ = lease_watcher.await;
+        let _ = leases.await;
     }
 
     /// Claim the names of this host's instances, and let go of the names a
@@ -347,7 +420,14 @@ impl Manager {
             match cluster.claim(rec.name.as_str()).await {
                 Ok(()) => {}
                 Err(ClusterFailure::HeldElsewhere { name, host }) => {
-                    tracing::error!(instance = %name, other = %host, "cluster: this host has an instance whose name another host holds: rename or delete one of them");
+                    // Taken over from this host while it was away: the
+                    // other host runs it now.
+                    let taken = m_from(cluster, &name).await;
+                    if taken.as_ref() == Some(cluster.host()) {
+                        self.stand_down(&name, &host).await;
+                    } else {
+                        tracing::error!(instance = %name, other = %host, "cluster: this host has an instance whose name another host holds: rename or delete one of them");
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(instance = %rec.name, error = %e, "cluster: cannot claim the name yet");
@@ -356,6 +436,52 @@ impl Manager {
             }
         }
         answered
+    }
+}
+
+/// The host a name was taken over from, if its claim says so.
+async fn m_from(cluster: &Cluster, name: &str) -> Option<HostName> {
+    cluster
+        .owner(name)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|c| c.from)
+}
+
+/// Follow the leases bucket into `elsewhere` until `stop`, like
+/// [`watch_claims`].
+async fn watch_leases(
+    cluster: Arc<Cluster>,
+    elsewhere: Arc<Elsewhere>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use futures::StreamExt;
+    loop {
+        match cluster.watch_leases().await {
+            Ok(changes) => {
+                let mut changes = std::pin::pin!(changes);
+                loop {
+                    let change = tokio::select! {
+                        c = changes.next() => c,
+                        _ = stop.wait_for(|s| *s) => return,
+                    };
+                    let Some((name, holder)) = change else { break };
+                    let Ok(mut leases) = elsewhere.leases.write() else {
+                        return;
+                    };
+                    match holder {
+                        Some(h) => leases.insert(name, h),
+                        None => leases.remove(&name),
+                    };
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cluster: cannot watch the leases yet"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
     }
 }
 
@@ -377,12 +503,12 @@ async fn watch_claims(
                         _ = stop.wait_for(|s| *s) => return,
                     };
                     let Some((name, claim)) = change else { break };
-                    let Ok(mut names) = elsewhere.names.write() else {
+                    let Ok(mut claims) = elsewhere.claims.write() else {
                         return;
                     };
                     match claim {
-                        Some(c) => names.insert(name, c.host),
-                        None => names.remove(&name),
+                        Some(c) => claims.insert(name, c),
+                        None => claims.remove(&name),
                     };
                 }
             }
@@ -404,12 +530,17 @@ mod tests {
         let e = Elsewhere::default();
         let (me, b) = (HostName::parse("a").unwrap(), HostName::parse("b").unwrap());
         let addr: SocketAddr = "10.0.0.2:8080".parse().unwrap();
-        e.names.write().unwrap().insert("blog".into(), b.clone());
-        e.names.write().unwrap().insert("mine".into(), me.clone());
-        e.names
-            .write()
-            .unwrap()
-            .insert("nohost".into(), HostName::parse("c").unwrap());
+        let claim = |h: &HostName| Claim {
+            host: h.clone(),
+            since: chrono::Utc::now(),
+            desired: None,
+            from: None,
+        };
+        let mut claims = e.claims.write().unwrap();
+        claims.insert("blog".into(), claim(&b));
+        claims.insert("mine".into(), claim(&me));
+        claims.insert("nohost".into(), claim(&HostName::parse("c").unwrap()));
+        drop(claims);
         e.proxies.write().unwrap().insert(b, addr);
         let name = |n: &str| InstanceName::parse(n).unwrap();
         assert_eq!(

@@ -64,6 +64,13 @@ impl CreateRequest {
     }
 }
 
+/// A create that takes over an instance from elsewhere (a failover): its
+/// name, claimed already, and the `pb_data` it starts from.
+pub(super) struct Adopt {
+    pub claim: super::cluster::NameClaim,
+    pub data: PathBuf,
+}
+
 /// The result of a create: the instance, and the superuser's credentials
 /// when one was made (the password is shown once, never stored).
 #[derive(Debug, Clone)]
@@ -175,7 +182,7 @@ impl Manager {
     /// behind: no row, no directory, no process, no port held.
     pub async fn create(&self, req: CreateRequest, actor: &Actor) -> Result<Created> {
         let name_for_audit = req.name.clone();
-        let result = self.create_inner(req, actor, None).await;
+        let result = self.create_inner(req, actor, None, None).await;
         let label = if InstanceName::parse(&name_for_audit).is_ok() {
             name_for_audit
         } else {
@@ -191,6 +198,7 @@ impl Manager {
         req: CreateRequest,
         actor: &Actor,
         compat: Option<(&UserId, PathBuf, u16)>,
+        adopt: Option<Adopt>,
     ) -> Result<Created> {
         let name = InstanceName::parse(&req.name)?;
         let domain = req.domain.as_deref().map(Domain::parse).transpose()?;
@@ -241,8 +249,12 @@ impl Manager {
             return Err(StoreError::NameTaken(name.to_string()).into());
         }
         // In a cluster the name is the whole fleet's: taken there first,
-        // let go of again if this create fails.
-        let claim = self.claim_name(name.as_str()).await?;
+        // let go of again if this create fails (unless the caller holds it
+        // already: a failover).
+        let (claim, seed) = match adopt {
+            Some(a) => (a.claim, Some(a.data)),
+            None => (self.claim_name(name.as_str()).await?, None),
+        };
         // Download before anything is reserved: a download error leaves
         // nothing behind.
         let installed = self.install(&req.binary).await?;
@@ -300,6 +312,19 @@ impl Manager {
         };
         let lock = self.lock_for(&rec.name);
         let _guard = lock.lock().await;
+        if let Some(data) = seed {
+            // Its data, there before the first start.
+            let target = self.spec(&rec).data_dir();
+            let moved =
+                std::fs::create_dir_all(&rec.dir).and_then(|()| std::fs::rename(&data, &target));
+            if let Err(source) = moved {
+                self.roll_back_create(&rec).await;
+                return Err(ManagerError::Io {
+                    context: format!("cannot move {} to {}", data.display(), target.display()),
+                    source,
+                });
+            }
+        }
         let mut rec = rec;
         let chose_port = compat.is_none() && req.port.is_none();
         let mut tried = vec![rec.port];

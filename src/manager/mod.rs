@@ -20,6 +20,7 @@ mod delete;
 mod deploy;
 mod deploy_secrets;
 mod error;
+mod failover;
 mod files;
 mod follower;
 mod health;

@@ -70,7 +70,7 @@ impl Manager {
         }
     }
 
-    fn litestream_binary(&self) -> Result<PathBuf> {
+    pub(super) fn litestream_binary(&self) -> Result<PathBuf> {
         replication::find_binary(self.cfg.litestream.as_deref()).map_err(replication_error)
     }
 
@@ -382,6 +382,19 @@ impl Manager {
                 )));
             }
         }
+        self.restore_location_to(location, timestamp, output, binary)
+            .await
+    }
+
+    /// Restore the database replicated to `location` into `output` (which
+    /// must not exist), checked with SQLite's integrity check.
+    pub(super) async fn restore_location_to(
+        &self,
+        location: Destination,
+        timestamp: Option<DateTime<Utc>>,
+        output: PathBuf,
+        binary: PathBuf,
+    ) -> Result<()> {
         let credentials = self.cfg.credentials.clone();
         tokio::task::spawn_blocking(move || {
             if let Some(dir) = output.parent() {

@@ -246,7 +246,7 @@ impl Manager {
     }
 
     /// The restore proper, under the instance's lock.
-    async fn restore_locked(
+    pub(super) async fn restore_locked(
         &self,
         rec: InstanceRecord,
         source: RestoreSource<'_>,

@@ -51,7 +51,12 @@ impl Manager {
                     .join(format!("pb_user_{}", user.as_str()));
                 let req = CreateRequest::named(name.as_str(), binary);
                 let result = self
-                    .create_inner(req, actor, Some((user, dir, self.cfg.compat.base_port)))
+                    .create_inner(
+                        req,
+                        actor,
+                        Some((user, dir, self.cfg.compat.base_port)),
+                        None,
+                    )
                     .await;
                 let created =
                     self.audited(actor, AuditAction::Create, name.as_str(), result, |c| {

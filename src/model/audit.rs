@@ -66,6 +66,9 @@ actions! {
     DeploySettings => "deploy-settings", "An instance's deploy webhook secret or repository credentials changed.";
     Sleep => "sleep", "An idle instance was stopped and marked sleeping.";
     Wake => "wake", "A sleeping instance was woken: by a request, its wake schedule, or a start.";
+    Fence => "fence", "A host of a cluster stopped an instance whose lease it could not renew (or started it again once it could).";
+    Failover => "failover", "An instance whose host's lease ran out was brought back on this host from its replica.";
+    StandDown => "stand-down", "A host found another running its instance after a failover, and archived its own copy.";
 }
 
 impl fmt::Display for AuditAction {

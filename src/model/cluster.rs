@@ -143,6 +143,12 @@ impl ClusterPrefix {
         format!("{}-instances", self.0)
     }
 
+    /// The key-value bucket of the leases: which host runs each instance
+    /// now. Its entries age out after the lease time unless renewed.
+    pub fn leases_bucket(&self) -> String {
+        format!("{}-leases", self.0)
+    }
+
     /// The subject a host answers forwarded API requests on.
     pub fn api_subject(&self, host: &HostName) -> String {
         format!("{}.host.{}.api", self.0, host)
@@ -265,6 +271,83 @@ pub fn host_health(
 pub struct Claim {
     pub host: HostName,
     pub since: DateTime<Utc>,
+    /// What another host needs to bring the instance back, kept up to date
+    /// by its host; `None` until it published it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired: Option<Desired>,
+    /// The host it was taken over from, after a failover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<HostName>,
+}
+
+/// An instance's desired state as the cluster keeps it: its version and
+/// settings, and its replica if it has one (only a replicated instance can
+/// be brought back on another host).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Desired {
+    pub version: String,
+    /// Its port on its host: kept by a failover when it is free there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<ReplicaSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_max: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_quota: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_secs: Option<u64>,
+}
+
+/// Where an instance's Litestream replica is: the target as the user named
+/// it and the generation written now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaSpec {
+    pub target: String,
+    pub generation: String,
+}
+
+/// Which host runs an instance now: the value of its key in the leases
+/// bucket, renewed with compare-and-set every heartbeat, gone when it is
+/// not renewed within the lease time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub host: HostName,
+    pub since: DateTime<Utc>,
+}
+
+/// How long after its last successful renewal a host stops the instances
+/// whose leases it holds: three fifths of the lease time, so the instances
+/// are down well before any other host can take the lease (the lease time
+/// runs from when NATS stored the renewal, later than when it was sent).
+pub fn fence_after(lease_ttl: std::time::Duration) -> std::time::Duration {
+    lease_ttl * 3 / 5
+}
+
+/// Which host brings back an instance whose lease ran out on `lost`: the
+/// one [`place`] picks among the up hosts other than `lost` (in `lost`'s
+/// region when one is up there). Every host computes the same answer from
+/// the same heartbeats; the others wait, and take over only if that one
+/// does not (the lease is taken with compare-and-set, so one wins).
+pub fn successor<'a>(hosts: &'a [(HostBeat, HostHealth)], lost: &HostName) -> Option<&'a HostBeat> {
+    let others: Vec<(HostBeat, HostHealth)> = hosts
+        .iter()
+        .filter(|(h, _)| &h.name != lost)
+        .cloned()
+        .collect();
+    let region = hosts
+        .iter()
+        .find(|(h, _)| &h.name == lost)
+        .and_then(|(h, _)| h.region.clone());
+    let chosen = region
+        .as_ref()
+        .and_then(|r| place(&others, Some(r), &[]))
+        .or_else(|| place(&others, None, &[]))?
+        .name
+        .clone();
+    hosts.iter().map(|(h, _)| h).find(|h| h.name == chosen)
 }
 
 /// Which of `hosts` a new instance goes to: a host that is up, in `region`
@@ -342,6 +425,7 @@ mod tests {
         let p = ClusterPrefix::default();
         assert_eq!(p.hosts_bucket(), "pockestrator-hosts");
         assert_eq!(p.claims_bucket(), "pockestrator-instances");
+        assert_eq!(p.leases_bucket(), "pockestrator-leases");
         let h = HostName::parse("h1").unwrap();
         assert_eq!(p.api_subject(&h), "pockestrator.host.h1.api");
         assert!(ClusterPrefix::parse("lab-2").is_ok());
@@ -454,5 +538,47 @@ mod tests {
             (beat("x", 8, 1, None, &[]), Up),
         ];
         assert_eq!(name(place(&tie, None, &[])), Some("x".into()));
+    }
+
+    #[test]
+    fn a_lost_host_s_instances_go_to_one_successor_every_host_agrees_on() {
+        use HostHealth::*;
+        let lost = HostName::parse("a").unwrap();
+        let hosts = vec![
+            (beat("a", 64, 0, Some("eu"), &[]), Lost),
+            (beat("b", 8, 1, Some("eu"), &[]), Up),
+            (beat("c", 32, 0, Some("us"), &[]), Up),
+            (beat("d", 16, 0, Some("eu"), &[]), Late),
+        ];
+        let name = |h: Option<&HostBeat>| h.map(|h| h.name.to_string());
+        // c is roomier, but b is up in a's region.
+        assert_eq!(name(successor(&hosts, &lost)), Some("b".into()));
+        // None up in its region: the roomiest anywhere.
+        let mut away = hosts.clone();
+        away[1].1 = Late;
+        assert_eq!(name(successor(&away, &lost)), Some("c".into()));
+        // Never itself, however roomy; nobody up: nobody.
+        let alone = vec![
+            (beat("a", 64, 0, None, &[]), Up),
+            (beat("b", 1, 0, None, &[]), Lost),
+        ];
+        assert_eq!(name(successor(&alone, &lost)), None);
+    }
+
+    #[test]
+    fn a_host_fences_itself_well_before_its_leases_run_out() {
+        let ttl = std::time::Duration::from_secs(10);
+        assert_eq!(fence_after(ttl), std::time::Duration::from_secs(6));
+        assert!(fence_after(ttl) < ttl);
+    }
+
+    #[test]
+    fn claims_of_an_earlier_version_still_read() {
+        let old = r#"{"host":"h1","since":"2026-01-01T00:00:00Z"}"#;
+        let c: Claim = serde_json::from_str(old).unwrap();
+        assert_eq!(c.desired, None);
+        assert_eq!(c.from, None);
+        // And a claim without a desired state is written as before.
+        assert_eq!(serde_json::to_string(&c).unwrap(), old);
     }
 }

@@ -84,6 +84,7 @@ pub fn quiet_port() -> u16 {
 
 pub mod daemon;
 pub mod git_server;
+pub mod relay;
 pub mod services;
 pub mod systemd_host;
 

@@ -282,7 +282,7 @@ impl NatsCluster {
                 format!(
                     "server_name: n{i}\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor}\n\
                      jetstream {{ store_dir: \"{}\" }}\n\
-                     cluster {{ name: pk, listen: 127.0.0.1:{cluster}, routes: [{routes}] }}\n",
+                     cluster {{ name: pk, listen: 127.0.0.1:{cluster}, routes: [{routes}], no_advertise: true }}\n",
                     store.display()
                 ),
             )
@@ -301,6 +301,11 @@ impl NatsCluster {
             cluster.wait_ready(i).await;
         }
         Some(cluster)
+    }
+
+    /// Where node `i` takes clients.
+    pub fn addr(&self, i: usize) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.nodes[i].port))
     }
 
     /// `nats://127.0.0.1:P1,nats://127.0.0.1:P2,nats://127.0.0.1:P3`

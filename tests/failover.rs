@@ -1,0 +1,386 @@
+//! Failover in a cluster: three real daemons on a real three-node
+//! nats-server cluster, real PocketBase and real Litestream replicating to
+//! a directory all hosts share (standing in for the S3 bucket hosts on
+//! different machines would share). A host killed with its instances: its
+//! replicated instance comes back on another host with its data, its
+//! unreplicated one is reported lost and never recreated empty, and the
+//! host archives its own copy when it comes back. A host cut off from NATS
+//! (a TCP relay cut): it stops its replicated instance before its lease
+//! runs out, another host takes over, and once healed the host stands down.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::backup::{auth, http, note, titles};
+use crate::replication::{litestream_pid, location, replica_titles};
+use crate::support::daemon::Daemon;
+use crate::support::relay::Relay;
+use crate::support::services::{litestream_bin, NatsCluster};
+use crate::support::{quiet_port, skip, wait_until, PB_NEW};
+
+const EMAIL: &str = "admin@example.com";
+const PASSWORD: &str = "failover-secret-1";
+
+async fn host(cluster: &str, name: &str, litestream: &str) -> Daemon {
+    let args = [
+        "--cluster",
+        cluster,
+        "--host-name",
+        name,
+        "--heartbeat",
+        "300ms",
+        "--host-lost-after",
+        "3s",
+        "--lease-ttl",
+        "3s",
+        "--litestream",
+        litestream,
+    ];
+    Daemon::start_with(&args, &[]).await
+}
+
+async fn hosts_up(d: &Daemon, n: usize) {
+    wait_until(
+        Duration::from_secs(30),
+        &format!("{n} hosts up"),
+        || async {
+            let (code, v) = d.get("/api/v1/hosts").await;
+            let up = v["hosts"]
+                .as_array()
+                .map_or(0, |h| h.iter().filter(|h| h["health"] == "up").count());
+            (code == 200 && up == n).then_some(())
+        },
+    )
+    .await;
+}
+
+/// Create `name` on host `on` (through `d`), with a `notes` collection;
+/// its port.
+async fn shop_on_host(d: &Daemon, name: &str, on: &str) -> u64 {
+    let (code, made) = d
+        .post(
+            "/api/v1/instances",
+            json!({
+                "name": name, "host": on, "version": PB_NEW, "port": quiet_port(),
+                "superuser_email": EMAIL, "superuser_password": PASSWORD,
+            }),
+        )
+        .await;
+    assert_eq!(code, 201, "{made}\n{}", d.log());
+    let port = made["port"].as_u64().unwrap();
+    let token = auth(port, PASSWORD).await.expect("superuser auth");
+    let r = http()
+        .post(format!("http://127.0.0.1:{port}/api/collections"))
+        .header("Authorization", &token)
+        .json(&json!({
+            "name": "notes", "type": "base",
+            "listRule": "", "viewRule": "", "createRule": "", "deleteRule": "",
+            "fields": [
+                {"name": "title", "type": "text"},
+                {"name": "doc", "type": "file", "maxSelect": 1, "maxSize": 10_000_000},
+            ],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    port
+}
+
+/// Where `name` runs, as `d`'s list of the whole fleet says: its host,
+/// status and port.
+async fn placed(d: &Daemon, name: &str) -> Option<(String, String, u64)> {
+    let (code, list) = d.get("/api/v1/instances").await;
+    if code != 200 {
+        return None;
+    }
+    list["instances"].as_array()?.iter().find_map(|i| {
+        (i["name"] == name).then(|| {
+            (
+                i["host"].as_str().unwrap_or("-").to_string(),
+                i["status"].as_str().unwrap_or("-").to_string(),
+                i["port"].as_u64().unwrap_or(0),
+            )
+        })
+    })
+}
+
+/// Wait until `name` runs on a host other than `not`, as `d` sees it.
+async fn running_elsewhere(d: &Daemon, name: &str, not: &str, within: Duration) -> (String, u64) {
+    wait_until(
+        within,
+        &format!("{name} running on a host other than {not}"),
+        || async {
+            let (host, status, port) = placed(d, name).await?;
+            (host != not && status == "running").then_some((host, port))
+        },
+    )
+    .await
+}
+
+/// Wait until the replica holds every title of `want`.
+async fn replicated(bin: &std::path::Path, loc: &str, want: &[&str]) {
+    wait_until(
+        Duration::from_secs(30),
+        "the notes in the replica",
+        || async {
+            let got = replica_titles(bin, loc, &[])?;
+            want.iter()
+                .all(|w| got.iter().any(|g| g == w))
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+fn kill_all(d: &mut Daemon, extra: &[i32]) {
+    let pids = d.instance_pids();
+    d.kill9();
+    for pid in pids.into_iter().chain(extra.iter().copied()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+fn by_name<'a>(all: &'a [Daemon; 3], name: &str) -> &'a Daemon {
+    &all[["a", "b", "c"].iter().position(|n| *n == name).unwrap()]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_killed_with_its_instances_loses_none_that_is_replicated() {
+    let test = "failover::a_host_killed_with_its_instances_loses_none_that_is_replicated";
+    let (Some(nats), Some(bin)) = (NatsCluster::start().await, litestream_bin()) else {
+        skip(
+            test,
+            "nats-server or Litestream is missing: run scripts/fetch-test-deps",
+        );
+        return;
+    };
+    let ls = bin.to_str().unwrap();
+    let urls = nats.urls();
+    let mut all = [
+        host(&urls, "a", ls).await,
+        host(&urls, "b", ls).await,
+        host(&urls, "c", ls).await,
+    ];
+    hosts_up(&all[2], 3).await;
+    let replicas = tempfile::tempdir().unwrap();
+
+    // On a: a replicated shop with two notes in its replica, and a plain
+    // instance without a replica.
+    let port = shop_on_host(&all[1], "shop", "a").await;
+    let target = format!("file://{}/shop", replicas.path().display());
+    all[0].cli_json(&["replicate", "shop", "--to", &target]);
+    let loc = location(&all[0], "shop");
+    let litestream = litestream_pid(&all[0], "shop").await;
+    note(port, "before-1", b"one").await;
+    note(port, "before-2", b"two").await;
+    replicated(&bin, &loc, &["before-1", "before-2"]).await;
+    let (code, plain) = all[0]
+        .post(
+            "/api/v1/instances",
+            json!({"name": "plain", "host": "a", "port": quiet_port()}),
+        )
+        .await;
+    assert_eq!(code, 201, "{plain}");
+    // a has published shop's replica before it can be taken over.
+    wait_until(
+        Duration::from_secs(15),
+        "shop's replica in the cluster",
+        || async {
+            let (_, list) = all[2].get("/api/v1/instances").await;
+            let shop = list["instances"]
+                .as_array()?
+                .iter()
+                .find(|i| i["name"] == "shop")?
+                .clone();
+            (shop["host"] == "a").then_some(())
+        },
+    )
+    .await;
+
+    // Host a dies with every process on it.
+    kill_all(&mut all[0], &[litestream]);
+    let (new_host, new_port) =
+        running_elsewhere(&all[2], "shop", "a", Duration::from_secs(60)).await;
+    let other = by_name(&all, &new_host);
+    // With its data, on its new host and through any proxy.
+    let got = titles(new_port).await;
+    assert!(
+        got.contains(&"before-1".to_string()) && got.contains(&"before-2".to_string()),
+        "{got:?}\n{}",
+        other.log()
+    );
+    assert!(
+        auth(new_port, PASSWORD).await.is_some(),
+        "the superuser came along"
+    );
+    for d in [&all[1], &all[2]] {
+        let proxy = d.proxy.expect("an embedded proxy");
+        wait_until(
+            Duration::from_secs(15),
+            "shop through every proxy",
+            || async {
+                let r = d
+                    .http
+                    .get(format!("http://{proxy}/api/collections/notes/records"))
+                    .header(reqwest::header::HOST, "shop.localhost")
+                    .send()
+                    .await
+                    .ok()?;
+                let v: Value = r.json().await.ok()?;
+                (v["totalItems"] == 2).then_some(())
+            },
+        )
+        .await;
+    }
+    let audit = other.audit("shop").await;
+    assert!(
+        audit.iter().any(|(a, r)| a == "failover" && r == "ok"),
+        "{audit:?}"
+    );
+    // It replicates again, from its new host.
+    note(new_port, "after", b"three").await;
+    let new_loc = location(other, "shop");
+    assert_ne!(new_loc, loc, "a new generation");
+    replicated(&bin, &new_loc, &["before-1", "before-2", "after"]).await;
+
+    // The unreplicated instance is reported lost with its host, and no
+    // host made it anew.
+    let (_, list) = all[1].get("/api/v1/instances").await;
+    let missing = list["unreachable_hosts"]
+        .as_array()
+        .and_then(|h| h.iter().find(|h| h["host"] == "a").cloned())
+        .unwrap_or_else(|| panic!("a not named: {list}"));
+    assert!(
+        missing["instances"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"name": "plain", "replicated": false})),
+        "{missing}"
+    );
+    assert!(placed(&all[1], "plain").await.is_none(), "{list}");
+    let out = all[1].cli(&["list"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not replicated") && err.contains("plain"),
+        "{err}"
+    );
+
+    // Host a comes back: its copy of shop is archived, not run; plain runs.
+    all[0].restart().await;
+    wait_until(Duration::from_secs(30), "a to stand down", || async {
+        let audit = all[0].audit("shop").await;
+        audit.iter().any(|(a, _)| a == "stand-down").then_some(())
+    })
+    .await;
+    all[0].wait_status("plain", "running").await;
+    assert!(!all[0].data_dir().join("instances/shop").exists());
+    let archived = std::fs::read_dir(all[0].data_dir().join("archive"))
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with("shop-"));
+    assert!(archived, "a's copy of shop is archived");
+    let (host, status, _) = placed(&all[0], "shop").await.expect("shop listed");
+    assert_eq!(
+        (host.as_str(), status.as_str()),
+        (new_host.as_str(), "running")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_cut_off_from_nats_fences_itself_and_stands_down_after_the_failover() {
+    let test =
+        "failover::a_host_cut_off_from_nats_fences_itself_and_stands_down_after_the_failover";
+    let (Some(nats), Some(bin)) = (NatsCluster::start().await, litestream_bin()) else {
+        skip(
+            test,
+            "nats-server or Litestream is missing: run scripts/fetch-test-deps",
+        );
+        return;
+    };
+    let ls = bin.to_str().unwrap();
+    // Host a reaches NATS only through a relay the test can cut.
+    let mut relay = Relay::start(nats.addr(0)).await;
+    let urls = nats.urls();
+    let all = [
+        host(&relay.url(), "a", ls).await,
+        host(&urls, "b", ls).await,
+        host(&urls, "c", ls).await,
+    ];
+    hosts_up(&all[1], 3).await;
+    let replicas = tempfile::tempdir().unwrap();
+    let port = shop_on_host(&all[0], "shop", "a").await;
+    let target = format!("file://{}/shop", replicas.path().display());
+    all[0].cli_json(&["replicate", "shop", "--to", &target]);
+    let loc = location(&all[0], "shop");
+    note(port, "before", b"one").await;
+    replicated(&bin, &loc, &["before"]).await;
+    wait_until(
+        Duration::from_secs(15),
+        "shop's replica in the cluster",
+        || async {
+            let (_, v) = all[1].get("/api/v1/instances").await;
+            v["instances"]
+                .as_array()?
+                .iter()
+                .any(|i| i["name"] == "shop" && i["host"] == "a")
+                .then_some(())
+        },
+    )
+    .await;
+
+    // Cut off: a stops shop on its own (its API still answers locally).
+    relay.cut();
+    wait_until(Duration::from_secs(20), "a to fence shop", || async {
+        let (_, v) = all[0].get("/api/v1/instances/shop").await;
+        (v["status"] == "stopped").then_some(())
+    })
+    .await;
+    let audit = all[0].audit("shop").await;
+    assert!(
+        audit.iter().any(|(a, r)| a == "fence" && r == "ok"),
+        "{audit:?}"
+    );
+    assert!(
+        http()
+            .get(format!("http://127.0.0.1:{port}/api/health"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .is_err(),
+        "a's copy no longer answers"
+    );
+    // Another host brings it back, with its data.
+    let (new_host, new_port) =
+        running_elsewhere(&all[1], "shop", "a", Duration::from_secs(60)).await;
+    assert!(titles(new_port).await.contains(&"before".to_string()));
+
+    // Healed: a finds shop run elsewhere and archives its own copy.
+    relay.heal().await;
+    wait_until(Duration::from_secs(30), "a to stand down", || async {
+        let audit = all[0].audit("shop").await;
+        audit
+            .iter()
+            .any(|(a, r)| a == "stand-down" && r == "ok")
+            .then_some(())
+    })
+    .await;
+    assert!(!all[0].data_dir().join("instances/shop").exists());
+    let (host, status, _) = wait_until(
+        Duration::from_secs(20),
+        "a to list shop on its new host",
+        || async {
+            let p = placed(&all[0], "shop").await?;
+            (p.0 != "a").then_some(p)
+        },
+    )
+    .await;
+    assert_eq!(
+        (host.as_str(), status.as_str()),
+        (new_host.as_str(), "running")
+    );
+}
