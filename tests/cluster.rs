@@ -491,6 +491,17 @@ async fn cluster_settings_are_checked_and_one_host_needs_no_nats() {
             "--host-name",
         ),
         (
+            vec![
+                "--cluster",
+                "nats://127.0.0.1:4222",
+                "--host-name",
+                "a",
+                "--lease-ttl",
+                "5s",
+            ],
+            "--lease-ttl must be at least four heartbeats",
+        ),
+        (
             vec!["--cluster", "nats://127.0.0.1:4222", "--host-name", "a;rm"],
             "--host-name",
         ),

@@ -345,6 +345,16 @@ async fn a_host_cut_off_from_nats_fences_itself_and_stands_down_after_the_failov
         audit.iter().any(|(a, r)| a == "fence" && r == "ok"),
         "{audit:?}"
     );
+    // Started by hand meanwhile: refused, saying why.
+    let (code, err) = all[0].post("/api/v1/instances/shop/start", json!({})).await;
+    assert_eq!(code, 409, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("is fenced"),
+        "{err}"
+    );
     assert!(
         http()
             .get(format!("http://127.0.0.1:{port}/api/health"))

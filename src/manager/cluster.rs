@@ -262,6 +262,24 @@ impl Manager {
             .collect())
     }
 
+    /// A fenced instance is not started by hand: its lease is not this
+    /// host's for sure, and another host may be bringing it back.
+    pub(super) fn refuse_if_fenced(&self, name: &str) -> Result<()> {
+        let Some(m) = self.membership.get() else {
+            return Ok(());
+        };
+        if m.fenced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(name)
+        {
+            return Err(ManagerError::Conflict(format!(
+                "{name} is fenced: this host cannot renew its lease in the cluster, so another host may run it; it starts again by itself once the lease is renewed"
+            )));
+        }
+        Ok(())
+    }
+
     /// The instances the cluster says `host` holds, sorted, each with
     /// whether another host can bring it back (it is replicated).
     pub fn held_by(&self, host: &HostName) -> Vec<(String, bool)> {

@@ -119,20 +119,26 @@ impl Manager {
             }
         };
         // Leases of instances no longer replicated here (deleted, turned
-        // off, stood down) are let go of.
-        let gone: Vec<String> = {
-            let mut leases = lock(&m.leases);
-            let gone: Vec<String> = leases
-                .keys()
-                .filter(|n| !replicated.contains(*n))
-                .cloned()
-                .collect();
-            for name in &gone {
-                leases.remove(name);
-            }
-            gone
-        };
+        // off, stood down) are let go of; one still here only once its
+        // claim names no replica, so no host takes it over meanwhile.
+        let gone: Vec<String> = lock(&m.leases)
+            .keys()
+            .filter(|n| !replicated.contains(*n))
+            .cloned()
+            .collect();
+        let mut kept = Vec::new();
         for name in gone {
+            if let Ok(Some(rec)) = self.store.get_instance(&name) {
+                let desired = self.desired_of(&rec, None);
+                let published =
+                    tokio::time::timeout(within, m.cluster.publish_desired(&name, &desired)).await;
+                if !matches!(published, Ok(Ok(_))) {
+                    kept.push(name);
+                    continue;
+                }
+                lock(&m.published).insert(name.clone(), desired);
+            }
+            lock(&m.leases).remove(&name);
             if lock(&m.fenced).remove(&name) {
                 self.save_fenced(m);
             }
@@ -144,6 +150,7 @@ impl Manager {
             let mut leases = lock(&m.leases);
             replicated
                 .into_iter()
+                .chain(kept)
                 .map(|name| {
                     let held = leases.entry(name.clone()).or_insert(HeldLease {
                         revision: None,
@@ -420,12 +427,7 @@ impl Manager {
 
     /// The failover proper: false when another host took the lease first.
     async fn fail_over_inner(&self, m: &Membership, name: &str, claim: &Claim) -> Result<bool> {
-        let (Some(desired), me) = (claim.desired.clone(), m.cluster.host().clone()) else {
-            return Ok(false);
-        };
-        let Some(replica) = desired.replica.clone() else {
-            return Ok(false);
-        };
+        let me = m.cluster.host().clone();
         match m.cluster.take_lease(name).await {
             Ok(revision) => {
                 lock(&m.leases).insert(
@@ -439,11 +441,34 @@ impl Manager {
             Err(ClusterFailure::LeaseHeld { .. }) => return Ok(false),
             Err(e) => return Err(e.into()),
         }
-        let give_back = |why: ManagerError| async move {
+        let release = || async {
             lock(&m.leases).remove(name);
             if let Err(e) = m.cluster.release_lease(name).await {
                 tracing::warn!(instance = name, error = %e, "cluster: cannot let go of the lease of a failed failover");
             }
+        };
+        // The watches may lag: the claim as NATS has it now must still be
+        // the lost host's, with a replica (not turned off meanwhile).
+        let fresh = match m.cluster.owner(name).await {
+            Ok(c) => c,
+            Err(e) => {
+                release().await;
+                return Err(e.into());
+            }
+        };
+        let fresh = fresh.filter(|c| {
+            c.host == claim.host && c.desired.as_ref().is_some_and(|d| d.replica.is_some())
+        });
+        let Some(desired) = fresh.and_then(|c| c.desired) else {
+            release().await;
+            return Ok(false);
+        };
+        let Some(replica) = desired.replica.clone() else {
+            release().await;
+            return Ok(false);
+        };
+        let give_back = |why: ManagerError| async move {
+            release().await;
             why
         };
         if let Err(e) = m

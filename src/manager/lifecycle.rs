@@ -85,6 +85,7 @@ impl Manager {
     }
 
     pub(super) async fn start_inner(&self, name: &str, actor: &Actor) -> Result<InstanceRecord> {
+        self.refuse_if_fenced(name)?;
         let lock = self.lock_for(name);
         let _guard = lock.lock().await;
         let rec = self.get(name)?;
