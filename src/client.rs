@@ -23,10 +23,10 @@ use serde::Serialize;
 use crate::api::dto::{
     AddDomain, BackupDto, BackupList, ConfigHistory, CreateBackup, CreateInstance, CreatedDto,
     DeletedBackup, DeletedDto, DeployCredentials, DeployDto, DeployList, DoctorReport, DomainList,
-    ErrorBody, EventList, HostList, ImportReport, ImportRequest, InstallProgress, InstallVersion,
-    InstanceDto, InstanceList, LogLines, RestoreBackup, ScheduleState, SetSchedule, SetSuperuser,
-    StartDeploy, StartRollback, SuperuserDto, UpdateInstance, UpgradeInstance, VersionList,
-    WebhookDto,
+    DrainDto, ErrorBody, EventList, HostList, ImportReport, ImportRequest, InstallProgress,
+    InstallVersion, InstanceDto, InstanceList, LogLines, MoveInstance, MovedDto, RestoreBackup,
+    ScheduleState, SetSchedule, SetSuperuser, StartDeploy, StartRollback, SuperuserDto,
+    UpdateInstance, UpgradeInstance, VersionList, WebhookDto,
 };
 
 /// Where the daemon is.
@@ -301,6 +301,25 @@ impl Client {
     /// The hosts of the cluster: `GET /api/v1/hosts`.
     pub async fn hosts(&self) -> Result<HostList, ClientError> {
         self.get(HOSTS).await
+    }
+
+    /// Move an instance to another host: `POST /api/v1/instances/{name}/move`.
+    pub async fn move_instance(&self, name: &str, to: &str) -> Result<MovedDto, ClientError> {
+        let body = MoveInstance { to: to.to_string() };
+        self.call(Method::POST, &instance_sub(name, "move"), Some(&body))
+            .await
+    }
+
+    /// Move every instance of a host elsewhere: `POST /api/v1/hosts/{name}/drain`.
+    pub async fn drain_host(&self, host: &str) -> Result<DrainDto, ClientError> {
+        let path = format!("{HOSTS}/{}/drain", segment(host));
+        self.call::<(), _>(Method::POST, &path, None).await
+    }
+
+    /// Let a drained host take instances again: `POST /api/v1/hosts/{name}/undrain`.
+    pub async fn undrain_host(&self, host: &str) -> Result<HostList, ClientError> {
+        let path = format!("{HOSTS}/{}/undrain", segment(host));
+        self.call::<(), _>(Method::POST, &path, None).await
     }
 
     /// One instance in detail: `GET /api/v1/instances/{name}`.

@@ -394,3 +394,186 @@ async fn a_host_cut_off_from_nats_fences_itself_and_stands_down_after_the_failov
         (new_host.as_str(), "running")
     );
 }
+
+/// Every title of `notes` on the instance behind `d`'s proxy for
+/// `shop.localhost`.
+async fn proxied_titles(d: &Daemon) -> Option<Vec<String>> {
+    let proxy = d.proxy?;
+    let r = d
+        .http
+        .get(format!(
+            "http://{proxy}/api/collections/notes/records?perPage=1000&fields=title"
+        ))
+        .header(reqwest::header::HOST, "shop.localhost")
+        .send()
+        .await
+        .ok()?;
+    let v: Value = r.json().await.ok()?;
+    Some(
+        v["items"]
+            .as_array()?
+            .iter()
+            .filter_map(|i| i["title"].as_str().map(str::to_string))
+            .collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_move_and_a_drain_lose_no_acknowledged_write() {
+    let test = "failover::a_move_and_a_drain_lose_no_acknowledged_write";
+    let (Some(nats), Some(bin)) = (NatsCluster::start().await, litestream_bin()) else {
+        skip(
+            test,
+            "nats-server or Litestream is missing: run scripts/fetch-test-deps",
+        );
+        return;
+    };
+    let ls = bin.to_str().unwrap();
+    let urls = nats.urls();
+    let all = std::sync::Arc::new([
+        host(&urls, "a", ls).await,
+        host(&urls, "b", ls).await,
+        host(&urls, "c", ls).await,
+    ]);
+    hosts_up(&all[2], 3).await;
+    let replicas = tempfile::tempdir().unwrap();
+    shop_on_host(&all[0], "shop", "a").await;
+    let target = format!("file://{}/shop", replicas.path().display());
+    all[0].cli_json(&["replicate", "shop", "--to", &target]);
+    wait_until(Duration::from_secs(15), "c to route shop", || async {
+        proxied_titles(&all[2]).await.map(|_| ())
+    })
+    .await;
+
+    // A steady write load through host c's proxy, which routes to wherever
+    // shop runs; only acknowledged writes count.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (all, stop) = (all.clone(), stop.clone());
+        tokio::spawn(async move {
+            let proxy = all[2].proxy.unwrap();
+            let mut acked = Vec::new();
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let title = format!("w{n:05}");
+                let ok = all[2]
+                    .http
+                    .post(format!("http://{proxy}/api/collections/notes/records"))
+                    .header(reqwest::header::HOST, "shop.localhost")
+                    .json(&json!({ "title": title }))
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if ok {
+                    acked.push(title);
+                }
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+            acked
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // A move asked of host c, for an instance of host a.
+    let moved = all[2].cli_json(&["move", "shop", "--to", "b"]);
+    assert_eq!(
+        moved,
+        json!({"name": "shop", "from": "a", "to": "b"}),
+        "{}",
+        all[0].log()
+    );
+    assert!(!all[0].data_dir().join("instances/shop").exists());
+    assert!(all[1].data_dir().join("instances/shop").is_dir());
+    let audit = all[0].audit("shop").await;
+    assert!(
+        audit.iter().any(|(a, r)| a == "move" && r == "ok"),
+        "{audit:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // b drained: shop goes on to a or c, and b takes nothing new.
+    let (code, report) = all[0].post("/api/v1/hosts/b/drain", json!({})).await;
+    assert_eq!(code, 200, "{report}\n{}", all[1].log());
+    assert_eq!(
+        report["moved"].as_array().map(Vec::len),
+        Some(1),
+        "{report}\n--- a\n{}\n--- b\n{}",
+        all[0].log(),
+        all[1].log()
+    );
+    let to = report["moved"][0]["to"].as_str().unwrap().to_string();
+    assert!(to == "a" || to == "c", "{report}");
+    let (code, err) = all[0]
+        .post(
+            "/api/v1/instances",
+            json!({"name": "late", "host": "b", "port": quiet_port()}),
+        )
+        .await;
+    assert_eq!(code, 409, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("drained"),
+        "{err}"
+    );
+    let (_, hosts) = all[2].get("/api/v1/hosts").await;
+    let b = hosts["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == "b")
+        .unwrap();
+    assert_eq!(b["draining"], true, "{hosts}");
+    let out = all[2].cli(&["host", "undrain", "b"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = writer.await.unwrap();
+    assert!(acked.len() > 20, "the load ran: {}", acked.len());
+    let got = wait_until(
+        Duration::from_secs(20),
+        "shop's notes after the moves",
+        || async { proxied_titles(&all[2]).await },
+    )
+    .await;
+    let missing: Vec<&String> = acked.iter().filter(|t| !got.contains(t)).collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged writes lost: {missing:?} of {}",
+        acked.len()
+    );
+    let (h, status, _) = placed(&all[1], "shop").await.unwrap();
+    assert_eq!((h.as_str(), status.as_str()), (to.as_str(), "running"));
+
+    // An unreplicated instance does not move, and says why.
+    let (code, _) = all[2]
+        .post(
+            "/api/v1/instances",
+            json!({"name": "plain", "host": "c", "port": quiet_port()}),
+        )
+        .await;
+    assert_eq!(code, 201);
+    let (code, err) = all[0]
+        .post("/api/v1/instances/plain/move", json!({"to": "a"}))
+        .await;
+    assert_eq!(code, 409, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not replicated"),
+        "{err}"
+    );
+    let (code, err) = all[0]
+        .post("/api/v1/instances/plain/move", json!({"to": "no_such"}))
+        .await;
+    assert_eq!(code, 400, "{err}");
+}

@@ -15,7 +15,7 @@ use axum::Json;
 use bytes::Bytes;
 use tower::ServiceExt;
 
-use super::dto::{HostDto, HostList};
+use super::dto::{DrainDto, HostDto, HostList, LeftBehind, MovedTo};
 use super::error::ApiError;
 use super::AppState;
 use crate::cluster::{Answer, Forwarded, Handler};
@@ -60,9 +60,91 @@ pub async fn list_hosts(State(state): State<AppState>) -> Result<Json<HostList>,
             cpus: b.cpus,
             started_at: b.started_at,
             seen_at: b.seen_at,
+            draining: b.draining,
         })
         .collect();
     Ok(Json(HostList { hosts }))
+}
+
+#[utoipa::path(post, path = "/api/v1/hosts/{name}/drain", tag = "cluster",
+    params(("name" = String, Path, max_length = 63)),
+    responses((status = 200, body = DrainDto, description = "What moved where, and what stayed (with why); the host takes no new instances until `undrain`"),
+              (status = 404, body = super::dto::ErrorBody, description = "no such host"),
+              (status = 409, body = super::dto::ErrorBody, description = "not in a cluster"),
+              (status = 503, body = super::dto::ErrorBody, description = "the NATS cluster or the host cannot be reached")))]
+pub async fn drain_host(
+    State(state): State<AppState>,
+    axum::Extension(actor): axum::Extension<Actor>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    req: Request,
+) -> Response {
+    match on_host(&state, &name).await {
+        Ok(None) => {}
+        Ok(Some(host)) => return send_on(&state, &host, req).await,
+        Err(e) => return e.into_response(),
+    }
+    match state.manager.drain(&actor).await {
+        Ok(report) => Json(DrainDto {
+            host: name,
+            moved: report
+                .moved
+                .into_iter()
+                .map(|(name, to)| MovedTo {
+                    name,
+                    to: to.to_string(),
+                })
+                .collect(),
+            left: report
+                .left
+                .into_iter()
+                .map(|(name, reason)| LeftBehind { name, reason })
+                .collect(),
+        })
+        .into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/hosts/{name}/undrain", tag = "cluster",
+    params(("name" = String, Path, max_length = 63)),
+    responses((status = 200, body = HostList, description = "The hosts, this one taking new instances again"),
+              (status = 404, body = super::dto::ErrorBody, description = "no such host"),
+              (status = 409, body = super::dto::ErrorBody, description = "not in a cluster"),
+              (status = 503, body = super::dto::ErrorBody, description = "the NATS cluster or the host cannot be reached")))]
+pub async fn undrain_host(
+    State(state): State<AppState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    req: Request,
+) -> Response {
+    match on_host(&state, &name).await {
+        Ok(None) => {}
+        Ok(Some(host)) => return send_on(&state, &host, req).await,
+        Err(e) => return e.into_response(),
+    }
+    if let Err(e) = state.manager.undrain() {
+        return ApiError::from(e).into_response();
+    }
+    list_hosts(State(state)).await.into_response()
+}
+
+/// `None` when `name` is this host; the host to send the request on to
+/// otherwise (it must be one of the cluster).
+async fn on_host(state: &AppState, name: &str) -> Result<Option<HostName>, ApiError> {
+    let me = state.manager.host_name().cloned().ok_or_else(|| {
+        ApiError::from(crate::manager::ManagerError::Cluster(
+            crate::cluster::ClusterFailure::NotClustered,
+        ))
+    })?;
+    if name == me.as_str() {
+        return Ok(None);
+    }
+    let hosts = state.manager.hosts().await?;
+    match hosts.into_iter().find(|(h, _)| h.name.as_str() == name) {
+        Some((h, _)) => Ok(Some(h.name)),
+        None => Err(ApiError::from(crate::manager::ManagerError::Cluster(
+            crate::cluster::ClusterFailure::UnknownHost(crate::model::names::shown(name)),
+        ))),
+    }
 }
 
 /// The instance a path of `/api/v1/instances/{name}/…` is about.

@@ -414,6 +414,48 @@ pub struct HostDto {
     pub cpus: usize,
     pub started_at: DateTime<Utc>,
     pub seen_at: DateTime<Utc>,
+    /// Being drained (`host drain`): it takes no new instances.
+    #[serde(default)]
+    pub draining: bool,
+}
+
+/// `POST /api/v1/instances/{name}/move`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MoveInstance {
+    /// The host of the cluster to move it to (it must be up).
+    #[schema(max_length = 63)]
+    pub to: String,
+}
+
+/// A move done: the instance runs on `to` now.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MovedDto {
+    pub name: String,
+    pub from: String,
+    pub to: String,
+}
+
+/// `POST /api/v1/hosts/{name}/drain`: what moved where, and what stayed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DrainDto {
+    pub host: String,
+    pub moved: Vec<MovedTo>,
+    pub left: Vec<LeftBehind>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MovedTo {
+    pub name: String,
+    pub to: String,
+}
+
+/// An instance a drain could not move, and why (not replicated, no host
+/// fits, its move failed: it runs where it was).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct LeftBehind {
+    pub name: String,
+    pub reason: String,
 }
 
 /// `GET /api/v1/hosts`.

@@ -88,6 +88,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/instances/{name}/stop", post(stop_instance))
         .route("/api/v1/instances/{name}/restart", post(restart_instance))
         .route("/api/v1/instances/{name}/sleep", post(sleep_instance))
+        .route("/api/v1/instances/{name}/move", post(move_instance))
         .route("/api/v1/instances/{name}/upgrade", post(upgrade_instance))
         .route("/api/v1/instances/{name}/superuser", post(set_superuser))
         .route("/api/v1/instances/{name}/logs", get(instance_logs))
@@ -444,6 +445,27 @@ lifecycle_handler!(
     restart,
     "/api/v1/instances/{name}/restart"
 );
+#[utoipa::path(post, path = "/api/v1/instances/{name}/move", tag = "cluster",
+    params(("name" = String, Path, max_length = 63)), request_body = super::dto::MoveInstance,
+    responses((status = 200, body = super::dto::MovedDto, description = "It runs on the target host now; this host's copy is archived"),
+              (status = 400, body = super::dto::ErrorBody), (status = 404, body = super::dto::ErrorBody),
+              (status = 409, body = super::dto::ErrorBody, description = "not in a cluster, not replicated, the target is not up, or the move failed (it runs where it was)"),
+              (status = 503, body = super::dto::ErrorBody, description = "the NATS cluster cannot be reached")))]
+pub async fn move_instance(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<super::dto::MoveInstance>,
+) -> ApiResult<Json<super::dto::MovedDto>> {
+    let from = state
+        .manager
+        .host_name()
+        .map(|h| h.to_string())
+        .unwrap_or_default();
+    let to = state.manager.move_instance(&name, &body.to, &actor).await?;
+    Ok(Json(super::dto::MovedDto { name, from, to }))
+}
+
 #[utoipa::path(post, path = "/api/v1/instances/{name}/sleep", tag = "instances",
     params(("name" = String, Path, max_length = 63)),
     responses((status = 200, body = InstanceDto), (status = 404, body = ErrorBody),

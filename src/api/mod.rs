@@ -26,7 +26,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::serve::IncomingStream;
 use axum::Router;
 use subtle::ConstantTimeEq;
@@ -61,6 +61,8 @@ fn routes(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/openapi.json", get(openapi::document))
         .route("/api/v1/hosts", get(cluster::list_hosts))
+        .route("/api/v1/hosts/{name}/drain", post(cluster::drain_host))
+        .route("/api/v1/hosts/{name}/undrain", post(cluster::undrain_host))
         .merge(instances::routes())
         .merge(backups::routes())
         .merge(compat::routes())

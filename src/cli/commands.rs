@@ -417,6 +417,72 @@ pub async fn hosts(g: &GlobalArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub enum HostCommand {
+    /// Move every replicated instance of host NAME to other hosts (each
+    /// where placement puts it), one at a time, and take no new instances
+    /// there until `undrain`. Instances that cannot move (not replicated,
+    /// no host fits) are listed and stay.
+    Drain { name: String },
+    /// Let a drained host take new instances again.
+    Undrain { name: String },
+}
+
+pub async fn host(g: &GlobalArgs, cmd: HostCommand) -> anyhow::Result<ExitCode> {
+    let client = g.client()?;
+    match cmd {
+        HostCommand::Drain { name } => {
+            eprintln!("draining host {name}: moving its instances one at a time…");
+            let report = client.drain_host(&name).await?;
+            if g.json {
+                print_json(&report)?;
+            } else {
+                for m in &report.moved {
+                    println!("moved {} to host {}", m.name, m.to);
+                }
+                for l in &report.left {
+                    println!("left {} on host {name}: {}", l.name, l.reason);
+                }
+                println!(
+                    "host {name} drained: {} moved, {} left; it takes no new instances until `pockestrator host undrain {name}`",
+                    report.moved.len(),
+                    report.left.len()
+                );
+            }
+            Ok(if report.left.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        HostCommand::Undrain { name } => {
+            let list = client.undrain_host(&name).await?;
+            if g.json {
+                print_json(&list.hosts)?;
+            } else {
+                println!("host {name} takes new instances again");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub async fn move_instance(g: &GlobalArgs, name: &str, to: &str) -> anyhow::Result<ExitCode> {
+    eprintln!(
+        "moving {name} to host {to}: stopping it, waiting for its replica, restoring it there…"
+    );
+    let moved = g.client()?.move_instance(name, to).await?;
+    if g.json {
+        print_json(&moved)?;
+    } else {
+        println!(
+            "moved {} from host {} to host {}",
+            moved.name, moved.from, moved.to
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn status(g: &GlobalArgs, name: &str) -> anyhow::Result<ExitCode> {
     let i = g.client()?.instance(name).await?;
     if g.json {

@@ -122,6 +122,21 @@ pub enum Command {
     /// List the hosts of the cluster (`serve --cluster`): health from their
     /// heartbeats, region, tags, instances, free memory and load.
     Hosts,
+    /// A host of the cluster: drain it (move its instances elsewhere) or
+    /// let it take instances again.
+    #[command(subcommand)]
+    Host(commands::HostCommand),
+    /// Move an instance to another host of the cluster, nothing
+    /// acknowledged lost: it stops (requests get 503 meanwhile), its
+    /// replica catches up, the other host restores it from the replica and
+    /// serves it, and this host archives its copy. The instance must be
+    /// replicated (`replicate NAME --to URL`, a target both hosts reach).
+    Move {
+        name: String,
+        /// The host to move it to (see `pockestrator hosts`).
+        #[arg(long, value_name = "HOST")]
+        to: String,
+    },
     /// Change an instance's port, domain or request body limit.
     Update(commands::UpdateArgs),
     /// Start a stopped instance and wait until it is healthy.
@@ -261,6 +276,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::List => commands::list(g).await,
         Command::Status { name } => commands::status(g, &name).await,
         Command::Hosts => commands::hosts(g).await,
+        Command::Host(cmd) => commands::host(g, cmd).await,
+        Command::Move { name, to } => commands::move_instance(g, &name, &to).await,
         Command::Update(args) => commands::update(g, args).await,
         Command::Start { name } => commands::lifecycle(g, &name, Lifecycle::Start).await,
         Command::Stop { name } => commands::lifecycle(g, &name, Lifecycle::Stop).await,

@@ -107,7 +107,11 @@ pub fn hosts(list: &[HostDto], now: DateTime<Utc>) -> String {
                 } else {
                     h.name.clone()
                 },
-                h.health.clone(),
+                if h.draining {
+                    format!("{}, draining", h.health)
+                } else {
+                    h.health.clone()
+                },
                 dash(h.region.as_deref()),
                 if h.tags.is_empty() {
                     "-".to_string()
@@ -637,12 +641,16 @@ mod tests {
             cpus: 4,
             started_at: at("2026-11-22T10:00:00Z"),
             seen_at: at("2026-11-22T10:59:58Z"),
+            draining: false,
         };
         expect![[r#"
             HOST       HEALTH  REGION  TAGS     RUNNING  MEM FREE             LOAD    SEEN    API
             h1 (this)  up      eu      ssd,big  3/12     6.0 GiB of 16.0 GiB  0.50/4  2s ago  http://10.0.0.2:9000
             h2         lost    -       -        3/12     6.0 GiB of 16.0 GiB  0.50/4  2s ago  http://10.0.0.2:9000
         "#]].assert_eq(&hosts(&[host("h1", true, "up"), host("h2", false, "lost")], now));
+        let mut drained = host("h3", false, "up");
+        drained.draining = true;
+        assert!(hosts(&[drained], now).contains("h3    up, draining"));
         expect![[r#"
             no hosts have reported yet
         "#]]

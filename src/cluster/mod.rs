@@ -273,6 +273,11 @@ impl Cluster {
         if !ours {
             return Ok(());
         }
+        tracing::debug!(
+            instance = name,
+            revision = entry.revision,
+            "cluster: letting go of the name"
+        );
         self.claims
             .delete_expect_revision(name, Some(entry.revision))
             .await

@@ -28,6 +28,10 @@ pub(super) struct Membership {
     /// The instances this host stopped because it could not renew their
     /// leases (kept in [`crate::config::Layout::fenced`] too).
     pub fenced: Mutex<HashSet<String>>,
+    /// Instances being moved to another host: not renewed, not fenced.
+    pub moving: Mutex<HashSet<String>>,
+    /// `host drain` runs on this host: it takes no new instances.
+    pub draining: std::sync::atomic::AtomicBool,
     /// What this host last published as each instance's desired state.
     pub published: Mutex<HashMap<String, Desired>>,
     /// Other hosts' replicated instances without a lease: since when this
@@ -126,6 +130,8 @@ impl Manager {
             elsewhere: Arc::default(),
             leases: Mutex::default(),
             fenced: Mutex::default(),
+            moving: Mutex::default(),
+            draining: Default::default(),
             published: Mutex::default(),
             orphans: Mutex::default(),
         });
@@ -212,6 +218,9 @@ impl Manager {
             return match hosts.iter().find(|(h, _)| h.name == host) {
                 // A late host is asked: it answers, or the forward says it
                 // did not.
+                Some((beat, _)) if beat.draining => Err(ManagerError::Conflict(format!(
+                    "host {host} is being drained: it takes no new instances until `pockestrator host undrain {host}`"
+                ))),
                 Some((_, HostHealth::Up | HostHealth::Late)) => Ok(Some(host)),
                 Some((_, HostHealth::Lost)) => Err(ManagerError::Conflict(format!(
                     "host {host} is lost (no heartbeat for longer than its lease): it takes no new instances now (see `pockestrator hosts`)"
@@ -341,6 +350,7 @@ impl Manager {
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
             started_at: m.cluster.started_at(),
             seen_at: chrono::Utc::now(),
+            draining: m.draining.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 

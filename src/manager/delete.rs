@@ -29,6 +29,17 @@ impl Manager {
     }
 
     pub(super) async fn delete_inner(&self, name: &str, purge: bool) -> Result<Option<PathBuf>> {
+        self.remove_instance(name, purge, true).await
+    }
+
+    /// [`Self::delete_inner`]; `let_go`: its name is let go of in the
+    /// cluster too (not after a failed failover, whose claim went back).
+    pub(super) async fn remove_instance(
+        &self,
+        name: &str,
+        purge: bool,
+        let_go: bool,
+    ) -> Result<Option<PathBuf>> {
         let lock = self.lock_for(name);
         let _guard = lock.lock().await;
         let rec = self.get(name)?;
@@ -88,7 +99,9 @@ impl Manager {
             }
         }
         self.store.delete_instance(name)?;
-        self.release_name(name).await;
+        if let_go {
+            self.release_name(name).await;
+        }
         self.sync_route_now(name).await;
         self.events.publish(Event::InstanceRemoved {
             name: name.to_string(),

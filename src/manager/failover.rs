@@ -88,9 +88,14 @@ impl Manager {
             self.renew_leases(m, cfg.heartbeat).await;
             let due: Vec<(String, Duration)> = {
                 let fenced = lock(&m.fenced);
+                let moving = lock(&m.moving);
                 lock(&m.leases)
                     .iter()
-                    .filter(|(name, l)| l.renewed.elapsed() >= fence_at && !fenced.contains(*name))
+                    .filter(|(name, l)| {
+                        l.renewed.elapsed() >= fence_at
+                            && !fenced.contains(*name)
+                            && !moving.contains(*name)
+                    })
                     .map(|(name, l)| (name.clone(), l.renewed.elapsed()))
                     .collect()
             };
@@ -121,9 +126,18 @@ impl Manager {
         // Leases of instances no longer replicated here (deleted, turned
         // off, stood down) are let go of; one still here only once its
         // claim names no replica, so no host takes it over meanwhile.
+        // Instances being moved are the move's to hand over; those being
+        // brought back here are renewed before their replication is on.
+        let moving = lock(&m.moving).clone();
+        let arriving = lock(&m.orphans).busy.clone();
+        let replicated: HashSet<String> = replicated
+            .into_iter()
+            .chain(arriving)
+            .filter(|n| !moving.contains(n))
+            .collect();
         let gone: Vec<String> = lock(&m.leases)
             .keys()
-            .filter(|n| !replicated.contains(*n))
+            .filter(|n| !replicated.contains(*n) && !moving.contains(*n))
             .cloned()
             .collect();
         let mut kept = Vec::new();
@@ -291,7 +305,7 @@ impl Manager {
         }
     }
 
-    fn desired_of(&self, rec: &InstanceRecord, replica: Option<ReplicaSpec>) -> Desired {
+    pub(super) fn desired_of(&self, rec: &InstanceRecord, replica: Option<ReplicaSpec>) -> Desired {
         Desired {
             version: rec.version.to_string(),
             port: Some(rec.port),
@@ -320,6 +334,10 @@ impl Manager {
             .collect();
         for rec in records {
             let name = rec.name.to_string();
+            if lock(&m.moving).contains(&name) {
+                // The move publishes what it hands over.
+                continue;
+            }
             let leased = lock(&m.leases)
                 .get(&name)
                 .is_some_and(|l| l.revision.is_some());
@@ -356,7 +374,9 @@ impl Manager {
             claims
                 .iter()
                 .filter(|(name, c)| {
-                    c.host != me
+                    // Another host's without a lease (a failover), or this
+                    // host's, handed over by a move.
+                    (c.host != me || c.from.is_some())
                         && c.desired.as_ref().is_some_and(|d| d.replica.is_some())
                         && !leases.contains_key(*name)
                 })
@@ -374,8 +394,9 @@ impl Manager {
                 continue;
             }
             let waited = now.duration_since(since);
+            let handed = claim.host == me;
             let mine = successor(hosts, &claim.host).is_some_and(|h| h.name == me);
-            if !((mine && waited >= interval) || waited >= interval * 5) {
+            if !(handed || (mine && waited >= interval) || waited >= interval * 5) {
                 continue;
             }
             if !matches!(self.store.get_instance(&name), Ok(None)) {
@@ -407,6 +428,11 @@ impl Manager {
         }
         let detail = match outcome {
             Ok(false) => return,
+            Ok(true) if claim.host == *m.cluster.host() => Ok(format!(
+                "moved here from host {}: restored from its replica and started in {:.1} s",
+                claim.from.as_ref().map(|h| h.as_str()).unwrap_or("-"),
+                started.elapsed().as_secs_f64()
+            )),
             Ok(true) => Ok(format!(
                 "brought back from its replica after host {}'s lease ran out, in {:.1} s",
                 claim.host,
@@ -457,7 +483,9 @@ impl Manager {
             }
         };
         let fresh = fresh.filter(|c| {
-            c.host == claim.host && c.desired.as_ref().is_some_and(|d| d.replica.is_some())
+            c.host == claim.host
+                && c.from == claim.from
+                && c.desired.as_ref().is_some_and(|d| d.replica.is_some())
         });
         let Some(desired) = fresh.and_then(|c| c.desired) else {
             release().await;
@@ -471,21 +499,34 @@ impl Manager {
             release().await;
             why
         };
-        if let Err(e) = m
-            .cluster
-            .move_claim(name, &claim.host, &me, Some(claim.host.clone()))
-            .await
-        {
-            return Err(give_back(e.into()).await);
+        // Handed over by a move, the claim is this host's already; if this
+        // fails it goes back to the host that moved it.
+        let giver = if claim.host == me {
+            match &claim.from {
+                Some(from) => from.clone(),
+                None => return Ok(false),
+            }
+        } else {
+            claim.host.clone()
+        };
+        if claim.host != me {
+            if let Err(e) = m
+                .cluster
+                .move_claim(name, &claim.host, &me, Some(claim.host.clone()))
+                .await
+            {
+                return Err(give_back(e.into()).await);
+            }
         }
         if let Err(e) = self.bring_back(name, &desired, &replica).await {
             // The claim goes back first: removing what was made lets go of
             // the name only while it is this host's.
-            if let Err(back) = m.cluster.move_claim(name, &me, &claim.host, None).await {
+            if let Err(back) = m.cluster.move_claim(name, &me, &giver, None).await {
                 tracing::warn!(instance = name, error = %back, "cluster: cannot give the claim of a failed failover back");
             }
             if !matches!(self.store.get_instance(name), Ok(None)) {
-                if let Err(e) = self.delete_inner(name, true).await {
+                // Whoever holds the claim now keeps it.
+                if let Err(e) = self.remove_instance(name, true, false).await {
                     tracing::warn!(instance = name, error = %e, "cluster: cannot remove what a failed failover made");
                 }
             }

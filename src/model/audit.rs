@@ -68,6 +68,8 @@ actions! {
     Wake => "wake", "A sleeping instance was woken: by a request, its wake schedule, or a start.";
     Fence => "fence", "A host of a cluster stopped an instance whose lease it could not renew (or started it again once it could).";
     Failover => "failover", "An instance whose host's lease ran out was brought back on this host from its replica.";
+    Move => "move", "An instance was moved to another host of the cluster (nothing acknowledged lost).";
+    Drain => "drain", "A host of the cluster moved its instances elsewhere (`host drain`).";
     StandDown => "stand-down", "A host found another running its instance after a failover, and archived its own copy.";
 }
 

@@ -223,6 +223,9 @@ pub struct HostBeat {
     pub cpus: usize,
     pub started_at: DateTime<Utc>,
     pub seen_at: DateTime<Utc>,
+    /// Being drained (`host drain`): it takes no new instances.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// A host's health, judged from how long ago its last heartbeat was.
@@ -353,7 +356,8 @@ pub fn successor<'a>(hosts: &'a [(HostBeat, HostHealth)], lost: &HostName) -> Op
 /// Which of `hosts` a new instance goes to: a host that is up, in `region`
 /// if one is asked for, with every tag of `tags`; of those the one with
 /// the most available memory per instance it already runs (ties: fewer
-/// instances, then the name). `None`: no host fits.
+/// instances, then the name). A host being drained never fits. `None`: no
+/// host fits.
 pub fn place<'a>(
     hosts: &'a [(HostBeat, HostHealth)],
     region: Option<&Region>,
@@ -363,6 +367,7 @@ pub fn place<'a>(
         .iter()
         .filter(|(h, health)| {
             *health == HostHealth::Up
+                && !h.draining
                 && region.map_or(true, |r| h.region.as_ref() == Some(r))
                 && tags.iter().all(|t| h.tags.contains(t))
         })
@@ -490,6 +495,7 @@ mod tests {
             cpus: 2,
             started_at: t,
             seen_at: t,
+            draining: false,
         }
     }
 
@@ -538,6 +544,10 @@ mod tests {
             (beat("x", 8, 1, None, &[]), Up),
         ];
         assert_eq!(name(place(&tie, None, &[])), Some("x".into()));
+        // A host being drained takes nothing new.
+        let mut drained = tie.clone();
+        drained[1].0.draining = true;
+        assert_eq!(name(place(&drained, None, &[])), Some("y".into()));
     }
 
     #[test]

@@ -334,6 +334,66 @@ pub fn integrity_check(path: &Path) -> Result<Result<(), String>, StoreError> {
     }
 }
 
+/// A digest of everything a database holds: every table's name and rows
+/// (in rowid order, each value with its type). Two files with the same
+/// digest hold the same data, whatever their pages look like: how a move
+/// knows its replica caught up with the stopped instance.
+pub fn content_digest(path: &Path) -> Result<[u8; 32], StoreError> {
+    use rusqlite::types::ValueRef;
+    use sha2::{Digest, Sha256};
+    let open = |source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(open)?;
+    let mut hash = Sha256::new();
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .and_then(|mut s| {
+            s.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(open)?;
+    for table in tables {
+        hash.update(b"T");
+        hash.update(table.as_bytes());
+        hash.update([0]);
+        let quoted = table.replace('"', "\"\"");
+        let sql = format!("SELECT * FROM \"{quoted}\" ORDER BY rowid");
+        let mut stmt = match conn.prepare(&sql) {
+            Ok(s) => s,
+            // A table without rowids: in its own order.
+            Err(_) => conn
+                .prepare(&format!("SELECT * FROM \"{quoted}\""))
+                .map_err(open)?,
+        };
+        let columns = stmt.column_count();
+        let mut rows = stmt.query([]).map_err(open)?;
+        while let Some(row) = rows.next().map_err(open)? {
+            hash.update(b"R");
+            for i in 0..columns {
+                match row.get_ref(i).map_err(open)? {
+                    ValueRef::Null => hash.update(b"n"),
+                    ValueRef::Integer(v) => {
+                        hash.update(b"i");
+                        hash.update(v.to_le_bytes());
+                    }
+                    ValueRef::Real(v) => {
+                        hash.update(b"r");
+                        hash.update(v.to_le_bytes());
+                    }
+                    ValueRef::Text(t) | ValueRef::Blob(t) => {
+                        hash.update(b"s");
+                        hash.update((t.len() as u64).to_le_bytes());
+                        hash.update(t);
+                    }
+                }
+            }
+        }
+    }
+    Ok(hash.finalize().into())
+}
+
 /// The token secrets PocketBase keeps per auth collection.
 const SECRET_KEYS: [&str; 5] = [
     "authToken",
@@ -409,6 +469,37 @@ pub fn rotate_auth_secrets(db: &Path) -> Result<usize, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_content_digest_follows_the_rows_not_the_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let make = |name: &str, vacuum: bool, extra: bool| {
+            let path = dir.path().join(name);
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE \"odd \"\"name\" (id INTEGER PRIMARY KEY, t TEXT, b BLOB, r REAL);
+                 INSERT INTO \"odd \"\"name\" (t, b, r) VALUES ('a', x'00ff', 1.5), (NULL, NULL, NULL);
+                 CREATE TABLE pad (x TEXT); INSERT INTO pad VALUES (hex(randomblob(5000)));
+                 DELETE FROM pad;",
+            )
+            .unwrap();
+            if extra {
+                conn.execute("INSERT INTO pad VALUES ('one more')", []).unwrap();
+            }
+            if vacuum {
+                conn.execute_batch("VACUUM").unwrap();
+            }
+            path
+        };
+        let a = content_digest(&make("a.db", false, false)).unwrap();
+        // Other pages, the same rows.
+        let b = content_digest(&make("b.db", true, false)).unwrap();
+        assert_eq!(a, b);
+        // One row more.
+        let c = content_digest(&make("c.db", false, true)).unwrap();
+        assert_ne!(a, c);
+        assert!(content_digest(&dir.path().join("missing.db")).is_err());
+    }
 
     #[test]
     fn backups_are_recorded_listed_and_deleted() {

@@ -19,7 +19,8 @@ mod migrations;
 mod replications;
 
 pub use backups::{
-    integrity_check, rotate_auth_secrets, snapshot_database, BackupRecord, ScheduleRecord,
+    content_digest, integrity_check, rotate_auth_secrets, snapshot_database, BackupRecord,
+    ScheduleRecord,
 };
 pub use deploys::{DeployRecord, DeploySource};
 pub use replications::ReplicationRecord;
