@@ -484,7 +484,8 @@ mod tests {
             )
             .unwrap();
             if extra {
-                conn.execute("INSERT INTO pad VALUES ('one more')", []).unwrap();
+                conn.execute("INSERT INTO pad VALUES ('one more')", [])
+                    .unwrap();
             }
             if vacuum {
                 conn.execute_batch("VACUUM").unwrap();
