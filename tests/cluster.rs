@@ -26,7 +26,7 @@ async fn host(nats: &NatsCluster, name: &str, extra: &[&str]) -> Daemon {
 }
 
 /// Wait until `d` sees `n` hosts up.
-async fn hosts_up(d: &Daemon, n: usize) -> Value {
+pub(crate) async fn hosts_up(d: &Daemon, n: usize) -> Value {
     wait_until(
         Duration::from_secs(30),
         &format!("{n} hosts up"),

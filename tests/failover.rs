@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::backup::{auth, http, note, titles};
+use crate::cluster::hosts_up;
 use crate::replication::{litestream_pid, location, replica_titles};
 use crate::support::daemon::Daemon;
 use crate::support::relay::Relay;
@@ -40,19 +41,31 @@ async fn host(cluster: &str, name: &str, litestream: &str) -> Daemon {
     Daemon::start_with(&args, &[]).await
 }
 
-async fn hosts_up(d: &Daemon, n: usize) {
-    wait_until(
-        Duration::from_secs(30),
-        &format!("{n} hosts up"),
-        || async {
-            let (code, v) = d.get("/api/v1/hosts").await;
-            let up = v["hosts"]
-                .as_array()
-                .map_or(0, |h| h.iter().filter(|h| h["health"] == "up").count());
-            (code == 200 && up == n).then_some(())
-        },
-    )
-    .await;
+/// A three-node NATS cluster and Litestream, or `None` (the test said it
+/// is skipped).
+async fn parts(test: &str) -> Option<(NatsCluster, std::path::PathBuf)> {
+    match (NatsCluster::start().await, litestream_bin()) {
+        (Some(nats), Some(bin)) => Some((nats, bin)),
+        _ => {
+            skip(
+                test,
+                "nats-server or Litestream is missing: run scripts/fetch-test-deps",
+            );
+            None
+        }
+    }
+}
+
+/// Hosts a, b and c on the whole NATS cluster, once all three are up.
+async fn three_hosts(nats: &NatsCluster, litestream: &str) -> [Daemon; 3] {
+    let urls = nats.urls();
+    let all = [
+        host(&urls, "a", litestream).await,
+        host(&urls, "b", litestream).await,
+        host(&urls, "c", litestream).await,
+    ];
+    hosts_up(&all[2], 3).await;
+    all
 }
 
 /// Create `name` on host `on` (through `d`), with a `notes` collection;
@@ -152,21 +165,11 @@ fn by_name<'a>(all: &'a [Daemon; 3], name: &str) -> &'a Daemon {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_host_killed_with_its_instances_loses_none_that_is_replicated() {
     let test = "failover::a_host_killed_with_its_instances_loses_none_that_is_replicated";
-    let (Some(nats), Some(bin)) = (NatsCluster::start().await, litestream_bin()) else {
-        skip(
-            test,
-            "nats-server or Litestream is missing: run scripts/fetch-test-deps",
-        );
+    let Some((nats, bin)) = parts(test).await else {
         return;
     };
     let ls = bin.to_str().unwrap();
-    let urls = nats.urls();
-    let mut all = [
-        host(&urls, "a", ls).await,
-        host(&urls, "b", ls).await,
-        host(&urls, "c", ls).await,
-    ];
-    hosts_up(&all[2], 3).await;
+    let mut all = three_hosts(&nats, ls).await;
     let replicas = tempfile::tempdir().unwrap();
 
     // On a: a replicated shop with two notes in its replica, and a plain
@@ -295,11 +298,7 @@ async fn a_host_killed_with_its_instances_loses_none_that_is_replicated() {
 async fn a_host_cut_off_from_nats_fences_itself_and_stands_down_after_the_failover() {
     let test =
         "failover::a_host_cut_off_from_nats_fences_itself_and_stands_down_after_the_failover";
-    let (Some(nats), Some(bin)) = (NatsCluster::start().await, litestream_bin()) else {
-        skip(
-            test,
-            "nats-server or Litestream is missing: run scripts/fetch-test-deps",
-        );
+    let Some((nats, bin)) = parts(test).await else {
         return;
     };
     let ls = bin.to_str().unwrap();
@@ -421,21 +420,11 @@ async fn proxied_titles(d: &Daemon) -> Option<Vec<String>> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_move_and_a_drain_lose_no_acknowledged_write() {
     let test = "failover::a_move_and_a_drain_lose_no_acknowledged_write";
-    let (Some(nats), Some(bin)) = (NatsCluster::start().await, litestream_bin()) else {
-        skip(
-            test,
-            "nats-server or Litestream is missing: run scripts/fetch-test-deps",
-        );
+    let Some((nats, bin)) = parts(test).await else {
         return;
     };
     let ls = bin.to_str().unwrap();
-    let urls = nats.urls();
-    let all = std::sync::Arc::new([
-        host(&urls, "a", ls).await,
-        host(&urls, "b", ls).await,
-        host(&urls, "c", ls).await,
-    ]);
-    hosts_up(&all[2], 3).await;
+    let all = std::sync::Arc::new(three_hosts(&nats, ls).await);
     let replicas = tempfile::tempdir().unwrap();
     shop_on_host(&all[0], "shop", "a").await;
     let target = format!("file://{}/shop", replicas.path().display());

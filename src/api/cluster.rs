@@ -127,14 +127,20 @@ pub async fn undrain_host(
     list_hosts(State(state)).await.into_response()
 }
 
+fn not_clustered() -> ApiError {
+    ApiError::from(crate::manager::ManagerError::Cluster(
+        crate::cluster::ClusterFailure::NotClustered,
+    ))
+}
+
 /// `None` when `name` is this host; the host to send the request on to
 /// otherwise (it must be one of the cluster).
 async fn on_host(state: &AppState, name: &str) -> Result<Option<HostName>, ApiError> {
-    let me = state.manager.host_name().cloned().ok_or_else(|| {
-        ApiError::from(crate::manager::ManagerError::Cluster(
-            crate::cluster::ClusterFailure::NotClustered,
-        ))
-    })?;
+    let me = state
+        .manager
+        .host_name()
+        .cloned()
+        .ok_or_else(not_clustered)?;
     if name == me.as_str() {
         return Ok(None);
     }
@@ -192,10 +198,7 @@ pub async fn forward_if_elsewhere(
 /// Send `req` to `host` and answer with what it answered.
 pub async fn send_on(state: &AppState, host: &HostName, req: Request) -> Response {
     let Some(me) = state.manager.host_name().cloned() else {
-        return ApiError::from(crate::manager::ManagerError::Cluster(
-            crate::cluster::ClusterFailure::NotClustered,
-        ))
-        .into_response();
+        return not_clustered().into_response();
     };
     let actor = req
         .extensions()

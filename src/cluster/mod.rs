@@ -414,13 +414,7 @@ impl Cluster {
         name: &str,
         revision: Option<u64>,
     ) -> Result<u64, ClusterFailure> {
-        let lease = Lease {
-            host: self.cfg.host.clone(),
-            since: chrono::Utc::now(),
-        };
-        let value: Bytes = serde_json::to_vec(&lease)
-            .map_err(|e| ClusterFailure::Refused(e.to_string()))?
-            .into();
+        let value = self.lease_value()?;
         let unreachable = |e: &dyn std::fmt::Display| ClusterFailure::Unreachable(e.to_string());
         if let Some(r) = revision {
             if let Ok(r) = self.leases.update(name, value.clone(), r).await {
@@ -446,38 +440,37 @@ impl Cluster {
                 name: name.to_string(),
                 host,
             }),
-            _ => match self.leases.create(name, value).await {
-                Ok(r) => Ok(r),
-                Err(e) => match self.lease_holder(name).await? {
-                    Some(host) if host != self.cfg.host => Err(ClusterFailure::LeaseHeld {
-                        name: name.to_string(),
-                        host,
-                    }),
-                    _ => Err(unreachable(&e)),
-                },
-            },
+            _ => self.take_lease(name).await,
         }
     }
 
     /// Take the lease on `name` only if nobody holds it (a failover: the
-    /// first host to take it brings the instance back).
+    /// first host to take it brings the instance back). Another host's is
+    /// [`ClusterFailure::LeaseHeld`]; a create whose answer was lost (the
+    /// lease is this host's after all) is [`ClusterFailure::Unreachable`],
+    /// for the next renewal to find.
     pub async fn take_lease(&self, name: &str) -> Result<u64, ClusterFailure> {
+        match self.leases.create(name, self.lease_value()?).await {
+            Ok(r) => Ok(r),
+            Err(e) => match self.lease_holder(name).await? {
+                Some(host) if host != self.cfg.host => Err(ClusterFailure::LeaseHeld {
+                    name: name.to_string(),
+                    host,
+                }),
+                _ => Err(ClusterFailure::Unreachable(e.to_string())),
+            },
+        }
+    }
+
+    /// This host's lease, as stored.
+    fn lease_value(&self) -> Result<Bytes, ClusterFailure> {
         let lease = Lease {
             host: self.cfg.host.clone(),
             since: chrono::Utc::now(),
         };
-        let value =
-            serde_json::to_vec(&lease).map_err(|e| ClusterFailure::Refused(e.to_string()))?;
-        match self.leases.create(name, value.into()).await {
-            Ok(r) => Ok(r),
-            Err(e) => match self.lease_holder(name).await? {
-                Some(host) => Err(ClusterFailure::LeaseHeld {
-                    name: name.to_string(),
-                    host,
-                }),
-                None => Err(ClusterFailure::Unreachable(e.to_string())),
-            },
-        }
+        serde_json::to_vec(&lease)
+            .map(Bytes::from)
+            .map_err(|e| ClusterFailure::Refused(e.to_string()))
     }
 
     /// Who holds the lease on `name` now, if anyone.

@@ -119,6 +119,12 @@ impl Drop for NameClaim {
     }
 }
 
+/// A mutex's guard, even after a panic while it was held (the data is
+/// plain maps and sets).
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Manager {
     /// Join a cluster: from now on names are claimed in it, and the
     /// cluster loop beats for this host.
@@ -362,16 +368,14 @@ impl Manager {
             return;
         };
         let interval = m.cluster.config().heartbeat;
-        let watcher = tokio::spawn(watch_claims(
-            m.cluster.clone(),
-            m.elsewhere.clone(),
-            stop.clone(),
-        ));
-        let lease_watcher = tokio::spawn(watch_leases(
-            m.cluster.clone(),
-            m.elsewhere.clone(),
-            stop.clone(),
-        ));
+        let (cluster, elsewhere, halt) = (m.cluster.clone(), m.elsewhere.clone(), stop.clone());
+        let watcher = tokio::spawn(async move {
+            follow("claims", &elsewhere.claims, || cluster.watch_claims(), halt).await
+        });
+        let (cluster, elsewhere, halt) = (m.cluster.clone(), m.elsewhere.clone(), stop.clone());
+        let lease_watcher = tokio::spawn(async move {
+            follow("leases", &elsewhere.leases, || cluster.watch_leases(), halt).await
+        });
         self.load_fenced(m);
         let leases = tokio::spawn(self.clone().lease_loop(stop.clone()));
         let mut claimed = false;
@@ -477,16 +481,21 @@ async fn m_from(cluster: &Cluster, name: &str) -> Option<HostName> {
         .and_then(|c| c.from)
 }
 
-/// Follow the leases bucket into `elsewhere` until `stop`, like
-/// [`watch_claims`].
-async fn watch_leases(
-    cluster: Arc<Cluster>,
-    elsewhere: Arc<Elsewhere>,
+/// Keep `into` equal to a bucket (every key now, then every change) from
+/// the watches `open` makes, until `stop`; a watch that breaks (a NATS node
+/// gone) is made again.
+async fn follow<T, S, Fut>(
+    what: &str,
+    into: &RwLock<HashMap<String, T>>,
+    open: impl Fn() -> Fut,
     mut stop: tokio::sync::watch::Receiver<bool>,
-) {
+) where
+    Fut: std::future::Future<Output = std::result::Result<S, ClusterFailure>>,
+    S: futures::Stream<Item = (String, Option<T>)>,
+{
     use futures::StreamExt;
     loop {
-        match cluster.watch_leases().await {
+        match open().await {
             Ok(changes) => {
                 let mut changes = std::pin::pin!(changes);
                 loop {
@@ -494,53 +503,17 @@ async fn watch_leases(
                         c = changes.next() => c,
                         _ = stop.wait_for(|s| *s) => return,
                     };
-                    let Some((name, holder)) = change else { break };
-                    let Ok(mut leases) = elsewhere.leases.write() else {
+                    let Some((name, value)) = change else { break };
+                    let Ok(mut map) = into.write() else {
                         return;
                     };
-                    match holder {
-                        Some(h) => leases.insert(name, h),
-                        None => leases.remove(&name),
+                    match value {
+                        Some(v) => map.insert(name, v),
+                        None => map.remove(&name),
                     };
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cluster: cannot watch the leases yet"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-    }
-}
-
-/// Follow the claims bucket into `elsewhere` until `stop`; a watch that
-/// breaks (a NATS node gone) is made again.
-async fn watch_claims(
-    cluster: Arc<Cluster>,
-    elsewhere: Arc<Elsewhere>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    use futures::StreamExt;
-    loop {
-        match cluster.watch_claims().await {
-            Ok(changes) => {
-                let mut changes = std::pin::pin!(changes);
-                loop {
-                    let change = tokio::select! {
-                        c = changes.next() => c,
-                        _ = stop.wait_for(|s| *s) => return,
-                    };
-                    let Some((name, claim)) = change else { break };
-                    let Ok(mut claims) = elsewhere.claims.write() else {
-                        return;
-                    };
-                    match claim {
-                        Some(c) => claims.insert(name, c),
-                        None => claims.remove(&name),
-                    };
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cluster: cannot watch the claims yet"),
+            Err(e) => tracing::warn!(error = %e, "cluster: cannot watch the {what} yet"),
         }
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}

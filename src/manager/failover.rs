@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use futures::StreamExt;
 
-use super::cluster::{HeldLease, Membership, NameClaim};
+use super::cluster::{lock, HeldLease, Membership, NameClaim};
 use super::create::{Adopt, CreateRequest};
 use super::install::BinaryChoice;
 use super::{Actor, Manager, ManagerError, Result};
@@ -36,10 +36,6 @@ const RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// How many lease renewals are in flight at once.
 const RENEWALS_AT_ONCE: usize = 32;
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 impl Manager {
     fn membership(&self) -> Option<&Membership> {
@@ -84,8 +80,13 @@ impl Manager {
         };
         let cfg = m.cluster.config().clone();
         let fence_at = fence_after(cfg.lease_ttl);
+        // Renewed every heartbeat; fences looked for twice as often.
+        let mut renewed: Option<Instant> = None;
         loop {
-            self.renew_leases(m, cfg.heartbeat).await;
+            if renewed.map_or(true, |at| at.elapsed() >= cfg.heartbeat) {
+                renewed = Some(Instant::now());
+                self.renew_leases(m, cfg.heartbeat).await;
+            }
             let due: Vec<(String, Duration)> = {
                 let fenced = lock(&m.fenced);
                 let moving = lock(&m.moving);

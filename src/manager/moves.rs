@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
+use super::cluster::lock;
 use super::{Actor, Manager, ManagerError, Result};
 use crate::cluster::{ClusterFailure, Forwarded};
 use crate::model::cluster::{HostHealth, HostName, ReplicaSpec};
@@ -32,10 +33,6 @@ pub struct DrainReport {
     pub moved: Vec<(String, HostName)>,
     /// Not moved, and why (not replicated, no host fits, the move failed).
     pub left: Vec<(String, String)>,
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Manager {
@@ -232,9 +229,8 @@ impl Manager {
                     )));
                 }
             }
-            let asked = m
-                .cluster
-                .forward(
+            let asked = self
+                .ask(
                     to,
                     Forwarded {
                         method: "GET".into(),
@@ -244,7 +240,6 @@ impl Manager {
                         actor: "daemon".into(),
                         from: me.clone(),
                     },
-                    crate::cluster::ASK_TIMEOUT,
                 )
                 .await;
             if let Ok(answer) = asked {
