@@ -21,12 +21,13 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::api::dto::{
-    AddDomain, BackupDto, BackupList, ConfigHistory, CreateBackup, CreateInstance, CreatedDto,
-    DeletedBackup, DeletedDto, DeployCredentials, DeployDto, DeployList, DoctorReport, DomainList,
-    DrainDto, ErrorBody, EventList, HostList, ImportReport, ImportRequest, InstallProgress,
-    InstallVersion, InstanceDto, InstanceList, LogLines, MoveInstance, MovedDto, RestoreBackup,
-    ScheduleState, SetSchedule, SetSuperuser, StartDeploy, StartRollback, SuperuserDto,
-    UpdateInstance, UpgradeInstance, VersionList, WebhookDto,
+    AddDomain, ApplyDto, ApplyFleet, BackupDto, BackupList, ConfigHistory, CreateBackup,
+    CreateInstance, CreatedDto, DeletedBackup, DeletedDto, DeployCredentials, DeployDto,
+    DeployList, DoctorReport, DomainList, DrainDto, ErrorBody, EventList, ExportDto, HostList,
+    ImportReport, ImportRequest, InstallProgress, InstallVersion, InstanceDto, InstanceList,
+    LogLines, MoveInstance, MovedDto, PlanDto, PlanFleet, RestoreBackup, ScheduleState,
+    SetSchedule, SetSuperuser, StartDeploy, StartRollback, SuperuserDto, UpdateInstance,
+    UpgradeInstance, VersionList, WebhookDto,
 };
 
 /// Where the daemon is.
@@ -320,6 +321,28 @@ impl Client {
     pub async fn undrain_host(&self, host: &str) -> Result<HostList, ClientError> {
         let path = format!("{HOSTS}/{}/undrain", segment(host));
         self.call::<(), _>(Method::POST, &path, None).await
+    }
+
+    /// What an apply of a fleet file would change: `POST /api/v1/fleet/plan`.
+    pub async fn fleet_plan(&self, body: &PlanFleet) -> Result<PlanDto, ClientError> {
+        self.call(Method::POST, "/api/v1/fleet/plan", Some(body))
+            .await
+    }
+
+    /// Apply a fleet file (or a saved plan): `POST /api/v1/fleet/apply`.
+    pub async fn fleet_apply(&self, body: &ApplyFleet) -> Result<ApplyDto, ClientError> {
+        self.call(Method::POST, "/api/v1/fleet/apply", Some(body))
+            .await
+    }
+
+    /// The fleet as it runs, as a fleet file: `GET /api/v1/fleet/export`.
+    pub async fn fleet_export(&self, fleet: Option<&str>) -> Result<ExportDto, ClientError> {
+        let mut q = Query::new();
+        if let Some(f) = fleet {
+            q.pair("fleet", f);
+        }
+        self.get(&q.finish("/api/v1/fleet/export".to_string()))
+            .await
     }
 
     /// One instance in detail: `GET /api/v1/instances/{name}`.

@@ -14,6 +14,7 @@ mod dashboard;
 mod dashboard_browser;
 mod deploy;
 mod failover;
+mod fleet;
 mod git_server;
 mod go_toolchain;
 mod metrics;

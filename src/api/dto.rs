@@ -1111,3 +1111,106 @@ pub struct DeployCredentials {
     pub token: Option<String>,
     pub ssh_key: Option<String>,
 }
+
+/// `POST /api/v1/fleet/plan`: a fleet file's text.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanFleet {
+    /// The fleet file (TOML; its schema is in README.md).
+    #[schema(max_length = 4194304)]
+    pub file: String,
+    /// The file's name, for errors and as the fleet's name when the file
+    /// has no `fleet = "…"` (its stem: `prod.toml` → `prod`).
+    #[schema(max_length = 255)]
+    pub file_name: Option<String>,
+    /// Also delete the instances this fleet created that the file no
+    /// longer lists (never one made by hand or by another fleet).
+    #[serde(default)]
+    pub prune: bool,
+}
+
+/// `POST /api/v1/fleet/apply`: a fleet file, or a saved plan's file and
+/// the state it was made against.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyFleet {
+    #[schema(max_length = 4194304)]
+    pub file: String,
+    #[schema(max_length = 255)]
+    pub file_name: Option<String>,
+    #[serde(default)]
+    pub prune: bool,
+    /// A saved plan's `state`: the apply is refused (409 `stale_plan`)
+    /// when the fleet has changed since that plan was made.
+    #[schema(max_length = 64)]
+    pub state: Option<String>,
+}
+
+/// One field's change in a plan.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct FieldChangeDto {
+    pub field: String,
+    /// `null`: not set.
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+/// What a plan does to one instance.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ChangeDto {
+    pub name: String,
+    /// `create`, `update`, `delete` or `nothing`.
+    pub action: String,
+    pub fields: Vec<FieldChangeDto>,
+    /// Whether the change restarts a running instance.
+    pub restarts: bool,
+}
+
+/// What an apply of a fleet file would change. Saved with `plan --out`,
+/// it is what `apply --plan` applies.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PlanDto {
+    pub fleet: String,
+    /// A digest of the fleet's state the plan was made against.
+    pub state: String,
+    pub prune: bool,
+    pub changes: Vec<ChangeDto>,
+    /// Instances the file does not list and a prune leaves alone (made by
+    /// hand or by another fleet).
+    pub unmanaged: Vec<String>,
+    /// The file planned, so a saved plan applies exactly it.
+    pub file: String,
+    pub file_name: Option<String>,
+}
+
+/// One change as an apply carried it out.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AppliedDto {
+    #[serde(flatten)]
+    pub change: ChangeDto,
+    /// `ok`, `failed` or `unchanged`.
+    pub result: String,
+    pub error: Option<String>,
+    /// The deploy it started (`pockestrator deploys NAME`).
+    pub deploy: Option<u32>,
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ApplyDto {
+    pub fleet: String,
+    /// The fleet's state afterwards.
+    pub state: String,
+    pub results: Vec<AppliedDto>,
+    /// How many changes failed (each with its error; the others were made).
+    pub failed: usize,
+}
+
+/// `GET /api/v1/fleet/export`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ExportDto {
+    pub fleet: String,
+    /// A fleet file of every instance as it runs: applied now, it plans
+    /// nothing.
+    pub file: String,
+}

@@ -72,7 +72,9 @@ pub fn http_status(e: &ManagerError) -> StatusCode {
             | ArchiveError::Mismatch { .. }
             | ArchiveError::UnsafeMember { .. },
         )
-        | ManagerError::Invalid(_) => 400,
+        | ManagerError::Invalid(_)
+        | ManagerError::Fleet { .. } => 400,
+        ManagerError::StalePlan(_) => 409,
         ManagerError::Port(PortError::OutOfRange(_)) => 400,
         ManagerError::Port(PortError::Exhausted { .. }) => 503,
         ManagerError::Port(_) => 409,
@@ -131,6 +133,8 @@ pub fn code(e: &ManagerError) -> &'static str {
         ManagerError::Archive(_) => "invalid_archive",
         ManagerError::NotFound(_) => "not_found",
         ManagerError::Conflict(_) => "conflict",
+        ManagerError::Fleet { .. } => "invalid_fleet_file",
+        ManagerError::StalePlan(_) => "stale_plan",
         ManagerError::Unauthorized(_) => "unauthorized",
         ManagerError::Store(StoreError::NameTaken(_)) => "name_taken",
         ManagerError::Store(StoreError::PortTaken(_)) => "port_taken",

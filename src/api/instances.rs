@@ -326,6 +326,8 @@ async fn create_here(
                 cpu_quota: body.cpu_quota,
                 idle_timeout_secs: body.idle_timeout_secs,
                 wake_schedule: body.wake_schedule,
+                fleet: None,
+                tags: Vec::new(),
             },
             actor,
         )

@@ -15,6 +15,7 @@ pub mod compat;
 pub mod deploys;
 pub mod dto;
 pub mod error;
+pub mod fleet;
 pub mod instances;
 pub mod lab;
 pub mod openapi;
@@ -68,6 +69,7 @@ fn routes(state: AppState) -> Router {
         .merge(compat::routes())
         .merge(deploys::routes())
         .merge(lab::routes())
+        .merge(fleet::routes())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             cluster::forward_if_elsewhere,

@@ -42,6 +42,7 @@ use super::instances as h;
         c::init_pb, c::pb_status, c::stop_pb, c::pb_instances, c::health,
         h::move_instance, super::cluster::list_hosts, super::cluster::drain_host,
         super::cluster::undrain_host,
+        super::fleet::plan, super::fleet::apply, super::fleet::export,
     ),
     components(schemas(
         InstanceDto, CreateInstance, CreatedDto, SuperuserDto, UpdateInstance, UpgradeInstance,
@@ -54,11 +55,13 @@ use super::instances as h;
         StartDeploy, DeployDto, DeployList, StartRollback, WebhookDto, DeployCredentials,
         HeldInstance, HostDto, HostList, UnreachableHost, MoveInstance, MovedDto, DrainDto,
         MovedTo, LeftBehind,
+        PlanFleet, ApplyFleet, FieldChangeDto, ChangeDto, PlanDto, AppliedDto, ApplyDto, ExportDto,
         c::InitRequest, c::InitResponse, c::StatusResponse, c::StopResponse, c::InstancesResponse,
         c::HealthResponse, c::UserInstance, c::UserInstanceSummary, c::CompatFailure,
     )),
     tags(
         (name = "cluster", description = "The hosts of a cluster (`serve --cluster`). In a cluster, `/api/v1/instances` lists every host's instances and a request about an instance another host holds is answered by that host (header `x-pockestrator-host`)."),
+        (name = "fleet", description = "Fleet as code: a TOML file of instances, planned and applied (`pockestrator plan|apply|export`)."),
         (name = "seed-001", description = "Seed 001's per-user API, unchanged: one PocketBase per user id, with that API's shapes, states and error body."),
     ),
     modifiers(&BearerAuth),
@@ -145,6 +148,8 @@ const CLOSED_BODIES: &[&str] = &[
     "StartDeploy",
     "StartRollback",
     "DeployCredentials",
+    "PlanFleet",
+    "ApplyFleet",
 ];
 
 /// The document as served: the generated one with the shared answers and
@@ -352,6 +357,9 @@ mod tests {
                 "/api/v1/doctor/repair",
                 "/api/v1/events",
                 "/api/v1/events/stream",
+                "/api/v1/fleet/apply",
+                "/api/v1/fleet/export",
+                "/api/v1/fleet/plan",
                 "/api/v1/health",
                 "/api/v1/hosts",
                 "/api/v1/hosts/{name}/drain",

@@ -9,6 +9,7 @@
 mod backup;
 mod commands;
 mod deploy;
+mod fleet;
 mod serve;
 pub mod table;
 
@@ -225,6 +226,41 @@ pub enum Command {
     Deploy(deploy::DeployArgs),
     /// An instance's deploys: commit, time, result, duration.
     Deploys { name: String },
+    /// Show what `apply` would change to make the fleet match a fleet file.
+    ///
+    /// The file (TOML) declares instances: version, port, domains, limits,
+    /// idle timeout, tags, backup schedule, replication and the repository
+    /// to deploy from; its schema is in README.md. Every field is compared
+    /// with what runs: `+ create`, `~ update` (field by field, and whether
+    /// it restarts the instance), `- delete` (only with --prune, only
+    /// instances this fleet created). A file that does not check is
+    /// refused with its line and field named. Nothing is changed.
+    /// Examples:
+    ///
+    ///   pockestrator plan -f fleet.toml
+    ///   pockestrator plan -f fleet.toml --prune --out fleet.plan
+    Plan(fleet::PlanArgs),
+    /// Make the fleet match a fleet file (or a saved plan).
+    ///
+    /// Each change is made in turn with the same operations as the other
+    /// commands (create, update, upgrade, domain, backup schedule,
+    /// replicate, deploy, delete), touching only fields that differ: a
+    /// second apply of the same file changes and restarts nothing.
+    /// Instances the apply creates are recorded as this fleet's (`fleet =
+    /// "…"`, else the file's stem); --prune deletes only those, never an
+    /// instance made by hand. A change that fails is reported and the
+    /// others still made; if the daemon stops half-way, applying again
+    /// finishes the job. `--plan FILE` applies a saved plan, refused once
+    /// the fleet has changed since it was made. Examples:
+    ///
+    ///   pockestrator apply -f fleet.toml
+    ///   pockestrator apply --plan fleet.plan
+    Apply(fleet::ApplyArgs),
+    /// Write every instance as it runs as a fleet file (applied as it is,
+    /// it plans nothing). Seed 001's user instances are left out.
+    ///
+    ///   pockestrator export --fleet prod > fleet.toml
+    Export(fleet::ExportArgs),
     /// Switch an instance back to a release built before (kept releases
     /// only: `serve --keep-releases`). Data is not rolled back.
     Rollback(deploy::RollbackArgs),
@@ -296,6 +332,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backup(cmd) => backup::run(g, cmd).await,
         Command::Replicate(args) => backup::replicate(g, args).await,
         Command::Deploy(args) => deploy::deploy(g, args).await,
+        Command::Plan(args) => fleet::plan(g, args).await,
+        Command::Apply(args) => fleet::apply(g, args).await,
+        Command::Export(args) => fleet::export(g, args).await,
         Command::Deploys { name } => deploy::deploys(g, &name).await,
         Command::Rollback(args) => deploy::rollback(g, args).await,
         Command::Webhook(args) => deploy::webhook(g, args).await,

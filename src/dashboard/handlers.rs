@@ -532,6 +532,8 @@ pub async fn create(
         cpu_quota: None,
         idle_timeout_secs: None,
         wake_schedule: None,
+        fleet: None,
+        tags: Vec::new(),
     };
     let name = req.name.clone();
     let actor = Actor(s.actor.clone());

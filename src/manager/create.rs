@@ -42,6 +42,10 @@ pub struct CreateRequest {
     pub idle_timeout_secs: Option<u64>,
     /// A cron expression: when a sleeping instance wakes for its own jobs.
     pub wake_schedule: Option<String>,
+    /// The fleet whose apply creates it (a prune deletes only its own).
+    pub fleet: Option<String>,
+    /// Its tags (`schema push --tag`), checked already.
+    pub tags: Vec<String>,
 }
 
 impl CreateRequest {
@@ -60,6 +64,8 @@ impl CreateRequest {
             cpu_quota: None,
             idle_timeout_secs: None,
             wake_schedule: None,
+            fleet: None,
+            tags: Vec::new(),
         }
     }
 }
@@ -308,6 +314,14 @@ impl Manager {
                 wake_schedule,
             };
             self.store.insert_instance(&rec)?;
+            // Still `creating`: a crash before the labels are written rolls
+            // the whole create back, so no instance of a fleet is left
+            // looking hand-made.
+            if req.fleet.is_some() || !req.tags.is_empty() {
+                self.store
+                    .set_fleet_owner(&rec.name, req.fleet.as_deref())?;
+                self.store.set_tags(&rec.name, &req.tags)?;
+            }
             rec
         };
         let lock = self.lock_for(&rec.name);

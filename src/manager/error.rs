@@ -36,6 +36,15 @@ pub enum ManagerError {
     PocketBase(#[from] PocketBaseError),
     #[error("{0}")]
     Invalid(String),
+    /// A fleet file that does not check (its line and field named).
+    #[error("{file}: {error}")]
+    Fleet {
+        file: String,
+        error: crate::model::fleet::FleetError,
+    },
+    /// A saved plan made against a state that has changed since.
+    #[error("{0}")]
+    StalePlan(String),
     #[error("no instance named {0}: see `pockestrator list`")]
     NotFound(String),
     #[error("{0}")]

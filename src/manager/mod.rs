@@ -22,6 +22,7 @@ mod deploy_secrets;
 mod error;
 mod failover;
 mod files;
+mod fleet;
 mod follower;
 mod health;
 pub mod import;
@@ -56,6 +57,7 @@ pub use deploy::DeployRequest;
 pub use deploy_secrets::WebhookOutcome;
 pub use error::ManagerError;
 pub(crate) use error::Result;
+pub use fleet::{Applied, FleetApplied, FleetPlan};
 pub use install::BinaryChoice;
 pub use logs::{tail_lines, LogFollow};
 pub use moves::DrainReport;
@@ -95,6 +97,8 @@ pub struct Manager {
     http: reqwest::Client,
     instance_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     allocation: tokio::sync::Mutex<()>,
+    /// One fleet apply at a time.
+    fleet_lock: tokio::sync::Mutex<()>,
     health_failures: Mutex<HashMap<InstanceName, u32>>,
     /// The last probes of each instance, newest last.
     health_log:
@@ -169,6 +173,7 @@ impl Manager {
             http,
             instance_locks: Mutex::new(HashMap::new()),
             allocation: tokio::sync::Mutex::new(()),
+            fleet_lock: tokio::sync::Mutex::new(()),
             health_failures: Mutex::new(HashMap::new()),
             health_log: Mutex::new(HashMap::new()),
             router,

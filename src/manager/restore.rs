@@ -131,6 +131,8 @@ impl Manager {
                     cpu_quota: snap.as_ref().and_then(|s| s.cpu_quota.clone()),
                     idle_timeout_secs: None,
                     wake_schedule: None,
+                    fleet: None,
+                    tags: Vec::new(),
                 };
                 self.create(req, actor).await?;
             }
@@ -206,6 +208,8 @@ impl Manager {
                     cpu_quota: source_rec.limits.cpu_quota.as_ref().map(|q| q.to_string()),
                     idle_timeout_secs: None,
                     wake_schedule: None,
+                    fleet: None,
+                    tags: Vec::new(),
                 };
                 self.create(req, actor).await?;
             }

@@ -70,6 +70,8 @@ actions! {
     Failover => "failover", "An instance whose host's lease ran out was brought back on this host from its replica.";
     Move => "move", "An instance was moved to another host of the cluster (nothing acknowledged lost).";
     Drain => "drain", "A host of the cluster moved its instances elsewhere (`host drain`).";
+    Apply => "apply", "A fleet file was applied (`pockestrator apply`): what it created, changed and deleted.";
+    SchemaPush => "schema-push", "A schema was pushed to an instance as a migration (or the instance rolled back when it failed).";
     StandDown => "stand-down", "A host found another running its instance after a failover, and archived its own copy.";
 }
 

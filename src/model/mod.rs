@@ -10,6 +10,7 @@ pub mod backoff;
 pub mod backup;
 pub mod cluster;
 pub mod deploy;
+pub mod fleet;
 pub mod git;
 pub mod human;
 pub mod idle;

@@ -167,6 +167,13 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE instances ADD COLUMN wake_schedule TEXT;
     CREATE INDEX instances_status ON instances (status);
     "#,
+    // 10: fleet as code. The fleet whose apply created an instance (NULL:
+    // made by hand; a prune deletes only its own) and the instance's tags
+    // (a JSON array; `schema push --tag` picks by them).
+    r#"
+    ALTER TABLE instances ADD COLUMN fleet TEXT;
+    ALTER TABLE instances ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -15,6 +15,7 @@
 
 mod backups;
 mod deploys;
+mod fleet;
 mod migrations;
 mod replications;
 
@@ -23,6 +24,7 @@ pub use backups::{
     ScheduleRecord,
 };
 pub use deploys::{DeployRecord, DeploySource};
+pub use fleet::Labels;
 pub use replications::ReplicationRecord;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,137 @@
+//! Fleet as code over HTTP: `POST /api/v1/fleet/plan`, `POST
+//! /api/v1/fleet/apply`, `GET /api/v1/fleet/export`. The file travels as
+//! text; the daemon checks it (errors name its line and field), plans
+//! against what runs and applies.
+
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::dto::{
+    AppliedDto, ApplyDto, ApplyFleet, ChangeDto, ExportDto, FieldChangeDto, PlanDto, PlanFleet,
+};
+use super::error::ApiError;
+use super::AppState;
+use crate::manager::Actor;
+use crate::model::fleet::{Change, ChangeKind};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/fleet/plan", post(plan))
+        .route("/api/v1/fleet/apply", post(apply))
+        .route("/api/v1/fleet/export", get(export))
+}
+
+fn change_dto(c: &Change) -> ChangeDto {
+    ChangeDto {
+        name: c.name.to_string(),
+        action: c.kind.as_str().to_string(),
+        fields: c
+            .fields
+            .iter()
+            .map(|f| FieldChangeDto {
+                field: f.field.clone(),
+                from: f.from.clone(),
+                to: f.to.clone(),
+            })
+            .collect(),
+        restarts: c.restarts,
+    }
+}
+
+fn file_name(raw: &Option<String>) -> &str {
+    raw.as_deref().unwrap_or("fleet.toml")
+}
+
+#[utoipa::path(post, path = "/api/v1/fleet/plan", tag = "fleet", request_body = PlanFleet,
+    responses((status = 200, body = PlanDto, description = "What an apply of the file would create, update and delete; nothing is changed"),
+              (status = 400, body = super::dto::ErrorBody, description = "the file does not check (`invalid_fleet_file`: its line and field named)")))]
+pub async fn plan(State(state): State<AppState>, Json(body): Json<PlanFleet>) -> Response {
+    match state
+        .manager
+        .fleet_plan(&body.file, file_name(&body.file_name), body.prune)
+    {
+        Ok(p) => Json(PlanDto {
+            fleet: p.fleet.to_string(),
+            state: p.state,
+            prune: p.prune,
+            changes: p.changes.iter().map(change_dto).collect(),
+            unmanaged: p.unmanaged.iter().map(ToString::to_string).collect(),
+            file: body.file,
+            file_name: body.file_name,
+        })
+        .into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/fleet/apply", tag = "fleet", request_body = ApplyFleet,
+    responses((status = 200, body = ApplyDto, description = "What was done, change by change (`failed` counts the changes that failed, each with its error)"),
+              (status = 400, body = super::dto::ErrorBody, description = "the file does not check (`invalid_fleet_file`); nothing was applied"),
+              (status = 409, body = super::dto::ErrorBody, description = "`stale_plan`: the fleet changed since the saved plan was made; nothing was applied")))]
+pub async fn apply(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Json(body): Json<ApplyFleet>,
+) -> Response {
+    match state
+        .manager
+        .fleet_apply(
+            &body.file,
+            file_name(&body.file_name),
+            body.prune,
+            body.state.as_deref(),
+            &actor,
+        )
+        .await
+    {
+        Ok(done) => {
+            let results: Vec<AppliedDto> = done
+                .applied
+                .iter()
+                .map(|a| AppliedDto {
+                    change: change_dto(&a.change),
+                    result: match (&a.error, a.change.kind) {
+                        (Some(_), _) => "failed",
+                        (None, ChangeKind::Nothing) => "unchanged",
+                        (None, _) => "ok",
+                    }
+                    .to_string(),
+                    error: a.error.clone(),
+                    deploy: a.deploy,
+                })
+                .collect();
+            Json(ApplyDto {
+                fleet: done.fleet.to_string(),
+                state: done.state,
+                failed: results.iter().filter(|r| r.error.is_some()).count(),
+                results,
+            })
+            .into_response()
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// `GET /api/v1/fleet/export` query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExportQuery {
+    /// The fleet's name in the file (default `fleet`).
+    #[param(max_length = 63, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    pub fleet: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/fleet/export", tag = "fleet", params(ExportQuery),
+    responses((status = 200, body = ExportDto, description = "Every instance as it runs, as a fleet file that plans nothing"),
+              (status = 400, body = super::dto::ErrorBody, description = "a bad fleet name")))]
+pub async fn export(State(state): State<AppState>, Query(q): Query<ExportQuery>) -> Response {
+    let fleet = q.fleet.unwrap_or_else(|| "fleet".to_string());
+    match state.manager.fleet_export(&fleet) {
+        Ok(file) => Json(ExportDto { fleet, file }).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}

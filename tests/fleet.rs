@@ -1,0 +1,334 @@
+//! Fleet as code against a real daemon and real PocketBase: `plan` shows
+//! what `apply` does, a second apply changes and restarts nothing, the
+//! export of what runs plans nothing, a saved plan is refused once the
+//! fleet changed, `--prune` deletes only what the fleet created, a bad
+//! file names its line and field and applies nothing, and an apply cut
+//! short by a daemon crash is finished by the next.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::daemon::{Daemon, BIN};
+use crate::support::{quiet_port, wait_until, PB_NEW, PB_OLD};
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+fn actions(v: &Value) -> Vec<(String, String)> {
+    let list = v["changes"].as_array().or(v["results"].as_array()).unwrap();
+    list.iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_string(),
+                c["action"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn instance(list: &Value, name: &str) -> Option<Value> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == name)
+        .cloned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_is_idempotent_export_plans_nothing_and_prune_spares_hand_made() {
+    let d = Daemon::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    d.cli_json(&["create", "handmade", "--version", PB_NEW]);
+    let (blog_port, shop_port) = (quiet_port(), quiet_port());
+    let file = write(
+        dir.path(),
+        "prod.toml",
+        &format!(
+            r#"
+[instances.blog]
+version = "{PB_OLD}"
+port = {blog_port}
+domains = ["blog.example.test", "www.blog.example.test"]
+max_body_bytes = 2000000
+idle_timeout = "off"
+tags = ["eu", "web"]
+
+[instances.blog.backup]
+cron = "0 3 * * *"
+keep_last = 3
+
+[instances.shop]
+version = "{PB_NEW}"
+port = {shop_port}
+"#
+        ),
+    );
+
+    let plan = d.cli_json(&["plan", "-f", &file]);
+    assert_eq!(plan["fleet"], "prod", "the fleet is named after the file");
+    assert_eq!(
+        actions(&plan),
+        [
+            ("blog".into(), "create".into()),
+            ("shop".into(), "create".into())
+        ]
+    );
+    assert_eq!(plan["unmanaged"], serde_json::json!(["handmade"]));
+
+    let done = d.cli_json(&["apply", "-f", &file]);
+    assert_eq!(done["failed"], 0, "{done}");
+    let blog = d.wait_status("blog", "running").await;
+    let shop = d.wait_status("shop", "running").await;
+    assert_eq!(blog["version"], PB_OLD);
+    assert_eq!(blog["port"], blog_port);
+    assert_eq!(blog["domain"], "blog.example.test", "{blog}");
+    assert_eq!(
+        blog["domains"],
+        serde_json::json!(["www.blog.example.test"]),
+        "{blog}"
+    );
+    assert_eq!(blog["max_body_bytes"], 2_000_000);
+    let schedule = d.cli_json(&["backup", "schedule", "blog"]);
+    assert_eq!(schedule["schedule"]["keep_last"], 3, "{schedule}");
+    assert_eq!(shop["port"], shop_port);
+
+    // A second apply changes nothing and restarts nothing.
+    let audit_before = d.audit("blog").await.len();
+    let again = d.cli_json(&["apply", "-f", &file]);
+    let results: Vec<&str> = again["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["result"].as_str().unwrap())
+        .collect();
+    assert_eq!(results, ["unchanged", "unchanged"], "{again}");
+    let blog_after = d.wait_status("blog", "running").await;
+    assert_eq!(blog_after["pid"], blog["pid"], "blog was restarted");
+    assert_eq!(d.wait_status("shop", "running").await["pid"], shop["pid"]);
+    assert_eq!(
+        d.audit("blog").await.len(),
+        audit_before,
+        "the no-op wrote to the audit log"
+    );
+
+    // The export of what runs plans nothing, hand-made instance included.
+    let exported = d.cli(&["export", "--fleet", "prod"]);
+    assert!(exported.status.success());
+    let export_file = write(
+        dir.path(),
+        "exported.toml",
+        &String::from_utf8(exported.stdout).unwrap(),
+    );
+    let replan = d.cli_json(&["plan", "-f", &export_file, "--prune"]);
+    assert!(
+        actions(&replan).iter().all(|(_, a)| a == "nothing"),
+        "{replan}"
+    );
+    assert_eq!(actions(&replan).len(), 3);
+
+    // A saved plan made before a change by hand is refused; nothing applied.
+    let smaller = write(
+        dir.path(),
+        "prod.toml",
+        &format!(
+            r#"
+[instances.blog]
+version = "{PB_OLD}"
+port = {blog_port}
+domains = ["blog.example.test"]
+max_body_bytes = 3000000
+idle_timeout = "off"
+tags = ["eu", "web"]
+
+[instances.blog.backup]
+cron = "0 3 * * *"
+keep_last = 3
+"#
+        ),
+    );
+    let saved = dir.path().join("prod.plan");
+    let plan = d.cli_json(&[
+        "plan",
+        "-f",
+        &smaller,
+        "--prune",
+        "--out",
+        saved.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        actions(&plan),
+        [
+            ("blog".into(), "update".into()),
+            ("shop".into(), "delete".into())
+        ]
+    );
+    d.cli_json(&["update", "blog", "--max-body", "4000000"]);
+    let refused = d.cli(&["apply", "--plan", saved.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("older state"), "{err}");
+    let list = d.cli_json(&["list"]);
+    assert!(
+        instance(&list, "shop").is_some(),
+        "a stale plan deleted shop"
+    );
+    assert_eq!(
+        instance(&list, "blog").unwrap()["max_body_bytes"],
+        4_000_000
+    );
+
+    // Planned again, the plan applies: blog updated, shop (the fleet's)
+    // deleted and archived, handmade (nobody's) left.
+    let plan = d.cli_json(&[
+        "plan",
+        "-f",
+        &smaller,
+        "--prune",
+        "--out",
+        saved.to_str().unwrap(),
+    ]);
+    let update = &plan["changes"][0];
+    assert_eq!(update["restarts"], false, "{plan}");
+    let done = d.cli_json(&["apply", "--plan", saved.to_str().unwrap()]);
+    assert_eq!(done["failed"], 0, "{done}");
+    let list = d.cli_json(&["list"]);
+    assert!(instance(&list, "shop").is_none());
+    assert!(instance(&list, "handmade").is_some());
+    let blog = instance(&list, "blog").unwrap();
+    assert_eq!(blog["max_body_bytes"], 3_000_000);
+    assert_eq!(blog["domain"], "blog.example.test");
+    assert_eq!(blog["domains"], serde_json::json!([]), "{blog}");
+    let archive = d.data_dir().join("archive");
+    let archived = std::fs::read_dir(&archive)
+        .map(|r| {
+            r.filter_map(Result::ok)
+                .any(|e| e.file_name().to_string_lossy().starts_with("shop"))
+        })
+        .unwrap_or(false);
+    assert!(archived, "shop was deleted without an archive");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_fleet_file_names_its_line_and_field_and_applies_nothing() {
+    let d = Daemon::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = quiet_port();
+    let cases = [
+        (
+            format!("[instances.good]\nport = {}\n\n[instances.typo]\nprot = 9000\n", quiet_port()),
+            "line 5",
+            "unknown field `prot`",
+        ),
+        (
+            format!("[instances.good]\nport = {}\n\n[instances.\"../etc\"]\n", quiet_port()),
+            "line 4",
+            "instances:",
+        ),
+        (
+            format!("[instances.a]\nport = {port}\n\n[instances.b]\nport = {port}\n"),
+            "line 5",
+            "instances.b.port: port",
+        ),
+        (
+            "[instances.a.deploy]\nrepo = \"https://git.example.test/a.git\"\nbranch = \"main; rm -rf /\"\n".to_string(),
+            "line 3",
+            "instances.a.deploy.branch",
+        ),
+    ];
+    for (text, line, field) in cases {
+        let file = write(dir.path(), "bad.toml", &text);
+        for verb in ["plan", "apply"] {
+            let out = d.cli(&[verb, "-f", &file]);
+            assert!(!out.status.success(), "{verb} accepted {text:?}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains(line) && err.contains(field),
+                "{verb} {text:?}: {err}"
+            );
+            assert!(err.contains("bad.toml"), "the file is not named: {err}");
+        }
+    }
+    let list = d.cli_json(&["list"]);
+    assert_eq!(list, serde_json::json!([]), "a bad file applied something");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_apply_cut_short_by_a_daemon_crash_is_finished_by_the_next() {
+    let mut d = Daemon::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["one", "two", "three", "four"];
+    let mut text = String::from("fleet = \"lab\"\n");
+    for n in names {
+        text.push_str(&format!(
+            "\n[instances.{n}]\nversion = \"{PB_NEW}\"\nport = {}\n",
+            quiet_port()
+        ));
+    }
+    let file = write(dir.path(), "lab.toml", &text);
+    let mut apply = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(d.data_dir())
+        .args(["apply", "-f", &file])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill the daemon once the first instance is up and before the last.
+    wait_until(
+        Duration::from_secs(60),
+        "the first instance of the apply",
+        || async {
+            let (_, v) = d.get("/api/v1/instances").await;
+            v["instances"]
+                .as_array()
+                .is_some_and(|l| !l.is_empty())
+                .then_some(())
+        },
+    )
+    .await;
+    d.kill9();
+    let _ = apply.wait();
+    d.restart().await;
+    let between = d.cli_json(&["plan", "-f", &file]);
+    let left: Vec<String> = actions(&between)
+        .into_iter()
+        .filter(|(_, a)| a == "create")
+        .map(|(n, _)| n)
+        .collect();
+    assert!(
+        left.len() < names.len(),
+        "nothing was created before the crash: {between}"
+    );
+
+    let out = d.cli(&["apply", "-f", &file, "--json"]);
+    let done: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert!(
+        out.status.success(),
+        "{done}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for n in names {
+        d.wait_status(n, "running").await;
+    }
+    let after = d.cli_json(&["plan", "-f", &file, "--prune"]);
+    assert!(
+        actions(&after).iter().all(|(_, a)| a == "nothing"),
+        "{after}"
+    );
+    let list = d.cli_json(&["list"]);
+    assert_eq!(list.as_array().unwrap().len(), names.len(), "{list}");
+    // Every one is the fleet's: a prune of an empty file would delete all.
+    let empty = write(dir.path(), "lab.toml", "fleet = \"lab\"\n");
+    let prune = d.cli_json(&["plan", "-f", &empty, "--prune"]);
+    let deletes = actions(&prune)
+        .iter()
+        .filter(|(_, a)| a == "delete")
+        .count();
+    assert_eq!(deletes, names.len(), "{prune}");
+}
