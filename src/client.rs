@@ -25,9 +25,9 @@ use crate::api::dto::{
     CreateInstance, CreatedDto, DeletedBackup, DeletedDto, DeployCredentials, DeployDto,
     DeployList, DoctorReport, DomainList, DrainDto, ErrorBody, EventList, ExportDto, HostList,
     ImportReport, ImportRequest, InstallProgress, InstallVersion, InstanceDto, InstanceList,
-    LogLines, MoveInstance, MovedDto, PlanDto, PlanFleet, RestoreBackup, ScheduleState,
-    SetSchedule, SetSuperuser, StartDeploy, StartRollback, SuperuserDto, UpdateInstance,
-    UpgradeInstance, VersionList, WebhookDto,
+    LogLines, MoveInstance, MovedDto, PlanDto, PlanFleet, PushReportDto, PushSchema, RestoreBackup,
+    ScheduleState, SetSchedule, SetSuperuser, StartDeploy, StartRollback, SuperuserDto,
+    UpdateInstance, UpgradeInstance, VersionList, WebhookDto,
 };
 
 /// Where the daemon is.
@@ -342,6 +342,12 @@ impl Client {
             q.pair("fleet", f);
         }
         self.get(&q.finish("/api/v1/fleet/export".to_string()))
+            .await
+    }
+
+    /// Push a schema to instances: `POST /api/v1/schema/push`.
+    pub async fn schema_push(&self, body: &PushSchema) -> Result<PushReportDto, ClientError> {
+        self.call(Method::POST, "/api/v1/schema/push", Some(body))
             .await
     }
 

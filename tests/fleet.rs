@@ -212,6 +212,25 @@ keep_last = 3
         })
         .unwrap_or(false);
     assert!(archived, "shop was deleted without an archive");
+
+    // The fleet's tags pick where a schema goes.
+    let schema = serde_json::json!([{"id": "pbc_notes000001", "name": "notes", "type": "base",
+        "fields": [{"id": "text_body0001", "name": "body", "type": "text"}]}]);
+    let (code, pushed) = d
+        .post(
+            "/api/v1/schema/push",
+            serde_json::json!({"schema": schema, "tag": "web"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{pushed}");
+    let names: Vec<&str> = pushed["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["blog"], "{pushed}");
+    assert_eq!(pushed["results"][0]["result"], "applied", "{pushed}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -23,6 +23,7 @@ mod proxy;
 mod release;
 mod replication;
 mod routing;
+mod schema_push;
 mod sdk;
 mod sleep;
 mod supervisor;

@@ -814,7 +814,7 @@ pub struct BackupDto {
     pub location: String,
     /// The PocketBase version the instance ran.
     pub version: String,
-    /// `manual`, `schedule`, `pre-restore`, `pre-upgrade`, `pre-deploy` or `pocketbase`.
+    /// `manual`, `schedule`, `pre-restore`, `pre-upgrade`, `pre-deploy`, `pre-schema` or `pocketbase`.
     pub trigger: String,
 }
 
@@ -1213,4 +1213,85 @@ pub struct ExportDto {
     /// A fleet file of every instance as it runs: applied now, it plans
     /// nothing.
     pub file: String,
+}
+
+/// `POST /api/v1/schema/push`: a schema (PocketBase's collections export,
+/// as `GET /api/v1/instances/{name}/schema` answers it) and the instances
+/// to push it to: `to`, or `all`, or `tag`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PushSchema {
+    /// The collections: a JSON array of PocketBase collection objects, as
+    /// PocketBase exports them (system collections left out: `schema
+    /// push` drops them from a pulled file). Other properties of each
+    /// collection and field (rules, options) go to PocketBase as they are.
+    #[schema(value_type = Vec<PushCollection>, min_items = 1)]
+    pub schema: serde_json::Value,
+    /// These instances, in this order; the first is the canary.
+    #[serde(default)]
+    #[schema(max_items = 10000)]
+    pub to: Vec<String>,
+    /// Every instance, by name.
+    #[serde(default)]
+    pub all: bool,
+    /// Every instance with this tag.
+    #[schema(max_length = 63)]
+    pub tag: Option<String>,
+    /// Also delete the collections (and fields) the schema does not have,
+    /// with their data. Off by default.
+    #[serde(default)]
+    pub delete_missing: bool,
+}
+
+/// A collection of a pushed schema: what `schema push` checks of it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PushCollection {
+    /// Kept identical on every instance (PocketBase matches by id first).
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,100}$")]
+    pub id: String,
+    #[schema(pattern = "^[A-Za-z0-9_]{1,255}$")]
+    pub name: String,
+    /// `base`, `auth` or `view`.
+    #[serde(rename = "type")]
+    #[schema(pattern = "^(base|auth|view)$")]
+    pub kind: String,
+    /// Must be false: system collections are PocketBase's own.
+    pub system: Option<bool>,
+    pub fields: Vec<PushField>,
+}
+
+/// A field of a pushed collection.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PushField {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,100}$")]
+    pub id: String,
+    #[schema(pattern = "^[A-Za-z0-9_]{1,255}$")]
+    pub name: String,
+    /// A PocketBase field type: text, number, bool, email, url, editor,
+    /// date, autodate, select, file, relation, json, geoPoint, password.
+    #[serde(rename = "type")]
+    #[schema(pattern = "^[A-Za-z0-9_]{1,255}$")]
+    pub kind: String,
+}
+
+/// One instance's part of a push.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PushedDto {
+    pub name: String,
+    /// `applied`, `unchanged`, `rolled-back`, `skipped` or `failed`.
+    pub result: String,
+    pub detail: String,
+    /// The `pre-schema` backup taken before (`backup list NAME`).
+    pub snapshot: Option<String>,
+}
+
+/// What a push did, instance by instance.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PushReportDto {
+    /// The migration's file name in each instance's `pb_migrations`.
+    pub migration: String,
+    pub collections: usize,
+    pub results: Vec<PushedDto>,
+    /// How many instances were not migrated (rolled back, skipped, failed).
+    pub failed: usize,
 }

@@ -1,5 +1,6 @@
-//! Fleet as code over HTTP: `POST /api/v1/fleet/plan`, `POST
-//! /api/v1/fleet/apply`, `GET /api/v1/fleet/export`. The file travels as
+//! Fleet and schema as code over HTTP: `POST /api/v1/fleet/plan`, `POST
+//! /api/v1/fleet/apply`, `GET /api/v1/fleet/export`, `POST
+//! /api/v1/schema/push`. The file travels as
 //! text; the daemon checks it (errors name its line and field), plans
 //! against what runs and applies.
 
@@ -7,15 +8,18 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+
+use super::instances::ApiJson;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::dto::{
     AppliedDto, ApplyDto, ApplyFleet, ChangeDto, ExportDto, FieldChangeDto, PlanDto, PlanFleet,
+    PushReportDto, PushSchema, PushedDto,
 };
 use super::error::ApiError;
 use super::AppState;
-use crate::manager::Actor;
+use crate::manager::{Actor, ManagerError, PushResult, PushTargets};
 use crate::model::fleet::{Change, ChangeKind};
 
 pub fn routes() -> Router<AppState> {
@@ -23,6 +27,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/fleet/plan", post(plan))
         .route("/api/v1/fleet/apply", post(apply))
         .route("/api/v1/fleet/export", get(export))
+        .route("/api/v1/schema/push", post(push_schema))
 }
 
 fn change_dto(c: &Change) -> ChangeDto {
@@ -49,7 +54,7 @@ fn file_name(raw: &Option<String>) -> &str {
 #[utoipa::path(post, path = "/api/v1/fleet/plan", tag = "fleet", request_body = PlanFleet,
     responses((status = 200, body = PlanDto, description = "What an apply of the file would create, update and delete; nothing is changed"),
               (status = 400, body = super::dto::ErrorBody, description = "the file does not check (`invalid_fleet_file`: its line and field named)")))]
-pub async fn plan(State(state): State<AppState>, Json(body): Json<PlanFleet>) -> Response {
+pub async fn plan(State(state): State<AppState>, ApiJson(body): ApiJson<PlanFleet>) -> Response {
     match state
         .manager
         .fleet_plan(&body.file, file_name(&body.file_name), body.prune)
@@ -75,7 +80,7 @@ pub async fn plan(State(state): State<AppState>, Json(body): Json<PlanFleet>) ->
 pub async fn apply(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
-    Json(body): Json<ApplyFleet>,
+    ApiJson(body): ApiJson<ApplyFleet>,
 ) -> Response {
     match state
         .manager
@@ -132,6 +137,61 @@ pub async fn export(State(state): State<AppState>, Query(q): Query<ExportQuery>)
     let fleet = q.fleet.unwrap_or_else(|| "fleet".to_string());
     match state.manager.fleet_export(&fleet) {
         Ok(file) => Json(ExportDto { fleet, file }).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/schema/push", tag = "fleet", request_body = PushSchema,
+    responses((status = 200, body = PushReportDto, description = "Each instance's result, in rollout order: a canary first, a backup before each, a failed migration rolled back, and after a failure the rest skipped"),
+              (status = 400, body = super::dto::ErrorBody, description = "the schema does not check, or not exactly one of `to`, `all`, `tag`"),
+              (status = 409, body = super::dto::ErrorBody, description = "two collections (or two fields of one) share an id or a name"),
+              (status = 404, body = super::dto::ErrorBody, description = "an instance named does not exist, or none has the tag")))]
+pub async fn push_schema(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    ApiJson(body): ApiJson<PushSchema>,
+) -> Response {
+    let given =
+        usize::from(!body.to.is_empty()) + usize::from(body.all) + usize::from(body.tag.is_some());
+    if given != 1 {
+        return ApiError::from(ManagerError::Invalid(
+            "say where to push: `to` (names), `all`, or `tag` — exactly one".into(),
+        ))
+        .into_response();
+    }
+    let targets = match (body.all, body.tag) {
+        (true, _) => PushTargets::All,
+        (_, Some(tag)) => PushTargets::Tag(tag),
+        _ => PushTargets::Names(body.to),
+    };
+    match state
+        .manager
+        .schema_push(&body.schema, targets, body.delete_missing, &actor)
+        .await
+    {
+        Ok(report) => {
+            let results: Vec<PushedDto> = report
+                .outcomes
+                .iter()
+                .map(|o| PushedDto {
+                    name: o.name.clone(),
+                    result: o.result.as_str().to_string(),
+                    detail: o.detail.clone(),
+                    snapshot: o.snapshot.clone(),
+                })
+                .collect();
+            Json(PushReportDto {
+                migration: report.migration,
+                collections: report.collections,
+                failed: report
+                    .outcomes
+                    .iter()
+                    .filter(|o| !matches!(o.result, PushResult::Applied | PushResult::Unchanged))
+                    .count(),
+                results,
+            })
+            .into_response()
+        }
         Err(e) => ApiError::from(e).into_response(),
     }
 }

@@ -42,7 +42,7 @@ use super::instances as h;
         c::init_pb, c::pb_status, c::stop_pb, c::pb_instances, c::health,
         h::move_instance, super::cluster::list_hosts, super::cluster::drain_host,
         super::cluster::undrain_host,
-        super::fleet::plan, super::fleet::apply, super::fleet::export,
+        super::fleet::plan, super::fleet::apply, super::fleet::export, super::fleet::push_schema,
     ),
     components(schemas(
         InstanceDto, CreateInstance, CreatedDto, SuperuserDto, UpdateInstance, UpgradeInstance,
@@ -56,6 +56,7 @@ use super::instances as h;
         HeldInstance, HostDto, HostList, UnreachableHost, MoveInstance, MovedDto, DrainDto,
         MovedTo, LeftBehind,
         PlanFleet, ApplyFleet, FieldChangeDto, ChangeDto, PlanDto, AppliedDto, ApplyDto, ExportDto,
+        PushSchema, PushCollection, PushField, PushedDto, PushReportDto,
         c::InitRequest, c::InitResponse, c::StatusResponse, c::StopResponse, c::InstancesResponse,
         c::HealthResponse, c::UserInstance, c::UserInstanceSummary, c::CompatFailure,
     )),
@@ -107,6 +108,7 @@ const FIELD_PATTERNS: &[(&str, &str, &str)] = &[
     ("CreateInstance", "host", patterns::LABEL),
     ("CreateInstance", "region", patterns::LABEL),
     ("MoveInstance", "to", patterns::LABEL),
+    ("PushSchema", "tag", patterns::LABEL),
     ("UpdateInstance", "domain", patterns::DOMAIN),
     ("UpdateInstance", "memory_max", patterns::MEMORY_MAX),
     ("UpdateInstance", "cpu_quota", patterns::CPU_QUOTA),
@@ -150,6 +152,7 @@ const CLOSED_BODIES: &[&str] = &[
     "DeployCredentials",
     "PlanFleet",
     "ApplyFleet",
+    "PushSchema",
 ];
 
 /// The document as served: the generated one with the shared answers and
@@ -266,10 +269,29 @@ fn refine(doc: &mut Value) {
         ),
         ("InstallVersion", json!([not_both])),
         (
+            "PushSchema",
+            json!([{"oneOf": [
+                {"required": ["to"], "properties": {"to": {"type": "array", "minItems": 1}}},
+                {"required": ["all"], "properties": {"all": {"const": true}}},
+                given(&["tag"]),
+            ]}]),
+        ),
+        (
             "DeployCredentials",
             json!([{"anyOf": [given(&["token"]), given(&["ssh_key"])]}]),
         ),
     ];
+    // A system collection is PocketBase's own and never pushed.
+    if let Some(p) = schemas
+        .get_mut("PushCollection")
+        .and_then(|s| s.get_mut("properties"))
+        .and_then(Value::as_object_mut)
+    {
+        p.insert(
+            "system".into(),
+            json!({"type": ["boolean", "null"], "enum": [false, null]}),
+        );
+    }
     for (name, all_of) in rules {
         if let Some(s) = schemas.get_mut(name).and_then(Value::as_object_mut) {
             s.insert("allOf".into(), all_of);
@@ -390,6 +412,7 @@ mod tests {
                 "/api/v1/instances/{name}/superuser",
                 "/api/v1/instances/{name}/upgrade",
                 "/api/v1/instances/{name}/webhook",
+                "/api/v1/schema/push",
                 "/api/v1/tls/ask",
                 "/api/v1/versions",
                 "/api/v1/versions/install",

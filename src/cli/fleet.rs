@@ -250,3 +250,112 @@ pub async fn export(g: &GlobalArgs, args: ExportArgs) -> anyhow::Result<ExitCode
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `pockestrator schema …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum SchemaCommand {
+    /// Push a schema file to instances as a PocketBase migration.
+    ///
+    /// The file is PocketBase's collections export (what `schema pull`
+    /// writes). It becomes one migration, `pb_migrations/
+    /// <time>_pockestrator_schema_<digest>.js`, that imports its
+    /// non-system collections by id (token secrets left out: each
+    /// instance keeps its own), the same for every instance. The instances
+    /// are migrated one at a time, the first as the canary: stopped,
+    /// backed up (trigger pre-schema), started with the migration (which
+    /// PocketBase runs before it serves) and health-checked. A migration
+    /// that fails is taken out again and the instance rolled back to its
+    /// backup, with its data; then the rest are left untouched. Pushing
+    /// the same schema again changes nothing. Examples:
+    ///
+    ///   pockestrator schema pull blog > schema.json
+    ///   pockestrator schema push schema.json --to shop blog2
+    ///   pockestrator schema push schema.json --tag prod
+    ///   pockestrator schema push schema.json --all --delete-missing
+    Push(SchemaPushArgs),
+}
+
+/// `pockestrator schema push`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("targets").required(true).args(["to", "all", "tag"])))]
+pub struct SchemaPushArgs {
+    /// The schema file (JSON; `-` reads standard input).
+    pub file: PathBuf,
+    /// These instances, in this order (the first is the canary).
+    #[arg(long, value_name = "NAME", num_args = 1..)]
+    pub to: Vec<String>,
+    /// Every instance.
+    #[arg(long)]
+    pub all: bool,
+    /// Every instance with this tag (tags come from the fleet file).
+    #[arg(long, value_name = "TAG")]
+    pub tag: Option<String>,
+    /// Also delete the collections and fields the file does not have, with
+    /// their data (PocketBase's deleteMissing). Off by default.
+    #[arg(long)]
+    pub delete_missing: bool,
+}
+
+pub async fn schema(g: &GlobalArgs, cmd: SchemaCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        SchemaCommand::Push(args) => schema_push(g, args).await,
+    }
+}
+
+pub async fn schema_push(g: &GlobalArgs, args: SchemaPushArgs) -> anyhow::Result<ExitCode> {
+    let (text, name) = read_file(&args.file)?;
+    let mut schema: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{name}: not JSON at line {}, column {}: {e}",
+            e.line(),
+            e.column()
+        )
+    })?;
+    // A pulled file has PocketBase's own system collections: never pushed.
+    if let Some(list) = schema.as_array_mut() {
+        list.retain(|c| c.get("system").and_then(serde_json::Value::as_bool) != Some(true));
+        if list.is_empty() {
+            anyhow::bail!("{name}: no collections to push (system collections are never pushed)");
+        }
+    }
+    if !g.json {
+        eprintln!("pushing {name}: one instance at a time, a backup before each…");
+    }
+    let report = g
+        .client()?
+        .schema_push(&crate::api::dto::PushSchema {
+            schema,
+            to: args.to,
+            all: args.all,
+            tag: args.tag,
+            delete_missing: args.delete_missing,
+        })
+        .await?;
+    if g.json {
+        print_json(&report)?;
+    } else {
+        println!(
+            "migration {} ({} collections)",
+            report.migration, report.collections
+        );
+        for r in &report.results {
+            let mut line = format!("  {:<24} {:<12} {}", r.name, r.result, r.detail);
+            if let Some(s) = &r.snapshot {
+                line.push_str(&format!(" (backup {s})"));
+            }
+            println!("{line}");
+        }
+        if report.failed > 0 {
+            println!(
+                "{} of {} not migrated.",
+                report.failed,
+                report.results.len()
+            );
+        }
+    }
+    Ok(if report.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -261,6 +261,9 @@ pub enum Command {
     ///
     ///   pockestrator export --fleet prod > fleet.toml
     Export(fleet::ExportArgs),
+    /// Schema as code: push a collections schema to many instances.
+    #[command(subcommand)]
+    Schema(fleet::SchemaCommand),
     /// Switch an instance back to a release built before (kept releases
     /// only: `serve --keep-releases`). Data is not rolled back.
     Rollback(deploy::RollbackArgs),
@@ -335,6 +338,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plan(args) => fleet::plan(g, args).await,
         Command::Apply(args) => fleet::apply(g, args).await,
         Command::Export(args) => fleet::export(g, args).await,
+        Command::Schema(cmd) => fleet::schema(g, cmd).await,
         Command::Deploys { name } => deploy::deploys(g, &name).await,
         Command::Rollback(args) => deploy::rollback(g, args).await,
         Command::Webhook(args) => deploy::webhook(g, args).await,

@@ -39,6 +39,7 @@ mod restore;
 mod rollback;
 mod routing;
 mod schedule;
+mod schema_push;
 mod sessions;
 mod sleep;
 mod snapshot;
@@ -63,6 +64,7 @@ pub use logs::{tail_lines, LogFollow};
 pub use moves::DrainReport;
 pub use replicate::ReplicationView;
 pub use schedule::ScheduleRequest;
+pub use schema_push::{PushOutcome, PushReport, PushResult, PushTargets};
 pub use sleep::WakeReason;
 pub use update::UpdateRequest;
 

@@ -44,8 +44,9 @@ impl Manager {
                 let mut found = candidates
                     .filter(|d| d.commit.as_ref().is_some_and(|c| commit_matches(c, prefix)));
                 found.next().cloned().ok_or_else(|| {
-                    ManagerError::NotFound(format!(
-                        "a kept release of commit {prefix} for {name} (releases kept: see `pockestrator deploys {name}`; a pruned one must be deployed again)"
+                    // The instance is there; what it lacks is that release.
+                    ManagerError::Conflict(format!(
+                        "{name} has no kept release of commit {prefix} (releases kept: see `pockestrator deploys {name}`; a pruned one must be deployed again)"
                     ))
                 })?
             }

@@ -24,7 +24,7 @@ const KEEP_PRE_UPGRADE: usize = 3;
 /// Put the data an upgrade started from back: from its pre-upgrade backup
 /// (an archive), or from a copied `pb_data` directory, which is what
 /// upgrade markers written before upgrades took backups point to.
-fn put_snapshot_back(snapshot: &Path, dir: &Path, data_dir: &Path) -> Result<()> {
+pub(super) fn put_snapshot_back(snapshot: &Path, dir: &Path, data_dir: &Path) -> Result<()> {
     if snapshot.is_dir() {
         restore_dir(snapshot, data_dir).map_err(|source| ManagerError::Io {
             context: format!("cannot copy {} back", snapshot.display()),

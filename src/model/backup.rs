@@ -404,6 +404,9 @@ pub enum BackupTrigger {
     /// Taken right before a deploy (or rollback) switched the instance to
     /// another release: what a failed switch puts back.
     PreDeploy,
+    /// Taken right before `schema push` migrated the instance: what a
+    /// failed migration rolls back to.
+    PreSchema,
 }
 
 impl BackupTrigger {
@@ -415,6 +418,7 @@ impl BackupTrigger {
             BackupTrigger::PocketBase => "pocketbase",
             BackupTrigger::PreUpgrade => "pre-upgrade",
             BackupTrigger::PreDeploy => "pre-deploy",
+            BackupTrigger::PreSchema => "pre-schema",
         }
     }
 
@@ -426,6 +430,7 @@ impl BackupTrigger {
             "pocketbase" => Some(BackupTrigger::PocketBase),
             "pre-upgrade" => Some(BackupTrigger::PreUpgrade),
             "pre-deploy" => Some(BackupTrigger::PreDeploy),
+            "pre-schema" => Some(BackupTrigger::PreSchema),
             _ => None,
         }
     }

@@ -15,6 +15,7 @@ pub mod git;
 pub mod human;
 pub mod idle;
 pub mod limits;
+pub mod migration;
 pub mod names;
 pub mod ports;
 pub mod routing;
