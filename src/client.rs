@@ -24,9 +24,9 @@ use crate::api::dto::{
     AddDomain, BackupDto, BackupList, ConfigHistory, CreateBackup, CreateInstance, CreatedDto,
     DeletedBackup, DeletedDto, DeployCredentials, DeployDto, DeployList, DoctorReport, DomainList,
     DrainDto, ErrorBody, EventList, HostList, ImportReport, ImportRequest, InstallProgress,
-    InstallVersion, InstanceDto, InstanceList, LogLines, MoveInstance, MovedDto, RestoreBackup,
-    ScheduleState, SetSchedule, SetSuperuser, StartDeploy, StartRollback, SuperuserDto,
-    UpdateInstance, UpgradeInstance, VersionList, WebhookDto,
+    InstallVersion, InstanceDto, InstanceList, InstanceOpenApi, LogLines, MoveInstance, MovedDto,
+    RestoreBackup, ScheduleState, SchemaFile, SetSchedule, SetSuperuser, StartDeploy,
+    StartRollback, SuperuserDto, UpdateInstance, UpgradeInstance, VersionList, WebhookDto,
 };
 
 /// Where the daemon is.
@@ -458,6 +458,31 @@ impl Client {
         .await
     }
 
+    /// An instance's collections as a schema file holds them:
+    /// `GET /api/v1/instances/{name}/schema`.
+    pub async fn schema(&self, name: &str) -> Result<SchemaFile, ClientError> {
+        self.get(&instance_sub(name, "schema")).await
+    }
+
+    /// The OpenAPI document of an instance's PocketBase API:
+    /// `GET /api/v1/instances/{name}/openapi.json`.
+    pub async fn instance_openapi(&self, name: &str) -> Result<InstanceOpenApi, ClientError> {
+        self.get(&instance_sub(name, "openapi.json")).await
+    }
+
+    /// Types of an instance's collections in `lang`, as text:
+    /// `GET /api/v1/instances/{name}/types?lang=LANG`.
+    pub async fn types(&self, name: &str, lang: &str) -> Result<String, ClientError> {
+        let stream = self
+            .stream::<()>(Method::GET, &types_path(name, lang), None, "text/plain")
+            .await?;
+        let bytes = collect(stream).await?;
+        String::from_utf8(bytes).map_err(|e| ClientError::Unexpected {
+            status: 200,
+            body: format!("the types are not UTF-8: {e}"),
+        })
+    }
+
     /// PocketBase versions installed and offered: `GET /api/v1/versions`.
     pub async fn versions(&self) -> Result<VersionList, ClientError> {
         self.get(VERSIONS).await
@@ -676,6 +701,13 @@ fn logs_path(name: &str, lines: usize, follow: bool) -> String {
     query.finish(instance_sub(name, "logs"))
 }
 
+/// The types path with its `lang`.
+fn types_path(name: &str, lang: &str) -> String {
+    let mut query = Query::new();
+    query.pair("lang", lang);
+    query.finish(instance_sub(name, "types"))
+}
+
 /// The events path with whichever filters are given.
 fn events_path(instance: Option<&str>, limit: Option<u32>, before: Option<i64>) -> String {
     let mut query = Query::new();
@@ -834,6 +866,22 @@ mod tests {
         assert_eq!(
             logs_path("a b", 5, true),
             "/api/v1/instances/a%20b/logs?lines=5&follow=true"
+        );
+    }
+
+    #[test]
+    fn schema_paths() {
+        assert_eq!(
+            instance_sub("blog", "schema"),
+            "/api/v1/instances/blog/schema"
+        );
+        assert_eq!(
+            instance_sub("blog", "openapi.json"),
+            "/api/v1/instances/blog/openapi.json"
+        );
+        assert_eq!(
+            types_path("blog", "ts&x=1"),
+            "/api/v1/instances/blog/types?lang=ts%26x%3D1"
         );
     }
 

@@ -18,6 +18,7 @@ pub mod error;
 pub mod instances;
 pub mod lab;
 pub mod openapi;
+pub mod schema;
 
 use std::sync::Arc;
 
@@ -68,6 +69,7 @@ fn routes(state: AppState) -> Router {
         .merge(compat::routes())
         .merge(deploys::routes())
         .merge(lab::routes())
+        .merge(schema::routes())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             cluster::forward_if_elsewhere,

@@ -23,6 +23,7 @@ use super::deploys as d;
 use super::dto::patterns;
 use super::dto::*;
 use super::instances as h;
+use super::schema as s;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -42,6 +43,7 @@ use super::instances as h;
         c::init_pb, c::pb_status, c::stop_pb, c::pb_instances, c::health,
         h::move_instance, super::cluster::list_hosts, super::cluster::drain_host,
         super::cluster::undrain_host,
+        s::instance_schema, s::instance_openapi, s::instance_types,
     ),
     components(schemas(
         InstanceDto, CreateInstance, CreatedDto, SuperuserDto, UpdateInstance, UpgradeInstance,
@@ -53,12 +55,13 @@ use super::instances as h;
         ScheduleDto, ScheduleState, SetSchedule, ReplicaDto, SetReplication, RestoreReplica,
         StartDeploy, DeployDto, DeployList, StartRollback, WebhookDto, DeployCredentials,
         HeldInstance, HostDto, HostList, UnreachableHost, MoveInstance, MovedDto, DrainDto,
-        MovedTo, LeftBehind,
+        MovedTo, LeftBehind, SchemaFile, InstanceOpenApi,
         c::InitRequest, c::InitResponse, c::StatusResponse, c::StopResponse, c::InstancesResponse,
         c::HealthResponse, c::UserInstance, c::UserInstanceSummary, c::CompatFailure,
     )),
     tags(
         (name = "cluster", description = "The hosts of a cluster (`serve --cluster`). In a cluster, `/api/v1/instances` lists every host's instances and a request about an instance another host holds is answered by that host (header `x-pockestrator-host`)."),
+        (name = "schema", description = "Schema as code: an instance's collections read from its own data.db (read-only, no credentials), its OpenAPI document and its TypeScript types."),
         (name = "seed-001", description = "Seed 001's per-user API, unchanged: one PocketBase per user id, with that API's shapes, states and error body."),
     ),
     modifiers(&BearerAuth),

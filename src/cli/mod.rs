@@ -9,6 +9,7 @@
 mod backup;
 mod commands;
 mod deploy;
+mod schema;
 mod serve;
 pub mod table;
 
@@ -233,6 +234,43 @@ pub enum Command {
     /// posts push events to /webhooks/NAME, signed with the secret
     /// (X-Hub-Signature-256); a push to the deployed branch deploys it.
     Webhook(deploy::WebhookArgs),
+    /// Schema as code: an instance's collections as a JSON file
+    /// (`schema pull NAME > schema.json`), read from its data.db without
+    /// credentials.
+    #[command(subcommand)]
+    Schema(schema::SchemaCommand),
+    /// Print an OpenAPI 3.0 document of an instance's own PocketBase API.
+    ///
+    /// Generated from its collections (read from its data.db, no
+    /// credentials): record list/view/create/update/delete per collection
+    /// with its fields' types (select values as enums, files as multipart),
+    /// the auth routes of auth collections that their options enable,
+    /// files, realtime, batch and health. Each API rule is the operation's
+    /// security: no rule is superusers only, an empty rule public, any
+    /// other rule an auth record's token, the rule in the description. The
+    /// servers are the instance's addresses. Example:
+    ///
+    ///   pockestrator openapi blog > blog.openapi.json
+    ///   npx @redocly/cli preview-docs blog.openapi.json
+    Openapi { name: String },
+    /// Print types of an instance's collections, for a front end to be
+    /// type-checked against the instance it talks to.
+    ///
+    /// TypeScript in pocketbase-typegen's style: a `Collections` enum,
+    /// `XxxRecord` and `XxxResponse<Texpand>` per collection (select values
+    /// as enums, relations and files as string or string[], JSON fields as
+    /// type parameters, dates as IsoDateString) and `TypedPocketBase` for
+    /// the official JS SDK. Read from the instance's data.db, no
+    /// credentials. Example:
+    ///
+    ///   pockestrator types blog --lang ts > src/pocketbase-types.ts
+    ///   const pb = new PocketBase(url) as TypedPocketBase
+    Types {
+        name: String,
+        /// The language: ts (TypeScript).
+        #[arg(long, value_name = "LANG", default_value = "ts")]
+        lang: String,
+    },
     /// Print the bearer token of the TCP API (read from the data dir).
     Token,
 }
@@ -299,6 +337,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Deploys { name } => deploy::deploys(g, &name).await,
         Command::Rollback(args) => deploy::rollback(g, args).await,
         Command::Webhook(args) => deploy::webhook(g, args).await,
+        Command::Schema(cmd) => schema::run(g, cmd).await,
+        Command::Openapi { name } => schema::openapi(g, &name).await,
+        Command::Types { name, lang } => schema::types(g, &name, &lang).await,
     }
 }
 

@@ -38,6 +38,7 @@ mod restore;
 mod rollback;
 mod routing;
 mod schedule;
+mod schema;
 mod sessions;
 mod sleep;
 mod snapshot;

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod backoff;
 pub mod backup;
 pub mod cluster;
+pub mod collections;
 pub mod deploy;
 pub mod git;
 pub mod human;
