@@ -638,7 +638,7 @@ fn parse_field(collection: &str, index: usize, raw: &Value) -> Result<Field, Sch
             )))
         }
     };
-    let flag = |key: &str| bool_of(obj, key).map_err(|p| bad(p));
+    let flag = |key: &str| bool_of(obj, key).map_err(&bad);
     Ok(Field {
         system: flag("system")?,
         hidden: flag("hidden")?,
