@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::support::daemon::Daemon;
-use crate::support::{deps_dir, free_port, skip, PB_NEW, PB_OLD};
+use crate::support::{deps_dir, free_port, skip, PB_LEGACY, PB_NEW, PB_OLD};
 
 const EMAIL: &str = "codegen@example.com";
 
@@ -544,6 +544,33 @@ async fn codegen_on(version: &str, test: &str) {
     let (code, body) = d.get("/api/v1/instances/nosuch/openapi.json").await;
     assert_eq!(code, 404, "{body}");
     assert_eq!(body["error"]["code"], "not_found");
+
+    // A stopped instance's data.db reads the same.
+    let running = cli_ok(&d, &["schema", "pull", name]);
+    cli_ok(&d, &["stop", name]);
+    assert_eq!(cli_ok(&d, &["schema", "pull", name]), running);
+}
+
+/// PocketBase before 0.23 keeps its collections in another layout: a clear
+/// refusal, not a wrong schema.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pocketbase_before_0_23_is_refused_clearly() {
+    let d = Daemon::start().await;
+    let port = free_port().to_string();
+    cli_ok(
+        &d,
+        &["create", "legacy", "--version", PB_LEGACY, "--port", &port],
+    );
+    let out = d.cli(&["schema", "pull", "legacy"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("PocketBase before 0.23"), "{err}");
+    assert!(out.stdout.is_empty(), "nothing on stdout");
+    for path in ["schema", "openapi.json", "types"] {
+        let (code, body) = d.get(&format!("/api/v1/instances/legacy/{path}")).await;
+        assert_eq!(code, 409, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "pocketbase_too_old", "{path}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
