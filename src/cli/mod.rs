@@ -251,8 +251,10 @@ pub enum Command {
     /// servers are the instance's addresses. Example:
     ///
     ///   pockestrator openapi blog > blog.openapi.json
-    ///   npx @redocly/cli preview-docs blog.openapi.json
-    Openapi { name: String },
+    Openapi {
+        /// The instance.
+        name: String,
+    },
     /// Print types of an instance's collections, for a front end to be
     /// type-checked against the instance it talks to.
     ///
@@ -264,8 +266,10 @@ pub enum Command {
     /// credentials. Example:
     ///
     ///   pockestrator types blog --lang ts > src/pocketbase-types.ts
-    ///   const pb = new PocketBase(url) as TypedPocketBase
+    ///
+    ///   const pb = new PocketBase(url) as TypedPocketBase; // in the front end
     Types {
+        /// The instance.
         name: String,
         /// The language: ts (TypeScript).
         #[arg(long, value_name = "LANG", default_value = "ts")]

@@ -25,8 +25,12 @@ pub enum SchemaCommand {
     /// keeps its own). Needs PocketBase 0.23 or newer. Example:
     ///
     ///   pockestrator schema pull blog > schema.json
+    ///
     ///   git diff schema.json
-    Pull { name: String },
+    Pull {
+        /// The instance.
+        name: String,
+    },
 }
 
 pub async fn run(g: &GlobalArgs, cmd: SchemaCommand) -> anyhow::Result<ExitCode> {
