@@ -369,7 +369,7 @@ fn schemathesis_finds_nothing(test: &str, file: &Path, port: &str, token: &str) 
         .args(["--mode", "positive"])
         .args(["--phases", "examples,coverage,fuzzing"])
         .args(["--seed", "1"])
-        .args(["--max-examples", "8"])
+        .args(["--max-examples", "5"])
         .args(["--workers", "2"])
         .args(["--request-timeout", "30"])
         // The event stream never ends; it is PocketBase's own to test.

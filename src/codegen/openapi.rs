@@ -845,6 +845,30 @@ fn input_schema(f: &Field) -> Value {
             }
             s
         }
+        FieldKind::Text { min, max, .. } => {
+            let mut s = json!({"type": "string"});
+            if let Some(o) = s.as_object_mut() {
+                if *min > 0 {
+                    o.insert("minLength".into(), json!(min));
+                }
+                if *max > 0 {
+                    o.insert("maxLength".into(), json!(max));
+                }
+            }
+            s
+        }
+        FieldKind::Number { only_int, min, max } => {
+            let mut s = json!({"type": if *only_int { "integer" } else { "number" }});
+            if let Some(o) = s.as_object_mut() {
+                if let Some(min) = min {
+                    o.insert("minimum".into(), json!(min));
+                }
+                if let Some(max) = max {
+                    o.insert("maximum".into(), json!(max));
+                }
+            }
+            s
+        }
         FieldKind::Select { values, .. } if f.kind.is_multiple() => {
             json!({"type": "array", "items": {"type": "string", "enum": values}})
         }
