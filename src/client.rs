@@ -25,9 +25,10 @@ use crate::api::dto::{
     CreateInstance, CreatedDto, DeletedBackup, DeletedDto, DeployCredentials, DeployDto,
     DeployList, DoctorReport, DomainList, DrainDto, ErrorBody, EventList, ExportDto, HostList,
     ImportReport, ImportRequest, InstallProgress, InstallVersion, InstanceDto, InstanceList,
-    LogLines, MoveInstance, MovedDto, PlanDto, PlanFleet, PushReportDto, PushSchema, RestoreBackup,
-    ScheduleState, SetSchedule, SetSuperuser, StartDeploy, StartRollback, SuperuserDto,
-    UpdateInstance, UpgradeInstance, VersionList, WebhookDto,
+    InstanceOpenApi, LogLines, MoveInstance, MovedDto, PlanDto, PlanFleet, PushReportDto,
+    PushSchema, RestoreBackup, ScheduleState, SchemaFile, SetSchedule, SetSuperuser, StartDeploy,
+    StartRollback, SuperuserDto, TunnelDto, UpdateInstance, UpgradeInstance, VersionList,
+    WebhookDto,
 };
 
 /// Where the daemon is.
@@ -351,6 +352,25 @@ impl Client {
             .await
     }
 
+    /// A Cloudflare tunnel's configuration: `GET /api/v1/tunnel/config`.
+    pub async fn tunnel_config(
+        &self,
+        tunnel: &str,
+        credentials_file: Option<&str>,
+        service: Option<&str>,
+    ) -> Result<TunnelDto, ClientError> {
+        let mut q = Query::new();
+        q.pair("tunnel", tunnel);
+        if let Some(c) = credentials_file {
+            q.pair("credentials_file", c);
+        }
+        if let Some(s) = service {
+            q.pair("service", s);
+        }
+        self.get(&q.finish("/api/v1/tunnel/config".to_string()))
+            .await
+    }
+
     /// One instance in detail: `GET /api/v1/instances/{name}`.
     pub async fn instance(&self, name: &str) -> Result<InstanceDto, ClientError> {
         self.get(&instance_path(name)).await
@@ -485,6 +505,31 @@ impl Client {
             "text/plain",
         )
         .await
+    }
+
+    /// An instance's collections as a schema file holds them:
+    /// `GET /api/v1/instances/{name}/schema`.
+    pub async fn schema(&self, name: &str) -> Result<SchemaFile, ClientError> {
+        self.get(&instance_sub(name, "schema")).await
+    }
+
+    /// The OpenAPI document of an instance's PocketBase API:
+    /// `GET /api/v1/instances/{name}/openapi.json`.
+    pub async fn instance_openapi(&self, name: &str) -> Result<InstanceOpenApi, ClientError> {
+        self.get(&instance_sub(name, "openapi.json")).await
+    }
+
+    /// Types of an instance's collections in `lang`, as text:
+    /// `GET /api/v1/instances/{name}/types?lang=LANG`.
+    pub async fn types(&self, name: &str, lang: &str) -> Result<String, ClientError> {
+        let stream = self
+            .stream::<()>(Method::GET, &types_path(name, lang), None, "text/plain")
+            .await?;
+        let bytes = collect(stream).await?;
+        String::from_utf8(bytes).map_err(|e| ClientError::Unexpected {
+            status: 200,
+            body: format!("the types are not UTF-8: {e}"),
+        })
     }
 
     /// PocketBase versions installed and offered: `GET /api/v1/versions`.
@@ -705,6 +750,13 @@ fn logs_path(name: &str, lines: usize, follow: bool) -> String {
     query.finish(instance_sub(name, "logs"))
 }
 
+/// The types path with its `lang`.
+fn types_path(name: &str, lang: &str) -> String {
+    let mut query = Query::new();
+    query.pair("lang", lang);
+    query.finish(instance_sub(name, "types"))
+}
+
 /// The events path with whichever filters are given.
 fn events_path(instance: Option<&str>, limit: Option<u32>, before: Option<i64>) -> String {
     let mut query = Query::new();
@@ -863,6 +915,22 @@ mod tests {
         assert_eq!(
             logs_path("a b", 5, true),
             "/api/v1/instances/a%20b/logs?lines=5&follow=true"
+        );
+    }
+
+    #[test]
+    fn schema_paths() {
+        assert_eq!(
+            instance_sub("blog", "schema"),
+            "/api/v1/instances/blog/schema"
+        );
+        assert_eq!(
+            instance_sub("blog", "openapi.json"),
+            "/api/v1/instances/blog/openapi.json"
+        );
+        assert_eq!(
+            types_path("blog", "ts&x=1"),
+            "/api/v1/instances/blog/types?lang=ts%26x%3D1"
         );
     }
 

@@ -16,6 +16,7 @@
 //! - [`router`]: how requests reach instances (embedded proxy, Caddy).
 //! - [`replication`]: continuous replication of `data.db` with Litestream.
 //! - [`pocketbase`]: talking to one PocketBase — its CLI and health endpoint.
+//! - [`codegen`]: an instance's OpenAPI document and TypeScript types, from its collections.
 //! - [`events`]: the closed event enum and the broadcast bus.
 //! - [`cluster`]: many hosts over NATS JetStream — heartbeats, names, forwarded requests.
 //! - [`manager`]: every mutation goes through here, whichever door it came in by.
@@ -36,6 +37,7 @@ pub mod build;
 pub mod cli;
 pub mod client;
 pub mod cluster;
+pub mod codegen;
 pub mod config;
 pub mod credentials;
 pub mod daemon;

@@ -351,3 +351,89 @@ async fn an_apply_cut_short_by_a_daemon_crash_is_finished_by_the_next() {
         .count();
     assert_eq!(deletes, names.len(), "{prune}");
 }
+
+/// `cloudflared` cannot be fetched here (its packages download from
+/// GitHub), so its configuration is read by a real YAML parser (Python's)
+/// and checked against the ingress rules cloudflared wants: every
+/// hostname of the fleet to the proxy, the catch-all 404 last.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_tunnel_config_routes_every_hostname_to_the_proxy() {
+    let d = Daemon::start().await;
+    let port = quiet_port().to_string();
+    d.cli_json(&[
+        "create",
+        "blog",
+        "--version",
+        PB_NEW,
+        "--port",
+        &port,
+        "--domain",
+        "blog.example.test",
+    ]);
+    let out = d.cli(&[
+        "tunnel",
+        "config",
+        "--tunnel",
+        "fleet",
+        "--credentials-file",
+        "/etc/cloudflared/fleet.json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut python = match Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+    {
+        Ok(p) => p,
+        Err(e) => return crate::support::skip("tunnel_config", &format!("no python3: {e}")),
+    };
+    {
+        use std::io::Write;
+        python.stdin.take().unwrap().write_all(&out.stdout).unwrap();
+    }
+    let parsed = python.wait_with_output().unwrap();
+    if !parsed.status.success() {
+        return crate::support::skip("tunnel_config", "python3 has no yaml module");
+    }
+    let config: Value = serde_json::from_slice(&parsed.stdout).unwrap();
+    assert_eq!(config["tunnel"], "fleet");
+    assert_eq!(config["credentials-file"], "/etc/cloudflared/fleet.json");
+    let rules = config["ingress"].as_array().unwrap();
+    assert_eq!(
+        rules.last().unwrap(),
+        &serde_json::json!({"service": "http_status:404"})
+    );
+    let proxy = format!("http://{}", d.proxy.expect("the embedded proxy"));
+    let hosts: Vec<&str> = rules[..rules.len() - 1]
+        .iter()
+        .map(|r| {
+            assert_eq!(r["service"], proxy.as_str(), "{r}");
+            assert_eq!(r["originRequest"]["httpHostHeader"], r["hostname"]);
+            r["hostname"].as_str().unwrap()
+        })
+        .collect();
+    // Every address the instance answers at by name, and only those.
+    let status = d.cli_json(&["status", "blog"]);
+    let mut want: Vec<String> = status["urls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|u| url::Url::parse(u.as_str().unwrap()).ok())
+        .filter_map(|u| u.host_str().map(str::to_string))
+        .filter(|h| h.parse::<std::net::IpAddr>().is_err())
+        .collect();
+    want.sort();
+    want.dedup();
+    assert!(!want.is_empty(), "{status}");
+    assert_eq!(hosts, want, "{status}");
+    let bad = d.cli(&["tunnel", "config", "--tunnel", "x\nservice: evil"]);
+    assert!(!bad.status.success());
+}

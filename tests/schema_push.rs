@@ -183,11 +183,7 @@ async fn a_schema_reaches_two_versions_with_the_same_ids_and_a_failed_one_rolls_
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(
-        left,
-        [migration.clone()],
-        "the failed migration was left behind"
-    );
+    assert_eq!(left, [migration], "the failed migration was left behind");
     let list: Value = http
         .get(format!(
             "http://127.0.0.1:{}/api/collections/posts/records",
@@ -221,7 +217,7 @@ async fn a_schema_that_does_not_check_is_refused_before_any_instance_is_touched(
         ("{\"collections\": []}", "not a JSON array"),
         (
             "[{\"name\": \"posts\", \"type\": \"base\", \"fields\": []}]",
-            "`id` must be set",
+            "has no `id`",
         ),
         ("[]", "no collections to push"),
     ];

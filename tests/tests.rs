@@ -8,6 +8,7 @@ mod backup;
 mod backup_remote;
 mod caddy;
 mod cluster;
+mod codegen;
 mod compat;
 mod daemon;
 mod dashboard;

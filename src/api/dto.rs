@@ -470,6 +470,21 @@ pub struct LogLines {
     pub lines: Vec<String>,
 }
 
+/// An instance's collections as a schema file holds them
+/// (`GET /api/v1/instances/{name}/schema`, `pockestrator schema pull`):
+/// PocketBase's own export shape, one object per collection in creation
+/// order, without `created`, `updated` or any secret.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = Vec<Object>)]
+pub struct SchemaFile(pub Vec<serde_json::Value>);
+
+/// An OpenAPI 3.0 document of an instance's own PocketBase API.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = Object)]
+pub struct InstanceOpenApi(pub serde_json::Value);
+
 /// A release in the local cache.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct InstalledVersion {
@@ -1294,4 +1309,13 @@ pub struct PushReportDto {
     pub results: Vec<PushedDto>,
     /// How many instances were not migrated (rolled back, skipped, failed).
     pub failed: usize,
+}
+
+/// `GET /api/v1/tunnel/config`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TunnelDto {
+    /// cloudflared's `config.yml`.
+    pub file: String,
+    /// The hostnames it routes, each to the proxy.
+    pub hostnames: Vec<String>,
 }

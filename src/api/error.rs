@@ -13,7 +13,7 @@ use crate::destination::FailureKind;
 use crate::manager::ManagerError;
 use crate::model::ports::PortError;
 use crate::pocketbase::PocketBaseError;
-use crate::store::StoreError;
+use crate::store::{CollectionsError, StoreError};
 
 /// An error on its way to the client.
 #[derive(Debug)]
@@ -76,6 +76,9 @@ pub fn http_status(e: &ManagerError) -> StatusCode {
         | ManagerError::Fleet { .. } => 400,
         ManagerError::StalePlan(_) => 409,
         ManagerError::Port(PortError::OutOfRange(_)) => 400,
+        ManagerError::Collections(CollectionsError::Unreadable { .. }) => 500,
+        ManagerError::Collections(_) => 409,
+        ManagerError::Schema(_) => 422,
         ManagerError::Port(PortError::Exhausted { .. }) => 503,
         ManagerError::Port(_) => 409,
         ManagerError::NotFound(_) => 404,
@@ -125,6 +128,9 @@ pub fn code(e: &ManagerError) -> &'static str {
         | ManagerError::PocketBase(PocketBaseError::LongPassword)
         | ManagerError::PocketBase(PocketBaseError::PasswordChars) => "invalid_password",
         ManagerError::PocketBase(_) => "pocketbase_error",
+        ManagerError::Collections(CollectionsError::TooOld { .. }) => "pocketbase_too_old",
+        ManagerError::Collections(_) => "schema_unreadable",
+        ManagerError::Schema(_) => "invalid_schema",
         ManagerError::Invalid(_) | ManagerError::Limit(_) => "invalid_request",
         ManagerError::Backup(_) => "invalid_backup",
         ManagerError::Schedule(_) => "invalid_schedule",

@@ -4,18 +4,18 @@
 //! text; the daemon checks it (errors name its line and field), plans
 //! against what runs and applies.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 
-use super::instances::ApiJson;
+use super::instances::{ApiJson, ApiQuery};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::dto::{
     AppliedDto, ApplyDto, ApplyFleet, ChangeDto, ExportDto, FieldChangeDto, PlanDto, PlanFleet,
-    PushReportDto, PushSchema, PushedDto,
+    PushReportDto, PushSchema, PushedDto, TunnelDto,
 };
 use super::error::ApiError;
 use super::AppState;
@@ -28,6 +28,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/fleet/apply", post(apply))
         .route("/api/v1/fleet/export", get(export))
         .route("/api/v1/schema/push", post(push_schema))
+        .route("/api/v1/tunnel/config", get(tunnel_config))
 }
 
 fn change_dto(c: &Change) -> ChangeDto {
@@ -51,10 +52,26 @@ fn file_name(raw: &Option<String>) -> &str {
     raw.as_deref().unwrap_or("fleet.toml")
 }
 
+/// The lengths the document gives the request's texts.
+fn check_lengths(file_name: &Option<String>, state: Option<&str>) -> Result<(), ApiError> {
+    if file_name.as_ref().is_some_and(|n| n.len() > 255) {
+        return Err(ApiError::bad_request("file_name: at most 255 bytes"));
+    }
+    if state.is_some_and(|s| s.len() > 64) {
+        return Err(ApiError::bad_request(
+            "state: at most 64 characters (a plan's `state`)",
+        ));
+    }
+    Ok(())
+}
+
 #[utoipa::path(post, path = "/api/v1/fleet/plan", tag = "fleet", request_body = PlanFleet,
     responses((status = 200, body = PlanDto, description = "What an apply of the file would create, update and delete; nothing is changed"),
               (status = 400, body = super::dto::ErrorBody, description = "the file does not check (`invalid_fleet_file`: its line and field named)")))]
 pub async fn plan(State(state): State<AppState>, ApiJson(body): ApiJson<PlanFleet>) -> Response {
+    if let Err(e) = check_lengths(&body.file_name, None) {
+        return e.into_response();
+    }
     match state
         .manager
         .fleet_plan(&body.file, file_name(&body.file_name), body.prune)
@@ -82,6 +99,9 @@ pub async fn apply(
     Extension(actor): Extension<Actor>,
     ApiJson(body): ApiJson<ApplyFleet>,
 ) -> Response {
+    if let Err(e) = check_lengths(&body.file_name, body.state.as_deref()) {
+        return e.into_response();
+    }
     match state
         .manager
         .fleet_apply(
@@ -133,7 +153,7 @@ pub struct ExportQuery {
 #[utoipa::path(get, path = "/api/v1/fleet/export", tag = "fleet", params(ExportQuery),
     responses((status = 200, body = ExportDto, description = "Every instance as it runs, as a fleet file that plans nothing"),
               (status = 400, body = super::dto::ErrorBody, description = "a bad fleet name")))]
-pub async fn export(State(state): State<AppState>, Query(q): Query<ExportQuery>) -> Response {
+pub async fn export(State(state): State<AppState>, ApiQuery(q): ApiQuery<ExportQuery>) -> Response {
     let fleet = q.fleet.unwrap_or_else(|| "fleet".to_string());
     match state.manager.fleet_export(&fleet) {
         Ok(file) => Json(ExportDto { fleet, file }).into_response(),
@@ -192,6 +212,38 @@ pub async fn push_schema(
             })
             .into_response()
         }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// `GET /api/v1/tunnel/config` query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TunnelQuery {
+    /// The tunnel's name or UUID (`cloudflared tunnel create NAME`).
+    #[param(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    pub tunnel: String,
+    /// Its credentials file, an absolute path.
+    #[param(max_length = 4096, pattern = "^/[A-Za-z0-9/._-]*$")]
+    pub credentials_file: Option<String>,
+    /// Where cloudflared sends requests (default: the embedded proxy).
+    #[param(max_length = 261, pattern = "^https?://[A-Za-z0-9.:\\[\\]-]{1,253}$")]
+    pub service: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/tunnel/config", tag = "fleet", params(TunnelQuery),
+    responses((status = 200, body = TunnelDto, description = "cloudflared's configuration: an ingress rule per hostname of this host's instances, to the proxy, then 404"),
+              (status = 400, body = super::dto::ErrorBody, description = "a bad tunnel name, credentials file or service")))]
+pub async fn tunnel_config(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<TunnelQuery>,
+) -> Response {
+    match state.manager.tunnel_config(
+        &q.tunnel,
+        q.credentials_file.as_deref(),
+        q.service.as_deref(),
+    ) {
+        Ok((file, hostnames)) => Json(TunnelDto { file, hostnames }).into_response(),
         Err(e) => ApiError::from(e).into_response(),
     }
 }

@@ -19,6 +19,7 @@ pub mod fleet;
 pub mod instances;
 pub mod lab;
 pub mod openapi;
+pub mod schema;
 
 use std::sync::Arc;
 
@@ -70,6 +71,7 @@ fn routes(state: AppState) -> Router {
         .merge(deploys::routes())
         .merge(lab::routes())
         .merge(fleet::routes())
+        .merge(schema::routes())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             cluster::forward_if_elsewhere,

@@ -23,6 +23,7 @@ use super::deploys as d;
 use super::dto::patterns;
 use super::dto::*;
 use super::instances as h;
+use super::schema as s;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -43,6 +44,8 @@ use super::instances as h;
         h::move_instance, super::cluster::list_hosts, super::cluster::drain_host,
         super::cluster::undrain_host,
         super::fleet::plan, super::fleet::apply, super::fleet::export, super::fleet::push_schema,
+        super::fleet::tunnel_config,
+        s::instance_schema, s::instance_openapi, s::instance_types,
     ),
     components(schemas(
         InstanceDto, CreateInstance, CreatedDto, SuperuserDto, UpdateInstance, UpgradeInstance,
@@ -56,13 +59,15 @@ use super::instances as h;
         HeldInstance, HostDto, HostList, UnreachableHost, MoveInstance, MovedDto, DrainDto,
         MovedTo, LeftBehind,
         PlanFleet, ApplyFleet, FieldChangeDto, ChangeDto, PlanDto, AppliedDto, ApplyDto, ExportDto,
-        PushSchema, PushCollection, PushField, PushedDto, PushReportDto,
+        PushSchema, PushCollection, PushField, PushedDto, PushReportDto, TunnelDto,
+        SchemaFile, InstanceOpenApi,
         c::InitRequest, c::InitResponse, c::StatusResponse, c::StopResponse, c::InstancesResponse,
         c::HealthResponse, c::UserInstance, c::UserInstanceSummary, c::CompatFailure,
     )),
     tags(
         (name = "cluster", description = "The hosts of a cluster (`serve --cluster`). In a cluster, `/api/v1/instances` lists every host's instances and a request about an instance another host holds is answered by that host (header `x-pockestrator-host`)."),
         (name = "fleet", description = "Fleet as code: a TOML file of instances, planned and applied (`pockestrator plan|apply|export`)."),
+        (name = "schema", description = "Schema as code: an instance's collections read from its own data.db (read-only, no credentials), its OpenAPI document and its TypeScript types."),
         (name = "seed-001", description = "Seed 001's per-user API, unchanged: one PocketBase per user id, with that API's shapes, states and error body."),
     ),
     modifiers(&BearerAuth),
@@ -240,6 +245,13 @@ fn refine(doc: &mut Value) {
     {
         items.insert("pattern".into(), json!(patterns::LABEL));
     }
+    if let Some(items) = schemas
+        .get_mut("PushSchema")
+        .and_then(|s| s.pointer_mut("/properties/to/items"))
+        .and_then(Value::as_object_mut)
+    {
+        items.insert("pattern".into(), json!(patterns::INSTANCE_NAME));
+    }
     for name in CLOSED_BODIES {
         if let Some(s) = schemas.get_mut(*name).and_then(Value::as_object_mut) {
             s.insert("additionalProperties".into(), json!(false));
@@ -281,7 +293,19 @@ fn refine(doc: &mut Value) {
             json!([{"anyOf": [given(&["token"]), given(&["ssh_key"])]}]),
         ),
     ];
-    // A system collection is PocketBase's own and never pushed.
+    refine_push_schema(schemas);
+    for (name, all_of) in rules {
+        if let Some(s) = schemas.get_mut(name).and_then(Value::as_object_mut) {
+            s.insert("allOf".into(), all_of);
+        }
+    }
+}
+
+/// What `schema push` checks of a collection and its fields, as
+/// `model::collections::parse_collections` does; a system collection is
+/// PocketBase's own and never pushed.
+fn refine_push_schema(schemas: &mut Map<String, Value>) {
+    use crate::model::collections::{FIELD_TYPES, TOKEN_OPTIONS};
     if let Some(p) = schemas
         .get_mut("PushCollection")
         .and_then(|s| s.get_mut("properties"))
@@ -291,11 +315,59 @@ fn refine(doc: &mut Value) {
             "system".into(),
             json!({"type": ["boolean", "null"], "enum": [false, null]}),
         );
-    }
-    for (name, all_of) in rules {
-        if let Some(s) = schemas.get_mut(name).and_then(Value::as_object_mut) {
-            s.insert("allOf".into(), all_of);
+        p.insert(
+            "type".into(),
+            json!({"type": "string", "enum": ["base", "auth", "view"]}),
+        );
+        for rule in [
+            "listRule",
+            "viewRule",
+            "createRule",
+            "updateRule",
+            "deleteRule",
+        ] {
+            p.insert(rule.into(), json!({"type": ["string", "null"]}));
         }
+        p.insert(
+            "indexes".into(),
+            json!({"type": ["array", "null"], "items": {"type": "string"}}),
+        );
+        for token in TOKEN_OPTIONS {
+            p.insert(
+                token.into(),
+                json!({"type": "object", "properties": {"secret": {"type": "string", "minLength": 30}}}),
+            );
+        }
+    }
+    if let Some(c) = schemas
+        .get_mut("PushCollection")
+        .and_then(Value::as_object_mut)
+    {
+        c.insert(
+            "allOf".into(),
+            json!([{"if": {"properties": {"type": {"const": "view"}}},
+                    "then": {"required": ["viewQuery"], "properties": {"viewQuery": {"type": "string", "minLength": 1}}}}]),
+        );
+    }
+    if let Some(field) = schemas.get_mut("PushField").and_then(Value::as_object_mut) {
+        if let Some(p) = field.get_mut("properties").and_then(Value::as_object_mut) {
+            p.insert(
+                "type".into(),
+                json!({"type": "string", "enum": FIELD_TYPES}),
+            );
+            for flag in ["system", "hidden", "presentable", "required"] {
+                p.insert(flag.into(), json!({"type": ["boolean", "null"]}));
+            }
+        }
+        field.insert(
+            "allOf".into(),
+            json!([
+                {"if": {"properties": {"type": {"const": "select"}}},
+                 "then": {"required": ["values"], "properties": {"values": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}}}}},
+                {"if": {"properties": {"type": {"const": "relation"}}},
+                 "then": {"required": ["collectionId"], "properties": {"collectionId": {"type": "string", "minLength": 1}}}},
+            ]),
+        );
     }
 }
 
@@ -402,18 +474,22 @@ mod tests {
                 "/api/v1/instances/{name}/history",
                 "/api/v1/instances/{name}/logs",
                 "/api/v1/instances/{name}/move",
+                "/api/v1/instances/{name}/openapi.json",
                 "/api/v1/instances/{name}/replication",
                 "/api/v1/instances/{name}/replication/restore",
                 "/api/v1/instances/{name}/restart",
                 "/api/v1/instances/{name}/rollback",
+                "/api/v1/instances/{name}/schema",
                 "/api/v1/instances/{name}/sleep",
                 "/api/v1/instances/{name}/start",
                 "/api/v1/instances/{name}/stop",
                 "/api/v1/instances/{name}/superuser",
+                "/api/v1/instances/{name}/types",
                 "/api/v1/instances/{name}/upgrade",
                 "/api/v1/instances/{name}/webhook",
                 "/api/v1/schema/push",
                 "/api/v1/tls/ask",
+                "/api/v1/tunnel/config",
                 "/api/v1/versions",
                 "/api/v1/versions/install",
                 "/health/pb",

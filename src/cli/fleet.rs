@@ -251,30 +251,6 @@ pub async fn export(g: &GlobalArgs, args: ExportArgs) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-/// `pockestrator schema …`.
-#[derive(Debug, clap::Subcommand)]
-pub enum SchemaCommand {
-    /// Push a schema file to instances as a PocketBase migration.
-    ///
-    /// The file is PocketBase's collections export (what `schema pull`
-    /// writes). It becomes one migration, `pb_migrations/
-    /// <time>_pockestrator_schema_<digest>.js`, that imports its
-    /// non-system collections by id (token secrets left out: each
-    /// instance keeps its own), the same for every instance. The instances
-    /// are migrated one at a time, the first as the canary: stopped,
-    /// backed up (trigger pre-schema), started with the migration (which
-    /// PocketBase runs before it serves) and health-checked. A migration
-    /// that fails is taken out again and the instance rolled back to its
-    /// backup, with its data; then the rest are left untouched. Pushing
-    /// the same schema again changes nothing. Examples:
-    ///
-    ///   pockestrator schema pull blog > schema.json
-    ///   pockestrator schema push schema.json --to shop blog2
-    ///   pockestrator schema push schema.json --tag prod
-    ///   pockestrator schema push schema.json --all --delete-missing
-    Push(SchemaPushArgs),
-}
-
 /// `pockestrator schema push`.
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("targets").required(true).args(["to", "all", "tag"])))]
@@ -294,12 +270,6 @@ pub struct SchemaPushArgs {
     /// their data (PocketBase's deleteMissing). Off by default.
     #[arg(long)]
     pub delete_missing: bool,
-}
-
-pub async fn schema(g: &GlobalArgs, cmd: SchemaCommand) -> anyhow::Result<ExitCode> {
-    match cmd {
-        SchemaCommand::Push(args) => schema_push(g, args).await,
-    }
 }
 
 pub async fn schema_push(g: &GlobalArgs, args: SchemaPushArgs) -> anyhow::Result<ExitCode> {
@@ -358,4 +328,64 @@ pub async fn schema_push(g: &GlobalArgs, args: SchemaPushArgs) -> anyhow::Result
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `pockestrator tunnel …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum TunnelCommand {
+    /// Write a cloudflared configuration for this host's instances.
+    ///
+    /// One ingress rule per hostname an instance answers at (its routes'
+    /// names and custom domains), each to the proxy in front of the
+    /// instances with the hostname kept as the Host header, then the
+    /// catch-all 404 that cloudflared wants last. Make the tunnel and its
+    /// DNS records with cloudflared itself. Examples:
+    ///
+    ///   pockestrator tunnel config --tunnel fleet --credentials-file /etc/cloudflared/fleet.json -o /etc/cloudflared/config.yml
+    ///   cloudflared tunnel --config /etc/cloudflared/config.yml run
+    Config {
+        /// The tunnel's name or UUID (`cloudflared tunnel create NAME`).
+        #[arg(long, value_name = "NAME")]
+        tunnel: String,
+        /// The tunnel's credentials file (absolute path).
+        #[arg(long, value_name = "PATH")]
+        credentials_file: Option<String>,
+        /// Where cloudflared sends requests: the proxy in front of the
+        /// instances (default: the embedded proxy's `serve --proxy-listen`;
+        /// for Caddy, its address).
+        #[arg(long, value_name = "URL")]
+        service: Option<String>,
+        /// Write it here instead of standard output.
+        #[arg(short = 'o', long = "out", value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+}
+
+pub async fn tunnel(g: &GlobalArgs, cmd: TunnelCommand) -> anyhow::Result<ExitCode> {
+    let TunnelCommand::Config {
+        tunnel,
+        credentials_file,
+        service,
+        out,
+    } = cmd;
+    let made = g
+        .client()?
+        .tunnel_config(&tunnel, credentials_file.as_deref(), service.as_deref())
+        .await?;
+    match &out {
+        Some(path) => {
+            std::fs::write(path, &made.file)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            if !g.json {
+                eprintln!(
+                    "wrote {} ({} hostnames)",
+                    path.display(),
+                    made.hostnames.len()
+                );
+            }
+        }
+        None if g.json => print_json(&made)?,
+        None => print!("{}", made.file),
+    }
+    Ok(ExitCode::SUCCESS)
 }

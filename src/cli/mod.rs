@@ -10,6 +10,7 @@ mod backup;
 mod commands;
 mod deploy;
 mod fleet;
+mod schema;
 mod serve;
 pub mod table;
 
@@ -261,9 +262,10 @@ pub enum Command {
     ///
     ///   pockestrator export --fleet prod > fleet.toml
     Export(fleet::ExportArgs),
-    /// Schema as code: push a collections schema to many instances.
+    /// A Cloudflare tunnel for the fleet: `tunnel config` writes
+    /// cloudflared's ingress for every hostname of this host's instances.
     #[command(subcommand)]
-    Schema(fleet::SchemaCommand),
+    Tunnel(fleet::TunnelCommand),
     /// Switch an instance back to a release built before (kept releases
     /// only: `serve --keep-releases`). Data is not rolled back.
     Rollback(deploy::RollbackArgs),
@@ -272,6 +274,48 @@ pub enum Command {
     /// posts push events to /webhooks/NAME, signed with the secret
     /// (X-Hub-Signature-256); a push to the deployed branch deploys it.
     Webhook(deploy::WebhookArgs),
+    /// Schema as code: an instance's collections as a JSON file
+    /// (`schema pull NAME > schema.json`), read from its data.db without
+    /// credentials; and that file pushed to many instances as a migration
+    /// (`schema push FILE --to NAME… | --all | --tag T`).
+    #[command(subcommand)]
+    Schema(schema::SchemaCommand),
+    /// Print an OpenAPI 3.0 document of an instance's own PocketBase API.
+    ///
+    /// Generated from its collections (read from its data.db, no
+    /// credentials): record list/view/create/update/delete per collection
+    /// with its fields' types (select values as enums, files as multipart),
+    /// the auth routes of auth collections that their options enable,
+    /// files, realtime, batch and health. Each API rule is the operation's
+    /// security: no rule is superusers only, an empty rule public, any
+    /// other rule an auth record's token, the rule in the description. The
+    /// servers are the instance's addresses. Example:
+    ///
+    ///   pockestrator openapi blog > blog.openapi.json
+    Openapi {
+        /// The instance.
+        name: String,
+    },
+    /// Print types of an instance's collections, for a front end to be
+    /// type-checked against the instance it talks to.
+    ///
+    /// TypeScript in pocketbase-typegen's style: a `Collections` enum,
+    /// `XxxRecord` and `XxxResponse<Texpand>` per collection (select values
+    /// as enums, relations and files as string or string[], JSON fields as
+    /// type parameters, dates as IsoDateString) and `TypedPocketBase` for
+    /// the official JS SDK. Read from the instance's data.db, no
+    /// credentials. Example:
+    ///
+    ///   pockestrator types blog --lang ts > src/pocketbase-types.ts
+    ///
+    ///   const pb = new PocketBase(url) as TypedPocketBase; // in the front end
+    Types {
+        /// The instance.
+        name: String,
+        /// The language: ts (TypeScript).
+        #[arg(long, value_name = "LANG", default_value = "ts")]
+        lang: String,
+    },
     /// Print the bearer token of the TCP API (read from the data dir).
     Token,
 }
@@ -338,10 +382,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plan(args) => fleet::plan(g, args).await,
         Command::Apply(args) => fleet::apply(g, args).await,
         Command::Export(args) => fleet::export(g, args).await,
-        Command::Schema(cmd) => fleet::schema(g, cmd).await,
+        Command::Tunnel(cmd) => fleet::tunnel(g, cmd).await,
         Command::Deploys { name } => deploy::deploys(g, &name).await,
         Command::Rollback(args) => deploy::rollback(g, args).await,
         Command::Webhook(args) => deploy::webhook(g, args).await,
+        Command::Schema(cmd) => schema::run(g, cmd).await,
+        Command::Openapi { name } => schema::openapi(g, &name).await,
+        Command::Types { name, lang } => schema::types(g, &name, &lang).await,
     }
 }
 

@@ -34,6 +34,12 @@ pub enum ManagerError {
     Archive(#[from] crate::archive::ArchiveError),
     #[error(transparent)]
     PocketBase(#[from] PocketBaseError),
+    /// An instance's collections that could not be read from its data.db.
+    #[error(transparent)]
+    Collections(#[from] crate::store::CollectionsError),
+    /// A schema (a file, or an instance's collections) that does not parse.
+    #[error(transparent)]
+    Schema(#[from] crate::model::collections::SchemaError),
     #[error("{0}")]
     Invalid(String),
     /// A fleet file that does not check (its line and field named).

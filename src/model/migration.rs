@@ -12,17 +12,10 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::model::collections;
+
 /// The largest schema file read, in bytes.
 pub const MAX_SCHEMA_BYTES: usize = 16 << 20;
-
-/// The option objects of auth collections that hold a token secret.
-const TOKEN_OPTIONS: &[&str] = &[
-    "authToken",
-    "passwordResetToken",
-    "emailChangeToken",
-    "verificationToken",
-    "fileToken",
-];
 
 /// Why a schema file cannot be pushed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,102 +29,64 @@ pub enum SchemaFileError {
     Clash(String),
 }
 
-fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 100
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-}
-
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 255
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
 fn text<'a>(obj: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a str> {
     obj.get(key).and_then(Value::as_str)
 }
 
-/// Check a schema file and return the collections a push imports: the
-/// non-system ones, token secrets taken out. Every error names the
-/// collection (by position and name) and the field.
+/// Check a schema file (as [`collections::parse_collections`] does) and
+/// return the collections a push imports: the non-system ones, token
+/// secrets taken out.
 pub fn collections_to_push(schema: &Value) -> Result<Vec<Value>, SchemaFileError> {
-    let err = |m: String| Err(SchemaFileError::Invalid(m));
-    let clash = |m: String| Err(SchemaFileError::Clash(m));
     let Some(list) = schema.as_array() else {
-        return err(
+        return Err(SchemaFileError::Invalid(
             "not a JSON array of collections (`pockestrator schema pull NAME` writes one)".into(),
-        );
+        ));
     };
+    // Two collections (or fields) claiming one id or name are a clash
+    // between well-formed parts, told apart from a malformed file.
     let mut ids = std::collections::HashSet::new();
     let mut names = std::collections::HashSet::new();
-    let mut out = Vec::new();
-    for (i, c) in list.iter().enumerate() {
-        let Some(obj) = c.as_object() else {
-            return err(format!("collection {} is not an object", i + 1));
-        };
-        let name = text(obj, "name").unwrap_or("");
-        let at = format!(
-            "collection {} ({})",
-            i + 1,
-            crate::model::names::shown(name)
-        );
-        if !valid_name(name) {
-            return err(format!("{at}: `name` must be letters, digits and _"));
+    for c in list.iter().filter_map(Value::as_object) {
+        let name = text(c, "name").unwrap_or("");
+        let at = crate::model::names::shown(name);
+        if let Some(id) = text(c, "id") {
+            if !ids.insert(id) {
+                return Err(SchemaFileError::Clash(format!(
+                    "collection {at}: its id {id} is also another collection's"
+                )));
+            }
         }
-        let id = text(obj, "id").unwrap_or("");
-        if !valid_id(id) {
-            return err(format!(
-                "{at}: `id` must be set (letters, digits, _ and -): ids are what keep a collection the same across instances"
-            ));
+        if !names.insert(name.to_lowercase()) {
+            return Err(SchemaFileError::Clash(format!(
+                "collection {at}: its name is also another collection's"
+            )));
         }
-        if !ids.insert(id.to_string()) {
-            return clash(format!("{at}: id {id} is used twice"));
-        }
-        if !names.insert(name.to_ascii_lowercase()) {
-            return clash(format!("{at}: the name is used twice"));
-        }
-        match text(obj, "type") {
-            Some("base" | "auth" | "view") => {}
-            _ => return err(format!("{at}: `type` must be base, auth or view")),
-        }
-        let Some(fields) = obj.get("fields").and_then(Value::as_array) else {
-            return err(format!("{at}: `fields` must be an array"));
-        };
         let mut field_names = std::collections::HashSet::new();
-        for (j, f) in fields.iter().enumerate() {
-            let Some(fo) = f.as_object() else {
-                return err(format!("{at}: field {} is not an object", j + 1));
-            };
-            let fname = text(fo, "name").unwrap_or("");
-            let fat = format!(
-                "{at}, field {} ({})",
-                j + 1,
-                crate::model::names::shown(fname)
-            );
-            if !valid_name(fname) {
-                return err(format!("{fat}: `name` must be letters, digits and _"));
-            }
-            if !valid_id(text(fo, "id").unwrap_or("")) {
-                return err(format!("{fat}: `id` must be set"));
-            }
-            if !text(fo, "type").is_some_and(valid_name) {
-                return err(format!(
-                    "{fat}: `type` must be a field type (text, number, …)"
-                ));
-            }
-            if !field_names.insert(fname.to_ascii_lowercase()) {
-                return clash(format!("{fat}: the name is used twice"));
+        for f in c
+            .get("fields")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let fname = f.get("name").and_then(Value::as_str).unwrap_or("");
+            if !field_names.insert(fname.to_lowercase()) {
+                return Err(SchemaFileError::Clash(format!(
+                    "collection {at}, field {}: is there twice",
+                    crate::model::names::shown(fname)
+                )));
             }
         }
-        if obj.get("system").and_then(Value::as_bool) == Some(true) {
+    }
+    collections::parse_collections(list.clone())
+        .map_err(|e| SchemaFileError::Invalid(e.to_string()))?;
+    let mut out = Vec::new();
+    for c in list.iter().filter_map(Value::as_object) {
+        if c.get("system").and_then(Value::as_bool) == Some(true) {
             continue;
         }
-        let mut obj = obj.clone();
-        for key in TOKEN_OPTIONS {
-            if let Some(token) = obj.get_mut(*key).and_then(Value::as_object_mut) {
+        let mut obj = c.clone();
+        for key in collections::TOKEN_OPTIONS {
+            if let Some(token) = obj.get_mut(key).and_then(Value::as_object_mut) {
                 token.remove("secret");
             }
         }
@@ -216,27 +171,27 @@ mod tests {
             (json!({"collections": []}), "not a JSON array"),
             (
                 json!([{"name": "posts", "type": "base", "fields": []}]),
-                "collection 1 (\"posts\"): `id`",
+                "has no `id`",
             ),
             (
                 json!([{"id": "a", "name": "../x", "type": "base", "fields": []}]),
-                "`name`",
+                "name must be",
             ),
             (
                 json!([{"id": "a", "name": "posts", "type": "table", "fields": []}]),
-                "`type`",
+                "unknown type",
             ),
             (
                 json!([{"id": "a", "name": "posts", "type": "base", "fields": [{"id": "f", "name": "t"}]}]),
-                "field 1 (\"t\"): `type`",
+                "field \"t\": has no `type`",
             ),
             (
                 json!([{"id": "a", "name": "p", "type": "base", "fields": []}, {"id": "a", "name": "q", "type": "base", "fields": []}]),
-                "id a is used twice",
+                "its id a is also another collection",
             ),
             (
                 json!([{"id": "a", "name": "p", "type": "base", "fields": [{"id": "f", "name": "t", "type": "text"}, {"id": "g", "name": "T", "type": "text"}]}]),
-                "used twice",
+                "is there twice",
             ),
         ];
         for (schema, want) in cases {

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod backoff;
 pub mod backup;
 pub mod cluster;
+pub mod collections;
 pub mod deploy;
 pub mod fleet;
 pub mod git;
@@ -21,6 +22,7 @@ pub mod ports;
 pub mod routing;
 pub mod schedule;
 pub mod status;
+pub mod tunnel;
 pub mod version;
 
 pub use audit::{AuditAction, AuditOutcome};

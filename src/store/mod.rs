@@ -14,6 +14,7 @@
 //! instances at once wait on the disk.
 
 mod backups;
+mod collections;
 mod deploys;
 mod fleet;
 mod migrations;
@@ -23,6 +24,7 @@ pub use backups::{
     content_digest, integrity_check, rotate_auth_secrets, snapshot_database, BackupRecord,
     ScheduleRecord,
 };
+pub use collections::{read_collections, CollectionsError};
 pub use deploys::{DeployRecord, DeploySource};
 pub use fleet::Labels;
 pub use replications::ReplicationRecord;

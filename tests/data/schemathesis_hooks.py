@@ -16,6 +16,9 @@ host the daemon runs on, so the fuzzer's copy is narrowed to this one:
   valid ones (invalid ones answer 400 `invalid_schedule`, tested on their
   own); a replication's `to` is a directory of that test's too, and a
   replica restore's `timestamp` one of a few valid times;
+- a fleet file is TOML, which no JSON schema describes: the fuzzer plans
+  and applies a few valid ones that declare nothing (a bad file answers
+  400 `invalid_fleet_file`, tested on its own in tests/fleet.rs);
 - a deploy's repository is any URL git takes, which no regex describes:
   the fuzzer's deploys name one of a few (a closed port on loopback, so
   each deploy fails fast in the background) and make no instances.
@@ -57,6 +60,10 @@ def before_load_schema(ctx, raw_schema):
     restore = schemas.get("RestoreReplica", {}).get("properties", {})
     if "timestamp" in restore:
         restore["timestamp"] = {"enum": ["2026-12-01T13:00:00Z", "2026-02-28T23:59:59.5+01:00", None]}
+    for name in ("PlanFleet", "ApplyFleet"):
+        fleet = schemas.get(name, {}).get("properties", {})
+        if "file" in fleet:
+            fleet["file"] = {"enum": ['fleet = "fuzz"\n', '# nothing declared\nfleet = "fuzz-other"\n']}
     deploy = schemas.get("StartDeploy", {}).get("properties", {})
     if "repo" in deploy:
         deploy["repo"] = {"enum": ["https://127.0.0.1:9/app.git", "ssh://git@127.0.0.1:9/app.git", None]}
