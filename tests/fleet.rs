@@ -437,3 +437,102 @@ async fn the_tunnel_config_routes_every_hostname_to_the_proxy() {
     let bad = d.cli(&["tunnel", "config", "--tunnel", "x\nservice: evil"]);
     assert!(!bad.status.success());
 }
+
+/// Replication and a deploy from git declared in the file: the apply turns
+/// replication on and starts the deploy, a second apply leaves both, and
+/// the export declares them again.
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_replicates_and_deploys_what_the_file_declares() {
+    let Some(litestream) = crate::support::services::litestream_bin() else {
+        return crate::support::skip(
+            "apply_replicates_and_deploys_what_the_file_declares",
+            "Litestream is not fetched: run scripts/fetch-test-deps",
+        );
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let repos = dir.path().join("repos");
+    std::fs::create_dir_all(&repos).unwrap();
+    let repo = crate::support::git_server::GitRepo::init(&dir.path().join("work"));
+    repo.write("pb_public/index.html", "<p>declared in the fleet</p>\n");
+    repo.commit("a page");
+    let bare = repo.publish(&repos, "site");
+    let d = Daemon::start_with(
+        &[
+            "--litestream",
+            litestream.to_str().unwrap(),
+            "--git-allow-dir",
+            repos.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    let replica = dir.path().join("replica/site");
+    let port = quiet_port();
+    let file = write(
+        dir.path(),
+        "lab.toml",
+        &format!(
+            r#"
+[instances.site]
+version = "{PB_NEW}"
+port = {port}
+replicate = "file://{}"
+
+[instances.site.deploy]
+repo = "file://{}"
+branch = "main"
+"#,
+            replica.display(),
+            bare.display()
+        ),
+    );
+    let done = d.cli_json(&["apply", "-f", &file]);
+    assert_eq!(done["failed"], 0, "{done}");
+    let deploy = done["results"][0]["deploy"]
+        .as_u64()
+        .expect("a deploy started");
+    let end = wait_until(Duration::from_secs(180), "the deploy to end", || async {
+        let (code, v) = d
+            .get(&format!("/api/v1/instances/site/deploys/{deploy}"))
+            .await;
+        (code == 200 && matches!(v["status"].as_str(), Some("succeeded" | "failed"))).then_some(v)
+    })
+    .await;
+    assert_eq!(end["status"], "succeeded", "{end}");
+    let page = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("http://127.0.0.1:{port}/index.html"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("declared in the fleet"), "{page}");
+    let status = d.cli_json(&["status", "site"]);
+    let location = status["replica"]["location"].as_str().unwrap_or_default();
+    assert!(
+        location.contains(replica.to_str().unwrap()),
+        "not replicated where the file says: {status}"
+    );
+
+    let again = d.cli_json(&["apply", "-f", &file]);
+    assert_eq!(again["results"][0]["result"], "unchanged", "{again}");
+    let (_, deploys) = d.get("/api/v1/instances/site/deploys").await;
+    assert_eq!(deploys["deploys"].as_array().unwrap().len(), 1, "{deploys}");
+
+    let exported = d.cli(&["export", "--fleet", "lab"]);
+    let text = String::from_utf8(exported.stdout).unwrap();
+    assert!(
+        text.contains("replicate = ") && text.contains("[instances.site.deploy]"),
+        "{text}"
+    );
+    let export_file = write(dir.path(), "exported.toml", &text);
+    let replan = d.cli_json(&["plan", "-f", &export_file]);
+    assert!(
+        actions(&replan).iter().all(|(_, a)| a == "nothing"),
+        "{replan}"
+    );
+}

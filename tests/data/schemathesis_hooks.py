@@ -19,6 +19,10 @@ host the daemon runs on, so the fuzzer's copy is narrowed to this one:
 - a fleet file is TOML, which no JSON schema describes: the fuzzer plans
   and applies a few valid ones that declare nothing (a bad file answers
   400 `invalid_fleet_file`, tested on its own in tests/fleet.rs);
+- a schema push restarts every instance it reaches (a failed migration
+  takes seconds to be told from a crash loop): the fuzzer's pushes name
+  instances and a tag that do not exist, so only the checks of the schema
+  run (the rollout has tests of its own in tests/schema_push.rs);
 - a deploy's repository is any URL git takes, which no regex describes:
   the fuzzer's deploys name one of a few (a closed port on loopback, so
   each deploy fails fast in the background) and make no instances.
@@ -64,6 +68,12 @@ def before_load_schema(ctx, raw_schema):
         fleet = schemas.get(name, {}).get("properties", {})
         if "file" in fleet:
             fleet["file"] = {"enum": ['fleet = "fuzz"\n', '# nothing declared\nfleet = "fuzz-other"\n']}
+    push = schemas.get("PushSchema", {}).get("properties", {})
+    if "to" in push:
+        push["to"] = {"type": "array", "minItems": 1, "maxItems": 2,
+                      "items": {"enum": ["fuzz-none-1", "fuzz-none-2"]}}
+        push["all"] = {"enum": [False]}
+        push["tag"] = {"enum": ["fuzz-none", None]}
     deploy = schemas.get("StartDeploy", {}).get("properties", {})
     if "repo" in deploy:
         deploy["repo"] = {"enum": ["https://127.0.0.1:9/app.git", "ssh://git@127.0.0.1:9/app.git", None]}
