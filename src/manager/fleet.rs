@@ -397,16 +397,6 @@ impl Manager {
             format!("tags [{}]", texts.join(", "))
         })
     }
-
-    /// Every instance's tags, by name.
-    pub fn instance_tags(&self) -> Result<BTreeMap<String, Vec<String>>> {
-        Ok(self
-            .store
-            .labels()?
-            .into_iter()
-            .map(|(name, l)| (name, l.tags))
-            .collect())
-    }
 }
 
 fn plan_of(file: &FleetFile, current: &BTreeMap<InstanceName, Current>, prune: bool) -> FleetPlan {

@@ -226,6 +226,10 @@ pub enum SchemaError {
     Empty,
     #[error("collection {at}: {problem}")]
     Collection { at: String, problem: String },
+    /// Two collections, or two fields of one, share an id or a name: each
+    /// is well-formed, together they clash (`schema push` answers 409).
+    #[error("collection {at}: {problem}")]
+    Clash { at: String, problem: String },
     #[error("collection {collection}, field {field}: {problem}")]
     Field {
         collection: String,
@@ -265,13 +269,13 @@ pub fn parse_collections(items: Vec<Value>) -> Result<Vec<Collection>, SchemaErr
     for (index, item) in items.into_iter().enumerate() {
         let c = parse_collection(index, item)?;
         if !ids.insert(c.id.clone()) {
-            return Err(SchemaError::Collection {
+            return Err(SchemaError::Clash {
                 at: shown(&c.name),
                 problem: format!("its id {} is also another collection's", shown(&c.id)),
             });
         }
         if !names.insert(c.name.to_lowercase()) {
-            return Err(SchemaError::Collection {
+            return Err(SchemaError::Clash {
                 at: shown(&c.name),
                 problem: "its name is also another collection's (names are compared ignoring case)"
                     .to_string(),
@@ -405,9 +409,8 @@ fn parse_collection(index: usize, item: Value) -> Result<Collection, SchemaError
     for (i, raw) in raw_fields.iter().enumerate() {
         let field = parse_field(&name, i, raw)?;
         if !field_names.insert(field.name.to_lowercase()) {
-            return Err(SchemaError::Field {
-                collection: at.clone(),
-                field: shown(&field.name),
+            return Err(SchemaError::Clash {
+                at: format!("{at}, field {}", shown(&field.name)),
                 problem: "is there twice (names are compared ignoring case)".to_string(),
             });
         }

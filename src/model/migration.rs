@@ -29,10 +29,6 @@ pub enum SchemaFileError {
     Clash(String),
 }
 
-fn text<'a>(obj: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a str> {
-    obj.get(key).and_then(Value::as_str)
-}
-
 /// Check a schema file (as [`collections::parse_collections`] does) and
 /// return the collections a push imports: the non-system ones, token
 /// secrets taken out.
@@ -42,43 +38,10 @@ pub fn collections_to_push(schema: &Value) -> Result<Vec<Value>, SchemaFileError
             "not a JSON array of collections (`pockestrator schema pull NAME` writes one)".into(),
         ));
     };
-    // Two collections (or fields) claiming one id or name are a clash
-    // between well-formed parts, told apart from a malformed file.
-    let mut ids = std::collections::HashSet::new();
-    let mut names = std::collections::HashSet::new();
-    for c in list.iter().filter_map(Value::as_object) {
-        let name = text(c, "name").unwrap_or("");
-        let at = crate::model::names::shown(name);
-        if let Some(id) = text(c, "id") {
-            if !ids.insert(id) {
-                return Err(SchemaFileError::Clash(format!(
-                    "collection {at}: its id {id} is also another collection's"
-                )));
-            }
-        }
-        if !names.insert(name.to_lowercase()) {
-            return Err(SchemaFileError::Clash(format!(
-                "collection {at}: its name is also another collection's"
-            )));
-        }
-        let mut field_names = std::collections::HashSet::new();
-        for f in c
-            .get("fields")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let fname = f.get("name").and_then(Value::as_str).unwrap_or("");
-            if !field_names.insert(fname.to_lowercase()) {
-                return Err(SchemaFileError::Clash(format!(
-                    "collection {at}, field {}: is there twice",
-                    crate::model::names::shown(fname)
-                )));
-            }
-        }
-    }
-    collections::parse_collections(list.clone())
-        .map_err(|e| SchemaFileError::Invalid(e.to_string()))?;
+    collections::parse_collections(list.clone()).map_err(|e| match e {
+        collections::SchemaError::Clash { .. } => SchemaFileError::Clash(e.to_string()),
+        other => SchemaFileError::Invalid(other.to_string()),
+    })?;
     let mut out = Vec::new();
     for c in list.iter().filter_map(Value::as_object) {
         if c.get("system").and_then(Value::as_bool) == Some(true) {
@@ -187,7 +150,7 @@ mod tests {
             ),
             (
                 json!([{"id": "a", "name": "p", "type": "base", "fields": []}, {"id": "a", "name": "q", "type": "base", "fields": []}]),
-                "its id a is also another collection",
+                "its id \"a\" is also another collection",
             ),
             (
                 json!([{"id": "a", "name": "p", "type": "base", "fields": [{"id": "f", "name": "t", "type": "text"}, {"id": "g", "name": "T", "type": "text"}]}]),
