@@ -203,6 +203,7 @@ fn fleet_rows(n: usize, tick: u64) -> Vec<FleetRow> {
                     cpu_percent: Some(((i + 37 * tick) % 100) as f64 + 0.25),
                     rss_bytes: (20 + i % 50) * (1 << 20) + tick * 200 * 1024,
                 }),
+                host: None,
                 name,
             }
         })
@@ -1231,6 +1232,8 @@ fn render_fleet_page(
         latest: Some(PB_VERSION),
         versions_error: None,
         now,
+        clustered: false,
+        missing: &[],
     })
     .into_string()
 }

@@ -215,6 +215,32 @@ async fn three_hosts_are_one_fleet_from_any_of_them() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 404);
+    // A custom domain of a's instance, added through b, is reached through
+    // every host's proxy once a publishes it with its desired state.
+    let (code, added) = b
+        .post(
+            "/api/v1/instances/ssd-eu/domains",
+            json!({"domain": "shop.example.test"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{added}");
+    for d in [&a, &b, &c] {
+        wait_until(
+            Duration::from_secs(15),
+            "a custom domain through every proxy",
+            || async {
+                let resp = d
+                    .http
+                    .get(format!("http://{}/api/health", d.proxy.unwrap()))
+                    .header(reqwest::header::HOST, "shop.example.test")
+                    .send()
+                    .await
+                    .ok()?;
+                (resp.status() == 200).then_some(())
+            },
+        )
+        .await;
+    }
     let status = c.cli_json(&["status", "beta"]);
     assert_eq!(status["host"], "b");
 
@@ -256,6 +282,162 @@ async fn three_hosts_are_one_fleet_from_any_of_them() {
     assert!(!b.data_dir().join("instances/beta").exists());
     let (code, made) = create_on(&c, "beta", json!({"host": "c"})).await;
     assert_eq!(code, 201, "{made}");
+
+    // Seed 001's API from any host: a user's instance made through a is
+    // a's; its status and its stop asked of c are answered by a; every
+    // host lists it and counts it.
+    let (code, init) = a
+        .post("/api/users/ada_1/init_pb", json!({"force_restart": false}))
+        .await;
+    assert_eq!(code, 200, "{init}\n{}", a.log());
+    assert_eq!(init["success"], true, "{init}");
+    let (code, status) = c.get("/api/users/ada_1/pb_status").await;
+    assert_eq!(code, 200, "{status}\n{}", c.log());
+    assert_eq!(status["user_id"], "ada_1");
+    assert_eq!(status["instance"]["port"], init["instance"]["port"]);
+    assert_eq!(status["instance"]["db_path"], init["instance"]["db_path"]);
+    for d in [&a, &b, &c] {
+        let (code, all) = d.get("/api/pb_instances").await;
+        assert_eq!(code, 200, "{all}");
+        assert_eq!(all["count"], 1, "{all}");
+        assert_eq!(all["instances"]["ada_1"]["port"], init["instance"]["port"]);
+        let (code, health) = d.get("/health/pb").await;
+        assert_eq!(code, 200, "{health}");
+        assert_eq!(health["total_instances"], 1, "{health}");
+        assert_eq!(health["running_instances"], 1, "{health}");
+    }
+    let (code, again) = b
+        .post("/api/users/ada_1/init_pb", json!({"force_restart": false}))
+        .await;
+    assert_eq!(code, 200, "{again}");
+    assert_eq!(
+        again["instance"]["port"], init["instance"]["port"],
+        "made once"
+    );
+    let (code, stopped) = c.post("/api/users/ada_1/stop_pb", json!({})).await;
+    assert_eq!(
+        (code, &stopped["success"]),
+        (200, &json!(true)),
+        "{stopped}"
+    );
+    let (_, on_a) = a.get("/api/pb_instances").await;
+    assert_eq!(on_a["instances"]["ada_1"]["status"], "Stopped", "{on_a}");
+    let (code, none) = c.get("/api/users/nobody/pb_status").await;
+    assert_eq!(code, 404, "{none}");
+    assert_eq!(none["success"], false, "seed 001's error shape: {none}");
+    for d in [&b, &c] {
+        let dirs = std::fs::read_dir(d.data_dir().join("instances")).unwrap();
+        assert!(
+            dirs.flatten()
+                .all(|e| !e.file_name().to_string_lossy().starts_with("u-ada-1")),
+            "the user's instance is a's only"
+        );
+    }
+
+    // Seed 003's API from any host: an app deployed through b is b's; c
+    // and a see it, and a second deploy of it through c is refused by b.
+    let git_root = tempfile::tempdir().unwrap();
+    let server = crate::support::git_server::GitServer::start(git_root.path()).await;
+    let work = tempfile::tempdir().unwrap();
+    let repo = crate::support::git_server::GitRepo::init(work.path());
+    repo.write("pb_public/index.html", "<p>shop</p>\n");
+    repo.commit("v1");
+    repo.publish(git_root.path(), "shop");
+    let deploy = json!({"repository": server.url("shop"), "subdomain": "shop"});
+    let (code, app) = b.post("/api/deploy", deploy.clone()).await;
+    assert_eq!(code, 202, "{app}\n{}", b.log());
+    let app = wait_until(Duration::from_secs(120), "shop to run", || async {
+        let (code, app) = c.get("/api/apps/shop").await;
+        (code == 200 && app["status"] != "deploying").then_some(app)
+    })
+    .await;
+    assert_eq!(app["status"], "running", "{app}\n{}", b.log());
+    assert!(b.data_dir().join("instances/shop").is_dir());
+    let (code, apps) = a.get("/api/apps").await;
+    assert_eq!(code, 200, "{apps}");
+    assert_eq!(
+        apps["apps"]["shop"]["repository"],
+        server.url("shop"),
+        "{apps}"
+    );
+    let (code, refused) = c.post("/api/deploy", deploy).await;
+    assert_eq!(
+        (code, refused.as_str()),
+        (409, Some("App already exists\n")),
+        "sent on to b, which has it"
+    );
+    let (code, gone) = a.api(reqwest::Method::DELETE, "/api/apps/shop", None).await;
+    assert_eq!(code, 200, "{gone}");
+    let (code, _) = c.get("/api/apps/shop").await;
+    assert_eq!(code, 404);
+
+    // The dashboard of any host shows every host's instances, each with
+    // its host, and its buttons act on an instance another host runs
+    // through that host, audited there.
+    let (_, cookie) = crate::dashboard::sign_in(&a, &[]).await;
+    let page = a
+        .http
+        .get(a.url("/ui/"))
+        .header(reqwest::header::COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("<th>Host</th>"), "{page}");
+    for (name, on) in [("yankee", "c"), ("ssd-eu", "a"), ("after-none", "")] {
+        let row = page.find(&format!("id=\"row-{name}\""));
+        if on.is_empty() {
+            assert!(row.is_none(), "{name} is nowhere");
+            continue;
+        }
+        let row = &page[row.unwrap_or_else(|| panic!("a row for {name}: {page}"))..];
+        let row = &row[..row.find("</tr>").unwrap()];
+        assert!(
+            row.contains(&format!("<td data-label=\"Host\">{on}</td>")),
+            "{row}"
+        );
+    }
+    let csrf = crate::dashboard::csrf_of(&a, &cookie).await;
+    let remote_page = a
+        .http
+        .get(a.url("/ui/instances/yankee"))
+        .header(reqwest::header::COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(remote_page.status(), 200);
+    let remote_page = remote_page.text().await.unwrap();
+    assert!(
+        remote_page.contains("<dd id=\"instance-host\">c</dd>"),
+        "{remote_page}"
+    );
+    let (code, said) = crate::dashboard::datastar_post(
+        &a,
+        "/ui/instances/yankee/stop",
+        Some(&cookie),
+        Some(&csrf),
+        json!({}),
+    )
+    .await;
+    assert_eq!(code, 200, "{said}");
+    assert!(said.contains("yankee stopped on host c."), "{said}");
+    let (_, on_c) = c.get("/api/v1/instances/yankee").await;
+    assert_eq!(on_c["status"], "stopped", "{on_c}");
+    let (_, events) = c.get("/api/v1/events?instance=yankee").await;
+    let stop = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "stop")
+        .expect("the dashboard's stop in c's audit log")
+        .clone();
+    let by = stop["actor"].as_str().unwrap();
+    assert!(
+        by.starts_with("dashboard@") && by.ends_with("via host a"),
+        "{stop}"
+    );
 
     // One NATS node gone: after the streams elect new leaders (a request
     // meanwhile gets 503 `cluster_unavailable`, never a wrong answer) the

@@ -18,7 +18,7 @@ fn client() -> reqwest::Client {
 }
 
 /// Sign in; returns the `Set-Cookie` header and the cookie to send back.
-async fn sign_in(d: &Daemon, extra: &[(&str, &str)]) -> (String, String) {
+pub(crate) async fn sign_in(d: &Daemon, extra: &[(&str, &str)]) -> (String, String) {
     let mut req = client()
         .post(d.url("/ui/login"))
         .form(&[("token", d.token.as_str())]);
@@ -34,7 +34,7 @@ async fn sign_in(d: &Daemon, extra: &[(&str, &str)]) -> (String, String) {
 }
 
 /// The CSRF token the fleet page renders for this session.
-async fn csrf_of(d: &Daemon, cookie: &str) -> String {
+pub(crate) async fn csrf_of(d: &Daemon, cookie: &str) -> String {
     let page = client()
         .get(d.url("/ui/"))
         .header(COOKIE, cookie)
@@ -50,7 +50,7 @@ async fn csrf_of(d: &Daemon, cookie: &str) -> String {
     html[at..at + 64].to_string()
 }
 
-async fn datastar_post(
+pub(crate) async fn datastar_post(
     d: &Daemon,
     path: &str,
     cookie: Option<&str>,

@@ -153,15 +153,33 @@ async fn on_host(state: &AppState, name: &str) -> Result<Option<HostName>, ApiEr
     }
 }
 
-/// The instance a path of `/api/v1/instances/{name}/…` is about.
-fn instance_of(path: &str) -> Option<&str> {
-    let rest = path.strip_prefix("/api/v1/instances/")?;
-    let name = rest.split('/').next()?;
-    (!name.is_empty()).then_some(name)
+/// The instance a request path is about, in any of the three APIs:
+/// `/api/v1/instances/{name}/…`, seed 003's `/api/apps/{name}/…` and seed
+/// 001's `/api/users/{id}/…` (the user's instance, named as
+/// [`crate::model::UserId::instance_name`] names it). A user id that is
+/// not valid is about no instance: it is refused here, in seed 001's words.
+fn instance_of(path: &str) -> Option<String> {
+    let first = |rest: &str| {
+        rest.split('/')
+            .next()
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    if let Some(rest) = path.strip_prefix("/api/v1/instances/") {
+        return first(rest);
+    }
+    if let Some(rest) = path.strip_prefix("/api/apps/") {
+        return first(rest);
+    }
+    let user = first(path.strip_prefix("/api/users/")?)?;
+    crate::model::UserId::parse(&user)
+        .ok()
+        .map(|u| u.instance_name().to_string())
 }
 
 /// Middleware: a request about an instance that another host holds goes to
-/// that host; everything else is answered here.
+/// that host; everything else is answered here. A failure to send it on is
+/// told in the shape of the API the request came in by.
 pub async fn forward_if_elsewhere(
     State(state): State<AppState>,
     req: Request,
@@ -173,46 +191,95 @@ pub async fn forward_if_elsewhere(
     let Some(name) = instance_of(req.uri().path()) else {
         return next.run(req).await;
     };
-    let host = match state.manager.held_elsewhere(name).await {
+    let path = req.uri().path().to_string();
+    let host = match state.manager.held_elsewhere(&name).await {
         Ok(Some(host)) => host,
         Ok(None) => return next.run(req).await,
-        Err(e) => return ApiError::from(e).into_response(),
+        Err(e) => return super::error_in_shape(&path, ApiError::from(e)),
     };
     let follows = req
         .uri()
         .query()
         .is_some_and(|q| q.split('&').any(|p| p == "follow=true" || p == "follow=1"));
     if follows {
-        return ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "not_forwarded",
-            format!(
-                "{name} runs on host {host}: following its log through another host is not supported; ask host {host}'s API (`pockestrator hosts` shows it)"
+        return super::error_in_shape(
+            &path,
+            ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "not_forwarded",
+                format!(
+                    "{name} runs on host {host}: following its log through another host is not supported; ask host {host}'s API (`pockestrator hosts` shows it)"
+                ),
             ),
-        )
-        .into_response();
+        );
     }
-    send_on(&state, &host, req).await
+    send_on_in_shape(&state, &host, req).await
+}
+
+/// Ask every other host of the cluster for the same GET at once (`path`,
+/// this host's part of a list being made meanwhile): each host's answer
+/// as JSON, or why it has none (lost, no answer in time, a failure).
+/// Outside a cluster, or for a request another host sent here, nobody.
+pub async fn ask_others(
+    state: AppState,
+    actor: Actor,
+    path: String,
+    forwarded: bool,
+) -> Result<Vec<(HostName, Result<serde_json::Value, String>)>, ApiError> {
+    if forwarded {
+        return Ok(Vec::new());
+    }
+    let others = state.manager.other_hosts().await?;
+    let asked = others.into_iter().map(|(host, health, seen)| {
+        let (state, actor, path) = (state.clone(), actor.clone(), path.clone());
+        async move {
+            if health == crate::model::cluster::HostHealth::Lost {
+                let why = format!(
+                    "lost: no heartbeat since {}, so its instances are not listed",
+                    seen.format("%Y-%m-%d %H:%M:%S UTC")
+                );
+                return (host, Err(why));
+            }
+            let answer = ask(&state, &host, &path, &actor).await;
+            (host, answer)
+        }
+    });
+    Ok(futures::future::join_all(asked).await)
 }
 
 /// Send `req` to `host` and answer with what it answered.
 pub async fn send_on(state: &AppState, host: &HostName, req: Request) -> Response {
-    let Some(me) = state.manager.host_name().cloned() else {
-        return not_clustered().into_response();
-    };
+    match send(state, host, req).await {
+        Ok(answer) => answer_response(host, answer),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// [`send_on`], a failure told in the shape of the API the request's path
+/// belongs to.
+pub async fn send_on_in_shape(state: &AppState, host: &HostName, req: Request) -> Response {
+    let path = req.uri().path().to_string();
+    match send(state, host, req).await {
+        Ok(answer) => answer_response(host, answer),
+        Err(e) => super::error_in_shape(&path, e),
+    }
+}
+
+async fn send(state: &AppState, host: &HostName, req: Request) -> Result<Answer, ApiError> {
+    let me = state
+        .manager
+        .host_name()
+        .cloned()
+        .ok_or_else(not_clustered)?;
     let actor = req
         .extensions()
         .get::<Actor>()
         .map(|a| a.0.clone())
         .unwrap_or_else(|| "unknown".into());
     let (parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(body, BODY_LIMIT).await {
-        Ok(b) => b,
-        Err(e) => {
-            return ApiError::bad_request(format!("cannot read the request body: {e}"))
-                .into_response()
-        }
-    };
+    let body = axum::body::to_bytes(body, BODY_LIMIT)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
     let forwarded = Forwarded {
         method: parts.method.to_string(),
         path_and_query: parts
@@ -229,10 +296,7 @@ pub async fn send_on(state: &AppState, host: &HostName, req: Request) -> Respons
         actor,
         from: me,
     };
-    match state.manager.forward(host, forwarded).await {
-        Ok(answer) => answer_response(host, answer),
-        Err(e) => ApiError::from(e).into_response(),
-    }
+    Ok(state.manager.forward(host, forwarded).await?)
 }
 
 fn answer_response(host: &HostName, answer: Answer) -> Response {
@@ -336,13 +400,25 @@ pub fn forwarded_handler(state: AppState) -> Handler {
 mod tests {
     #[test]
     fn the_instance_a_path_is_about() {
-        assert_eq!(super::instance_of("/api/v1/instances/blog"), Some("blog"));
-        assert_eq!(
-            super::instance_of("/api/v1/instances/blog/stop"),
-            Some("blog")
-        );
-        assert_eq!(super::instance_of("/api/v1/instances/"), None);
-        assert_eq!(super::instance_of("/api/v1/instances"), None);
-        assert_eq!(super::instance_of("/api/v1/hosts"), None);
+        let of = |p| super::instance_of(p);
+        assert_eq!(of("/api/v1/instances/blog").as_deref(), Some("blog"));
+        assert_eq!(of("/api/v1/instances/blog/stop").as_deref(), Some("blog"));
+        assert_eq!(of("/api/v1/instances/"), None);
+        assert_eq!(of("/api/v1/instances"), None);
+        assert_eq!(of("/api/v1/hosts"), None);
+        // Seed 003's apps are instances of the same name.
+        assert_eq!(of("/api/apps/shop").as_deref(), Some("shop"));
+        assert_eq!(of("/api/apps/shop/logs").as_deref(), Some("shop"));
+        assert_eq!(of("/api/apps"), None);
+        assert_eq!(of("/api/apps/"), None);
+        // Seed 001's users have the instance their id names.
+        let user = crate::model::UserId::parse("Ada_1").unwrap();
+        let theirs = user.instance_name().to_string();
+        assert_eq!(of("/api/users/Ada_1/pb_status"), Some(theirs.clone()));
+        assert_eq!(of("/api/users/Ada_1/init_pb"), Some(theirs));
+        assert_eq!(of("/api/users/a%2Fb/pb_status"), None);
+        assert_eq!(of("/api/users/../pb_status"), None);
+        assert_eq!(of("/api/users//pb_status"), None);
+        assert_eq!(of("/api/pb_instances"), None);
     }
 }

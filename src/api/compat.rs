@@ -22,6 +22,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use crate::manager::{Actor, ManagerError};
+use crate::model::cluster::HostName;
 use crate::model::{Status, UserId};
 use crate::store::InstanceRecord;
 
@@ -274,9 +275,20 @@ pub async fn stop_pb(
     responses((status = 200, body = InstancesResponse)))]
 pub async fn pb_instances(
     State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    from: Option<Extension<super::cluster::ForwardedFrom>>,
 ) -> Result<super::SizedJson<InstancesResponse>, Failure> {
+    // In a cluster, every host's users, asked of them while this host
+    // lists its own. The seed's shape has no room for a host that does not
+    // answer: its users are left out, and the log says so.
+    let asked = tokio::spawn(super::cluster::ask_others(
+        state.clone(),
+        actor,
+        "/api/pb_instances".into(),
+        from.is_some(),
+    ));
     let records = state.manager.list_users()?;
-    let instances: BTreeMap<String, UserInstanceSummary> = records
+    let mut instances: BTreeMap<String, UserInstanceSummary> = records
         .iter()
         .map(|rec| {
             let full = user_instance(rec);
@@ -293,6 +305,14 @@ pub async fn pb_instances(
             )
         })
         .collect();
+    for (host, answer) in others_answers(asked).await? {
+        match answer
+            .and_then(|v| serde_json::from_value::<InstancesResponse>(v).map_err(|e| e.to_string()))
+        {
+            Ok(theirs) => instances.extend(theirs.instances),
+            Err(error) => unanswered(&host, "/api/pb_instances", &error),
+        }
+    }
     let count = instances.len();
     // About 160 bytes a user.
     Ok(super::SizedJson {
@@ -301,17 +321,57 @@ pub async fn pb_instances(
     })
 }
 
+type Asked = tokio::task::JoinHandle<
+    Result<Vec<(HostName, Result<serde_json::Value, String>)>, super::error::ApiError>,
+>;
+
+async fn others_answers(
+    asked: Asked,
+) -> Result<Vec<(HostName, Result<serde_json::Value, String>)>, Failure> {
+    asked
+        .await
+        .map_err(|e| failure(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?
+        .map_err(|e| failure(e.status, &e.message))
+}
+
+fn unanswered(host: &HostName, path: &str, error: &str) {
+    tracing::warn!(%host, path, error, "a host's part of a list is left out");
+}
+
 #[utoipa::path(get, path = "/health/pb", tag = "seed-001",
     responses((status = 200, body = HealthResponse)))]
-pub async fn health(State(state): State<AppState>) -> Answer<HealthResponse> {
+pub async fn health(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    from: Option<Extension<super::cluster::ForwardedFrom>>,
+) -> Answer<HealthResponse> {
+    let asked = tokio::spawn(super::cluster::ask_others(
+        state.clone(),
+        actor,
+        "/health/pb".into(),
+        from.is_some(),
+    ));
     let records = state.manager.list_users()?;
+    let mut total_instances = records.len();
+    let mut running_instances = records
+        .iter()
+        .filter(|r| r.status == Status::Running)
+        .count();
+    for (host, answer) in others_answers(asked).await? {
+        match answer
+            .and_then(|v| serde_json::from_value::<HealthResponse>(v).map_err(|e| e.to_string()))
+        {
+            Ok(theirs) => {
+                total_instances += theirs.total_instances;
+                running_instances += theirs.running_instances;
+            }
+            Err(error) => unanswered(&host, "/health/pb", &error),
+        }
+    }
     Ok(Json(HealthResponse {
         status: "ok".to_string(),
-        total_instances: records.len(),
-        running_instances: records
-            .iter()
-            .filter(|r| r.status == Status::Running)
-            .count(),
+        total_instances,
+        running_instances,
         timestamp: Utc::now(),
     }))
 }

@@ -171,28 +171,16 @@ pub async fn list_instances(
 ) -> ApiResult<super::SizedJson<InstanceList>> {
     // In a cluster, the other hosts are asked at the same time as this one
     // lists its own; one that does not answer, or is lost, is named.
-    let others = if from.is_some() {
-        Vec::new()
-    } else {
-        state.manager.other_hosts().await?
-    };
-    let (alive, lost): (Vec<_>, Vec<_>) = others
-        .iter()
-        .cloned()
-        .partition(|(_, health, _)| *health != crate::model::cluster::HostHealth::Lost);
-    let asked = tokio::spawn(futures::future::join_all(alive.into_iter().map(
-        |(host, _, _)| {
-            let (state, actor) = (state.clone(), actor.clone());
-            async move {
-                let answer = super::cluster::ask(&state, &host, "/api/v1/instances", &actor).await;
-                (host, answer)
-            }
-        },
-    )));
+    let asked = tokio::spawn(super::cluster::ask_others(
+        state.clone(),
+        actor,
+        "/api/v1/instances".into(),
+        from.is_some(),
+    ));
     let mut list = list_local(&state)?;
     let asked = asked
         .await
-        .map_err(|e| ApiError::from(crate::manager::ManagerError::Internal(e.to_string())))?;
+        .map_err(|e| ApiError::from(crate::manager::ManagerError::Internal(e.to_string())))??;
     let held = |host: &crate::model::cluster::HostName| {
         state
             .manager
@@ -201,16 +189,7 @@ pub async fn list_instances(
             .map(|(name, replicated)| super::dto::HeldInstance { name, replicated })
             .collect()
     };
-    for (host, _, seen) in lost {
-        list.unreachable_hosts.push(UnreachableHost {
-            error: format!(
-                "lost: no heartbeat since {}, so its instances are not listed",
-                seen.format("%Y-%m-%d %H:%M:%S UTC")
-            ),
-            instances: held(&host),
-            host: host.to_string(),
-        });
-    }
+    let others = asked.len();
     for (host, answer) in asked {
         match answer.and_then(|v| {
             serde_json::from_value::<InstanceList>(v)
@@ -224,7 +203,7 @@ pub async fn list_instances(
             }),
         }
     }
-    if !others.is_empty() {
+    if others > 0 {
         list.instances.sort_by(|a, b| a.name.cmp(&b.name));
     }
     // About 700 bytes an instance.

@@ -70,8 +70,13 @@ struct DeployBody {
     branch: Option<String>,
 }
 
+/// Whether a request path belongs to this API (for its error shape).
+pub fn is_lab_path(path: &str) -> bool {
+    path == "/api/deploy" || path == "/api/apps" || path.starts_with("/api/apps/")
+}
+
 /// What Go's `http.Error(w, text, code)` sends.
-fn plain(code: StatusCode, text: &str) -> Response {
+pub fn plain(code: StatusCode, text: &str) -> Response {
     (
         code,
         [
@@ -147,6 +152,7 @@ async fn health() -> Json<serde_json::Value> {
 async fn deploy(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
+    from: Option<Extension<super::cluster::ForwardedFrom>>,
     body: Bytes,
 ) -> Response {
     let Ok(req) = serde_json::from_slice::<DeployBody>(&body) else {
@@ -154,6 +160,25 @@ async fn deploy(
     };
     if InstanceName::parse(&req.subdomain).is_err() {
         return plain(StatusCode::BAD_REQUEST, "Invalid subdomain");
+    }
+    // In a cluster, an instance another host holds is deployed there (the
+    // request goes whole); a new one is made here.
+    if from.is_none() {
+        match state.manager.held_elsewhere(&req.subdomain).await {
+            Ok(None) => {}
+            Ok(Some(host)) => {
+                let mut forwarded = axum::http::Request::new(axum::body::Body::from(body));
+                *forwarded.method_mut() = axum::http::Method::POST;
+                *forwarded.uri_mut() = axum::http::Uri::from_static("/api/deploy");
+                forwarded.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("application/json"),
+                );
+                forwarded.extensions_mut().insert(actor);
+                return super::cluster::send_on_in_shape(&state, &host, forwarded).await;
+            }
+            Err(e) => return failure(e),
+        }
     }
     match state.manager.deploy_source(&req.subdomain) {
         Ok(Some(_)) => return plain(StatusCode::CONFLICT, "App already exists"),
@@ -186,12 +211,25 @@ async fn deploy(
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 struct AppRegistry {
     apps: BTreeMap<String, AppInfo>,
 }
 
-async fn list(State(state): State<AppState>) -> Response {
+async fn list(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    from: Option<Extension<super::cluster::ForwardedFrom>>,
+) -> Response {
+    // In a cluster, every host's apps, asked of them while this host lists
+    // its own. Seed 003's shape has no room for a host that does not
+    // answer: its apps are left out, and the log says so.
+    let asked = tokio::spawn(super::cluster::ask_others(
+        state.clone(),
+        actor,
+        "/api/apps".into(),
+        from.is_some(),
+    ));
     let sources = match state.manager.apps() {
         Ok(a) => a,
         Err(e) => return failure(e),
@@ -204,6 +242,21 @@ async fn list(State(state): State<AppState>) -> Response {
             }
             Ok(None) => {}
             Err(e) => return failure(e),
+        }
+    }
+    let asked = match asked.await {
+        Ok(Ok(asked)) => asked,
+        Ok(Err(e)) => return plain(e.status, &e.message),
+        Err(e) => return plain(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    };
+    for (host, answer) in asked {
+        match answer
+            .and_then(|v| serde_json::from_value::<AppRegistry>(v).map_err(|e| e.to_string()))
+        {
+            Ok(theirs) => apps.extend(theirs.apps),
+            Err(error) => {
+                tracing::warn!(%host, error, "a host's apps are left out of the list");
+            }
         }
     }
     Json(AppRegistry { apps }).into_response()

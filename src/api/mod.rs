@@ -178,6 +178,19 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
     next.run(req).await
 }
 
+/// An error told in the shape of the API `path` belongs to: seed 001's
+/// `{"success": false, …}`, seed 003's plain text, or `/api/v1`'s
+/// `{"error": {…}}`.
+pub fn error_in_shape(path: &str, e: ApiError) -> Response {
+    if compat::is_compat_path(path) {
+        compat::failure(e.status, &e.message).into_response()
+    } else if lab::is_lab_path(path) {
+        lab::plain(e.status, &e.message)
+    } else {
+        e.into_response()
+    }
+}
+
 /// A JSON answer whose size is roughly known beforehand (a list of the
 /// whole fleet): serialized into a buffer of about that size at once, not
 /// one that doubles, and copies, its way up to megabytes.

@@ -26,8 +26,10 @@ pub struct FleetRow {
     pub restarts: u32,
     pub last_check: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
-    /// From `/proc`, while its process runs.
+    /// From `/proc`, while its process runs (on this host only).
     pub stats: Option<ProcStats>,
+    /// The host it runs on, in a cluster.
+    pub host: Option<String>,
 }
 
 impl FleetRow {
@@ -43,6 +45,24 @@ impl FleetRow {
             last_check: rec.last_health_check,
             last_error: rec.last_error.clone(),
             stats: if rec.pid.is_some() { stats } else { None },
+            host: None,
+        }
+    }
+
+    /// An instance of another host, as its API listed it.
+    pub fn of_host(dto: &crate::api::dto::InstanceDto, host: &str) -> Self {
+        Self {
+            name: dto.name.clone(),
+            status: dto.status,
+            version: dto.version.clone(),
+            port: dto.port,
+            url: dto.urls.first().cloned(),
+            domain: dto.domain.clone(),
+            restarts: dto.restarts,
+            last_check: dto.last_health_check,
+            last_error: dto.last_error.clone(),
+            stats: None,
+            host: Some(host.to_string()),
         }
     }
 }
@@ -202,6 +222,7 @@ impl ViewParams {
                 || row.status.as_str() == word
                 || row.version.contains(word)
                 || row.port.to_string().contains(word)
+                || row.host.as_deref() == Some(word)
                 || row
                     .domain
                     .as_deref()
@@ -337,6 +358,7 @@ mod tests {
             last_check: None,
             last_error: None,
             stats: None,
+            host: None,
         }
     }
 

@@ -85,17 +85,24 @@ where
 }
 
 impl Dashboard {
-    /// Every instance as a fleet row, with its statistics.
-    fn rows(&self) -> Result<Vec<FleetRow>, String> {
+    /// Every instance as a fleet row, with its statistics; in a cluster,
+    /// every host's, and the hosts whose instances could not be listed.
+    async fn rows(&self) -> Result<(Vec<FleetRow>, Vec<(String, String)>), String> {
         let stats = self.stats.current();
         let records = self.manager.list().map_err(|e| e.to_string())?;
-        Ok(records
+        let host = self.manager.host_name().map(|h| h.to_string());
+        let mut rows: Vec<FleetRow> = records
             .iter()
             .map(|r| {
                 let url = self.manager.urls(r, &[]).into_iter().next();
-                FleetRow::new(r, url, stats.get(r.name.as_str()).cloned())
+                let mut row = FleetRow::new(r, url, stats.get(r.name.as_str()).cloned());
+                row.host = host.clone();
+                row
             })
-            .collect())
+            .collect();
+        let (theirs, missing) = super::remote::other_hosts_rows(&self.manager, &self.remote).await;
+        rows.extend(theirs);
+        Ok((rows, missing))
     }
 
     /// The versions to offer (available and installed, newest first), the
@@ -301,7 +308,7 @@ pub async fn logout(
 // ----- the fleet -----------------------------------------------------------
 
 pub async fn fleet_page(State(d): State<Dashboard>, Extension(s): Extension<Session>) -> Response {
-    let rows = match d.rows() {
+    let (rows, missing) = match d.rows().await {
         Ok(r) => r,
         Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
     };
@@ -320,6 +327,8 @@ pub async fn fleet_page(State(d): State<Dashboard>, Extension(s): Extension<Sess
             latest: latest.as_deref(),
             versions_error: versions_error.as_deref(),
             now,
+            clustered: d.manager.host_name().is_some(),
+            missing: &missing,
         })
         .into_string(),
     )
@@ -337,14 +346,14 @@ pub struct FleetSignals {
 
 /// What changed in the fleet since `sent`, as events (see
 /// [`views::fleet_update`]).
-fn fleet_update(
+async fn fleet_update(
     d: &Dashboard,
     params: &ViewParams,
     csrf: &str,
     sent: &mut Sent,
 ) -> Vec<DatastarEvent> {
-    match d.rows() {
-        Ok(rows) => views::fleet_update(&rows, params, csrf, sent, Utc::now())
+    match d.rows().await {
+        Ok((rows, _)) => views::fleet_update(&rows, params, csrf, sent, Utc::now())
             .into_iter()
             .map(patch_html)
             .collect(),
@@ -394,8 +403,13 @@ pub async fn fleet_stream(
         let _guard = PageGuard { d: d.clone(), key };
         let mut sent = Sent::default();
         let mut params = params_rx.borrow_and_update().clone();
+        // In a cluster, the other hosts' changes raise no event here: their
+        // rows are looked at again every so often.
+        let clustered = d.manager.host_name().is_some();
+        let mut remote_tick = tokio::time::interval(super::remote::REFRESH);
+        remote_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            for ev in fleet_update(&d, &params, &s.csrf, &mut sent) {
+            for ev in fleet_update(&d, &params, &s.csrf, &mut sent).await {
                 if tx.send(ev).await.is_err() {
                     return;
                 }
@@ -412,6 +426,7 @@ pub async fn fleet_stream(
                         break;
                     }
                     r = stats.changed() => { if r.is_err() { return; } break; }
+                    _ = remote_tick.tick(), if clustered => break,
                     r = events.recv() => match r {
                         Ok(Event::InstanceState { .. } | Event::InstanceRemoved { .. }) => break,
                         Ok(_) => continue,
@@ -632,6 +647,13 @@ pub async fn instance_page(
         return not_found(&name, &s.csrf);
     }
     let Some(summary) = d.summary(&name) else {
+        if let Some((host, dto)) = super::remote::instance_elsewhere(&d.manager, &name).await {
+            let (versions, _, _) = d.versions().await;
+            return Html(
+                views::remote_instance_page(&s.csrf, host.as_str(), &dto, &versions).into_string(),
+            )
+            .into_response();
+        }
         return not_found(&name, &s.csrf);
     };
     let Some(wiring) = d.wiring(&name).await else {
@@ -884,6 +906,39 @@ pub async fn instance_action(
     let Some(action) = InstanceAction::parse(&action) else {
         return (StatusCode::NOT_FOUND, "no such action").into_response();
     };
+    // In a cluster, an instance another host runs: the button goes there.
+    if matches!(
+        manager.get(&name),
+        Err(crate::manager::ManagerError::NotFound(_))
+    ) {
+        if let Ok(Some(host)) = manager.held_elsewhere(&name).await {
+            if action == InstanceAction::Delete && signals.confirm.trim() != name {
+                return result(
+                    &format!("Type the instance's name ({name}) in the box to confirm the delete."),
+                    false,
+                );
+            }
+            let upgrade_to = signals.upgrade.version.trim().to_string();
+            let working = action.working();
+            let deleting = action == InstanceAction::Delete;
+            let job = tokio::spawn(async move {
+                super::remote::act_elsewhere(&manager, &host, &name, action, &upgrade_to, &actor)
+                    .await
+            });
+            return stream(move |tx| async move {
+                let _ = tx.send(patch(views::action_result(working, true))).await;
+                let (text, ok) = match job.await {
+                    Ok(Ok(t)) => (t, true),
+                    Ok(Err(e)) => (e, false),
+                    Err(e) => (format!("the task failed: {e}"), false),
+                };
+                let _ = tx.send(patch(views::action_result(&text, ok))).await;
+                if deleting && ok {
+                    let _ = tx.send(go_home()).await;
+                }
+            });
+        }
+    }
     let job: tokio::task::JoinHandle<Result<String, String>> = match action {
         InstanceAction::Start | InstanceAction::Stop | InstanceAction::Restart => {
             tokio::spawn(async move {
@@ -968,16 +1023,17 @@ pub async fn instance_action(
         };
         let _ = tx.send(patch(views::action_result(&text, ok))).await;
         if deleting && ok {
-            let _ = tx
-                .send(
-                    MergeFragments::new(views::go_to("/ui/").into_string())
-                        .selector("body")
-                        .merge_mode(FragmentMergeMode::Append)
-                        .into_event(),
-                )
-                .await;
+            let _ = tx.send(go_home()).await;
         }
     })
+}
+
+/// Back to the fleet page (after a delete).
+fn go_home() -> DatastarEvent {
+    MergeFragments::new(views::go_to("/ui/").into_string())
+        .selector("body")
+        .merge_mode(FragmentMergeMode::Append)
+        .into_event()
 }
 
 // ----- the audit log -----------------------------------------------------------

@@ -11,6 +11,8 @@
 //! - [`stats`]: CPU, memory and uptime of running instances from `/proc`,
 //!   sampled only while someone is looking.
 //! - [`handlers`]: the axum handlers and streams.
+//! - `remote`: in a cluster, the other hosts' instances and the buttons
+//!   pressed on them, through those hosts' APIs.
 //!
 //! **Invariant:** every operation goes through the
 //! [`crate::manager::Manager`], like the API's, and is recorded in the
@@ -23,6 +25,7 @@ pub mod assets;
 pub mod auth;
 pub mod fleet;
 mod handlers;
+mod remote;
 pub mod stats;
 pub mod views;
 
@@ -55,6 +58,8 @@ pub struct Dashboard {
     pages: Arc<Mutex<PageRegistry>>,
     /// Set when the daemon shuts down: streams end.
     stop: watch::Receiver<bool>,
+    /// In a cluster: the other hosts' instances as last asked.
+    remote: remote::RemoteCache,
 }
 
 impl Dashboard {
@@ -70,6 +75,7 @@ impl Dashboard {
             stats,
             pages: Arc::default(),
             stop,
+            remote: Arc::default(),
         }
     }
 }

@@ -140,6 +140,11 @@ pub struct FleetPage<'a> {
     pub latest: Option<&'a str>,
     pub versions_error: Option<&'a str>,
     pub now: DateTime<Utc>,
+    /// In a cluster: the table has a host column, and the rows are every
+    /// host's.
+    pub clustered: bool,
+    /// The hosts whose instances could not be listed, with why.
+    pub missing: &'a [(String, String)],
 }
 
 /// The fleet page: counts, the create form, filter/sort and the table.
@@ -160,6 +165,9 @@ pub fn fleet_page(p: &FleetPage<'_>) -> Markup {
         html! {
             main #main data-signals=(signals.to_string()) data-on-load=(stream("/ui/fleet/stream")) {
                 h1 { "Fleet" }
+                @for (host, why) in p.missing {
+                    p.note.err.host-missing { "Host " strong { (host) } "'s instances are not shown: " (why) }
+                }
                 (counts(p.counts))
                 (create_form(p))
                 section aria-label="Instances" {
@@ -182,7 +190,9 @@ pub fn fleet_page(p: &FleetPage<'_>) -> Markup {
                         table #fleet.cards {
                             thead {
                                 tr {
-                                    th { "Name" } th { "Status" } th { "Version" } th.num { "Port" }
+                                    th { "Name" }
+                                    @if p.clustered { th { "Host" } }
+                                    th { "Status" } th { "Version" } th.num { "Port" }
                                     th { "URL" } th.num { "Uptime" } th.num { "Restarts" }
                                     th { "Last check" } th.num { "CPU" } th.num { "Memory" }
                                 }
@@ -313,6 +323,7 @@ pub fn fleet_row(r: &FleetRow, now: DateTime<Utc>) -> Markup {
     html! {
         tr id={"row-" (r.name)} data-status=(r.status.as_str()) {
             td data-label="Name" { a.instance-link href={"/ui/instances/" (r.name)} { (r.name) } }
+            @if let Some(host) = &r.host { td data-label="Host" { (host) } }
             td.status data-label="Status" title=[r.last_error.as_deref()] { (status_badge(r.status)) }
             td data-label="Version" { (r.version) }
             td.num data-label="Port" { (r.port) }
@@ -554,6 +565,87 @@ pub fn instance_page(p: &InstancePage<'_>) -> Markup {
                 section.panel aria-labelledby="audit-h" {
                     h2 #audit-h { "Audit log" }
                     (audit_table("instance-audit", p.audit, false))
+                }
+            }
+        },
+    )
+}
+
+/// The page of an instance another host of the cluster runs: what that
+/// host's API says of it, and the buttons, which act through that host.
+/// The log, health, backups, deploys and audit log are that host's to
+/// show.
+pub fn remote_instance_page(
+    csrf: &str,
+    host: &str,
+    i: &crate::api::dto::InstanceDto,
+    versions: &[String],
+) -> Markup {
+    let name = i.name.as_str();
+    let base = format!("/ui/instances/{name}");
+    let target = versions
+        .iter()
+        .find(|v| **v != i.version)
+        .or(versions.first())
+        .cloned()
+        .unwrap_or_default();
+    let signals = serde_json::json!({ "upgrade": {"version": target}, "confirm": "" });
+    layout(
+        name,
+        Some((Nav::Instance, csrf)),
+        html! {
+            main #main data-signals=(signals.to_string()) {
+                p { a href="/ui/" { "← Fleet" } }
+                section #instance-summary.panel {
+                    h1 { (name) " " span #instance-status data-status=(i.status.as_str()) { (status_badge(i.status)) } }
+                    dl.facts {
+                        dt { "Host" } dd #instance-host { (host) }
+                        dt { "Version" } dd #instance-version { (i.version) }
+                        dt { "Port" } dd { (i.port) }
+                        dt { "URLs" } dd {
+                            @for (n, u) in i.urls.iter().enumerate() {
+                                @if n > 0 { ", " }
+                                a href=(u) target="_blank" rel="noopener" { (u) }
+                            }
+                            @if i.urls.is_empty() { "—" }
+                        }
+                        dt { "Restarts" } dd { (i.restarts) }
+                        @if let Some(e) = &i.last_error { dt { "Last error" } dd.err { (e) } }
+                        dt { "Created" } dd { (i.created_at.format("%Y-%m-%d %H:%M UTC")) }
+                    }
+                    p.note {
+                        "It runs on host " strong { (host) } ": its log, health, backups, deploys and audit log are on that host's dashboard. "
+                        "The buttons below act through it. Reload the page to see its new state."
+                    }
+                }
+                section.panel aria-labelledby="actions-h" {
+                    h2 #actions-h { "Actions" }
+                    (lifecycle_actions(name, i.status, csrf))
+                    div.actions style="margin-top:.75rem" {
+                        div.field {
+                            label for="upgrade-version" { "Upgrade to" }
+                            select #upgrade-version data-bind="upgrade.version" {
+                                @for v in versions {
+                                    option value=(v) selected[*v == target] {
+                                        (v) @if *v == i.version { " (current)" }
+                                    }
+                                }
+                            }
+                        }
+                        button #action-upgrade type="button" data-indicator="_upgrading" data-attr-disabled="$_upgrading"
+                            data-on-click=(post(&format!("{base}/upgrade"), csrf)) { "Upgrade" }
+                        button #action-backup type="button" data-indicator="_backingup" data-attr-disabled="$_backingup"
+                            data-on-click=(post(&format!("{base}/backup"), csrf)) { "Back up now" }
+                    }
+                    div.actions style="margin-top:.75rem" {
+                        div.field {
+                            label for="delete-confirm" { "Type " strong { (name) } " to delete" }
+                            input #delete-confirm data-bind="confirm" autocomplete="off";
+                        }
+                        button #action-delete.danger type="button" data-indicator="_deleting" data-attr-disabled="$_deleting"
+                            data-on-click=(post(&format!("{base}/delete"), csrf)) { "Delete" }
+                    }
+                    (action_result("", true))
                 }
             }
         },
@@ -983,7 +1075,54 @@ mod tests {
                 cpu_percent: Some(1.4),
                 rss_bytes: 18_350_080,
             }),
+            host: None,
         }
+    }
+
+    #[test]
+    fn a_row_of_a_cluster_names_its_host_after_its_name() {
+        let mut row = shop();
+        row.host = Some("h2".into());
+        let html = fleet_row(&row, t("2026-11-22T10:00:05Z")).into_string();
+        let name = html.find(r#"data-label="Name""#).unwrap();
+        let host = html.find(r#"<td data-label="Host">h2</td>"#).expect(&html);
+        let status = html.find(r#"data-label="Status""#).unwrap();
+        assert!(name < host && host < status, "{html}");
+    }
+
+    #[test]
+    fn another_host_s_instance_page_names_its_host_and_acts_through_it() {
+        let dto: crate::api::dto::InstanceDto = serde_json::from_value(serde_json::json!({
+            "name": "shop", "version": "0.28.4", "port": 8091, "status": "stopped",
+            "desired": "stopped", "url": "http://127.0.0.1:8091", "restarts": 0,
+            "created_at": "2026-11-22T10:00:00Z", "updated_at": "2026-11-22T10:00:00Z",
+            "last_error": "<script>x</script>",
+            "dir": "/srv/shop", "binary": "/bin/pb", "created_by": "api", "domains": [],
+            "urls": ["http://shop.localhost:8080/"], "max_body_bytes": 1024, "host": "h2"
+        }))
+        .unwrap();
+        let versions = ["0.40.6".to_string(), "0.28.4".to_string()];
+        let html =
+            remote_instance_page("c".repeat(64).as_str(), "h2", &dto, &versions).into_string();
+        assert!(html.contains(r#"<dd id="instance-host">h2</dd>"#), "{html}");
+        assert!(
+            html.contains("&lt;script&gt;x&lt;/script&gt;"),
+            "escaped: {html}"
+        );
+        assert!(!html.contains("<script>x"), "{html}");
+        // Stopped: Start is offered, Stop is not; every button posts here.
+        assert!(html.contains(r#"id="action-start""#) && !html.contains(r#"id="action-stop""#));
+        for action in ["start", "upgrade", "backup", "delete"] {
+            assert!(
+                html.contains(&format!("/ui/instances/shop/{action}")),
+                "{action}"
+            );
+        }
+        // The upgrade offers the version it does not run.
+        assert!(
+            html.contains(r#"<option value="0.40.6" selected>"#),
+            "{html}"
+        );
     }
 
     #[test]

@@ -72,16 +72,34 @@ pub(super) struct Elsewhere {
 
 impl Elsewhere {
     /// The instance a request for `host` (normalized) names, and the proxy
-    /// of the other host that holds it.
+    /// of the other host that holds it: `NAME.BASE_DOMAIN`, or a domain of
+    /// its published desired state (its `--domain` or a custom domain).
     fn find(
         &self,
         me: &HostName,
         base_domain: &str,
         host: &str,
     ) -> Option<(InstanceName, SocketAddr)> {
-        let label = host.strip_suffix(base_domain)?.strip_suffix('.')?;
-        let name = InstanceName::parse(label).ok()?;
-        let holder = self.claims.read().ok()?.get(name.as_str())?.host.clone();
+        let claims = self.claims.read().ok()?;
+        let by_label = host
+            .strip_suffix(base_domain)
+            .and_then(|l| l.strip_suffix('.'))
+            .and_then(|l| InstanceName::parse(l).ok())
+            .and_then(|name| claims.get(name.as_str()).map(|c| (name, c.host.clone())));
+        // A domain is looked for only when no name is: one pass over the
+        // claims (microseconds at ten thousand), for a host that no local
+        // route holds either.
+        let (name, holder) = match by_label {
+            Some(found) => found,
+            None => claims.iter().find_map(|(name, c)| {
+                let domains = &c.desired.as_ref()?.domains;
+                if !domains.iter().any(|d| d == host) {
+                    return None;
+                }
+                Some((InstanceName::parse(name).ok()?, c.host.clone()))
+            })?,
+        };
+        drop(claims);
         if &holder == me {
             return None;
         }
@@ -557,6 +575,54 @@ mod tests {
             "x.blog.example.com",
             "blogexample.com",
             "example.com",
+        ] {
+            assert_eq!(e.find(&me, "example.com", host), None, "{host}");
+        }
+    }
+
+    #[test]
+    fn a_custom_domain_goes_to_the_host_whose_instance_answers_at_it() {
+        let e = Elsewhere::default();
+        let (me, b) = (HostName::parse("a").unwrap(), HostName::parse("b").unwrap());
+        let addr: SocketAddr = "10.0.0.2:8080".parse().unwrap();
+        let desired = |domains: &[&str]| Desired {
+            version: "0.28.4".into(),
+            port: None,
+            replica: None,
+            max_body_bytes: None,
+            memory_max: None,
+            cpu_quota: None,
+            idle_timeout_secs: None,
+            domains: domains.iter().map(|d| d.to_string()).collect(),
+        };
+        let claim = |h: &HostName, domains: &[&str]| Claim {
+            host: h.clone(),
+            since: chrono::Utc::now(),
+            desired: Some(desired(domains)),
+            from: None,
+        };
+        let mut claims = e.claims.write().unwrap();
+        claims.insert(
+            "shop".into(),
+            claim(&b, &["shop.example.org", "www.shop.test"]),
+        );
+        claims.insert("mine".into(), claim(&me, &["mine.example.org"]));
+        drop(claims);
+        e.proxies.write().unwrap().insert(b, addr);
+        let name = |n: &str| InstanceName::parse(n).unwrap();
+        for host in ["shop.example.org", "www.shop.test", "shop.example.com"] {
+            assert_eq!(
+                e.find(&me, "example.com", host),
+                Some((name("shop"), addr)),
+                "{host}"
+            );
+        }
+        // Ours, a domain nobody has, a part of one.
+        for host in [
+            "mine.example.org",
+            "example.org",
+            "shop.test",
+            "hop.example.org",
         ] {
             assert_eq!(e.find(&me, "example.com", host), None, "{host}");
         }

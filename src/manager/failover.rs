@@ -144,7 +144,7 @@ impl Manager {
         let mut kept = Vec::new();
         for name in gone {
             if let Ok(Some(rec)) = self.store.get_instance(&name) {
-                let desired = self.desired_of(&rec, None);
+                let desired = self.desired_of(&rec, None, None);
                 let published =
                     tokio::time::timeout(within, m.cluster.publish_desired(&name, &desired)).await;
                 if !matches!(published, Ok(Ok(_))) {
@@ -306,8 +306,33 @@ impl Manager {
         }
     }
 
-    pub(super) fn desired_of(&self, rec: &InstanceRecord, replica: Option<ReplicaSpec>) -> Desired {
+    /// What the cluster keeps of `rec`; `custom` is its custom domains
+    /// (`None`: looked up).
+    pub(super) fn desired_of(
+        &self,
+        rec: &InstanceRecord,
+        replica: Option<ReplicaSpec>,
+        custom: Option<&[String]>,
+    ) -> Desired {
+        let looked_up;
+        let custom = match custom {
+            Some(c) => c,
+            None => {
+                looked_up = self.store.domains(&rec.name).unwrap_or_default();
+                &looked_up
+            }
+        };
+        let mut domains: Vec<String> = rec
+            .domain
+            .iter()
+            .map(|d| d.to_string())
+            .chain(custom.iter().cloned())
+            .map(|d| d.to_ascii_lowercase())
+            .collect();
+        domains.sort();
+        domains.dedup();
         Desired {
+            domains,
             version: rec.version.to_string(),
             port: Some(rec.port),
             replica,
@@ -333,6 +358,7 @@ impl Manager {
             .into_iter()
             .map(|r| (r.instance.to_string(), r))
             .collect();
+        let custom = self.store.all_domains().unwrap_or_default();
         for rec in records {
             let name = rec.name.to_string();
             if lock(&m.moving).contains(&name) {
@@ -346,7 +372,8 @@ impl Manager {
                 target: r.target.to_text(),
                 generation: r.generation.clone(),
             });
-            let desired = self.desired_of(&rec, replica);
+            let theirs = custom.get(&name).map(Vec::as_slice).unwrap_or(&[]);
+            let desired = self.desired_of(&rec, replica, Some(theirs));
             if lock(&m.published).get(&name) == Some(&desired) {
                 continue;
             }

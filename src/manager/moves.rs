@@ -134,6 +134,7 @@ impl Manager {
                 target: replication.target.to_text(),
                 generation: replication.generation.clone(),
             }),
+            None,
         );
         let handed = async {
             m.cluster.publish_desired(&name, &desired).await?;

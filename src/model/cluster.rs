@@ -302,6 +302,11 @@ pub struct Desired {
     pub cpu_quota: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout_secs: Option<u64>,
+    /// The domains it answers at besides `NAME.BASE_DOMAIN` (its
+    /// `--domain` and its custom domains), lowercase and sorted: where
+    /// every other host's proxy sends a request for one of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<String>,
 }
 
 /// Where an instance's Litestream replica is: the target as the user named
