@@ -542,6 +542,29 @@ async fn a_move_and_a_drain_lose_no_acknowledged_write() {
     let (h, status, _) = placed(&all[1], "shop").await.unwrap();
     assert_eq!((h.as_str(), status.as_str()), (to.as_str(), "running"));
 
+    // A stopped instance moves stopped, and its custom domain moves with it.
+    let (code, added) = all[2]
+        .post(
+            "/api/v1/instances/shop/domains",
+            json!({"domain": "shop.example.test"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{added}");
+    let (code, stopped) = all[2].post("/api/v1/instances/shop/stop", json!({})).await;
+    assert_eq!(code, 200, "{stopped}");
+    let next = if to == "a" { "c" } else { "a" };
+    let moved = all[1].cli_json(&["move", "shop", "--to", next]);
+    assert_eq!(moved["to"], next, "{moved}");
+    let (h, status, _) = placed(&all[1], "shop").await.unwrap();
+    assert_eq!((h.as_str(), status.as_str()), (next, "stopped"));
+    let (code, domains) = all[1].get("/api/v1/instances/shop/domains").await;
+    assert_eq!(code, 200, "{domains}");
+    assert_eq!(
+        domains["domains"],
+        json!(["shop.example.test"]),
+        "{domains}"
+    );
+
     // An unreplicated instance does not move, and says why.
     let (code, _) = all[2]
         .post(

@@ -92,8 +92,7 @@ impl Elsewhere {
         let (name, holder) = match by_label {
             Some(found) => found,
             None => claims.iter().find_map(|(name, c)| {
-                let domains = &c.desired.as_ref()?.domains;
-                if !domains.iter().any(|d| d == host) {
+                if !c.desired.as_ref()?.answers_at(host) {
                     return None;
                 }
                 Some((InstanceName::parse(name).ok()?, c.host.clone()))
@@ -593,7 +592,9 @@ mod tests {
             memory_max: None,
             cpu_quota: None,
             idle_timeout_secs: None,
-            domains: domains.iter().map(|d| d.to_string()).collect(),
+            domain: domains.first().map(|d| d.to_string()),
+            domains: domains.iter().skip(1).map(|d| d.to_string()).collect(),
+            stopped: false,
         };
         let claim = |h: &HostName, domains: &[&str]| Claim {
             host: h.clone(),

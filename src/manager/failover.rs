@@ -28,7 +28,7 @@ use crate::model::cluster::{
     fence_after, successor, Claim, Desired, HostBeat, HostHealth, HostName, ReplicaSpec,
 };
 use crate::model::version::VersionRequest;
-use crate::model::{AuditAction, Destination, InstanceName};
+use crate::model::{AuditAction, DesiredState, Destination, InstanceName};
 use crate::store::{InstanceRecord, ReplicationRecord};
 
 /// How long after a failed failover this host tries that instance again.
@@ -322,17 +322,16 @@ impl Manager {
                 &looked_up
             }
         };
-        let mut domains: Vec<String> = rec
-            .domain
-            .iter()
-            .map(|d| d.to_string())
-            .chain(custom.iter().cloned())
-            .map(|d| d.to_ascii_lowercase())
-            .collect();
+        let mut domains: Vec<String> = custom.iter().map(|d| d.to_ascii_lowercase()).collect();
         domains.sort();
         domains.dedup();
         Desired {
+            domain: rec
+                .domain
+                .as_ref()
+                .map(|d| d.to_string().to_ascii_lowercase()),
             domains,
+            stopped: rec.desired == DesiredState::Stopped,
             version: rec.version.to_string(),
             port: Some(rec.port),
             replica,
@@ -595,6 +594,7 @@ impl Manager {
                 });
                 let req = CreateRequest {
                     port: port.map(u32::from),
+                    domain: desired.domain.clone(),
                     max_body_bytes: desired.max_body_bytes,
                     memory_max: desired.memory_max.clone(),
                     cpu_quota: desired.cpu_quota.clone(),
@@ -618,8 +618,18 @@ impl Manager {
         let _ = tokio::task::spawn_blocking(move || super::files::remove_dir_if_exists(&leftover))
             .await;
         made?;
+        // Its custom domains route here now; one that cannot (a domain this
+        // host's router refuses) is said, and the instance serves on.
+        for domain in &desired.domains {
+            if let Err(e) = self.add_domain(name, domain, &Actor::daemon()).await {
+                tracing::warn!(instance = %name, domain, error = %e, "failover: a custom domain does not route here");
+            }
+        }
         self.replicate(name, &replica.target, &Actor::daemon())
             .await?;
+        if desired.stopped {
+            self.stop(name, &Actor::daemon()).await?;
+        }
         Ok(())
     }
 }

@@ -128,7 +128,7 @@ impl Manager {
         // 3. Hand over: the desired state with the replica, the claim to the
         // target, the lease let go of.
         let fresh = self.get(&name)?;
-        let desired = self.desired_of(
+        let mut desired = self.desired_of(
             &fresh,
             Some(ReplicaSpec {
                 target: replication.target.to_text(),
@@ -136,6 +136,8 @@ impl Manager {
             }),
             None,
         );
+        // Stopped by the move itself: it runs there as it ran here.
+        desired.stopped = !was_running;
         let handed = async {
             m.cluster.publish_desired(&name, &desired).await?;
             m.cluster

@@ -302,11 +302,24 @@ pub struct Desired {
     pub cpu_quota: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout_secs: Option<u64>,
-    /// The domains it answers at besides `NAME.BASE_DOMAIN` (its
-    /// `--domain` and its custom domains), lowercase and sorted: where
-    /// every other host's proxy sends a request for one of them.
+    /// Its `--domain`, lowercase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// Its custom domains, lowercase and sorted. With `domain`: where every
+    /// other host's proxy sends a request for one of them, and what a
+    /// failover or a move routes to it again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub domains: Vec<String>,
+    /// Stopped on purpose: a failover or a move brings it back stopped.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped: bool,
+}
+
+impl Desired {
+    /// Whether it answers at `host` (lowercase) besides its name.
+    pub fn answers_at(&self, host: &str) -> bool {
+        self.domain.as_deref() == Some(host) || self.domains.iter().any(|d| d == host)
+    }
 }
 
 /// Where an instance's Litestream replica is: the target as the user named
