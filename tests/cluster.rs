@@ -215,6 +215,34 @@ async fn three_hosts_are_one_fleet_from_any_of_them() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 404);
+    // A log followed through another host: its tail, then what is
+    // written there as it comes (a restart's start line).
+    let resp = elsewhere
+        .http
+        .get(elsewhere.url("/api/v1/instances/alpha/logs?lines=20&follow=true"))
+        .bearer_auth(&elsewhere.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["x-pockestrator-host"],
+        alpha["host"].as_str().unwrap()
+    );
+    let mut followed = Box::pin(resp.bytes_stream());
+    let mut seen = String::new();
+    assert!(started_lines(&mut followed, &mut seen, 1).await, "{seen}");
+    let before = seen.matches("Server started").count();
+    let (code, restarted) = elsewhere
+        .post("/api/v1/instances/alpha/restart", json!({}))
+        .await;
+    assert_eq!(code, 200, "{restarted}");
+    assert!(
+        started_lines(&mut followed, &mut seen, before + 1).await,
+        "followed through another host: {seen}"
+    );
+    drop(followed);
+
     // A custom domain of a's instance, added through b, is reached through
     // every host's proxy once a publishes it with its desired state.
     let (code, added) = b
@@ -488,6 +516,28 @@ async fn three_hosts_are_one_fleet_from_any_of_them() {
         names_and_hosts(&list).contains(&("after".into(), "b".into())),
         "{list}"
     );
+}
+
+/// Read a followed log into `seen` until it holds `want` start lines of
+/// PocketBase; false if it ends, or 30 s pass, first.
+async fn started_lines(
+    followed: &mut (impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+    seen: &mut String,
+    want: usize,
+) -> bool {
+    use futures::StreamExt;
+    let read = async {
+        while seen.matches("Server started").count() < want {
+            match followed.next().await {
+                Some(Ok(chunk)) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+                _ => return false,
+            }
+        }
+        true
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .unwrap_or(false)
 }
 
 /// A request through `d`'s embedded proxy for `host`.

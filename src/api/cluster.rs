@@ -3,6 +3,9 @@
 //! answer given back as it came), and the side of this host that answers
 //! such requests through its own router.
 //!
+//! A followed log (`?follow=true`) comes back piece by piece as the other
+//! host writes it, for as long as the client listens.
+//!
 //! A request forwarded here carries [`ForwardedFrom`], which no client can
 //! set: it is answered from this host alone and never sent on again.
 
@@ -18,9 +21,10 @@ use tower::ServiceExt;
 use super::dto::{DrainDto, HostDto, HostList, LeftBehind, MovedTo};
 use super::error::ApiError;
 use super::AppState;
-use crate::cluster::{Answer, Forwarded, Handler};
+use crate::cluster::{Answer, Forwarded, Handler, Streamed};
 use crate::manager::Actor;
 use crate::model::cluster::HostName;
+use futures::StreamExt;
 
 /// Set on a request that another host forwarded here.
 #[derive(Debug, Clone)]
@@ -202,18 +206,38 @@ pub async fn forward_if_elsewhere(
         .query()
         .is_some_and(|q| q.split('&').any(|p| p == "follow=true" || p == "follow=1"));
     if follows {
-        return super::error_in_shape(
-            &path,
-            ApiError::new(
-                StatusCode::NOT_IMPLEMENTED,
-                "not_forwarded",
-                format!(
-                    "{name} runs on host {host}: following its log through another host is not supported; ask host {host}'s API (`pockestrator hosts` shows it)"
-                ),
-            ),
-        );
+        // A followed log never ends: its pieces come through as they are
+        // written there, until the client hangs up.
+        return match send_streamed(&state, &host, req).await {
+            Ok(resp) => resp,
+            Err(e) => super::error_in_shape(&path, e),
+        };
     }
     send_on_in_shape(&state, &host, req).await
+}
+
+async fn send_streamed(
+    state: &AppState,
+    host: &HostName,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let forwarded = forwarded_of(state, req).await?;
+    let answer = state.manager.forward_streamed(host, forwarded).await?;
+    let body = Body::from_stream(answer.body.map(Ok::<_, std::convert::Infallible>));
+    let mut resp = Response::new(body);
+    *resp.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    if let Some(t) = answer
+        .content_type
+        .and_then(|t| HeaderValue::from_str(&t).ok())
+    {
+        resp.headers_mut().insert(header::CONTENT_TYPE, t);
+    }
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Ok(h) = HeaderValue::from_str(host.as_str()) {
+        resp.headers_mut().insert(HOST_HEADER, h);
+    }
+    Ok(resp)
 }
 
 /// Ask every other host of the cluster for the same GET at once (`path`,
@@ -266,6 +290,12 @@ pub async fn send_on_in_shape(state: &AppState, host: &HostName, req: Request) -
 }
 
 async fn send(state: &AppState, host: &HostName, req: Request) -> Result<Answer, ApiError> {
+    let forwarded = forwarded_of(state, req).await?;
+    Ok(state.manager.forward(host, forwarded).await?)
+}
+
+/// `req` as it travels to another host.
+async fn forwarded_of(state: &AppState, req: Request) -> Result<Forwarded, ApiError> {
     let me = state
         .manager
         .host_name()
@@ -296,7 +326,7 @@ async fn send(state: &AppState, host: &HostName, req: Request) -> Result<Answer,
         actor,
         from: me,
     };
-    Ok(state.manager.forward(host, forwarded).await?)
+    Ok(forwarded)
 }
 
 fn answer_response(host: &HostName, answer: Answer) -> Response {
@@ -365,10 +395,13 @@ pub fn forwarded_handler(state: AppState) -> Handler {
                 builder = builder.header(header::CONTENT_TYPE, t);
             }
             let Ok(mut http) = builder.body(Body::from(req.body)) else {
-                return Answer {
+                return Streamed {
                     status: 400,
                     content_type: None,
-                    body: Bytes::from_static(b"malformed forwarded request"),
+                    body: futures::stream::once(async {
+                        Bytes::from_static(b"malformed forwarded request")
+                    })
+                    .boxed(),
                 };
             };
             http.extensions_mut()
@@ -384,10 +417,15 @@ pub fn forwarded_handler(state: AppState) -> Handler {
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
-            let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
-                .await
-                .unwrap_or_default();
-            Answer {
+            // Piece by piece as the router makes it: a followed log goes on
+            // for as long as the asking host listens.
+            let body = resp
+                .into_body()
+                .into_data_stream()
+                .take_while(|piece| std::future::ready(piece.is_ok()))
+                .filter_map(|piece| std::future::ready(piece.ok()))
+                .boxed();
+            Streamed {
                 status,
                 content_type,
                 body,

@@ -85,8 +85,27 @@ pub struct Answer {
     pub body: Bytes,
 }
 
+/// An answer whose body comes in pieces as it is made: what a forwarded
+/// request's handler gives (a followed log never ends), and what a
+/// streamed forward gives back.
+pub struct Streamed {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: futures::stream::BoxStream<'static, Bytes>,
+}
+
 /// What answers forwarded requests on this host (the API's router).
-pub type Handler = Arc<dyn Fn(Forwarded) -> BoxFuture<'static, Answer> + Send + Sync>;
+pub type Handler = Arc<dyn Fn(Forwarded) -> BoxFuture<'static, Streamed> + Send + Sync>;
+
+/// Asks for the answer as a stream of pieces, each taken (acknowledged)
+/// by the asking host before the next is sent.
+const H_STREAM: &str = "Pk-Stream";
+/// The last piece of a streamed answer.
+const H_END: &str = "Pk-End";
+/// How long a streamed piece waits for the asking host to take it, and the
+/// longest quiet time before an empty piece checks that it still listens:
+/// a host that went away (its client hung up) ends the stream here.
+const STREAM_PATIENCE: Duration = Duration::from_secs(15);
 
 const H_METHOD: &str = "Pk-Method";
 const H_PATH: &str = "Pk-Path";
@@ -608,6 +627,88 @@ impl Cluster {
             .map_err(|_| ClusterFailure::NoAnswer(host.clone()))?
     }
 
+    /// Send an API request to `host` and get its answer as it is made
+    /// (a followed log): the status within `within`, then the body's pieces
+    /// for as long as `host` sends them. Dropping the body tells `host` to
+    /// stop (its next piece finds nobody to take it).
+    pub async fn forward_streamed(
+        &self,
+        host: &HostName,
+        req: Forwarded,
+        within: Duration,
+    ) -> Result<Streamed, ClusterFailure> {
+        let mut headers = HeaderMap::new();
+        headers.insert(H_METHOD, req.method.as_str());
+        headers.insert(H_PATH, req.path_and_query.as_str());
+        headers.insert(H_ACTOR, req.actor.as_str());
+        headers.insert(H_FROM, req.from.as_str());
+        headers.insert(H_STREAM, "1");
+        if let Some(t) = &req.content_type {
+            headers.insert(H_TYPE, t.as_str());
+        }
+        let inbox = self.client.new_inbox();
+        let unreachable = |e: &dyn std::fmt::Display| ClusterFailure::Unreachable(e.to_string());
+        let mut replies = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| unreachable(&e))?;
+        self.client
+            .publish_with_reply_and_headers(
+                self.cfg.prefix.api_subject(host),
+                inbox,
+                headers,
+                req.body,
+            )
+            .await
+            .map_err(|e| unreachable(&e))?;
+        let first = tokio::time::timeout(within, replies.next())
+            .await
+            .map_err(|_| ClusterFailure::NoAnswer(host.clone()))?
+            .ok_or_else(|| ClusterFailure::NoAnswer(host.clone()))?;
+        if first.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+            return Err(ClusterFailure::NoAnswer(host.clone()));
+        }
+        let header = |m: &async_nats::Message, name: &str| {
+            m.headers
+                .as_ref()
+                .and_then(|h| h.get(name))
+                .map(|v| v.as_str().to_string())
+        };
+        let status = header(&first, H_STATUS)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(502);
+        let content_type = header(&first, H_TYPE);
+        let client = self.client.clone();
+        if let Some(ack) = first.reply {
+            client
+                .publish(ack, Bytes::new())
+                .await
+                .map_err(|e| unreachable(&e))?;
+        }
+        let body =
+            futures::stream::unfold((replies, client), move |(mut replies, client)| async move {
+                loop {
+                    let msg = replies.next().await?;
+                    if header(&msg, H_END).is_some() {
+                        return None;
+                    }
+                    if let Some(ack) = msg.reply.clone() {
+                        client.publish(ack, Bytes::new()).await.ok()?;
+                    }
+                    if !msg.payload.is_empty() {
+                        return Some((msg.payload, (replies, client)));
+                    }
+                }
+            })
+            .boxed();
+        Ok(Streamed {
+            status,
+            content_type,
+            body,
+        })
+    }
+
     /// Answer the requests forwarded to this host with `handler`, until
     /// `stop`. Each request runs in a task of its own.
     pub async fn serve_forwarded(
@@ -647,14 +748,90 @@ impl Cluster {
                 actor: header(H_ACTOR).unwrap_or_else(|| "unknown".into()),
                 from,
             };
+            let streamed = header(H_STREAM).is_some();
             let (handler, me) = (handler.clone(), self.clone());
             tokio::spawn(async move {
                 let answer = handler(req).await;
-                if let Err(e) = me.reply(reply, answer).await {
-                    tracing::warn!(error = %e, "cluster: cannot answer a forwarded request");
+                let sent = if streamed {
+                    me.reply_streamed(reply, answer).await
+                } else {
+                    let pieces: Vec<Bytes> = answer.body.collect().await;
+                    let answer = Answer {
+                        status: answer.status,
+                        content_type: answer.content_type,
+                        body: pieces.concat().into(),
+                    };
+                    me.reply(reply, answer).await
+                };
+                if let Err(e) = sent {
+                    tracing::warn!(error = %e, streamed, "cluster: cannot answer a forwarded request");
                 }
             });
         }
+    }
+
+    /// Answer a streamed request: the status, then each piece of the body
+    /// as it comes, each waiting until the asking host took it; an empty
+    /// piece after [`STREAM_PATIENCE`] of quiet. A piece nobody takes ends
+    /// the answer (and drops the body: a followed log stops).
+    async fn reply_streamed(
+        &self,
+        to: async_nats::Subject,
+        answer: Streamed,
+    ) -> Result<(), ClusterFailure> {
+        let size = self
+            .client
+            .server_info()
+            .max_payload
+            .saturating_sub(8 * 1024)
+            .max(1024);
+        let mut headers = HeaderMap::new();
+        headers.insert(H_STATUS, answer.status.to_string().as_str());
+        if let Some(t) = &answer.content_type {
+            headers.insert(H_TYPE, t.as_str());
+        }
+        self.piece(&to, headers, Bytes::new()).await?;
+        let mut body = answer.body;
+        loop {
+            match tokio::time::timeout(STREAM_PATIENCE, body.next()).await {
+                Ok(Some(chunk)) => {
+                    for at in (0..chunk.len()).step_by(size) {
+                        let part = chunk.slice(at..(at + size).min(chunk.len()));
+                        self.piece(&to, HeaderMap::new(), part).await?;
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => self.piece(&to, HeaderMap::new(), Bytes::new()).await?,
+            }
+        }
+        let mut end = HeaderMap::new();
+        end.insert(H_END, "1");
+        self.client
+            .publish_with_headers(to, end, Bytes::new())
+            .await
+            .map_err(|e| ClusterFailure::Unreachable(e.to_string()))?;
+        self.client
+            .flush()
+            .await
+            .map_err(|e| ClusterFailure::Unreachable(e.to_string()))
+    }
+
+    /// One piece of a streamed answer, sent once the asking host took it.
+    async fn piece(
+        &self,
+        to: &async_nats::Subject,
+        headers: HeaderMap,
+        payload: Bytes,
+    ) -> Result<(), ClusterFailure> {
+        let request = async_nats::Request::new()
+            .headers(headers)
+            .payload(payload)
+            .timeout(Some(STREAM_PATIENCE));
+        self.client
+            .send_request(to.clone(), request)
+            .await
+            .map(|_| ())
+            .map_err(|e| ClusterFailure::Unreachable(format!("the asking host took no more: {e}")))
     }
 
     async fn reply(&self, to: async_nats::Subject, answer: Answer) -> Result<(), ClusterFailure> {

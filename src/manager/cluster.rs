@@ -211,6 +211,18 @@ impl Manager {
         Ok(self.cluster()?.forward(host, req, within).await?)
     }
 
+    /// Send an API request to another host and get its answer as it is
+    /// made (a followed log): its status within
+    /// [`crate::cluster::FORWARD_TIMEOUT`], then its body as it comes.
+    pub async fn forward_streamed(
+        &self,
+        host: &HostName,
+        req: Forwarded,
+    ) -> Result<crate::cluster::Streamed> {
+        let within = crate::cluster::FORWARD_TIMEOUT;
+        Ok(self.cluster()?.forward_streamed(host, req, within).await?)
+    }
+
     /// Ask another host for its part of a list (up to
     /// [`crate::cluster::ASK_TIMEOUT`]).
     pub async fn ask(&self, host: &HostName, req: Forwarded) -> Result<Answer> {
