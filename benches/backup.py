@@ -683,8 +683,7 @@ def report(args, results: list[SizeResult], binary: Path):
         "longest time one write waited: the write stall. Restore: the load stopped; until",
         "the CLI answered (PocketBase healthy again); downtime = longest run of failed",
         "/api/health probes. MB = 10^6 bytes.",
-        "Not measured yet: Litestream RPO over 10 kills and the replication overhead per",
-        "instance (pockestrator has no Litestream replication yet).",
+        "Litestream's RPO over kills and its overhead per instance: scripts/bench-replication.",
     ]
     for r in results:
         if r.notes or r.errors:

@@ -268,20 +268,12 @@ pub fn snapshot_database(src: &Path, dst: &Path) -> Result<(), StoreError> {
     // commits would wait behind.
     to.pragma_update(None, "journal_mode", "OFF")?;
     to.pragma_update(None, "synchronous", "OFF")?;
-    // The one step below writes the whole copy; flushing it to disk as it
-    // grows (from another thread) keeps the kernel from holding a
-    // database's worth of dirty pages that the instance's own next fsync
-    // would have to wait for.
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flusher = std::fs::File::open(dst).ok().map(|file| {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                std::thread::sleep(std::time::Duration::from_millis(50));
-                let _ = file.sync_data();
-            }
-        })
-    });
+    // Nor is it flushed as it grows: it is deleted once the archive holds
+    // it, so pages that never reach the disk cost the disk nothing. Written
+    // out, a copy of a large database filled the device's queue that the
+    // instance's own writes then waited in (and its delete discarded as
+    // many blocks while every journal commit waited): over half a second
+    // of write stall at 1 GB.
     let copied = (|| -> Result<(), StoreError> {
         let backup = rusqlite::backup::Backup::new(&from, &mut to)?;
         // -1: every page in one step, so one read snapshot of the source.
@@ -307,10 +299,6 @@ pub fn snapshot_database(src: &Path, dst: &Path) -> Result<(), StoreError> {
     // running skips its turn instead of waiting.
     if copied.is_ok() {
         checkpoint_passive(&from);
-    }
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    if let Some(flusher) = flusher {
-        let _ = flusher.join();
     }
     copied?;
     // The copy keeps the source's journal mode (WAL): make it one file
