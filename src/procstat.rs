@@ -341,6 +341,30 @@ pub fn clients_of(ports: &std::collections::HashSet<u16>) -> std::collections::H
     counts
 }
 
+/// Whether a `/proc/PID/cmdline` (arguments separated by NUL bytes) holds
+/// `arg` as one of the program's arguments.
+pub fn cmdline_has_arg(raw: &[u8], arg: &str) -> bool {
+    raw.split(|b| *b == 0).skip(1).any(|a| a == arg.as_bytes())
+}
+
+/// This user's processes whose command line holds `arg` as an argument:
+/// a PocketBase by its `--dir=…`, whether or not a pidfile names it (a
+/// process started just before the daemon died, with its pidfile not
+/// written yet).
+pub fn processes_with_arg(arg: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|raw| cmdline_has_arg(&raw, arg))
+        })
+        .collect()
+}
+
 /// Whether process `pid` holds the socket listening on TCP `port`:
 /// `None` when that cannot be told (no `/proc`, another user's process).
 /// A health answer on a port another program took is not the instance's.
@@ -806,6 +830,37 @@ pub fn load_average() -> Option<f64> {
 
 #[cfg(test)]
 mod host_tests {
+    #[test]
+    fn an_argument_is_found_whole_and_never_as_the_program() {
+        let raw = b"/bin/pocketbase\0serve\0--dir=/srv/i/one/pb_data\0--http=127.0.0.1:1\0";
+        assert!(super::cmdline_has_arg(raw, "--dir=/srv/i/one/pb_data"));
+        assert!(!super::cmdline_has_arg(raw, "--dir=/srv/i/one"));
+        assert!(!super::cmdline_has_arg(raw, "--dir=/srv/i/one/pb_data/x"));
+        assert!(!super::cmdline_has_arg(raw, "/bin/pocketbase"));
+        assert!(!super::cmdline_has_arg(b"", "serve"));
+    }
+
+    #[test]
+    fn a_process_is_found_by_one_of_its_arguments() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30.0271828")
+            .spawn()
+            .unwrap();
+        // Until it has run `exec`, the child still shows this command line.
+        let mut found = Vec::new();
+        for _ in 0..200 {
+            found = super::processes_with_arg("30.0271828");
+            if found.contains(&child.id()) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(found.contains(&child.id()), "{found:?}");
+        assert!(!super::processes_with_arg("30.027182").contains(&child.id()));
+    }
+
     #[test]
     fn meminfo_in_bytes() {
         let text = "MemTotal:       24546880 kB\nMemFree:  100 kB\nMemAvailable:   20000000 kB\n";

@@ -438,6 +438,36 @@ impl Manager {
         if let Err(e) = self.runtime.stop(&rec.name).await {
             tracing::warn!(error = %e, instance = %rec.name, "rollback: cannot stop the process");
         }
+        // A PocketBase the runtime does not know of (started just before the
+        // daemon died, its pidfile not written yet) would go on writing in
+        // the directory removed below, and make it again: it is killed
+        // first. Its data is the create's, which is being undone.
+        let data_arg = format!("--dir={}", self.spec(rec).data_dir().display());
+        let orphans = tokio::task::spawn_blocking(move || {
+            let found = crate::procstat::processes_with_arg(&data_arg);
+            for pid in &found {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(*pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            // Gone (or a zombie, which writes nothing) within a moment.
+            for _ in 0..100 {
+                let alive = found.iter().any(|pid| {
+                    crate::procstat::read_stat_line(*pid).is_some_and(|s| s.state != 'Z')
+                });
+                if !alive {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            found
+        })
+        .await
+        .unwrap_or_default();
+        if !orphans.is_empty() {
+            tracing::warn!(instance = %rec.name, pids = ?orphans, "rollback: killed a PocketBase no pidfile named");
+        }
         if let Err(e) = self.runtime.uninstall(&rec.name).await {
             tracing::warn!(error = %e, instance = %rec.name, "rollback: cannot remove what the runtime kept");
         }

@@ -65,10 +65,11 @@ impl Manager {
     /// A start that failed, with the last lines of the instance's log.
     async fn start_failed(&self, spec: &LaunchSpec, reason: &str) -> ManagerError {
         let log = spec.log_file();
-        let log_tail = tokio::task::spawn_blocking(move || tail_lines(&log, 5))
+        let log_tail = tokio::task::spawn_blocking(move || tail_lines(&log, 60))
             .await
             .ok()
             .and_then(Result::ok)
+            .map(|lines| super::logs::telling_lines(lines, 5))
             .unwrap_or_default();
         ManagerError::StartFailed {
             name: spec.name.to_string(),

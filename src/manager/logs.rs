@@ -238,9 +238,44 @@ fn tail_lines_upto(path: &Path, n: usize, upto: Option<u64>) -> std::io::Result<
     }
 }
 
+/// The last `n` lines of a log that tell why a start failed: PocketBase's
+/// own, when there are any among `lines`; the supervisor's notes (its
+/// restarts of a crash loop) crowd them out of a plain tail otherwise.
+pub fn telling_lines(lines: Vec<String>, n: usize) -> Vec<String> {
+    let note = crate::runtime::embedded::logfile::NOTE_PREFIX;
+    let own: Vec<String> = lines
+        .iter()
+        .filter(|l| !l.starts_with(note))
+        .cloned()
+        .collect();
+    let pick = if own.is_empty() { lines } else { own };
+    let skip = pick.len().saturating_sub(n);
+    pick.into_iter().skip(skip).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_start_tells_pocketbase_s_own_lines_before_the_supervisor_s() {
+        let note = |m: &str| format!("--- pockestrator 2026-12-02T10:00:00.000Z: {m} ---");
+        let lines: Vec<String> = vec![
+            "Error: failed to apply migration: no such table: missing_table".into(),
+            note("restarted: pid 2 (restart 1)"),
+            note("pid 2 exited unexpectedly (exit code 0)"),
+            note("restarted: pid 3 (restart 2)"),
+            note("crashed 5 times within 60s: not restarting until the next start"),
+        ];
+        assert_eq!(
+            telling_lines(lines.clone(), 5),
+            ["Error: failed to apply migration: no such table: missing_table"]
+        );
+        // Only the supervisor's: its last lines.
+        let notes: Vec<String> = lines[1..].to_vec();
+        assert_eq!(telling_lines(notes.clone(), 2), notes[2..]);
+        assert!(telling_lines(Vec::new(), 5).is_empty());
+    }
 
     #[test]
     fn a_tail_up_to_an_offset_leaves_what_follows_to_the_follower() {

@@ -16,11 +16,14 @@ pub fn open_for_append(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
+/// How a line of the supervisor's own (see [`note`]) begins.
+pub const NOTE_PREFIX: &str = "--- pockestrator ";
+
 /// Append a line of the supervisor's own to the log, so the log tells when
 /// a process was started, restarted, adopted or stopped.
 pub fn note(path: &Path, message: &str) {
     let line = format!(
-        "--- pockestrator {}: {message} ---\n",
+        "{NOTE_PREFIX}{}: {message} ---\n",
         chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ")
     );
     let written = open_for_append(path).and_then(|mut f| f.write_all(line.as_bytes()));
