@@ -27,15 +27,23 @@ pub(crate) fn http() -> reqwest::Client {
 /// Send a request to an instance, again while its port refuses
 /// connections: PocketBase executes itself anew when a file in `pb_hooks/`
 /// changes, and its port is closed for that moment (longer on a busy
-/// machine).
+/// machine). A GET that the old process closed unanswered is sent again
+/// too (it changed nothing).
 pub(crate) async fn send(request: reqwest::RequestBuilder) -> reqwest::Response {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let idempotent = request
+        .try_clone()
+        .and_then(|r| r.build().ok())
+        .is_some_and(|r| r.method() == reqwest::Method::GET);
     loop {
         let attempt = request
             .try_clone()
             .expect("a request with a body in memory");
         match attempt.send().await {
-            Err(e) if e.is_connect() && std::time::Instant::now() < deadline => {
+            Err(e)
+                if (e.is_connect() || (idempotent && e.is_request() && !e.is_timeout()))
+                    && std::time::Instant::now() < deadline =>
+            {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
             other => return other.unwrap(),

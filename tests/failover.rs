@@ -555,8 +555,16 @@ async fn a_move_and_a_drain_lose_no_acknowledged_write() {
     let next = if to == "a" { "c" } else { "a" };
     let moved = all[1].cli_json(&["move", "shop", "--to", next]);
     assert_eq!(moved["to"], next, "{moved}");
-    let (h, status, _) = placed(&all[1], "shop").await.unwrap();
-    assert_eq!((h.as_str(), status.as_str()), (next, "stopped"));
+    // It runs there for a moment, to come up and replicate, then stops.
+    wait_until(
+        Duration::from_secs(30),
+        "shop stopped where it moved",
+        || async {
+            let (h, status, _) = placed(&all[1], "shop").await?;
+            (h == next && status == "stopped").then_some(())
+        },
+    )
+    .await;
     let (code, domains) = all[1].get("/api/v1/instances/shop/domains").await;
     assert_eq!(code, 200, "{domains}");
     assert_eq!(
