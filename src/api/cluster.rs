@@ -240,35 +240,19 @@ async fn send_streamed(
     Ok(resp)
 }
 
-/// Ask every other host of the cluster for the same GET at once (`path`,
-/// this host's part of a list being made meanwhile): each host's answer
-/// as JSON, or why it has none (lost, no answer in time, a failure).
-/// Outside a cluster, or for a request another host sent here, nobody.
-pub async fn ask_others(
+/// [`crate::manager::Manager::ask_others`] for a list this host makes
+/// meanwhile (owned, to run in a task of its own). A request another host
+/// sent here asks nobody: that host asks the others itself.
+pub async fn ask_others<T: serde::de::DeserializeOwned>(
     state: AppState,
     actor: Actor,
     path: String,
     forwarded: bool,
-) -> Result<Vec<(HostName, Result<serde_json::Value, String>)>, ApiError> {
+) -> Result<Vec<(HostName, Result<T, String>)>, ApiError> {
     if forwarded {
         return Ok(Vec::new());
     }
-    let others = state.manager.other_hosts().await?;
-    let asked = others.into_iter().map(|(host, health, seen)| {
-        let (state, actor, path) = (state.clone(), actor.clone(), path.clone());
-        async move {
-            if health == crate::model::cluster::HostHealth::Lost {
-                let why = format!(
-                    "lost: no heartbeat since {}, so its instances are not listed",
-                    seen.format("%Y-%m-%d %H:%M:%S UTC")
-                );
-                return (host, Err(why));
-            }
-            let answer = ask(&state, &host, &path, &actor).await;
-            (host, answer)
-        }
-    });
-    Ok(futures::future::join_all(asked).await)
+    Ok(state.manager.ask_others(&path, &actor.0).await?)
 }
 
 /// Send `req` to `host` and answer with what it answered.
@@ -342,42 +326,6 @@ fn answer_response(host: &HostName, answer: Answer) -> Response {
         resp.headers_mut().insert(HOST_HEADER, h);
     }
     resp
-}
-
-/// Ask `host` the same GET this host was asked (a list), as JSON.
-pub async fn ask(
-    state: &AppState,
-    host: &HostName,
-    path_and_query: &str,
-    actor: &Actor,
-) -> Result<serde_json::Value, String> {
-    let Some(me) = state.manager.host_name().cloned() else {
-        return Err("not in a cluster".into());
-    };
-    let answer = state
-        .manager
-        .ask(
-            host,
-            Forwarded {
-                method: "GET".into(),
-                path_and_query: path_and_query.into(),
-                content_type: None,
-                body: Bytes::new(),
-                actor: actor.0.clone(),
-                from: me,
-            },
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    if answer.status != 200 {
-        return Err(format!(
-            "answered {}: {}",
-            answer.status,
-            String::from_utf8_lossy(&answer.body[..answer.body.len().min(300)])
-        ));
-    }
-    serde_json::from_slice(&answer.body)
-        .map_err(|e| format!("answered JSON that does not parse: {e}"))
 }
 
 /// What answers requests forwarded to this host: its own API router, as if

@@ -281,7 +281,7 @@ pub async fn pb_instances(
     // In a cluster, every host's users, asked of them while this host
     // lists its own. The seed's shape has no room for a host that does not
     // answer: its users are left out, and the log says so.
-    let asked = tokio::spawn(super::cluster::ask_others(
+    let asked = tokio::spawn(super::cluster::ask_others::<InstancesResponse>(
         state.clone(),
         actor,
         "/api/pb_instances".into(),
@@ -306,9 +306,7 @@ pub async fn pb_instances(
         })
         .collect();
     for (host, answer) in others_answers(asked).await? {
-        match answer
-            .and_then(|v| serde_json::from_value::<InstancesResponse>(v).map_err(|e| e.to_string()))
-        {
+        match answer {
             Ok(theirs) => instances.extend(theirs.instances),
             Err(error) => unanswered(&host, "/api/pb_instances", &error),
         }
@@ -321,13 +319,11 @@ pub async fn pb_instances(
     })
 }
 
-type Asked = tokio::task::JoinHandle<
-    Result<Vec<(HostName, Result<serde_json::Value, String>)>, super::error::ApiError>,
->;
+type Answers<T> = Vec<(HostName, Result<T, String>)>;
 
-async fn others_answers(
-    asked: Asked,
-) -> Result<Vec<(HostName, Result<serde_json::Value, String>)>, Failure> {
+async fn others_answers<T>(
+    asked: tokio::task::JoinHandle<Result<Answers<T>, super::error::ApiError>>,
+) -> Result<Answers<T>, Failure> {
     asked
         .await
         .map_err(|e| failure(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?
@@ -345,7 +341,7 @@ pub async fn health(
     Extension(actor): Extension<Actor>,
     from: Option<Extension<super::cluster::ForwardedFrom>>,
 ) -> Answer<HealthResponse> {
-    let asked = tokio::spawn(super::cluster::ask_others(
+    let asked = tokio::spawn(super::cluster::ask_others::<HealthResponse>(
         state.clone(),
         actor,
         "/health/pb".into(),
@@ -358,9 +354,7 @@ pub async fn health(
         .filter(|r| r.status == Status::Running)
         .count();
     for (host, answer) in others_answers(asked).await? {
-        match answer
-            .and_then(|v| serde_json::from_value::<HealthResponse>(v).map_err(|e| e.to_string()))
-        {
+        match answer {
             Ok(theirs) => {
                 total_instances += theirs.total_instances;
                 running_instances += theirs.running_instances;

@@ -171,7 +171,7 @@ pub async fn list_instances(
 ) -> ApiResult<super::SizedJson<InstanceList>> {
     // In a cluster, the other hosts are asked at the same time as this one
     // lists its own; one that does not answer, or is lost, is named.
-    let asked = tokio::spawn(super::cluster::ask_others(
+    let asked = tokio::spawn(super::cluster::ask_others::<InstanceList>(
         state.clone(),
         actor,
         "/api/v1/instances".into(),
@@ -191,10 +191,7 @@ pub async fn list_instances(
     };
     let others = asked.len();
     for (host, answer) in asked {
-        match answer.and_then(|v| {
-            serde_json::from_value::<InstanceList>(v)
-                .map_err(|e| format!("answered a list that does not parse: {e}"))
-        }) {
+        match answer {
             Ok(theirs) => list.instances.extend(theirs.instances),
             Err(error) => list.unreachable_hosts.push(UnreachableHost {
                 instances: held(&host),

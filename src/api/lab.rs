@@ -224,7 +224,7 @@ async fn list(
     // In a cluster, every host's apps, asked of them while this host lists
     // its own. Seed 003's shape has no room for a host that does not
     // answer: its apps are left out, and the log says so.
-    let asked = tokio::spawn(super::cluster::ask_others(
+    let asked = tokio::spawn(super::cluster::ask_others::<AppRegistry>(
         state.clone(),
         actor,
         "/api/apps".into(),
@@ -250,9 +250,7 @@ async fn list(
         Err(e) => return plain(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
     for (host, answer) in asked {
-        match answer
-            .and_then(|v| serde_json::from_value::<AppRegistry>(v).map_err(|e| e.to_string()))
-        {
+        match answer {
             Ok(theirs) => apps.extend(theirs.apps),
             Err(error) => {
                 tracing::warn!(%host, error, "a host's apps are left out of the list");

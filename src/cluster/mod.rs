@@ -553,41 +553,7 @@ impl Cluster {
         req: Forwarded,
         within: Duration,
     ) -> Result<Answer, ClusterFailure> {
-        let limit = self
-            .client
-            .server_info()
-            .max_payload
-            .saturating_sub(8 * 1024);
-        if req.body.len() > limit {
-            return Err(ClusterFailure::TooLarge(format!(
-                "the request body ({} bytes) is larger than what NATS carries in one message ({limit} bytes): send it to host {host} directly",
-                req.body.len()
-            )));
-        }
-        let mut headers = HeaderMap::new();
-        headers.insert(H_METHOD, req.method.as_str());
-        headers.insert(H_PATH, req.path_and_query.as_str());
-        headers.insert(H_ACTOR, req.actor.as_str());
-        headers.insert(H_FROM, req.from.as_str());
-        if let Some(t) = &req.content_type {
-            headers.insert(H_TYPE, t.as_str());
-        }
-        let inbox = self.client.new_inbox();
-        let unreachable = |e: &dyn std::fmt::Display| ClusterFailure::Unreachable(e.to_string());
-        let mut replies = self
-            .client
-            .subscribe(inbox.clone())
-            .await
-            .map_err(|e| unreachable(&e))?;
-        self.client
-            .publish_with_reply_and_headers(
-                self.cfg.prefix.api_subject(host),
-                inbox,
-                headers,
-                req.body,
-            )
-            .await
-            .map_err(|e| unreachable(&e))?;
+        let mut replies = self.send_request(host, req, false).await?;
         let collect = async {
             let mut body = Vec::new();
             let (mut status, mut content_type, mut parts) = (0u16, None, 1usize);
@@ -627,28 +593,36 @@ impl Cluster {
             .map_err(|_| ClusterFailure::NoAnswer(host.clone()))?
     }
 
-    /// Send an API request to `host` and get its answer as it is made
-    /// (a followed log): the status within `within`, then the body's pieces
-    /// for as long as `host` sends them. Dropping the body tells `host` to
-    /// stop (its next piece finds nobody to take it).
-    pub async fn forward_streamed(
+    /// Publish `req` to `host`'s API subject, its answers to come to the
+    /// inbox returned (subscribed before the request goes); `streamed`
+    /// asks for the answer piece by piece.
+    async fn send_request(
         &self,
         host: &HostName,
         req: Forwarded,
-        within: Duration,
-    ) -> Result<Streamed, ClusterFailure> {
+        streamed: bool,
+    ) -> Result<async_nats::Subscriber, ClusterFailure> {
+        let limit = self.piece_size();
+        if req.body.len() > limit {
+            return Err(ClusterFailure::TooLarge(format!(
+                "the request body ({} bytes) is larger than what NATS carries in one message ({limit} bytes): send it to host {host} directly",
+                req.body.len()
+            )));
+        }
         let mut headers = HeaderMap::new();
         headers.insert(H_METHOD, req.method.as_str());
         headers.insert(H_PATH, req.path_and_query.as_str());
         headers.insert(H_ACTOR, req.actor.as_str());
         headers.insert(H_FROM, req.from.as_str());
-        headers.insert(H_STREAM, "1");
+        if streamed {
+            headers.insert(H_STREAM, "1");
+        }
         if let Some(t) = &req.content_type {
             headers.insert(H_TYPE, t.as_str());
         }
         let inbox = self.client.new_inbox();
         let unreachable = |e: &dyn std::fmt::Display| ClusterFailure::Unreachable(e.to_string());
-        let mut replies = self
+        let replies = self
             .client
             .subscribe(inbox.clone())
             .await
@@ -662,6 +636,30 @@ impl Cluster {
             )
             .await
             .map_err(|e| unreachable(&e))?;
+        Ok(replies)
+    }
+
+    /// The most one message carries here, with room for its headers.
+    fn piece_size(&self) -> usize {
+        self.client
+            .server_info()
+            .max_payload
+            .saturating_sub(8 * 1024)
+            .max(1024)
+    }
+
+    /// Send an API request to `host` and get its answer as it is made
+    /// (a followed log): the status within `within`, then the body's pieces
+    /// for as long as `host` sends them. Dropping the body tells `host` to
+    /// stop (its next piece finds nobody to take it).
+    pub async fn forward_streamed(
+        &self,
+        host: &HostName,
+        req: Forwarded,
+        within: Duration,
+    ) -> Result<Streamed, ClusterFailure> {
+        let unreachable = |e: &dyn std::fmt::Display| ClusterFailure::Unreachable(e.to_string());
+        let mut replies = self.send_request(host, req, true).await?;
         let first = tokio::time::timeout(within, replies.next())
             .await
             .map_err(|_| ClusterFailure::NoAnswer(host.clone()))?
@@ -779,12 +777,7 @@ impl Cluster {
         to: async_nats::Subject,
         answer: Streamed,
     ) -> Result<(), ClusterFailure> {
-        let size = self
-            .client
-            .server_info()
-            .max_payload
-            .saturating_sub(8 * 1024)
-            .max(1024);
+        let size = self.piece_size();
         let mut headers = HeaderMap::new();
         headers.insert(H_STATUS, answer.status.to_string().as_str());
         if let Some(t) = &answer.content_type {
@@ -835,12 +828,7 @@ impl Cluster {
     }
 
     async fn reply(&self, to: async_nats::Subject, answer: Answer) -> Result<(), ClusterFailure> {
-        let size = self
-            .client
-            .server_info()
-            .max_payload
-            .saturating_sub(8 * 1024)
-            .max(1024);
+        let size = self.piece_size();
         let chunks: Vec<Bytes> = if answer.body.is_empty() {
             vec![Bytes::new()]
         } else {

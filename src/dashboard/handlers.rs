@@ -906,41 +906,31 @@ pub async fn instance_action(
     let Some(action) = InstanceAction::parse(&action) else {
         return (StatusCode::NOT_FOUND, "no such action").into_response();
     };
+    let deleting = action == InstanceAction::Delete;
+    if deleting && signals.confirm.trim() != name {
+        return result(
+            &format!("Type the instance's name ({name}) in the box to confirm the delete."),
+            false,
+        );
+    }
     // In a cluster, an instance another host runs: the button goes there.
-    if matches!(
-        manager.get(&name),
-        Err(crate::manager::ManagerError::NotFound(_))
-    ) {
-        if let Ok(Some(host)) = manager.held_elsewhere(&name).await {
-            if action == InstanceAction::Delete && signals.confirm.trim() != name {
-                return result(
-                    &format!("Type the instance's name ({name}) in the box to confirm the delete."),
-                    false,
-                );
-            }
+    let elsewhere = match manager.get(&name) {
+        Err(crate::manager::ManagerError::NotFound(_)) => {
+            manager.held_elsewhere(&name).await.ok().flatten()
+        }
+        _ => None,
+    };
+    // This host's downloads are not the other host's.
+    let shows_downloads = elsewhere.is_none();
+    let job: tokio::task::JoinHandle<Result<String, String>> = match (elsewhere, action) {
+        (Some(host), _) => {
             let upgrade_to = signals.upgrade.version.trim().to_string();
-            let working = action.working();
-            let deleting = action == InstanceAction::Delete;
-            let job = tokio::spawn(async move {
+            tokio::spawn(async move {
                 super::remote::act_elsewhere(&manager, &host, &name, action, &upgrade_to, &actor)
                     .await
-            });
-            return stream(move |tx| async move {
-                let _ = tx.send(patch(views::action_result(working, true))).await;
-                let (text, ok) = match job.await {
-                    Ok(Ok(t)) => (t, true),
-                    Ok(Err(e)) => (e, false),
-                    Err(e) => (format!("the task failed: {e}"), false),
-                };
-                let _ = tx.send(patch(views::action_result(&text, ok))).await;
-                if deleting && ok {
-                    let _ = tx.send(go_home()).await;
-                }
-            });
+            })
         }
-    }
-    let job: tokio::task::JoinHandle<Result<String, String>> = match action {
-        InstanceAction::Start | InstanceAction::Stop | InstanceAction::Restart => {
+        (None, InstanceAction::Start | InstanceAction::Stop | InstanceAction::Restart) => {
             tokio::spawn(async move {
                 let result = match action {
                     InstanceAction::Start => manager.start(&name, &actor).await,
@@ -952,7 +942,7 @@ pub async fn instance_action(
                     .map_err(|e| e.to_string())
             })
         }
-        InstanceAction::Upgrade => {
+        (None, InstanceAction::Upgrade) => {
             let to = match VersionRequest::parse(signals.upgrade.version.trim()) {
                 Ok(v) => v,
                 Err(e) => return result(&e.to_string(), false),
@@ -965,33 +955,24 @@ pub async fn instance_action(
                     .map_err(|e| e.to_string())
             })
         }
-        InstanceAction::Backup => tokio::spawn(async move {
+        (None, InstanceAction::Backup) => tokio::spawn(async move {
             manager
                 .backup_create(&name, None, &actor)
                 .await
                 .map(|b| format!("{name} backed up as {} ({} bytes).", b.id, b.size))
                 .map_err(|e| e.to_string())
         }),
-        InstanceAction::Delete => {
-            if signals.confirm.trim() != name {
-                return result(
-                    &format!("Type the instance's name ({name}) in the box to confirm the delete."),
-                    false,
-                );
+        (None, InstanceAction::Delete) => tokio::spawn(async move {
+            match manager.delete(&name, false, &actor).await {
+                Ok(Some(archive)) => Ok(format!(
+                    "{name} deleted; its data is archived at {}.",
+                    archive.display()
+                )),
+                Ok(None) => Ok(format!("{name} deleted.")),
+                Err(e) => Err(e.to_string()),
             }
-            tokio::spawn(async move {
-                match manager.delete(&name, false, &actor).await {
-                    Ok(Some(archive)) => Ok(format!(
-                        "{name} deleted; its data is archived at {}.",
-                        archive.display()
-                    )),
-                    Ok(None) => Ok(format!("{name} deleted.")),
-                    Err(e) => Err(e.to_string()),
-                }
-            })
-        }
+        }),
     };
-    let deleting = action == InstanceAction::Delete;
     let mut events = d.manager.events().subscribe();
     let working = action.working();
     stream(move |tx| async move {
@@ -1002,7 +983,7 @@ pub async fn instance_action(
                 done = &mut job => break done,
                 ev = events.recv() => {
                     if let Ok(Event::Download { progress }) = ev {
-                        if !progress.done {
+                        if shows_downloads && !progress.done {
                             let text = match progress.total {
                                 Some(t) if t > 0 => format!("Downloading PocketBase {}: {}%", progress.version, progress.downloaded * 100 / t),
                                 _ => format!("Downloading PocketBase {}…", progress.version),

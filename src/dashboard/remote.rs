@@ -12,9 +12,9 @@ use bytes::Bytes;
 use super::actions::InstanceAction;
 use super::fleet::FleetRow;
 use crate::api::dto::{InstanceDto, InstanceList};
-use crate::cluster::{Answer, Forwarded};
+use crate::cluster::Forwarded;
 use crate::manager::{Actor, Manager};
-use crate::model::cluster::{HostHealth, HostName};
+use crate::model::cluster::HostName;
 
 /// How long the other hosts' rows are reused before they are asked again;
 /// also how often an open fleet page looks for their changes.
@@ -31,59 +31,33 @@ pub struct RemoteRows {
 
 pub type RemoteCache = Arc<tokio::sync::Mutex<RemoteRows>>;
 
-fn get(me: &HostName, path: String) -> Forwarded {
-    Forwarded {
-        method: "GET".into(),
-        path_and_query: path,
-        content_type: None,
-        body: Bytes::new(),
-        actor: "dashboard".into(),
-        from: me.clone(),
-    }
-}
-
 /// Every other host's instances as fleet rows (none outside a cluster),
 /// and the hosts that could not be listed, with why.
 pub async fn other_hosts_rows(
     manager: &Manager,
     cache: &RemoteCache,
 ) -> (Vec<FleetRow>, Vec<(String, String)>) {
-    let Some(me) = manager.host_name().cloned() else {
+    if manager.host_name().is_none() {
         return (Vec::new(), Vec::new());
-    };
+    }
     let mut held = cache.lock().await;
     if held.at.is_some_and(|t| t.elapsed() < REFRESH) {
         return (held.rows.clone(), held.missing.clone());
     }
-    let others = match manager.other_hosts().await {
-        Ok(o) => o,
+    let asked = match manager
+        .ask_others::<InstanceList>("/api/v1/instances", "dashboard")
+        .await
+    {
+        Ok(asked) => asked,
         Err(e) => {
             tracing::warn!(error = %e, "dashboard: cannot list the cluster's hosts");
             let why = format!("the cluster's hosts cannot be listed: {e}");
             return (held.rows.clone(), vec![("*".into(), why)]);
         }
     };
-    let mut missing = Vec::new();
-    let mut asked = Vec::new();
-    for (host, health, seen) in others {
-        if health == HostHealth::Lost {
-            let when = seen.format("%Y-%m-%d %H:%M:%S UTC");
-            missing.push((host.to_string(), format!("lost: no heartbeat since {when}")));
-        } else {
-            asked.push(async {
-                let answer = manager
-                    .ask(&host, get(&me, "/api/v1/instances".into()))
-                    .await;
-                (host, answer)
-            });
-        }
-    }
-    let mut rows = Vec::new();
-    for (host, answer) in futures::future::join_all(asked).await {
-        match answer
-            .map_err(|e| e.to_string())
-            .and_then(json::<InstanceList>)
-        {
+    let (mut rows, mut missing) = (Vec::new(), Vec::new());
+    for (host, answer) in asked {
+        match answer {
             Ok(list) => rows.extend(
                 list.instances
                     .iter()
@@ -101,27 +75,13 @@ pub async fn other_hosts_rows(
     (rows, missing)
 }
 
-fn json<T: serde::de::DeserializeOwned>(answer: Answer) -> Result<T, String> {
-    if answer.status != 200 {
-        return Err(format!(
-            "answered {}: {}",
-            answer.status,
-            String::from_utf8_lossy(&answer.body[..answer.body.len().min(300)])
-        ));
-    }
-    serde_json::from_slice(&answer.body).map_err(|e| format!("answered what does not parse: {e}"))
-}
-
 /// The instance `name` when another host holds it: that host and what its
 /// API says of it.
 pub async fn instance_elsewhere(manager: &Manager, name: &str) -> Option<(HostName, InstanceDto)> {
-    let me = manager.host_name().cloned()?;
     let host = manager.held_elsewhere(name).await.ok()??;
-    let answer = manager
-        .ask(&host, get(&me, format!("/api/v1/instances/{name}")))
-        .await
-        .ok()?;
-    json::<InstanceDto>(answer).ok().map(|dto| (host, dto))
+    let path = format!("/api/v1/instances/{name}");
+    let dto = manager.ask_json(&host, &path, "dashboard").await.ok()?;
+    Some((host, dto))
 }
 
 /// Send a button pressed on `name`, which `host` runs, to `host`'s API;
@@ -178,12 +138,7 @@ pub async fn act_elsewhere(
         .await
         .map_err(|e| format!("host {host} cannot be reached: {e}"))?;
     if (200..300).contains(&answer.status) {
-        let done = match action {
-            InstanceAction::Upgrade => "upgraded".to_string(),
-            InstanceAction::Backup => "backed up".to_string(),
-            other => other.done().to_string(),
-        };
-        return Ok(format!("{name} {done} on host {host}."));
+        return Ok(format!("{name} {} on host {host}.", action.done()));
     }
     // The API's error body: `{"error": {"message": …}}`.
     let message = serde_json::from_slice::<serde_json::Value>(&answer.body)

@@ -481,14 +481,7 @@ pub fn instance_page(p: &InstancePage<'_>) -> Markup {
     let name = p.summary.row.name.as_str();
     let base = format!("/ui/instances/{name}");
     let current = p.summary.row.version.as_str();
-    // Offer the newest version that is not the one it runs.
-    let target = p
-        .versions
-        .iter()
-        .find(|v| v.as_str() != current)
-        .or(p.versions.first())
-        .cloned()
-        .unwrap_or_default();
+    let target = upgrade_target(p.versions, current);
     let signals = serde_json::json!({
         "upgrade": {"version": target},
         "confirm": "",
@@ -507,29 +500,8 @@ pub fn instance_page(p: &InstancePage<'_>) -> Markup {
                 section.panel aria-labelledby="actions-h" {
                     h2 #actions-h { "Actions" }
                     (lifecycle_actions(name, p.summary.row.status, p.csrf))
-                    div.actions style="margin-top:.75rem" {
-                        div.field {
-                            label for="upgrade-version" { "Upgrade to" }
-                            select #upgrade-version data-bind="upgrade.version" {
-                                @for v in p.versions {
-                                    option value=(v) selected[*v == target] {
-                                        (v) @if v == current { " (current)" }
-                                    }
-                                }
-                            }
-                        }
-                        button #action-upgrade type="button" data-indicator="_upgrading" data-attr-disabled="$_upgrading"
-                            data-on-click=(post(&format!("{base}/upgrade"), p.csrf)) { "Upgrade" }
-                    }
-                    div.actions style="margin-top:.75rem" {
-                        div.field {
-                            label for="delete-confirm" { "Type " strong { (name) } " to delete" }
-                            input #delete-confirm data-bind="confirm" autocomplete="off"
-                                aria-describedby="delete-help";
-                        }
-                        button #action-delete.danger type="button" data-indicator="_deleting" data-attr-disabled="$_deleting"
-                            data-on-click=(post(&format!("{base}/delete"), p.csrf)) { "Delete" }
-                    }
+                    (upgrade_form(&base, p.versions, &target, current, p.csrf, html! {}))
+                    (delete_form(name, &base, p.csrf, Some("delete-help")))
                     p #delete-help.note {
                         "Deleting stops the instance and removes it. Its data (pb_data, hooks, migrations, public files) is archived first, as a .tar.gz in "
                         code { (p.archive_dir) } "."
@@ -571,6 +543,71 @@ pub fn instance_page(p: &InstancePage<'_>) -> Markup {
     )
 }
 
+/// The version an upgrade offers first: the newest that is not `current`.
+fn upgrade_target(versions: &[String], current: &str) -> String {
+    versions
+        .iter()
+        .find(|v| v.as_str() != current)
+        .or(versions.first())
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Links to each of `urls`, comma-separated; a dash for none.
+fn url_links(urls: &[String]) -> Markup {
+    html! {
+        @for (i, u) in urls.iter().enumerate() {
+            @if i > 0 { ", " }
+            a href=(u) target="_blank" rel="noopener" { (u) }
+        }
+        @if urls.is_empty() { "—" }
+    }
+}
+
+/// The version picker and the Upgrade button (and `more` buttons beside).
+fn upgrade_form(
+    base: &str,
+    versions: &[String],
+    target: &str,
+    current: &str,
+    csrf: &str,
+    more: Markup,
+) -> Markup {
+    html! {
+        div.actions style="margin-top:.75rem" {
+            div.field {
+                label for="upgrade-version" { "Upgrade to" }
+                select #upgrade-version data-bind="upgrade.version" {
+                    @for v in versions {
+                        option value=(v) selected[v == target] {
+                            (v) @if v == current { " (current)" }
+                        }
+                    }
+                }
+            }
+            button #action-upgrade type="button" data-indicator="_upgrading" data-attr-disabled="$_upgrading"
+                data-on-click=(post(&format!("{base}/upgrade"), csrf)) { "Upgrade" }
+            (more)
+        }
+    }
+}
+
+/// The name to type and the Delete button; `help`: the id of the text
+/// that says what a delete does.
+fn delete_form(name: &str, base: &str, csrf: &str, help: Option<&str>) -> Markup {
+    html! {
+        div.actions style="margin-top:.75rem" {
+            div.field {
+                label for="delete-confirm" { "Type " strong { (name) } " to delete" }
+                input #delete-confirm data-bind="confirm" autocomplete="off"
+                    aria-describedby=[help];
+            }
+            button #action-delete.danger type="button" data-indicator="_deleting" data-attr-disabled="$_deleting"
+                data-on-click=(post(&format!("{base}/delete"), csrf)) { "Delete" }
+        }
+    }
+}
+
 /// The page of an instance another host of the cluster runs: what that
 /// host's API says of it, and the buttons, which act through that host.
 /// The log, health, backups, deploys and audit log are that host's to
@@ -583,12 +620,7 @@ pub fn remote_instance_page(
 ) -> Markup {
     let name = i.name.as_str();
     let base = format!("/ui/instances/{name}");
-    let target = versions
-        .iter()
-        .find(|v| **v != i.version)
-        .or(versions.first())
-        .cloned()
-        .unwrap_or_default();
+    let target = upgrade_target(versions, &i.version);
     let signals = serde_json::json!({ "upgrade": {"version": target}, "confirm": "" });
     layout(
         name,
@@ -602,13 +634,7 @@ pub fn remote_instance_page(
                         dt { "Host" } dd #instance-host { (host) }
                         dt { "Version" } dd #instance-version { (i.version) }
                         dt { "Port" } dd { (i.port) }
-                        dt { "URLs" } dd {
-                            @for (n, u) in i.urls.iter().enumerate() {
-                                @if n > 0 { ", " }
-                                a href=(u) target="_blank" rel="noopener" { (u) }
-                            }
-                            @if i.urls.is_empty() { "—" }
-                        }
+                        dt { "URLs" } dd { (url_links(&i.urls)) }
                         dt { "Restarts" } dd { (i.restarts) }
                         @if let Some(e) = &i.last_error { dt { "Last error" } dd.err { (e) } }
                         dt { "Created" } dd { (i.created_at.format("%Y-%m-%d %H:%M UTC")) }
@@ -621,30 +647,11 @@ pub fn remote_instance_page(
                 section.panel aria-labelledby="actions-h" {
                     h2 #actions-h { "Actions" }
                     (lifecycle_actions(name, i.status, csrf))
-                    div.actions style="margin-top:.75rem" {
-                        div.field {
-                            label for="upgrade-version" { "Upgrade to" }
-                            select #upgrade-version data-bind="upgrade.version" {
-                                @for v in versions {
-                                    option value=(v) selected[*v == target] {
-                                        (v) @if *v == i.version { " (current)" }
-                                    }
-                                }
-                            }
-                        }
-                        button #action-upgrade type="button" data-indicator="_upgrading" data-attr-disabled="$_upgrading"
-                            data-on-click=(post(&format!("{base}/upgrade"), csrf)) { "Upgrade" }
+                    (upgrade_form(&base, versions, &target, &i.version, csrf, html! {
                         button #action-backup type="button" data-indicator="_backingup" data-attr-disabled="$_backingup"
                             data-on-click=(post(&format!("{base}/backup"), csrf)) { "Back up now" }
-                    }
-                    div.actions style="margin-top:.75rem" {
-                        div.field {
-                            label for="delete-confirm" { "Type " strong { (name) } " to delete" }
-                            input #delete-confirm data-bind="confirm" autocomplete="off";
-                        }
-                        button #action-delete.danger type="button" data-indicator="_deleting" data-attr-disabled="$_deleting"
-                            data-on-click=(post(&format!("{base}/delete"), csrf)) { "Delete" }
-                    }
+                    }))
+                    (delete_form(name, &base, csrf, None))
                     (action_result("", true))
                 }
             }
@@ -759,13 +766,7 @@ pub fn instance_summary(s: &InstanceSummary) -> Markup {
             dl.facts {
                 dt { "Version" } dd #instance-version { (r.version) }
                 dt { "Port" } dd { (r.port) }
-                dt { "URLs" } dd {
-                    @for (i, u) in s.urls.iter().enumerate() {
-                        @if i > 0 { ", " }
-                        a href=(u) target="_blank" rel="noopener" { (u) }
-                    }
-                    @if s.urls.is_empty() { "—" }
-                }
+                dt { "URLs" } dd { (url_links(&s.urls)) }
                 dt { "Admin UI" } dd {
                     @if let Some(a) = &admin { a #admin-link href=(a) target="_blank" rel="noopener" { (a) } } @else { "—" }
                 }

@@ -230,6 +230,58 @@ impl Manager {
         Ok(self.cluster()?.forward(host, req, within).await?)
     }
 
+    /// Ask `host` for a GET (`path_and_query`, on behalf of `actor`) and
+    /// give its answer as JSON, or why there is none.
+    pub async fn ask_json<T: serde::de::DeserializeOwned>(
+        &self,
+        host: &HostName,
+        path_and_query: &str,
+        actor: &str,
+    ) -> std::result::Result<T, String> {
+        let me = self.host_name().cloned().ok_or("not in a cluster")?;
+        let req = Forwarded {
+            method: "GET".into(),
+            path_and_query: path_and_query.into(),
+            content_type: None,
+            body: bytes::Bytes::new(),
+            actor: actor.into(),
+            from: me,
+        };
+        let answer = self.ask(host, req).await.map_err(|e| e.to_string())?;
+        if answer.status != 200 {
+            return Err(format!(
+                "answered {}: {}",
+                answer.status,
+                String::from_utf8_lossy(&answer.body[..answer.body.len().min(300)])
+            ));
+        }
+        serde_json::from_slice(&answer.body)
+            .map_err(|e| format!("answered JSON that does not parse: {e}"))
+    }
+
+    /// Ask every other host of the cluster for the same GET at once (its
+    /// part of a list): each host's answer as JSON, or why it has none
+    /// (lost, no answer in time, a failure). Nobody outside a cluster.
+    pub async fn ask_others<T: serde::de::DeserializeOwned>(
+        &self,
+        path_and_query: &str,
+        actor: &str,
+    ) -> Result<Vec<(HostName, std::result::Result<T, String>)>> {
+        let others = self.other_hosts().await?;
+        let asked = others.into_iter().map(|(host, health, seen)| async move {
+            if health == HostHealth::Lost {
+                let why = format!(
+                    "lost: no heartbeat since {}, so its instances are not listed",
+                    seen.format("%Y-%m-%d %H:%M:%S UTC")
+                );
+                return (host, Err(why));
+            }
+            let answer = self.ask_json(&host, path_and_query, actor).await;
+            (host, answer)
+        });
+        Ok(futures::future::join_all(asked).await)
+    }
+
     /// Which host a new instance goes to: `host` if named (it must be a
     /// host of the cluster that is up), else the roomiest up host in
     /// `region` with every tag of `tags`. Without a cluster, only no
